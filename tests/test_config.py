@@ -1,0 +1,50 @@
+import json
+
+import pytest
+
+from xlprune_lib.config import PROFILES, UserError, atomic_dir, cache_key, get_profile, write_json_atomic
+
+
+def test_profiles_match_design():
+    s, t, b = PROFILES["smoke"], PROFILES["tiny"], PROFILES["base"]
+    assert (s.n_layer, s.d_model) == (2, 64)
+    assert (t.n_layer, t.n_head, t.d_model, t.d_inner, t.vocab_size) == (6, 8, 256, 1024, 8000)
+    assert b.hub_model == "xlnet-base-cased" and b.task == "sst2"
+    for p in PROFILES.values():
+        assert p.d_model % p.n_head == 0 and p.plm_block % 2 == 0
+
+
+def test_unknown_profile_lists_valid_names():
+    with pytest.raises(UserError, match="smoke, tiny, base"):
+        get_profile("huge")
+
+
+def test_cache_key_is_stable_and_sensitive():
+    a = cache_key({"x": 1, "y": [1, 2]})
+    assert a == cache_key({"y": [1, 2], "x": 1})
+    assert a != cache_key({"x": 2, "y": [1, 2]})
+
+
+def test_atomic_dir_keeps_old_result_when_write_fails(tmp_path):
+    target = tmp_path / "run"
+    with atomic_dir(target) as tmp:
+        (tmp / "weights").write_text("v1")
+    with pytest.raises(RuntimeError):
+        with atomic_dir(target) as tmp:
+            (tmp / "weights").write_text("half")
+            raise RuntimeError("killed mid-write")
+    assert (target / "weights").read_text() == "v1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no temporary left behind
+    with atomic_dir(target) as tmp:
+        (tmp / "weights").write_text("v2")
+    assert (target / "weights").read_text() == "v2"
+
+
+def test_write_json_atomic(tmp_path):
+    path = tmp_path / "a" / "m.json"
+    write_json_atomic(path, {"b": 1})
+    assert json.loads(path.read_text()) == {"b": 1}
+    with pytest.raises(TypeError):
+        write_json_atomic(path, {"bad": object.__new__(type("X", (), {"__str__": None}))})
+    assert json.loads(path.read_text()) == {"b": 1}
+    assert [p.name for p in path.parent.iterdir()] == ["m.json"]

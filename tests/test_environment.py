@@ -1,0 +1,55 @@
+"""The pins in constraints.txt, environment.yml and the ranges in pyproject.toml must agree."""
+import re
+import tomllib
+from pathlib import Path
+
+import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pins(lines):
+    pins = {}
+    for line in lines:
+        line = line.split("#")[0].strip()
+        if line and "==" in line:
+            req = Requirement(line)
+            (spec,) = req.specifier
+            pins[canonicalize_name(req.name)] = spec.version
+    return pins
+
+
+def constraints():
+    return _pins((ROOT / "constraints.txt").read_text().splitlines())
+
+
+def environment_yml():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    conda = [d for d in env["dependencies"] if isinstance(d, str)]
+    return env, conda, _pins(p for p in pip if not p.startswith("-"))
+
+
+def test_environment_yml_pins_equal_constraints():
+    env, conda, pins = environment_yml()
+    assert pins == constraints()
+    assert "conda-forge" in env["channels"]
+    assert any(re.fullmatch(r"python=3\.11(\.\*)?", c) for c in conda)
+
+
+def test_pyproject_ranges_admit_the_pins():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    reqs = project["dependencies"] + [r for group in project["optional-dependencies"].values() for r in group]
+    pins = constraints()
+    for text in reqs:
+        req = Requirement(text)
+        name = canonicalize_name(req.name)
+        assert name in pins, f"{name} has no exact pin in constraints.txt"
+        assert req.specifier.contains(pins[name], prereleases=True), f"{name}=={pins[name]} outside {req.specifier}"
+
+
+def test_torch_is_pinned_exactly():
+    assert constraints()["torch"] == "2.13.0"
+    assert 'torch==2.13.0' in (ROOT / "pyproject.toml").read_text()

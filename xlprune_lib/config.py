@@ -1,0 +1,166 @@
+"""Profiles, paths, seeds and the one error type users see.
+
+Three profiles share one code path (see DESIGN.md):
+
+* ``smoke``: a 2-layer XLNet on a few hundred examples, every code path in about a minute (tests, CI);
+* ``tiny``:  a 6-layer XLNet with its own 8k SentencePiece vocabulary, pretrained here with the
+  permutation-LM objective on the offline corpus (the published figures, a 2-core CPU);
+* ``base``:  the published ``xlnet-base-cased`` fine-tuned on GLUE SST-2, both from the model hub (one GPU).
+
+Profiles are plain frozen dataclasses (nanoGPT style). ``cache_key`` hashes the fields a result depends on,
+so a second run with the same configuration reuses the first one's checkpoint.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import random
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class UserError(Exception):
+    """A mistake the user can fix (bad name, missing file, no network). The CLI prints it on one line, exit 2."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    # model shape (ignored when ``hub_model`` is set: the hub config wins)
+    n_layer: int
+    n_head: int
+    d_model: int
+    d_inner: int
+    vocab_size: int
+    hub_model: str | None = None
+    # data
+    task: str = "rt"                      # see data.TASKS
+    max_examples: int | None = None       # per split cap (smoke)
+    max_seq_len: int = 64                 # classification inputs
+    # permutation-LM pretraining (Yang et al. 2019, sec. 2.3)
+    plm_block: int = 64                   # tokens per pretraining sequence (even: the collator needs it)
+    plm_epochs: float = 1.0
+    plm_batch: int = 32
+    plm_lr: float = 1e-3
+    plm_probability: float = 1 / 6       # fraction of tokens predicted, K = 6 in the paper
+    plm_max_span: int = 5
+    # classification fine-tuning
+    ft_epochs: float = 2.0
+    ft_batch: int = 32
+    ft_lr: float = 5e-4
+    warmup_ratio: float = 0.06
+    weight_decay: float = 0.01
+    dropout: float = 0.1
+    precision: str = "fp32"               # fp32 | bf16 | fp16 (bf16/fp16 only on a GPU)
+    logging_steps: int = 10
+
+    def model_kwargs(self) -> dict:
+        """Keyword arguments for ``transformers.XLNetConfig`` (random-init profiles)."""
+        return dict(
+            vocab_size=self.vocab_size, d_model=self.d_model, n_layer=self.n_layer, n_head=self.n_head,
+            d_inner=self.d_inner, ff_activation="gelu", dropout=self.dropout,
+            # XLNet's own defaults for a bidirectional encoder without recurrence memory in fine-tuning.
+            mem_len=None, reuse_len=None, bi_data=False, clamp_len=-1, same_length=False,
+            pad_token_id=5, bos_token_id=1, eos_token_id=2,
+        )
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile(
+        name="smoke", n_layer=2, n_head=4, d_model=64, d_inner=256, vocab_size=1000,
+        max_examples=300, max_seq_len=48, plm_block=32, plm_epochs=1.0, plm_batch=16,
+        ft_epochs=1.0, ft_batch=16, ft_lr=1e-3, logging_steps=2,
+    ),
+    "tiny": Profile(
+        name="tiny", n_layer=6, n_head=8, d_model=256, d_inner=1024, vocab_size=8000,
+        max_seq_len=64, plm_block=64, plm_epochs=2.0, plm_batch=32, plm_lr=1e-3,
+        ft_epochs=2.0, ft_batch=32, ft_lr=5e-4,
+    ),
+    "base": Profile(
+        name="base", n_layer=12, n_head=12, d_model=768, d_inner=3072, vocab_size=32000,
+        hub_model="xlnet-base-cased", task="sst2", max_seq_len=128,
+        ft_epochs=3.0, ft_batch=32, ft_lr=2e-5, warmup_ratio=0.1, precision="bf16", logging_steps=50,
+    ),
+}
+DEFAULT_PROFILE = "tiny"
+
+
+def get_profile(name: str) -> Profile:
+    """Look a profile up by name; unknown names are a user error listing the valid ones."""
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise UserError(f"unknown profile {name!r}; valid profiles: {', '.join(PROFILES)}") from None
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[1]
+
+
+def cache_dir() -> Path:
+    """Where fetched data, tokenizers and cached runs live: ``$XLPRUNE_CACHE`` or ``<repo>/data/cache``."""
+    env = os.environ.get("XLPRUNE_CACHE")
+    root = Path(env) if env else repo_root() / "data" / "cache"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def cache_key(payload: dict) -> str:
+    """Short stable hash of a JSON-serialisable configuration."""
+    blob = json.dumps(payload, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, NumPy and torch (``transformers.set_seed`` does all three)."""
+    from transformers import set_seed as hf_set_seed
+
+    random.seed(seed)
+    hf_set_seed(seed)
+
+
+@contextlib.contextmanager
+def atomic_dir(target: Path | str):
+    """Yield a temporary folder beside ``target``; on success it replaces ``target`` in one rename.
+
+    An interrupted or failed write leaves ``target`` as it was (the temporary folder is removed), so a later
+    run never trusts half a checkpoint.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+    try:
+        yield tmp
+        if target.exists():
+            old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
+            os.replace(target, old / "x")
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_json_atomic(path: Path | str, payload) -> None:
+    """Write JSON through a temporary file and ``os.replace`` (never a half-written file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=2, sort_keys=True, default=str)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,143 @@
+"""Sentence-classification fine-tuning and evaluation with ``XLNetForSequenceClassification``.
+
+The classifier reads the hidden state of the final ``<cls>`` token (XLNet puts it last and pads on the left),
+passes it through ``sequence_summary`` (dense + tanh) and ``logits_proj``. Training is the ``transformers``
+Trainer with dynamic padding (``DataCollatorWithPadding``); evaluation reports accuracy and, for GLUE tasks,
+the task's official metric (SST-2: accuracy; CoLA: Matthews correlation).
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .config import Profile, set_seed
+from .runs import METRICS, default_out, loss_curve, quiet_trainer, reuse_or_claim, run_key, training_args
+
+
+def matthews_corrcoef(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Matthews correlation for binary labels (Matthews 1975), GLUE's CoLA metric."""
+    tp = float(np.sum((y_pred == 1) & (y_true == 1)))
+    tn = float(np.sum((y_pred == 0) & (y_true == 0)))
+    fp = float(np.sum((y_pred == 1) & (y_true == 0)))
+    fn = float(np.sum((y_pred == 0) & (y_true == 1)))
+    den = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    return float((tp * tn - fp * fn) / den) if den else 0.0
+
+
+def classification_metrics(logits: np.ndarray, labels: np.ndarray, glue_metric: str = "accuracy") -> dict:
+    pred = logits.argmax(-1)
+    out = {"accuracy": float((pred == labels).mean())}
+    if glue_metric == "matthews_correlation":
+        out[glue_metric] = matthews_corrcoef(labels, pred)
+    return out
+
+
+def tokenize_split(ds, tokenizer, max_len: int):
+    return ds.map(lambda b: tokenizer(b["text"], truncation=True, max_length=max_len), batched=True,
+                  remove_columns=["text"])
+
+
+def majority_baseline(train_labels, test_labels) -> float:
+    """Accuracy of always predicting the training split's most frequent class."""
+    majority = np.bincount(np.asarray(train_labels)).argmax()
+    return float((np.asarray(test_labels) == majority).mean())
+
+
+def finetune_config(profile: Profile, seed: int, init: str | None) -> dict:
+    keys = ("task", "max_examples", "max_seq_len", "ft_epochs", "ft_batch", "ft_lr", "warmup_ratio",
+            "weight_decay", "dropout", "precision")
+    cfg = {"profile": profile.name, "seed": seed, **{k: getattr(profile, k) for k in keys}}
+    if profile.hub_model:
+        cfg["init"] = profile.hub_model
+    elif init:
+        stored = json.loads((Path(init) / METRICS).read_text()) if (Path(init) / METRICS).is_file() else {}
+        cfg["init"] = stored.get("config_key") or str(Path(init).resolve())
+    else:
+        cfg["init"] = None
+        cfg.update({k: getattr(profile, k) for k in ("n_layer", "n_head", "d_model", "d_inner", "vocab_size")})
+    return cfg
+
+
+def evaluate(model, tokenizer, dataset, glue_metric: str = "accuracy", batch: int = 64, max_len: int = 128) -> dict:
+    """Metrics of ``model`` on one split (``text``, ``label``), computed with ``Trainer.predict``."""
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+
+    with tempfile.TemporaryDirectory() as tmp:
+        args = TrainingArguments(output_dir=tmp, per_device_eval_batch_size=batch, report_to="none",
+                                 disable_tqdm=True, use_cpu=not _cuda())
+        trainer = Trainer(model=model, args=args, data_collator=DataCollatorWithPadding(tokenizer))
+        pred = trainer.predict(tokenize_split(dataset, tokenizer, max_len))
+    return classification_metrics(pred.predictions, pred.label_ids, glue_metric)
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def finetune(profile: Profile, out: Path | str | None = None, init: str | Path | None = None, seed: int = 0,
+             progress: bool = True) -> Path:
+    """Fine-tune a classifier on the profile's task; write checkpoint, tokenizer and ``metrics.json``.
+
+    ``init``: a PLM-pretrained folder (``pretrain``); ``None`` starts from random weights (offline profiles)
+    or from the profile's hub model (``base``). ``metrics.json`` holds ``validation_accuracy``,
+    ``test_accuracy``, ``majority_baseline``, the GLUE metric where the task has one, ``train_seconds``,
+    the loss curve and provenance. Reuses ``out`` when it already holds this configuration.
+    """
+    from transformers import DataCollatorWithPadding, Trainer
+
+    from .data import TASKS, load_task, load_tokenizer, profile_tokenizer
+    from .modeling import build_classifier, check_model_dir, load_classifier, save_model
+    from .report import parameter_breakdown, provenance
+
+    if init is not None:
+        init = check_model_dir(init)
+    cfg = finetune_config(profile, seed, init and str(init))
+    key = run_key("finetune", cfg)
+    out = Path(out) if out else default_out("finetune", profile, key)
+    if reuse_or_claim(out, key) is not None:
+        return out
+
+    data = load_task(profile.task, profile.max_examples, seed)
+    if init is not None:
+        tok, model = load_tokenizer(init), load_classifier(init, num_labels=2)
+    elif profile.hub_model:
+        tok, model = profile_tokenizer(profile), load_classifier(profile.hub_model, num_labels=2)
+    else:
+        tok = profile_tokenizer(profile)
+        model = build_classifier(profile, len(tok), seed)
+    glue_metric = TASKS[profile.task][2]
+    enc = {k: tokenize_split(data[k], tok, profile.max_seq_len) for k in ("train", "validation", "test")}
+
+    set_seed(seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        args = training_args(profile, Path(tmp), seed, epochs=profile.ft_epochs, batch=profile.ft_batch,
+                             lr=profile.ft_lr, progress=progress,
+                             train_sampling_strategy="group_by_length")
+        trainer = Trainer(model=model, args=args, train_dataset=enc["train"], eval_dataset=enc["validation"],
+                          data_collator=DataCollatorWithPadding(tok),
+                          compute_metrics=lambda p: classification_metrics(p.predictions, p.label_ids, glue_metric))
+        quiet_trainer(trainer, progress)
+        start = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - start
+        val = trainer.evaluate(enc["validation"], metric_key_prefix="validation")
+        test = trainer.evaluate(enc["test"], metric_key_prefix="test")
+    metrics = {
+        "config_key": key, "profile": profile.name, "task": profile.task, "seed": seed,
+        "init": str(init) if init else profile.hub_model,
+        "validation_accuracy": val["validation_accuracy"], "test_accuracy": test["test_accuracy"],
+        "majority_baseline": majority_baseline(data["train"]["label"], data["test"]["label"]),
+        "glue_metric": glue_metric, "test_glue_metric": test.get(f"test_{glue_metric}"),
+        "train_seconds": seconds, "loss_curve": loss_curve(trainer.state.log_history),
+        "sizes": {k: len(v) for k, v in data.items()},
+        "parameters": parameter_breakdown(model)["total"]["params"],
+        **provenance(cfg),
+    }
+    save_model(model, tok, out, extra_files={METRICS: metrics})
+    return out

@@ -1,0 +1,86 @@
+"""Figure helpers: one house style for every chapter (seaborn on matplotlib).
+
+Call :func:`use_house_style` once at the top of a notebook; every helper returns the ``Figure`` so the
+notebook decides whether to save it (:func:`save`) as well as show it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+PALETTE = "colorblind"
+SEQUENTIAL = "rocket_r"
+DIVERGING = "vlag"
+
+
+def use_house_style() -> None:
+    """Seaborn ``whitegrid`` theme, colour-blind-safe palette, readable sizes, tight layouts."""
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="notebook", palette=PALETTE)
+    matplotlib.rcParams.update({
+        "figure.figsize": (7.0, 4.0), "figure.dpi": 110, "savefig.dpi": 150, "savefig.bbox": "tight",
+        "axes.titleweight": "bold", "axes.titlesize": 12, "axes.spines.top": False,
+        "axes.spines.right": False, "figure.constrained_layout.use": True,
+    })
+
+
+def save(fig, output_dir: str | Path | None, name: str) -> Path | None:
+    """Also write the figure as ``output_dir/name.png`` (skipped when ``output_dir`` is empty)."""
+    if not output_dir:
+        return None
+    path = Path(output_dir) / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
+
+
+def component_bars(tables: dict[str, dict], title: str = "Where the parameters live"):
+    """Horizontal bars of parameter share per component, one hue per model (``report.parameter_breakdown``)."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    import seaborn as sns
+
+    rows = [{"model": model, "component": comp, "share": c["params"] / t["total"]["params"],
+             "parameters": c["params"]}
+            for model, t in tables.items() for comp, c in t["components"].items()]
+    df = pd.DataFrame(rows)
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    sns.barplot(df, y="component", x="share", hue="model", ax=ax, orient="h")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    ax.set(xlabel="share of all parameters", ylabel="", title=title)
+    return fig
+
+
+def mask_heatmaps(panels: dict[str, "object"], tokens: list[str], title: str | None = None):
+    """Side-by-side 0/1 heatmaps (e.g. ``perm_mask`` and ``target_mapping``) over the same tokens."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    n = len(panels)
+    fig, axes = plt.subplots(1, n, figsize=(5.2 * n, 5.0), squeeze=False)
+    for ax, (name, mat) in zip(axes[0], panels.items()):
+        sns.heatmap(mat, ax=ax, cmap=SEQUENTIAL, vmin=0, vmax=1, cbar=False, square=True,
+                    xticklabels=tokens, yticklabels=tokens, linewidths=0.2, linecolor="white")
+        ax.set_title(name)
+        ax.tick_params(labelsize=7)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def loss_curves(curves: dict[str, list[list[float]]], ylabel: str = "loss", title: str | None = None,
+                hlines: dict[str, float] | None = None):
+    """Line plot of ``[[step, value], ...]`` curves, optional labelled horizontal reference lines."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    for name, pts in curves.items():
+        steps, vals = zip(*pts)
+        ax.plot(steps, vals, label=name, lw=1.8)
+    for i, (name, y) in enumerate((hlines or {}).items()):
+        ax.axhline(y, ls="--", lw=1.2, color=f"C{i + len(curves)}", label=name)
+    ax.set(xlabel="optimizer step", ylabel=ylabel, title=title)
+    ax.legend(frameon=False)
+    return fig

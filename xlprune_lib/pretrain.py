@@ -1,0 +1,143 @@
+"""Permutation-language-model pretraining of a small XLNet (Yang et al. 2019, sec. 2.2-2.3).
+
+XLNet maximises the expected log-likelihood over factorisation orders z of the sequence (eq. 3)
+
+    max_theta  E_{z ~ Z_T} [ sum_{t > c} log p_theta(x_{z_t} | x_{z_<t}) ]
+
+predicting only the last tokens of each order (partial prediction, the cut-off c with K = |z| / (|z| - c) ~ 6).
+``transformers.DataCollatorForPermutationLanguageModeling`` samples the targets (spans, ``plm_probability`` =
+1/K) and the order, and encodes it in ``perm_mask[b, i, j] = 1`` (i may not attend to j) and
+``target_mapping``; ``XLNetLMHeadModel`` runs the two-stream attention. The ``transformers`` Trainer does the
+rest. Nothing in this module re-implements any of that: it prepares the text and records the numbers.
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+from .config import Profile, UserError, set_seed
+from .runs import METRICS, default_out, loss_curve, quiet_trainer, reuse_or_claim, run_key, training_args
+
+
+def plm_blocks(texts: list[str], tokenizer, block: int) -> list[list[int]]:
+    """Concatenate documents (separated by ``<eod>``) and cut them into blocks of ``block`` tokens.
+
+    Each block ends in ``<sep> <cls>`` like a single-segment XLNet input; the collator never predicts those
+    functional tokens. ``block`` must be even (the collator's leakage-free ``perm_mask`` needs it).
+    """
+    if block % 2:
+        raise ValueError("the PLM block length must be even")
+    eod = tokenizer.convert_tokens_to_ids("<eod>")
+    tail = [tokenizer.sep_token_id, tokenizer.cls_token_id]
+    stream: list[int] = []
+    for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:
+        stream.extend(ids + [eod])
+    body = block - len(tail)
+    return [stream[i:i + body] + tail for i in range(0, len(stream) - body + 1, body)]
+
+
+def pretrain_config(profile: Profile, seed: int) -> dict:
+    keys = ("n_layer", "n_head", "d_model", "d_inner", "vocab_size", "plm_block", "plm_epochs", "plm_batch",
+            "plm_lr", "plm_probability", "plm_max_span", "warmup_ratio", "weight_decay", "dropout", "max_examples")
+    return {"profile": profile.name, "seed": seed, **{k: getattr(profile, k) for k in keys}}
+
+
+def pretrain(profile: Profile, out: Path | str | None = None, seed: int = 0, progress: bool = True) -> Path:
+    """PLM-pretrain the profile's XLNet; write checkpoint, tokenizer and ``metrics.json`` into ``out``.
+
+    Reuses ``out`` when it already holds this configuration. Returns the folder.
+    ``metrics.json``: ``plm_loss_first`` / ``plm_loss_last`` (training loss at the first and last logged
+    step), ``eval_loss_before`` / ``eval_loss_after`` (PLM loss on validation-split snippets), the loss curve,
+    ``train_seconds`` and provenance.
+    """
+    from datasets import Dataset
+    from transformers import DataCollatorForPermutationLanguageModeling, Trainer
+
+    from .data import load_corpus_rows, load_offline, pretraining_texts, profile_tokenizer
+    from .modeling import build_lm, save_model
+    from .report import parameter_breakdown, provenance
+
+    if profile.hub_model:
+        raise UserError(f"profile {profile.name!r} starts from the published {profile.hub_model}; "
+                        f"pretraining is for the offline profiles (smoke, tiny)")
+    cfg = pretrain_config(profile, seed)
+    key = run_key("pretrain", cfg)
+    out = Path(out) if out else default_out("pretrain", profile, key)
+    if reuse_or_claim(out, key) is not None:
+        return out
+
+    tok = profile_tokenizer(profile)
+    rows = load_corpus_rows()
+    texts = pretraining_texts(rows)
+    heldout = list(load_offline(rows=rows)["validation"]["text"])
+    if profile.max_examples:  # smoke: a few hundred documents
+        texts, heldout = texts[: profile.max_examples * 2], heldout[: profile.max_examples // 2]
+    train = Dataset.from_dict({"input_ids": plm_blocks(texts, tok, profile.plm_block)})
+    valid = Dataset.from_dict({"input_ids": plm_blocks(heldout, tok, profile.plm_block)})
+
+    model = build_lm(profile, len(tok), seed)
+    collator = DataCollatorForPermutationLanguageModeling(
+        tokenizer=tok, plm_probability=profile.plm_probability, max_span_length=profile.plm_max_span)
+    set_seed(seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        args = training_args(profile, Path(tmp), seed, epochs=profile.plm_epochs, batch=profile.plm_batch,
+                             lr=profile.plm_lr, progress=progress)
+        trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=valid, data_collator=collator)
+        quiet_trainer(trainer, progress)
+        before = trainer.evaluate()["eval_loss"]
+        start = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - start
+        after = trainer.evaluate()["eval_loss"]
+    curve = loss_curve(trainer.state.log_history)
+    metrics = {
+        "config_key": key, "profile": profile.name, "seed": seed,
+        "plm_loss_first": curve[0][1], "plm_loss_last": curve[-1][1],
+        "eval_loss_before": before, "eval_loss_after": after,
+        "loss_curve": curve, "train_seconds": seconds, "train_blocks": len(train), "eval_blocks": len(valid),
+        "steps": trainer.state.global_step, "parameters": parameter_breakdown(model)["total"]["params"],
+        **provenance(cfg),
+    }
+    save_model(model, tok, out, extra_files={METRICS: metrics})
+    return out
+
+
+def permutation_example(tokenizer, text: str, block: int = 16, seed: int = 0, plm_probability: float = 1 / 6,
+                        max_span: int = 5) -> dict:
+    """One real batch element from ``DataCollatorForPermutationLanguageModeling``, for illustration.
+
+    Returns the tokens, the masked-input tokens, ``perm_mask`` (row i, column j = 1: position i may not see
+    j), ``target_mapping`` and which positions are predicted. ``block`` tokens, ending in ``<sep> <cls>``.
+    """
+    import torch
+    from transformers import DataCollatorForPermutationLanguageModeling
+
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"][: block - 2]
+    ids = ids + [tokenizer.pad_token_id] * (block - 2 - len(ids)) + [tokenizer.sep_token_id, tokenizer.cls_token_id]
+    collator = DataCollatorForPermutationLanguageModeling(
+        tokenizer=tokenizer, plm_probability=plm_probability, max_span_length=max_span)
+    torch.manual_seed(seed)
+    batch = collator([{"input_ids": ids}])
+    return {
+        "tokens": tokenizer.convert_ids_to_tokens(ids),
+        "input_tokens": tokenizer.convert_ids_to_tokens(batch["input_ids"][0].tolist()),
+        "perm_mask": batch["perm_mask"][0].numpy(),
+        "target_mapping": batch["target_mapping"][0].numpy(),
+        "predicted": (batch["labels"][0] != -100).numpy(),
+    }
+
+
+def unigram_entropy(texts: list[str], tokenizer) -> float:
+    """Entropy (nats) of the token frequencies of ``texts``: the loss of a model that ignores all context.
+
+    A PLM loss near this value means the model has learned which pieces are frequent, not how context
+    predicts them; it is the reference line for the pretraining curve.
+    """
+    import numpy as np
+
+    counts = np.bincount(np.concatenate([np.asarray(ids, dtype=np.int64) for ids in
+                                         tokenizer(texts, add_special_tokens=False)["input_ids"] if ids]),
+                         minlength=len(tokenizer)).astype(float)
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())

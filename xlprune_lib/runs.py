@@ -1,0 +1,80 @@
+"""Cached runs: where a training run writes, when it is reused, and the Trainer settings all runs share.
+
+A run is identified by a hash of its configuration (``config.cache_key``). Its folder holds the checkpoint
+(safetensors), the tokenizer and ``metrics.json``; ``metrics.json`` is written last, so a folder without it
+is not a finished run. Asking for the same configuration again returns the stored metrics; asking to write a
+*different* configuration into a folder that holds a finished run is refused, so no result is overwritten.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .config import Profile, UserError, cache_dir, cache_key
+
+METRICS = "metrics.json"
+
+
+def default_out(kind: str, profile: Profile, key: str) -> Path:
+    return cache_dir() / "runs" / f"{kind}-{profile.name}-{key}"
+
+
+def reuse_or_claim(out: Path, key: str) -> dict | None:
+    """Return the finished run's metrics if ``out`` holds this configuration; refuse a different one."""
+    metrics = out / METRICS
+    if not metrics.is_file():
+        return None
+    try:
+        stored = json.loads(metrics.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"{metrics} is unreadable ({exc}); move it away or choose another --out") from None
+    if stored.get("config_key") != key:
+        raise UserError(f"{out} already holds a different run (config {stored.get('config_key')}, "
+                        f"this one is {key}); choose another --out")
+    return stored
+
+
+def run_key(kind: str, config: dict) -> str:
+    return cache_key({"kind": kind, **config})
+
+
+def training_args(profile: Profile, out: Path, seed: int, *, epochs: float, batch: int, lr: float,
+                  progress: bool = True, **extra):
+    """``TrainingArguments`` shared by pretraining and fine-tuning (checkpoints are saved by us, at the end)."""
+    import torch
+    from transformers import TrainingArguments
+
+    on_gpu = torch.cuda.is_available()
+    return TrainingArguments(
+        output_dir=str(out), seed=seed, data_seed=seed, num_train_epochs=epochs,
+        per_device_train_batch_size=batch, per_device_eval_batch_size=batch * 2, learning_rate=lr,
+        weight_decay=profile.weight_decay, warmup_steps=profile.warmup_ratio, lr_scheduler_type="linear",
+        logging_steps=profile.logging_steps, logging_first_step=True, save_strategy="no", report_to="none",
+        bf16=on_gpu and profile.precision == "bf16", fp16=on_gpu and profile.precision == "fp16",
+        dataloader_num_workers=0, disable_tqdm=not progress, use_cpu=not on_gpu, **extra,
+    )
+
+
+def loss_curve(log_history: list[dict], key: str = "loss") -> list[list[float]]:
+    """``[[step, value], ...]`` for one logged quantity of ``Trainer.state.log_history``."""
+    return [[h["step"], h[key]] for h in log_history if key in h]
+
+
+def quiet_libraries() -> None:
+    """Silence transformers' and datasets' progress bars and warnings (notebooks, tests)."""
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+
+
+def quiet_trainer(trainer, progress: bool):
+    """Without progress output, drop the Trainer's printed log lines (they stay in ``state.log_history``)."""
+    if not progress:
+        from transformers import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
+        quiet_libraries()
+    return trainer
