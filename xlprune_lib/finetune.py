@@ -104,6 +104,7 @@ def finetune(profile: Profile, out: Path | str | None = None, init: str | Path |
         return out
 
     data = load_task(profile.task, profile.max_examples, seed)
+    set_seed(seed)  # the new classifier head of a pretrained model is initialised from this state
     if init is not None:
         tok, model = load_tokenizer(init), load_classifier(init, num_labels=2)
     elif profile.hub_model:

@@ -104,11 +104,13 @@ def pretrain(profile: Profile, out: Path | str | None = None, seed: int = 0, pro
 
 
 def permutation_example(tokenizer, text: str, block: int = 16, seed: int = 0, plm_probability: float = 1 / 6,
-                        max_span: int = 5) -> dict:
+                        max_span: int = 5, min_predicted: int = 2, max_tries: int = 100) -> dict:
     """One real batch element from ``DataCollatorForPermutationLanguageModeling``, for illustration.
 
     Returns the tokens, the masked-input tokens, ``perm_mask`` (row i, column j = 1: position i may not see
-    j), ``target_mapping`` and which positions are predicted. ``block`` tokens, ending in ``<sep> <cls>``.
+    j), ``target_mapping``, which positions are predicted and the seed used. ``block`` tokens, ending in
+    ``<sep> <cls>``. On a short block the collator may pick no target at all; the seeds ``seed, seed + 1, ...``
+    are tried until at least ``min_predicted`` tokens are predicted, so the picture shows something.
     """
     import torch
     from transformers import DataCollatorForPermutationLanguageModeling
@@ -117,9 +119,13 @@ def permutation_example(tokenizer, text: str, block: int = 16, seed: int = 0, pl
     ids = ids + [tokenizer.pad_token_id] * (block - 2 - len(ids)) + [tokenizer.sep_token_id, tokenizer.cls_token_id]
     collator = DataCollatorForPermutationLanguageModeling(
         tokenizer=tokenizer, plm_probability=plm_probability, max_span_length=max_span)
-    torch.manual_seed(seed)
-    batch = collator([{"input_ids": ids}])
+    for tried in range(seed, seed + max_tries):
+        torch.manual_seed(tried)
+        batch = collator([{"input_ids": ids}])
+        if int((batch["labels"][0] != -100).sum()) >= min_predicted:
+            break
     return {
+        "seed": tried,
         "tokens": tokenizer.convert_ids_to_tokens(ids),
         "input_tokens": tokenizer.convert_ids_to_tokens(batch["input_ids"][0].tolist()),
         "perm_mask": batch["perm_mask"][0].numpy(),

@@ -13,6 +13,9 @@ from pathlib import Path
 from .config import Profile, UserError, cache_dir, cache_key
 
 METRICS = "metrics.json"
+# Part of every run's key: bump it when a change to the training code changes what a configuration produces,
+# so cached runs made by the older code are not reused.
+RUNS_VERSION = 2
 
 
 def default_out(kind: str, profile: Profile, key: str) -> Path:
@@ -35,7 +38,7 @@ def reuse_or_claim(out: Path, key: str) -> dict | None:
 
 
 def run_key(kind: str, config: dict) -> str:
-    return cache_key({"kind": kind, **config})
+    return cache_key({"kind": kind, "runs_version": RUNS_VERSION, **config})
 
 
 def training_args(profile: Profile, out: Path, seed: int, *, epochs: float, batch: int, lr: float,

@@ -1,0 +1,108 @@
+"""Physical removal of attention heads, FFN neurons and whole layers from a ``transformers`` XLNet.
+
+Masks (``masks.py``) only zero weights; surgery makes the tensors smaller so that every matrix multiplication
+gets cheaper. Layers are pruned independently, so after surgery layers may have different head and neuron
+counts.
+
+Heads (Michel et al. 2019, "Are Sixteen Heads Really Better than One?"). XLNet stores its projections as
+``(d_model, n_head, d_head)`` tensors and computes, per head n, ``q_n = h W_q[:, n, :]`` (and likewise k, v, r);
+the per-head biases ``r_w_bias``, ``r_r_bias``, ``r_s_bias`` and ``seg_embed`` index the same axis, and the
+output is ``sum_n attn_vec_n W_o[:, n, :]^T``. Removing head n is therefore slicing index n out of the head
+axis of all nine tensors; nothing in ``XLNetRelativeAttention.forward`` depends on ``n_head`` except through
+those shapes. The scale ``1 / sqrt(d_head)`` is unchanged.
+
+FFN neurons: neuron j is row j of ``layer_1`` (weight and bias) and column j of ``layer_2``'s weight.
+
+Removing *every* head of a layer (or every neuron) is allowed and leaves a zero-width sublayer: XLNet is
+post-LayerNorm, ``LN(x + sublayer(x))``, so a sublayer whose output is zero still applies its LayerNorm (and,
+for the FFN, ``layer_2``'s bias). The zero-width tensors compute exactly that, which is also what the masked
+model computes; the sublayer's matrix multiplications are gone. Whole layers are removed with
+:func:`drop_layers`, which changes the function (a residual stream skips the layer) and is not an
+equivalence.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils import skip_init
+
+HEAD_PARAMS = ("q", "k", "v", "o", "r")
+HEAD_BIASES = ("r_r_bias", "r_s_bias", "r_w_bias")
+
+
+def _keep_index(n: int, remove) -> torch.Tensor:
+    remove = sorted(set(int(i) for i in remove))
+    if any(i < 0 or i >= n for i in remove):
+        raise ValueError(f"indices {remove} out of range for size {n}")
+    return torch.tensor([i for i in range(n) if i not in remove], dtype=torch.long)
+
+
+def _slice_param(module: nn.Module, name: str, dim: int, keep: torch.Tensor) -> None:
+    old = getattr(module, name)
+    new = nn.Parameter(old.detach().index_select(dim, keep.to(old.device)).clone(), requires_grad=old.requires_grad)
+    setattr(module, name, new)
+
+
+def xlnet_layers(model) -> nn.ModuleList:
+    """The ``XLNetLayer`` list of any XLNet model (base model, LM head or classifier)."""
+    base = getattr(model, "transformer", model)
+    return base.layer
+
+
+def prune_heads(model, heads: dict[int, list[int]]) -> None:
+    """Remove heads in place: ``{layer_index: [head indices of that layer as it is now]}``."""
+    layers = xlnet_layers(model)
+    for li, remove in heads.items():
+        attn = layers[li].rel_attn
+        keep = _keep_index(attn.q.shape[1], remove)
+        for name in HEAD_PARAMS:
+            _slice_param(attn, name, 1, keep)
+        for name in HEAD_BIASES:
+            _slice_param(attn, name, 0, keep)
+        _slice_param(attn, "seg_embed", 1, keep)
+        attn.n_head = len(keep)
+    _sync_config(model)
+
+
+def prune_neurons(model, neurons: dict[int, list[int]]) -> None:
+    """Remove FFN neurons in place: ``{layer_index: [neuron indices of that layer as it is now]}``."""
+    layers = xlnet_layers(model)
+    for li, remove in neurons.items():
+        ff = layers[li].ff
+        keep = _keep_index(ff.layer_1.out_features, remove)
+        # skip_init: no random initialisation to throw away; the kept slices are copied in below.
+        l1 = skip_init(nn.Linear, ff.layer_1.in_features, len(keep))
+        l2 = skip_init(nn.Linear, len(keep), ff.layer_2.out_features)
+        with torch.no_grad():
+            l1.weight = nn.Parameter(ff.layer_1.weight[keep].clone())
+            l1.bias = nn.Parameter(ff.layer_1.bias[keep].clone())
+            l2.weight = nn.Parameter(ff.layer_2.weight[:, keep].clone())
+            l2.bias = nn.Parameter(ff.layer_2.bias.clone())
+        ff.layer_1, ff.layer_2 = l1, l2
+    _sync_config(model)
+
+
+def drop_layers(model, remove: list[int]) -> None:
+    """Remove whole layers in place (Sajjad et al. 2023, "On the effect of dropping layers")."""
+    layers = xlnet_layers(model)
+    keep = _keep_index(len(layers), remove)
+    if len(keep) == 0:
+        raise ValueError("cannot drop every layer of the model")
+    base = getattr(model, "transformer", model)
+    base.layer = nn.ModuleList([layers[i] for i in keep.tolist()])
+    base.n_layer = len(keep)
+    _sync_config(model)
+
+
+def layer_shapes(model) -> list[dict]:
+    """Per layer: heads and FFN neurons as they are now (counted from the tensors)."""
+    return [{"heads": int(layer.rel_attn.q.shape[1]), "neurons": int(layer.ff.layer_1.out_features)}
+            for layer in xlnet_layers(model)]
+
+
+def _sync_config(model) -> None:
+    """Record the per-layer shapes in the config, so a saved model can be rebuilt with them."""
+    shapes = layer_shapes(model)
+    model.config.n_layer = len(shapes)
+    model.config.heads_per_layer = [s["heads"] for s in shapes]
+    model.config.inner_per_layer = [s["neurons"] for s in shapes]
