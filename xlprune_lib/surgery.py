@@ -22,6 +22,8 @@ equivalence.
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 from torch.nn.utils import skip_init
@@ -71,8 +73,10 @@ def prune_neurons(model, neurons: dict[int, list[int]]) -> None:
         ff = layers[li].ff
         keep = _keep_index(ff.layer_1.out_features, remove)
         # skip_init: no random initialisation to throw away; the kept slices are copied in below.
-        l1 = skip_init(nn.Linear, ff.layer_1.in_features, len(keep))
-        l2 = skip_init(nn.Linear, len(keep), ff.layer_2.out_features)
+        with warnings.catch_warnings():  # a layer left with 0 neurons: torch warns that init is a no-op
+            warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
+            l1 = skip_init(nn.Linear, ff.layer_1.in_features, len(keep))
+            l2 = skip_init(nn.Linear, len(keep), ff.layer_2.out_features)
         with torch.no_grad():
             l1.weight = nn.Parameter(ff.layer_1.weight[keep].clone())
             l1.bias = nn.Parameter(ff.layer_1.bias[keep].clone())
