@@ -119,6 +119,12 @@ def _cap(ds, n: int | None, seed: int):
     return ds if n is None or len(ds) <= n else ds.shuffle(seed=seed).select(range(n))
 
 
+def _cap_splits(splits: dict, max_examples: int | None, seed: int) -> dict:
+    """Cap train at ``max_examples`` and validation / test at a fifth of it (at least 20), seeded."""
+    small = max_examples and max(max_examples // 5, 20)
+    return {k: _cap(ds, max_examples if k == "train" else small, seed) for k, ds in splits.items()}
+
+
 def load_offline(max_examples: int | None = None, seed: int = 0, rows: list[dict] | None = None):
     """The labelled snippets as a ``DatasetDict`` (train / validation / test; ``text``, ``label``).
 
@@ -132,9 +138,8 @@ def load_offline(max_examples: int | None = None, seed: int = 0, rows: list[dict
     for r in rows:
         if r["category"] in LABELS:
             parts[movie_split(r["movie_name"])].append({"text": r["text"], "label": LABELS[r["category"]]})
-    caps = {"train": max_examples, "validation": max_examples and max(max_examples // 5, 20),
-            "test": max_examples and max(max_examples // 5, 20)}
-    return DatasetDict({k: _cap(Dataset.from_list(v, features=feats), caps[k], seed) for k, v in parts.items()})
+    return DatasetDict(_cap_splits({k: Dataset.from_list(v, features=feats) for k, v in parts.items()},
+                                   max_examples, seed))
 
 
 def pretraining_texts(rows: list[dict] | None = None) -> list[str]:
@@ -199,9 +204,7 @@ def load_task(task: str, max_examples: int | None = None, seed: int = 0, source:
     if task in ("sst2", "cola"):
         held = raw["train"].train_test_split(test_size=0.05, seed=seed)
         raw = datasets.DatasetDict(train=held["train"], validation=held["test"], test=raw["validation"])
-    return datasets.DatasetDict({k: _cap(raw[k], max_examples if k == "train" else
-                                          max_examples and max(max_examples // 5, 20), seed)
-                                 for k in ("train", "validation", "test")})
+    return datasets.DatasetDict(_cap_splits({k: raw[k] for k in ("train", "validation", "test")}, max_examples, seed))
 
 
 # --------------------------------------------------------------------------- tokenizer
