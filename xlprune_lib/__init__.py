@@ -3,7 +3,8 @@
 One concept per module (see the design notes): ``config`` (profiles, paths, seeds), ``data`` (corpus, hub
 loaders, tokenizer), ``modeling`` (build / load / save), ``pretrain`` (permutation LM), ``finetune``
 (classification), ``report`` (parameter tables, provenance), ``plots`` (house style), ``runs`` (cached runs),
-``surgery`` (removing heads, neurons, layers), ``book`` (papermill execution), ``cli`` (the ``xlprune`` command).
+``masks`` (torch.nn.utils.prune masks), ``surgery`` (removing heads, neurons, layers),
+``book`` (papermill execution), ``cli`` (the ``xlprune`` command).
 """
 import warnings
 

@@ -1,0 +1,103 @@
+"""Weight masks on XLNet through ``torch.nn.utils.prune``.
+
+``torch.nn.utils.prune`` reparametrises a parameter ``w`` as ``w_orig * w_mask`` with a forward pre-hook, so the
+mask lives beside the weight, is applied in every forward pass and survives any number of optimizer steps:
+the gradient of ``w_orig`` at a masked entry is multiplied by zero. Pruning the same tensor again stacks the
+new mask on the old one (a ``PruningContainer``), so sparsity only grows. This module adds what XLNet needs on
+top: the default prunable set (the five 3-D attention projections and the two FFN matrices of every layer),
+local (per-tensor) and global (one threshold across the set) rules driven by any importance score, targets
+given as the *total* sparsity to reach, and sparsity counted from the masks themselves.
+"""
+from __future__ import annotations
+
+import torch
+from torch.nn.utils import prune
+
+from .config import UserError
+from .surgery import HEAD_PARAMS, xlnet_layers
+
+SCOPES = ("local", "global")
+
+
+def prunable_parameters(model, include_embeddings: bool = False) -> list[tuple[torch.nn.Module, str]]:
+    """``(module, name)`` pairs of the default prunable set.
+
+    Per layer: ``rel_attn.{q,k,v,o,r}`` (shape ``(d_model, n_head, d_head)``) and ``ff.layer_1.weight`` /
+    ``ff.layer_2.weight``. Embeddings, LayerNorm, biases and the classifier head are excluded (the word
+    embedding only when asked: it is a lookup table, pruning it saves storage, not compute).
+    """
+    pairs = []
+    for layer in xlnet_layers(model):
+        pairs += [(layer.rel_attn, name) for name in HEAD_PARAMS]
+        pairs += [(layer.ff.layer_1, "weight"), (layer.ff.layer_2, "weight")]
+    if include_embeddings:
+        pairs.append((getattr(model, "transformer", model).word_embedding, "weight"))
+    return pairs
+
+
+def current_weight(module, name: str) -> torch.Tensor:
+    """The effective (masked) tensor, whether or not the parameter is pruned yet."""
+    return getattr(module, name)
+
+
+def current_mask(module, name: str) -> torch.Tensor:
+    mask = getattr(module, f"{name}_mask", None)
+    return mask if mask is not None else torch.ones_like(getattr(module, name))
+
+
+def sparsity(pairs) -> float:
+    """Fraction of zero entries in the masks of ``pairs`` (counted, not requested)."""
+    zeros = sum(int((current_mask(m, n) == 0).sum()) for m, n in pairs)
+    total = sum(current_mask(m, n).numel() for m, n in pairs)
+    return zeros / total if total else 0.0
+
+
+def weight_sparsity(pairs) -> float:
+    """Fraction of exact zeros in the weights the forward pass uses (masked, or made permanent)."""
+    zeros = sum(int((current_weight(m, n) == 0).sum()) for m, n in pairs)
+    total = sum(current_weight(m, n).numel() for m, n in pairs)
+    return zeros / total if total else 0.0
+
+
+def _check_target(target: float) -> None:
+    if not 0.0 <= target < 1.0:
+        raise UserError(f"sparsity must be in [0, 1), got {target}")
+
+
+def _amount_of_remaining(target: float, already: float, n_total: int) -> int:
+    """Entries to remove now so that the total sparsity becomes ``target`` (never negative)."""
+    return max(0, round(target * n_total) - round(already * n_total))
+
+
+def prune_to(model, target: float, scores: dict | None = None, scope: str = "global", pairs=None) -> float:
+    """Mask the lowest-scoring weights until ``target`` of the prunable set is zero; returns measured sparsity.
+
+    ``scores``: ``{(module, name): tensor}`` importances of the same shape as each weight (default: |w|,
+    magnitude pruning, Han et al. 2015). ``scope="local"`` removes the same fraction from every tensor;
+    ``"global"`` ranks all entries of the set against one threshold. Cumulative: earlier zeros stay, because
+    ``torch.nn.utils.prune`` only ranks the entries its previous masks left.
+    """
+    _check_target(target)
+    if scope not in SCOPES:
+        raise UserError(f"unknown scope {scope!r}; valid scopes: {', '.join(SCOPES)}")
+    pairs = pairs if pairs is not None else prunable_parameters(model)
+    scores = scores or {}
+    importance = {p: scores.get(p, current_weight(*p).detach().abs()) for p in pairs}
+    if scope == "global":
+        n_total = sum(current_mask(*p).numel() for p in pairs)
+        amount = _amount_of_remaining(target, sparsity(pairs), n_total)
+        prune.global_unstructured(pairs, pruning_method=prune.L1Unstructured, amount=amount,
+                                  importance_scores=importance)
+    else:
+        for p in pairs:
+            n = current_mask(*p).numel()
+            amount = _amount_of_remaining(target, sparsity([p]), n)
+            prune.l1_unstructured(p[0], p[1], amount=amount, importance_scores=importance[p])
+    return sparsity(pairs)
+
+
+def make_permanent(model, pairs=None) -> None:
+    """``prune.remove`` on every pruned pair: the zeros are written into the weights, the hooks go away."""
+    for module, name in pairs if pairs is not None else prunable_parameters(model):
+        if prune.is_pruned(module) and hasattr(module, f"{name}_orig"):
+            prune.remove(module, name)
