@@ -4,12 +4,15 @@ Every number here is counted from the model's tensors, never taken from what was
 """
 from __future__ import annotations
 
+import json
 import platform
 import re
 import subprocess
 from collections import OrderedDict
+from pathlib import Path
 
 from .config import repo_root
+from .runs import METRICS
 
 # Component of an XLNet parameter, from its name (first match wins). Order is the order of the printed table.
 COMPONENTS = OrderedDict([
@@ -90,7 +93,4 @@ def provenance(config: dict) -> dict:
 
 def load_metrics(run_dir) -> dict:
     """The ``metrics.json`` of a finished run folder."""
-    import json
-    from pathlib import Path
-
-    return json.loads((Path(run_dir) / "metrics.json").read_text())
+    return json.loads((Path(run_dir) / METRICS).read_text())
