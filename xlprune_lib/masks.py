@@ -45,18 +45,20 @@ def current_mask(module, name: str) -> torch.Tensor:
     return mask if mask is not None else torch.ones_like(getattr(module, name))
 
 
+def _zero_fraction(tensors) -> float:
+    tensors = list(tensors)
+    total = sum(t.numel() for t in tensors)
+    return sum(int((t == 0).sum()) for t in tensors) / total if total else 0.0
+
+
 def sparsity(pairs) -> float:
     """Fraction of zero entries in the masks of ``pairs`` (counted, not requested)."""
-    zeros = sum(int((current_mask(m, n) == 0).sum()) for m, n in pairs)
-    total = sum(current_mask(m, n).numel() for m, n in pairs)
-    return zeros / total if total else 0.0
+    return _zero_fraction(current_mask(m, n) for m, n in pairs)
 
 
 def weight_sparsity(pairs) -> float:
     """Fraction of exact zeros in the weights the forward pass uses (masked, or made permanent)."""
-    zeros = sum(int((current_weight(m, n) == 0).sum()) for m, n in pairs)
-    total = sum(current_weight(m, n).numel() for m, n in pairs)
-    return zeros / total if total else 0.0
+    return _zero_fraction(current_weight(m, n) for m, n in pairs)
 
 
 def _check_target(target: float) -> None:

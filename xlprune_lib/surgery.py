@@ -22,11 +22,8 @@ equivalence.
 """
 from __future__ import annotations
 
-import warnings
-
 import torch
 from torch import nn
-from torch.nn.utils import skip_init
 
 HEAD_PARAMS = ("q", "k", "v", "o", "r")
 HEAD_BIASES = ("r_r_bias", "r_s_bias", "r_w_bias")
@@ -45,10 +42,14 @@ def _slice_param(module: nn.Module, name: str, dim: int, keep: torch.Tensor) -> 
     setattr(module, name, new)
 
 
+def _base(model):
+    """The ``XLNetModel`` inside any XLNet model (base model, LM head or classifier)."""
+    return getattr(model, "transformer", model)
+
+
 def xlnet_layers(model) -> nn.ModuleList:
-    """The ``XLNetLayer`` list of any XLNet model (base model, LM head or classifier)."""
-    base = getattr(model, "transformer", model)
-    return base.layer
+    """The ``XLNetLayer`` list of any XLNet model."""
+    return _base(model).layer
 
 
 def prune_heads(model, heads: dict[int, list[int]]) -> None:
@@ -72,17 +73,10 @@ def prune_neurons(model, neurons: dict[int, list[int]]) -> None:
     for li, remove in neurons.items():
         ff = layers[li].ff
         keep = _keep_index(ff.layer_1.out_features, remove)
-        # skip_init: no random initialisation to throw away; the kept slices are copied in below.
-        with warnings.catch_warnings():  # a layer left with 0 neurons: torch warns that init is a no-op
-            warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
-            l1 = skip_init(nn.Linear, ff.layer_1.in_features, len(keep))
-            l2 = skip_init(nn.Linear, len(keep), ff.layer_2.out_features)
-        with torch.no_grad():
-            l1.weight = nn.Parameter(ff.layer_1.weight[keep].clone())
-            l1.bias = nn.Parameter(ff.layer_1.bias[keep].clone())
-            l2.weight = nn.Parameter(ff.layer_2.weight[:, keep].clone())
-            l2.bias = nn.Parameter(ff.layer_2.bias.clone())
-        ff.layer_1, ff.layer_2 = l1, l2
+        _slice_param(ff.layer_1, "weight", 0, keep)
+        _slice_param(ff.layer_1, "bias", 0, keep)
+        _slice_param(ff.layer_2, "weight", 1, keep)
+        ff.layer_1.out_features = ff.layer_2.in_features = len(keep)
     _sync_config(model)
 
 
@@ -92,7 +86,7 @@ def drop_layers(model, remove: list[int]) -> None:
     keep = _keep_index(len(layers), remove)
     if len(keep) == 0:
         raise ValueError("cannot drop every layer of the model")
-    base = getattr(model, "transformer", model)
+    base = _base(model)
     base.layer = nn.ModuleList([layers[i] for i in keep.tolist()])
     base.n_layer = len(keep)
     _sync_config(model)
