@@ -82,7 +82,9 @@ def test_neuron_surgery_equals_masking(lm, tiny_classifier):
     torch.testing.assert_close(ref_cls, _outputs(tiny_classifier), rtol=1e-5, atol=1e-5)
     assert tiny_classifier.config.inner_per_layer == [64 - 22, 0]
     removed = 22 * (32 + 1 + 32) + 64 * (32 + 1 + 32)      # per neuron: a row + bias of layer_1, a column of layer_2
-    dense = sum(p.numel() for p in type(lm)(tiny_config(mem_len=6)).parameters())
+    from transformers import XLNetLMHeadModel
+
+    dense = sum(p.numel() for p in XLNetLMHeadModel(tiny_config(mem_len=6)).parameters())
     assert sum(p.numel() for p in lm.parameters()) == dense - removed
 
 
@@ -99,3 +101,55 @@ def test_bad_indices_are_refused(tiny_classifier):
         surgery.prune_heads(tiny_classifier, {0: [4]})
     with pytest.raises(ValueError, match="out of range"):
         surgery.prune_neurons(tiny_classifier, {1: [-1]})
+
+
+def _slim(model):
+    surgery.prune_heads(model, {0: [1, 2], 1: [0]})
+    surgery.prune_neurons(model, {0: list(range(40)), 1: list(range(64))})
+    return model
+
+
+def test_pruned_model_saves_and_reloads(tiny_classifier, tmp_path):
+    """A slimmed classifier reloads with its shapes via xlprune_lib and via the Auto classes."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from xlprune_lib.modeling import PrunedXLNetForSequenceClassification, load_saved
+
+    _slim(tiny_classifier)
+    assert type(tiny_classifier) is PrunedXLNetForSequenceClassification
+    ref = _outputs(tiny_classifier)
+    tiny_classifier.save_pretrained(tmp_path, safe_serialization=True)
+    assert AutoConfig.from_pretrained(tmp_path).model_type == "xlnet-pruned"
+    assert not list(tmp_path.glob("*.bin")) and list(tmp_path.glob("*.safetensors"))
+    for loaded in (load_saved(tmp_path), AutoModelForSequenceClassification.from_pretrained(tmp_path)):
+        assert type(loaded) is PrunedXLNetForSequenceClassification
+        assert surgery.layer_shapes(loaded) == [{"heads": 2, "neurons": 24}, {"heads": 3, "neurons": 0}]
+        torch.testing.assert_close(_outputs(loaded.eval()), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_dropped_layers_reload(tiny_classifier, tmp_path):
+    from xlprune_lib.modeling import load_saved
+
+    surgery.prune_heads(tiny_classifier, {1: [3]})
+    surgery.drop_layers(tiny_classifier, [0])
+    ref = _outputs(tiny_classifier)
+    tiny_classifier.save_pretrained(tmp_path)
+    loaded = load_saved(tmp_path).eval()
+    assert loaded.config.n_layer == 1 and surgery.layer_shapes(loaded) == [{"heads": 3, "neurons": 64}]
+    torch.testing.assert_close(_outputs(loaded), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_pruned_model_runs_in_a_pipeline(small_tokenizer, tmp_path):
+    """The saved folder (model + tokenizer) works in transformers' text-classification pipeline."""
+    from transformers import AutoModelForSequenceClassification, pipeline
+
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_config(tiny_config(vocab_size=len(small_tokenizer),
+                                                                       num_labels=2))
+    _slim(model)
+    model.save_pretrained(tmp_path)
+    small_tokenizer.save_pretrained(tmp_path)
+    clf = pipeline("text-classification", model=str(tmp_path), device="cpu")
+    out = clf(["A gripping, beautifully acted film.", "Dull and far too long."])
+    assert len(out) == 2 and all(o["label"] in ("LABEL_0", "LABEL_1") and 0 <= o["score"] <= 1 for o in out)
+    assert surgery.layer_shapes(clf.model) == [{"heads": 2, "neurons": 24}, {"heads": 3, "neurons": 0}]

@@ -4,17 +4,106 @@ XLNet (Yang et al. 2019) is a Transformer-XL encoder (Dai et al. 2019): relative
 three per-head biases ``r_w_bias`` (content), ``r_r_bias`` (position) and ``r_s_bias`` (segment), recurrence
 memory, and two-stream attention for permutation-LM pretraining. Its attention weights ``q, k, v, o, r`` are
 3-D parameters of shape ``(d_model, n_head, d_head)``; later chapters prune along the head axis.
+
+A model after surgery (``surgery.py``) has layers of different widths, which ``XLNetConfig`` cannot describe.
+It becomes a ``Pruned*`` model here: the config type ``xlnet-pruned`` adds ``heads_per_layer`` and
+``inner_per_layer``, and the model classes build the full XLNet and then slice every layer down to those
+widths, so ``from_pretrained`` finds tensors of the saved shapes. Importing ``xlprune_lib`` registers the type
+with ``AutoConfig`` / ``AutoModel*``, so ``AutoModelForSequenceClassification.from_pretrained(dir)`` and
+``pipeline("text-classification", dir)`` work on a pruned folder.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+from huggingface_hub.dataclasses import strict
+from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification,
+                          XLNetConfig, XLNetForSequenceClassification, XLNetLMHeadModel, XLNetModel)
+
 from .config import Profile, UserError, atomic_dir
+
+PRUNED_MODEL_TYPE = "xlnet-pruned"
+
+
+@strict
+class PrunedXLNetConfig(XLNetConfig):
+    """``XLNetConfig`` plus the per-layer widths left by surgery (``None``: the layer is as wide as ``n_head`` /
+    ``d_inner`` say). ``n_layer`` counts the layers that remain after whole layers are dropped."""
+
+    model_type = PRUNED_MODEL_TYPE
+    heads_per_layer: list[int] | None = None
+    inner_per_layer: list[int] | None = None
+
+
+def _shrink_to_config(model) -> None:
+    """Slice a freshly built XLNet down to the widths its ``PrunedXLNetConfig`` records (keeps the first ones;
+    ``from_pretrained`` then overwrites every tensor with the saved, already-pruned values)."""
+    from .surgery import prune_heads, prune_neurons, xlnet_layers
+
+    cfg, layers = model.config, xlnet_layers(model)
+    heads_per_layer, inner_per_layer = getattr(cfg, "heads_per_layer", None), getattr(cfg, "inner_per_layer", None)
+    heads = {i: range(h, cfg.n_head) for i, h in enumerate(heads_per_layer or []) if h < cfg.n_head}
+    inner = {i: range(n, cfg.d_inner) for i, n in enumerate(inner_per_layer or []) if n < cfg.d_inner}
+    if len(heads_per_layer or layers) != len(layers) or len(inner_per_layer or layers) != len(layers):
+        raise ValueError(f"{PRUNED_MODEL_TYPE} config lists widths for a different number of layers than n_layer")
+    prune_heads(model, heads)
+    prune_neurons(model, inner)
+
+
+class PrunedXLNetModel(XLNetModel):
+    config_class = PrunedXLNetConfig
+
+    def __init__(self, config):
+        super().__init__(config)
+        _shrink_to_config(self)
+
+
+class PrunedXLNetLMHeadModel(XLNetLMHeadModel):
+    config_class = PrunedXLNetConfig
+
+    def __init__(self, config):
+        super().__init__(config)
+        _shrink_to_config(self)
+
+
+class PrunedXLNetForSequenceClassification(XLNetForSequenceClassification):
+    config_class = PrunedXLNetConfig
+
+    def __init__(self, config):
+        super().__init__(config)
+        _shrink_to_config(self)
+
+
+PRUNED_CLASSES = {XLNetModel: PrunedXLNetModel, XLNetLMHeadModel: PrunedXLNetLMHeadModel,
+                  XLNetForSequenceClassification: PrunedXLNetForSequenceClassification}
+
+
+def register_pruned_xlnet() -> None:
+    """Make ``xlnet-pruned`` folders loadable through the ``Auto*`` classes (idempotent)."""
+    try:
+        AutoConfig.register(PRUNED_MODEL_TYPE, PrunedXLNetConfig)
+    except ValueError:  # already registered
+        return
+    AutoModel.register(PrunedXLNetConfig, PrunedXLNetModel)
+    AutoModelForCausalLM.register(PrunedXLNetConfig, PrunedXLNetLMHeadModel)
+    AutoModelForSequenceClassification.register(PrunedXLNetConfig, PrunedXLNetForSequenceClassification)
+
+
+def as_pruned(model, heads_per_layer: list[int], inner_per_layer: list[int]):
+    """Turn an XLNet model (after surgery) into its ``Pruned*`` class with a config recording the widths."""
+    if not isinstance(model.config, PrunedXLNetConfig):
+        fields = {k: v for k, v in model.config.to_dict().items() if k not in ("model_type", "transformers_version")}
+        model.config = PrunedXLNetConfig(**fields)
+        getattr(model, "transformer", model).config = model.config
+    model.config.heads_per_layer, model.config.inner_per_layer = list(heads_per_layer), list(inner_per_layer)
+    model.config.n_layer = len(heads_per_layer)
+    for plain, pruned in PRUNED_CLASSES.items():
+        if type(model) is plain:
+            model.__class__ = pruned
+    return model
 
 
 def xlnet_config(profile: Profile, vocab_size: int | None = None, **overrides):
-    from transformers import XLNetConfig
-
     kwargs = profile.model_kwargs()
     if vocab_size is not None:
         kwargs["vocab_size"] = vocab_size
@@ -24,8 +113,6 @@ def xlnet_config(profile: Profile, vocab_size: int | None = None, **overrides):
 
 def build_lm(profile: Profile, vocab_size: int, seed: int):
     """A randomly initialised ``XLNetLMHeadModel`` of the profile's shape (for PLM pretraining)."""
-    from transformers import XLNetLMHeadModel
-
     from .config import set_seed
 
     set_seed(seed)
@@ -34,8 +121,6 @@ def build_lm(profile: Profile, vocab_size: int, seed: int):
 
 def build_classifier(profile: Profile, vocab_size: int, seed: int, num_labels: int = 2):
     """A randomly initialised ``XLNetForSequenceClassification`` (the no-pretraining baseline)."""
-    from transformers import XLNetForSequenceClassification
-
     from .config import set_seed
 
     set_seed(seed)
@@ -56,14 +141,10 @@ def check_model_dir(path: Path | str) -> Path:
 
 def load_classifier(source: str | Path, num_labels: int = 2):
     """``XLNetForSequenceClassification`` from a local folder or a hub name (fails fast without hub access)."""
-    from transformers import XLNetForSequenceClassification
-
     return _load(XLNetForSequenceClassification, source, num_labels=num_labels)
 
 
 def load_lm(source: str | Path):
-    from transformers import XLNetLMHeadModel
-
     return _load(XLNetLMHeadModel, source)
 
 
@@ -101,9 +182,12 @@ def load_saved(path: Path | str):
     import transformers
 
     path = check_model_dir(path)
-    config = transformers.AutoConfig.from_pretrained(str(path))
+    try:
+        config = transformers.AutoConfig.from_pretrained(str(path))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: unreadable config.json ({str(exc).splitlines()[0]})") from None
     arch = (config.architectures or ["XLNetModel"])[0]
-    cls = getattr(transformers, arch, None)
+    cls = globals().get(arch) if arch.startswith("Pruned") else getattr(transformers, arch, None)
     if cls is None:
         raise UserError(f"{path}: unknown architecture {arch!r}")
     return _load(cls, path)

@@ -33,12 +33,18 @@ def _keep_index(n: int, remove) -> torch.Tensor:
     remove = sorted(set(int(i) for i in remove))
     if any(i < 0 or i >= n for i in remove):
         raise ValueError(f"indices {remove} out of range for size {n}")
-    return torch.tensor([i for i in range(n) if i not in remove], dtype=torch.long)
+    return torch.tensor([i for i in range(n) if i not in remove], dtype=torch.long, device="cpu")
 
 
 def _slice_param(module: nn.Module, name: str, dim: int, keep: torch.Tensor) -> None:
     old = getattr(module, name)
-    new = nn.Parameter(old.detach().index_select(dim, keep.to(old.device)).clone(), requires_grad=old.requires_grad)
+    if old.is_meta:  # ``from_pretrained`` builds the model on the meta device, then loads the saved tensors
+        shape = list(old.shape)
+        shape[dim] = len(keep)
+        data = torch.empty(shape, dtype=old.dtype, device="meta")
+    else:
+        data = old.detach().index_select(dim, keep.to(old.device)).clone()
+    new = nn.Parameter(data, requires_grad=old.requires_grad)
     setattr(module, name, new)
 
 
@@ -99,8 +105,9 @@ def layer_shapes(model) -> list[dict]:
 
 
 def _sync_config(model) -> None:
-    """Record the per-layer shapes in the config, so a saved model can be rebuilt with them."""
+    """Record the per-layer shapes in an ``xlnet-pruned`` config (``modeling.as_pruned``), so the saved model
+    reloads with them through ``from_pretrained``."""
+    from .modeling import as_pruned
+
     shapes = layer_shapes(model)
-    model.config.n_layer = len(shapes)
-    model.config.heads_per_layer = [s["heads"] for s in shapes]
-    model.config.inner_per_layer = [s["neurons"] for s in shapes]
+    as_pruned(model, [s["heads"] for s in shapes], [s["neurons"] for s in shapes])
