@@ -85,6 +85,24 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from .modeling import load_saved
+    from .report import check_seq_len, checkpoint_sizes, format_layer_report, layer_report
+
+    seq_len = check_seq_len(args.seq_len)
+    model = load_saved(args.model)
+    table = layer_report(model, seq_len=seq_len)
+    table["sizes"].update(checkpoint_sizes(args.model))
+    table["model"] = str(args.model)
+    table["architecture"] = (model.config.architectures or [type(model).__name__])[0]
+    if args.json:
+        _print_json(table)
+    else:
+        print(f"{args.model} ({table['architecture']})")
+        print(format_layer_report(table))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="xlprune", description="Pruning XLNet: train, prune, measure.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -110,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="a saved model folder")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("report", help="per-layer parameters, nonzeros, heads, neurons, FLOPs per token, sizes")
+    p.add_argument("--model", required=True, help="a saved model folder")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--seq-len", type=int, default=128, help="tokens per sequence for FLOPs (default: %(default)s)")
+    p.set_defaults(func=cmd_report)
     return parser
 
 
