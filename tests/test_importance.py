@@ -1,0 +1,196 @@
+"""Importance scores on tiny random XLNets, checked against independent computations."""
+import pytest
+import torch
+from conftest import tiny_config
+
+from xlprune_lib import importance, surgery
+from xlprune_lib.config import UserError
+from xlprune_lib.masks import prunable_parameters, prune_to
+
+
+def _batch(lengths, labels, seed=0, vocab=120):
+    """A left-padded batch (as XLNet pads) of random token ids with the given lengths."""
+    g = torch.Generator().manual_seed(seed)
+    seq = max(lengths)
+    ids = torch.full((len(lengths), seq), 5)
+    mask = torch.zeros(len(lengths), seq, dtype=torch.long)
+    for i, n in enumerate(lengths):
+        ids[i, seq - n:] = torch.randint(10, vocab, (n,), generator=g)
+        mask[i, seq - n:] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor(labels)}
+
+
+@pytest.fixture
+def batches():
+    return [_batch([7, 4, 9], [0, 1, 1], seed=1), _batch([5, 8], [1, 0], seed=2)]
+
+
+@pytest.fixture
+def model():
+    from transformers import XLNetForSequenceClassification
+
+    torch.manual_seed(0)
+    return XLNetForSequenceClassification(tiny_config(num_labels=2))
+
+
+def _close(got, want, rtol=1e-4):
+    """allclose relative to the tensor's scale (random-init gradients of q and k are ~1e-9)."""
+    scale = want.abs().max().clamp_min(1e-30)
+    torch.testing.assert_close(got / scale, want / scale, rtol=rtol, atol=rtol)
+
+
+def _examples(batches):
+    """Every example alone, without padding."""
+    for b in batches:
+        for i in range(len(b["labels"])):
+            keep = b["attention_mask"][i].bool()
+            yield {"input_ids": b["input_ids"][i, keep][None], "attention_mask": b["attention_mask"][i, keep][None],
+                   "labels": b["labels"][i:i + 1]}
+
+
+def test_fisher_matches_brute_force_per_example(model, batches):
+    """Batched per-example Fisher == each example's own forward/backward, squared and averaged."""
+    pairs = prunable_parameters(model)
+    got = importance.fisher(model, batches)
+    params = [getattr(m, n) for m, n in pairs]
+    want = [torch.zeros_like(p) for p in params]
+    examples = list(_examples(batches))
+    model.eval()
+    for ex in examples:
+        logp = torch.log_softmax(model(input_ids=ex["input_ids"], attention_mask=ex["attention_mask"]).logits, -1)
+        for w, g in zip(want, torch.autograd.grad(logp[0, ex["labels"][0]], params)):
+            w += g ** 2 / len(examples)
+    for pair, w in zip(pairs, want):
+        _close(got[pair], w)
+    assert all(float(v.sum()) > 0 for v in got.values())
+
+
+def test_fisher_is_not_the_squared_batch_gradient(model, batches):
+    """The per-example estimator differs from squaring the mean gradient of each batch (the cheap shortcut)."""
+    pair = prunable_parameters(model)[0]
+    per_example = importance.fisher(model, batches)[pair]
+    squared_mean = importance._batch_means(model, batches, [getattr(*pair)], lambda i, g: g ** 2)[0]
+    assert not torch.allclose(per_example, squared_mean, rtol=1e-2, atol=0)
+
+
+def test_gradient_and_taylor_match_autograd(model, batches):
+    pairs = prunable_parameters(model)
+    grad, tay, mov = (f(model, batches) for f in (importance.gradient, importance.taylor,
+                                                   importance.frozen_movement))
+    params = [getattr(m, n) for m, n in pairs]
+    model.eval()
+    gs = [torch.autograd.grad(model(**b).loss, params) for b in batches]
+    for k, (pair, p) in enumerate(zip(pairs, params)):
+        g = [x[k] for x in gs]
+        _close(grad[pair], (g[0].abs() + g[1].abs()) / 2)
+        _close(tay[pair], ((p * g[0]).abs() + (p * g[1]).abs()) / 2)
+        _close(mov[pair], -p.detach() * (g[0] + g[1]) / 2)
+
+
+def test_scores_of_a_masked_model_use_the_masked_weights(model, batches):
+    prune_to(model, 0.5)
+    for scores in (importance.magnitude(model), importance.taylor(model, batches)):
+        for (m, n), s in scores.items():
+            assert torch.all(s[getattr(m, f"{n}_mask") == 0] == 0)
+
+
+def test_head_gate_gradient_is_the_taylor_sum_of_the_output_projection(model, batches):
+    """d L / d xi_h at xi = 1 equals sum over head h's slice of W_o of w * dL/dw (chain rule)."""
+    got = importance.gate_gradient(model, batches, "head")
+    model.eval()
+    want = []
+    for layer in model.transformer.layer:
+        o = layer.rel_attn.o
+        per_batch = [(o * torch.autograd.grad(model(**b).loss, o)[0]).sum(dim=(0, 2)).abs() for b in batches]
+        want.append(sum(per_batch) / len(per_batch))
+    for g, w in zip(got, want):
+        _close(g, w)
+    assert [g.shape[0] for g in got] == [4, 4]
+
+
+def test_neuron_gate_is_the_activation_taylor_score(model, batches):
+    """d L / d xi_j = sum over tokens of a_j * dL/da_j (Molchanov et al. 2017): check via layer_2's columns."""
+    got = importance.gate_gradient(model, batches, "neuron")
+    model.eval()
+    for li, layer in enumerate(model.transformer.layer):
+        w2 = layer.ff.layer_2.weight
+        per_batch = [(w2 * torch.autograd.grad(model(**b).loss, w2)[0]).sum(0).abs() for b in batches]
+        _close(got[li], sum(per_batch) / 2)
+
+
+def test_zero_gates_equal_surgery(model, batches):
+    """A head / neuron / layer whose gate is 0 computes what the model without it computes."""
+    import copy
+
+    b = {k: v for k, v in batches[0].items() if k != "labels"}
+    model.eval()
+    cases = [("head", {0: [1, 3]}, surgery.prune_heads), ("neuron", {1: list(range(0, 64, 2))}, surgery.prune_neurons),
+             ("layer", [0], surgery.drop_layers)]
+    for granularity, remove, cut in cases:
+        with importance.unit_gates(model, granularity) as gates, torch.no_grad():
+            for li, idx in (remove.items() if isinstance(remove, dict) else [(i, None) for i in remove]):
+                gates[li][idx if idx is not None else ()] = 0.0
+            gated = model(**b).logits
+        slim = copy.deepcopy(model)
+        cut(slim, remove)
+        with torch.no_grad():
+            torch.testing.assert_close(gated, slim(**b).logits, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():  # the gates are gone on exit
+        torch.testing.assert_close(model(**b).logits, copy.deepcopy(model)(**b).logits)
+    assert "post_attention" not in vars(model.transformer.layer[0].rel_attn)
+
+
+def test_layer_skip_loss_and_its_first_order_estimate(model, batches):
+    import copy
+
+    skip = importance.layer_skip_loss(model, batches)
+    base = importance.mean_loss(model, batches)
+    for li in range(2):
+        slim = copy.deepcopy(model)
+        surgery.drop_layers(slim, [li])
+        assert float(skip[li]) == pytest.approx(importance.mean_loss(slim, batches) - base, abs=1e-6)
+    first_order = importance.structure_scores(model, "taylor", "layer", batches)
+    assert first_order.shape == (2,) and torch.all(first_order >= 0)
+
+
+def test_structure_scores_and_selection(model, batches):
+    mov = importance.frozen_movement(model, batches)
+    for method in importance.METHODS:
+        heads = importance.structure_scores(model, method, "head", batches, movement=mov)
+        neurons = importance.structure_scores(model, method, "neuron", batches, movement=mov)
+        assert [h.shape for h in heads] == [torch.Size([4])] * 2
+        assert [n.shape for n in neurons] == [torch.Size([64])] * 2
+    heads = [torch.tensor([4.0, 1.0, 3.0, 2.0]), torch.tensor([0.5, 9.0, 9.0, 9.0])]
+    assert importance.lowest_units(heads, 0.25, normalize=False) == {0: [1], 1: [0]}
+    assert importance.lowest_units(torch.tensor([3.0, 1.0, 2.0]), 0.6) == [1, 2]
+    with pytest.raises(UserError):
+        importance.lowest_units(heads, 1.0)
+    with pytest.raises(UserError, match="unknown method"):
+        importance.weight_scores(model, "entropy", batches)
+    with pytest.raises(UserError, match="need batches"):
+        importance.weight_scores(model, "fisher", None)
+
+
+def test_movement_callback_accumulates_minus_w_times_g(small_tokenizer, rows, tmp_path):
+    """With learning rate 0 and one full batch, the callback's score is -w * g of that batch, per step."""
+    from datasets import Dataset
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, XLNetForSequenceClassification
+
+    from xlprune_lib.finetune import tokenize_split
+
+    torch.manual_seed(0)
+    model = XLNetForSequenceClassification(tiny_config(vocab_size=len(small_tokenizer), num_labels=2,
+                                                       summary_last_dropout=0.0))  # train mode == eval mode
+    ds = Dataset.from_dict({"text": [r["text"] for r in rows[:8]], "label": [i % 2 for i in range(8)]})
+    enc = tokenize_split(ds, small_tokenizer, 32)
+    cb = importance.MovementCallback(prunable_parameters(model))
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=8, learning_rate=0.0,
+                             max_steps=3, max_grad_norm=0.0, report_to="none", use_cpu=True, disable_tqdm=True,
+                             save_strategy="no")
+    Trainer(model=model, args=args, train_dataset=enc, data_collator=DataCollatorWithPadding(small_tokenizer),
+            callbacks=[cb]).train()
+    assert cb.steps == 3
+    batch = importance.score_batches(small_tokenizer, ds, 1, 8, 32)
+    want = importance.frozen_movement(model, batch)
+    for pair in cb.pairs:
+        _close(cb.scores[pair], 3 * want[pair], rtol=1e-3)
