@@ -103,6 +103,18 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_prune(args) -> int:
+    from .config import get_profile
+    from .oneshot import PruneSpec, prune_run
+
+    spec = PruneSpec(args.method, args.granularity, args.sparsity, args.scope, args.finetune_epochs,
+                     args.score_batches, args.score_steps).check()
+    profile = get_profile(args.profile) if args.profile else None
+    out = prune_run(args.model, spec, args.out, profile, seed=args.seed, progress=not args.quiet)
+    _report_metrics(out, ("prunable_sparsity", "validation_accuracy", "test_accuracy"))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="xlprune", description="Pruning XLNet: train, prune, measure.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -134,6 +146,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--seq-len", type=int, default=128, help="tokens per sequence for FLOPs (default: %(default)s)")
     p.set_defaults(func=cmd_report)
+    from .importance import GRANULARITIES, METHODS
+    from .oneshot import DEFAULT_SCORE_BATCHES, DEFAULT_SCORE_STEPS
+
+    p = sub.add_parser("prune", help="one-shot pruning of a fine-tuned classifier (weights, neurons, heads, layers)")
+    p.add_argument("--model", required=True, help="a fine-tuned classifier folder (xlprune finetune)")
+    p.add_argument("--method", required=True, help=f"importance score: {', '.join(METHODS)}")
+    p.add_argument("--granularity", default="weight", help=f"unit removed: {', '.join(GRANULARITIES)} "
+                   "(default: %(default)s)")
+    p.add_argument("--sparsity", required=True, type=float, help="fraction of the unit to remove, in [0, 1)")
+    p.add_argument("--scope", default="global", help="global (one threshold) or local (per tensor / layer)")
+    p.add_argument("--out", required=True, help="output folder (refused if it holds a different run)")
+    p.add_argument("--finetune-epochs", type=float, default=0.0, help="recovery fine-tuning after pruning")
+    p.add_argument("--score-batches", type=int, default=DEFAULT_SCORE_BATCHES,
+                   help="training batches for gradient, Taylor and Fisher scores (default: %(default)s)")
+    p.add_argument("--score-steps", type=int, default=DEFAULT_SCORE_STEPS,
+                   help="fine-tuning steps that accumulate movement scores (default: %(default)s)")
+    p.add_argument("--profile", help="data and training settings (default: the model's own profile)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_prune)
     return parser
 
 

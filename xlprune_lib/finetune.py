@@ -80,6 +80,27 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
+def train_classifier(model, tokenizer, enc: dict, profile: Profile, seed: int, epochs: float,
+                     glue_metric: str = "accuracy", progress: bool = True, callbacks=None):
+    """Train ``model`` on ``enc["train"]`` with the profile's fine-tuning settings; return ``(trainer, seconds)``.
+
+    Used for fine-tuning and for recovery after pruning: masks from ``torch.nn.utils.prune`` stay applied,
+    because their forward pre-hooks run in every step and the masked entries receive zero gradient.
+    """
+    from transformers import DataCollatorWithPadding, Trainer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        args = training_args(profile, Path(tmp), seed, epochs=epochs, batch=profile.ft_batch, lr=profile.ft_lr,
+                             progress=progress, train_sampling_strategy="group_by_length")
+        trainer = Trainer(model=model, args=args, train_dataset=enc["train"], eval_dataset=enc.get("validation"),
+                          data_collator=DataCollatorWithPadding(tokenizer), callbacks=callbacks,
+                          compute_metrics=lambda p: classification_metrics(p.predictions, p.label_ids, glue_metric))
+        quiet_trainer(trainer, progress)
+        start = time.perf_counter()
+        trainer.train()
+        return trainer, time.perf_counter() - start
+
+
 def finetune(profile: Profile, out: Path | str | None = None, init: str | Path | None = None, seed: int = 0,
              progress: bool = True) -> Path:
     """Fine-tune a classifier on the profile's task; write checkpoint, tokenizer and ``metrics.json``.
@@ -89,8 +110,6 @@ def finetune(profile: Profile, out: Path | str | None = None, init: str | Path |
     ``test_accuracy``, ``majority_baseline``, the GLUE metric where the task has one, ``train_seconds``,
     the loss curve and provenance. Reuses ``out`` when it already holds this configuration.
     """
-    from transformers import DataCollatorWithPadding, Trainer
-
     from .data import TASKS, load_task, load_tokenizer, profile_tokenizer
     from .modeling import build_classifier, check_model_dir, load_classifier, save_model
     from .report import parameter_breakdown, provenance
@@ -116,19 +135,9 @@ def finetune(profile: Profile, out: Path | str | None = None, init: str | Path |
     enc = {k: tokenize_split(data[k], tok, profile.max_seq_len) for k in ("train", "validation", "test")}
 
     set_seed(seed)
-    with tempfile.TemporaryDirectory() as tmp:
-        args = training_args(profile, Path(tmp), seed, epochs=profile.ft_epochs, batch=profile.ft_batch,
-                             lr=profile.ft_lr, progress=progress,
-                             train_sampling_strategy="group_by_length")
-        trainer = Trainer(model=model, args=args, train_dataset=enc["train"], eval_dataset=enc["validation"],
-                          data_collator=DataCollatorWithPadding(tok),
-                          compute_metrics=lambda p: classification_metrics(p.predictions, p.label_ids, glue_metric))
-        quiet_trainer(trainer, progress)
-        start = time.perf_counter()
-        trainer.train()
-        seconds = time.perf_counter() - start
-        val = trainer.evaluate(enc["validation"], metric_key_prefix="validation")
-        test = trainer.evaluate(enc["test"], metric_key_prefix="test")
+    trainer, seconds = train_classifier(model, tok, enc, profile, seed, profile.ft_epochs, glue_metric, progress)
+    val = trainer.evaluate(enc["validation"], metric_key_prefix="validation")
+    test = trainer.evaluate(enc["test"], metric_key_prefix="test")
     metrics = {
         "config_key": key, "profile": profile.name, "task": profile.task, "seed": seed,
         "init": str(init) if init else profile.hub_model,

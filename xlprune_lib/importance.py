@@ -12,8 +12,8 @@ Weights (``w``: the effective, masked weight; ``g_b``: the gradient of the mean 
   (Molchanov et al. 2017/2019, "Importance Estimation for Neural Network Pruning", eq. 3-4);
 * Fisher ``mean_i (d log p(y_i | x_i) / dw)^2``: the diagonal of the *empirical* Fisher (true labels ``y_i``,
   not labels sampled from the model), per example, as in LeCun et al. 1990 / Kirkpatrick et al. 2017. Each
-  batch is run forward once, then each example's log-likelihood is differentiated alone (``retain_graph``), so
-  memory holds one gradient of the model at a time, never per-example gradients of the whole model;
+  example of a batch is run forward and backward alone (its padding stripped), so memory holds one gradient
+  of the model at a time, never per-example gradients of the whole model;
 * movement ``-sum_t w_t * g_t`` accumulated at every optimizer step of fine-tuning (Sanh et al. 2020,
   "Movement Pruning", eq. 5 with the straight-through estimator), by :class:`MovementCallback`. Without
   training, :func:`frozen_movement` gives its zero-step limit ``-w * sum_b g_b`` (a signed Taylor score).
@@ -109,18 +109,31 @@ def _batch_means(model, batches, params, combine) -> list[torch.Tensor]:
     return [t / max(1, len(batches)) for t in totals]
 
 
+def _examples(batch: dict):
+    """The examples of a padded batch one at a time, padding removed (XLNet pads on the left; the attention
+    mask hides the pads, so an example alone gives the same log-likelihood)."""
+    mask = batch.get("attention_mask")
+    for i in range(len(batch["labels"])):
+        keep = mask[i].bool() if mask is not None else slice(None)
+        yield {k: (v[i:i + 1] if k == "labels" else v[i:i + 1, keep]) for k, v in batch.items()}
+
+
 def _example_fisher(model, batches, params) -> list[torch.Tensor]:
-    """``mean_i (d log p(y_i|x_i) / d param)^2``, per example, one gradient in memory at a time."""
+    """``mean_i (d log p(y_i|x_i) / d param)^2``, per example, one gradient in memory at a time.
+
+    Each example gets its own forward and backward pass without its padding, so the cost is one small
+    forward/backward per example (not one full-batch backward per example, as slicing a batched graph
+    would cost).
+    """
     totals = [torch.zeros_like(p, dtype=torch.float32) for p in params]
     n = 0
     with _eval_mode(model):
         for batch in batches:
-            logp = _log_likelihood(model, _device_batch(model, batch))
-            for i in range(len(logp)):
-                grads = torch.autograd.grad(logp[i], params, retain_graph=i < len(logp) - 1)
-                for t, g in zip(totals, grads):
+            for example in _examples(_device_batch(model, batch)):
+                logp = _log_likelihood(model, example)[0]
+                for t, g in zip(totals, torch.autograd.grad(logp, params)):
                     t += g.float() ** 2
-            n += len(logp)
+                n += 1
     return [t / max(1, n) for t in totals]
 
 
@@ -200,7 +213,7 @@ def movement_finetune(model, tokenizer, train, profile, steps: int, seed: int = 
     callback = MovementCallback(prunable_parameters(model))
     with tempfile.TemporaryDirectory() as tmp:
         args = training_args(profile, Path(tmp), seed, epochs=1, batch=profile.ft_batch, lr=profile.ft_lr,
-                             progress=progress, max_steps=steps, logging_steps=max(1, steps // 10))
+                             progress=progress, max_steps=steps)
         trainer = Trainer(model=model, args=args, train_dataset=tokenize_split(train, tokenizer, profile.max_seq_len),
                           data_collator=DataCollatorWithPadding(tokenizer), callbacks=[callback])
         quiet_trainer(trainer, progress)

@@ -156,7 +156,9 @@ def _load(cls, source, **kwargs):
 
         require_hub(f"model {source!r}")
     from safetensors import SafetensorError
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # a bar per checkpoint load is noise, and it would precede error lines
     try:
         return cls.from_pretrained(str(source), **kwargs)
     except (OSError, ValueError, SafetensorError) as exc:

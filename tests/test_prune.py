@@ -1,0 +1,86 @@
+"""`xlprune prune` on the smoke classifier (real corpus): measured sparsity, saved models, one-line errors."""
+import json
+
+import pytest
+import torch
+from test_cli import assert_user_error, run
+
+from xlprune_lib.masks import prunable_parameters
+from xlprune_lib.modeling import load_saved
+
+pytestmark = pytest.mark.slow
+
+
+def _metrics(out):
+    return json.loads((out / "metrics.json").read_text())
+
+
+def test_weight_pruning_writes_zeros_and_measures_them(smoke_runs, tmp_path):
+    out = tmp_path / "w"
+    proc = run("prune", "--model", str(smoke_runs["ft"]), "--method", "taylor", "--sparsity", "0.6",
+               "--out", str(out), "--score-batches", "2", "--quiet", timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    m = _metrics(out)
+    model = load_saved(out)
+    zeros = sum(int((getattr(mod, n) == 0).sum()) for mod, n in prunable_parameters(model))
+    total = sum(getattr(mod, n).numel() for mod, n in prunable_parameters(model))
+    assert m["prunable_sparsity"] == pytest.approx(zeros / total) and abs(zeros / total - 0.6) < 1e-3
+    assert 0 <= m["test_accuracy"] <= 1 and m["dense"]["test_accuracy"] == pytest.approx(
+        _metrics(smoke_runs["ft"])["test_accuracy"])
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["totals"]["prunable"]["nonzero"] == total - zeros
+    assert m["git_commit"] and m["config"]["method"] == "taylor"
+
+
+def test_head_pruning_saves_a_smaller_model(smoke_runs, tmp_path):
+    out = tmp_path / "h"
+    proc = run("prune", "--model", str(smoke_runs["ft"]), "--method", "fisher", "--granularity", "head",
+               "--sparsity", "0.5", "--out", str(out), "--score-batches", "1", "--finetune-epochs", "0.5",
+               "--quiet", timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    model, m = load_saved(out), _metrics(out)
+    assert sum(model.config.heads_per_layer) == 4            # smoke: 2 layers x 4 heads, half removed
+    assert sum(len(v) for v in m["removed"].values()) == 4
+    assert "after_finetune" in m and m["test_accuracy"] == m["after_finetune"]["test_accuracy"]
+    with torch.no_grad():
+        model(input_ids=torch.tensor([[10, 11, 12, 4, 3]]))
+
+
+def test_movement_pruning_of_neurons(smoke_runs, tmp_path):
+    out = tmp_path / "m"
+    proc = run("prune", "--model", str(smoke_runs["ft"]), "--method", "movement", "--granularity", "neuron",
+               "--sparsity", "0.25", "--scope", "local", "--score-steps", "3", "--out", str(out), "--quiet",
+               timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert load_saved(out).config.inner_per_layer == [192, 192]   # smoke d_inner 256, a quarter per layer
+
+
+def test_prune_refuses_bad_input(smoke_runs, tmp_path):
+    ft, pre = str(smoke_runs["ft"]), str(smoke_runs["pre"])
+    out = str(tmp_path / "x")
+    assert_user_error(run("prune", "--model", ft, "--method", "taylor", "--sparsity", "1.0", "--out", out),
+                      "sparsity must be in [0, 1)")
+    assert_user_error(run("prune", "--model", ft, "--method", "taylor", "--sparsity", "-0.1", "--out", out),
+                      "sparsity must be in [0, 1)")
+    assert_user_error(run("prune", "--model", ft, "--method", "snip", "--sparsity", "0.5", "--out", out),
+                      "unknown method 'snip'")
+    assert_user_error(run("prune", "--model", ft, "--method", "taylor", "--granularity", "block",
+                          "--sparsity", "0.5", "--out", out), "unknown granularity")
+    assert_user_error(run("prune", "--model", ft, "--method", "taylor", "--sparsity", "half", "--out", out),
+                      "invalid float value")
+    assert_user_error(run("prune", "--model", pre, "--method", "fisher", "--sparsity", "0.5", "--out", out),
+                      "XLNetForSequenceClassification")
+    assert_user_error(run("prune", "--model", ft, "--method", "movement", "--score-steps", "0",
+                          "--sparsity", "0.5", "--out", out), "--score-steps")
+    assert_user_error(run("prune", "--model", str(tmp_path / "nope"), "--method", "magnitude",
+                          "--sparsity", "0.5", "--out", out), "does not exist")
+    assert not (tmp_path / "x").exists()
+
+
+def test_prune_never_overwrites_another_result(smoke_runs, tmp_path):
+    out = tmp_path / "keep"
+    args = ["prune", "--model", str(smoke_runs["ft"]), "--method", "magnitude", "--out", str(out), "--quiet"]
+    assert run(*args, "--sparsity", "0.3", timeout=600).returncode == 0
+    before = (out / "metrics.json").read_text()
+    assert_user_error(run(*args, "--sparsity", "0.7", timeout=600), "already holds a different run")
+    assert (out / "metrics.json").read_text() == before

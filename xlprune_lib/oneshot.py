@@ -1,0 +1,195 @@
+"""One-shot pruning of a fine-tuned classifier: score, cut once, optionally fine-tune, evaluate, save.
+
+Weight granularity masks the lowest-scoring weights with ``torch.nn.utils.prune`` (``masks.prune_to``) and
+writes the zeros into the weights before saving; head, neuron and layer granularity remove the lowest-scoring
+units with surgery, so the saved model is smaller (an ``xlnet-pruned`` folder). The sparsity reached is
+always measured from the tensors: for weights, the zero fraction of the prunable set; for structures, also
+``1 - remaining / original`` parameters of the prunable set.
+
+``xlprune prune`` is :func:`prune_run`; the chapters use :func:`score`, :func:`apply` and :func:`curve`.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .config import Profile, UserError
+from .importance import (GRADIENT_METHODS, check_method, lowest_units, movement_finetune, remove_units,
+                         score_batches, structure_scores, weight_scores)
+from .masks import SCOPES, make_permanent, prunable_parameters, prune_to, sparsity
+
+DEFAULT_SCORE_BATCHES = 16
+DEFAULT_SCORE_STEPS = 100
+
+
+@dataclass
+class PruneSpec:
+    """What to prune and how: the importance method, the unit, the target fraction, the threshold scope."""
+
+    method: str
+    granularity: str
+    sparsity: float
+    scope: str = "global"
+    finetune_epochs: float = 0.0
+    score_batches: int = DEFAULT_SCORE_BATCHES
+    score_steps: int = DEFAULT_SCORE_STEPS
+
+    def check(self) -> "PruneSpec":
+        check_method(self.method, self.granularity)
+        if not 0.0 <= self.sparsity < 1.0:
+            raise UserError(f"sparsity must be in [0, 1), got {self.sparsity}")
+        if self.scope not in SCOPES:
+            raise UserError(f"unknown scope {self.scope!r}; valid scopes: {', '.join(SCOPES)}")
+        if self.finetune_epochs < 0 or self.score_batches < 1 or self.score_steps < 0:
+            raise UserError("--finetune-epochs and --score-steps must be >= 0, --score-batches >= 1")
+        if self.method == "movement" and self.score_steps < 1:
+            raise UserError("movement scores are gathered while fine-tuning: --score-steps must be >= 1")
+        return self
+
+
+def require_classifier(model) -> None:
+    """Gradient scores and accuracy need a sequence classifier (a PLM checkpoint has no labels to differentiate)."""
+    from transformers import XLNetForSequenceClassification
+
+    if not isinstance(model, XLNetForSequenceClassification):
+        raise UserError(f"pruning needs a fine-tuned XLNetForSequenceClassification, got {type(model).__name__} "
+                        "(its loss on labelled examples gives the gradients and the accuracy)")
+
+
+def score(model, spec: PruneSpec, tokenizer=None, train=None, profile: Profile | None = None, seed: int = 0,
+          progress: bool = False):
+    """The scores ``spec`` asks for. Movement first fine-tunes ``model`` in place for ``spec.score_steps``."""
+    spec.check()
+    batches = movement = None
+    if spec.method in GRADIENT_METHODS:
+        require_classifier(model)
+        if train is None or tokenizer is None or profile is None:
+            raise UserError(f"{spec.method} scores need the tokenizer, the training split and the profile")
+        if spec.method == "movement":
+            movement = movement_finetune(model, tokenizer, train, profile, spec.score_steps, seed, progress)
+        else:
+            batches = score_batches(tokenizer, train, spec.score_batches, profile.ft_batch, profile.max_seq_len,
+                                    seed)
+    if spec.granularity == "weight":
+        return weight_scores(model, spec.method, batches, movement)
+    return structure_scores(model, spec.method, spec.granularity, batches, movement)
+
+
+def apply(model, spec: PruneSpec, scores) -> dict:
+    """Prune ``model`` in place to ``spec.sparsity`` with ``scores``; return what was measured."""
+    before = sum(t.numel() for t in _prunable_tensors(model))
+    if spec.granularity == "weight":
+        reached = prune_to(model, spec.sparsity, scores, spec.scope)
+        removed = None
+    else:
+        if spec.scope == "global" or spec.granularity == "layer":
+            removed = lowest_units(scores, spec.sparsity)
+        else:  # local: the same fraction of every layer's heads / neurons
+            removed = {li: lowest_units([s], spec.sparsity).get(0, []) for li, s in enumerate(scores)}
+        remove_units(model, spec.granularity, removed)
+        reached = sparsity(prunable_parameters(model))
+    after = sum(int((t != 0).sum()) for t in _prunable_tensors(model))
+    return {"mask_sparsity": reached, "prunable_sparsity": 1 - after / before, "prunable_params_before": before,
+            "prunable_nonzero_after": after, "removed": _jsonable(removed)}
+
+
+def _prunable_tensors(model):
+    from .masks import current_weight
+
+    return [current_weight(m, n) for m, n in prunable_parameters(model)]
+
+
+def _jsonable(removed):
+    if isinstance(removed, dict):
+        return {str(k): v for k, v in removed.items()}
+    return removed
+
+
+def curve(model, spec: PruneSpec, sparsities, scores, evaluate_fn) -> list[dict]:
+    """One-shot accuracy at each sparsity, pruning a fresh copy of ``model`` each time (no fine-tuning).
+
+    ``evaluate_fn(model) -> dict`` of metrics; rows carry the requested and the measured sparsity.
+    """
+    rows = []
+    for s in sparsities:
+        pruned = copy.deepcopy(model)
+        run = PruneSpec(**{**asdict(spec), "sparsity": s}).check()
+        measured = apply(pruned, run, _rekey(scores, model, pruned))
+        rows.append({"method": spec.method, "granularity": spec.granularity, "requested": s,
+                     "sparsity": measured["prunable_sparsity"], **evaluate_fn(pruned)})
+    return rows
+
+
+def _rekey(scores, original, clone):
+    """Weight scores are keyed by ``(module, name)``; map them onto the same modules of a deep copy."""
+    if not isinstance(scores, dict):
+        return scores
+    lookup = dict(zip([id(m) for m, _ in prunable_parameters(original)],
+                      [m for m, _ in prunable_parameters(clone)]))
+    return {(lookup[id(m)], n): s for (m, n), s in scores.items()}
+
+
+def prune_config(spec: PruneSpec, source_key: str, profile: Profile, seed: int) -> dict:
+    return {"source": source_key, "profile": profile.name, "seed": seed, **asdict(spec)}
+
+
+def prune_run(model_dir, spec: PruneSpec, out, profile: Profile | None = None, seed: int = 0,
+              progress: bool = True) -> Path:
+    """``xlprune prune``: load a fine-tuned classifier, prune it, optionally fine-tune, evaluate, save.
+
+    ``out`` receives the model (safetensors; weights pruned permanently, structures removed), the tokenizer,
+    ``metrics.json`` (validation / test accuracy before and after, measured sparsity, provenance) and
+    ``report.json`` (``report.layer_report``). Refuses an ``out`` that holds a different run.
+    """
+    import json
+
+    from .config import get_profile, set_seed
+    from .data import TASKS, load_task, load_tokenizer
+    from .finetune import evaluate, tokenize_split, train_classifier
+    from .modeling import check_model_dir, load_saved, save_model
+    from .report import layer_report, provenance
+    from .runs import METRICS, reuse_or_claim, run_key
+
+    spec.check()
+    model_dir = check_model_dir(model_dir)
+    source = json.loads((model_dir / METRICS).read_text()) if (model_dir / METRICS).is_file() else {}
+    profile = profile or get_profile(source.get("profile", "tiny"))
+    cfg = prune_config(spec, source.get("config_key") or str(model_dir.resolve()), profile, seed)
+    key = run_key("prune", cfg)
+    out = Path(out)
+    if reuse_or_claim(out, key) is not None:
+        return out
+    model = load_saved(model_dir)
+    require_classifier(model)
+    tok = load_tokenizer(model_dir)
+    data = load_task(profile.task, profile.max_examples, seed)
+    glue_metric = TASKS[profile.task][2]
+
+    def evaluate_all(m):
+        return {f"{split}_accuracy": evaluate(m, tok, data[split], glue_metric, max_len=profile.max_seq_len)["accuracy"]
+                for split in ("validation", "test")}
+
+    dense = evaluate_all(model)
+    set_seed(seed)
+    scores = score(model, spec, tok, data["train"], profile, seed, progress)
+    scored = evaluate_all(model) if spec.method == "movement" else dense  # movement fine-tuned while scoring
+    measured = apply(model, spec, scores)
+    oneshot = evaluate_all(model)
+    metrics = {"config_key": key, "profile": profile.name, "task": profile.task, "seed": seed,
+               "source_model": str(model_dir), "spec": asdict(spec), **measured,
+               "dense": dense, "before_pruning": scored, "one_shot": oneshot}
+    if spec.finetune_epochs > 0:
+        enc = {k: tokenize_split(data[k], tok, profile.max_seq_len) for k in ("train", "validation")}
+        set_seed(seed)
+        _, seconds = train_classifier(model, tok, enc, profile, seed, spec.finetune_epochs, glue_metric, progress)
+        metrics["finetune_seconds"] = seconds
+        metrics["after_finetune"] = evaluate_all(model)
+    make_permanent(model)
+    final = metrics.get("after_finetune", oneshot)
+    metrics.update(final)  # validation_accuracy / test_accuracy of the saved model
+    report = layer_report(model, profile.max_seq_len)
+    metrics["prunable_sparsity_saved"] = report["totals"]["prunable"]["sparsity"]
+    metrics.update(provenance(cfg))
+    save_model(model, tok, out, extra_files={"report.json": report, METRICS: metrics})
+    return out
