@@ -60,6 +60,16 @@ def test_notebooks_execute_on_smoke(smoke_book):
         assert images, f"{nb.name} produced no figure"
 
 
+def test_chapter2_records_its_numbers_with_provenance(smoke_book):
+    from xlprune_lib.config import cache_dir
+
+    results = json.loads((cache_dir() / "figures" / "smoke" / "02_results.json").read_text())
+    assert set(results["weight_test_accuracy"]) == {"magnitude", "gradient", "taylor", "fisher", "movement"}
+    for method, by_sparsity in results["weight_measured_sparsity"].items():
+        assert by_sparsity["90%"] == pytest.approx(0.9, abs=1e-3), method     # counted from the masks
+    assert results["git_commit"] and results["config"]["profile"] == "smoke"
+
+
 def test_book_builds_without_warnings(smoke_book):
     site, _ = smoke_book
     jb = Path(sys.executable).with_name("jupyter-book")
@@ -67,6 +77,7 @@ def test_book_builds_without_warnings(smoke_book):
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     html = site / "_build" / "html"
-    page = (html / "book" / "chapters" / "01_xlnet_architecture.html").read_text()
-    assert page.count("<img") >= 4 and "Traceback" not in page
+    for chapter, figures in (("01_xlnet_architecture", 4), ("02_importance_metrics", 8)):
+        page = (html / "book" / "chapters" / f"{chapter}.html").read_text()
+        assert page.count("<img") >= figures and "Traceback" not in page, chapter
     assert (html / "book" / "bibliography.html").is_file()

@@ -55,23 +55,27 @@ def test_movement_pruning_of_neurons(smoke_runs, tmp_path):
     assert load_saved(out).config.inner_per_layer == [192, 192]   # smoke d_inner 256, a quarter per layer
 
 
-def test_prune_refuses_bad_input(smoke_runs, tmp_path):
-    ft, pre = str(smoke_runs["ft"]), str(smoke_runs["pre"])
+BAD = [
+    (["--method", "taylor", "--sparsity", "1.0"], "sparsity must be in [0, 1)"),
+    (["--method", "taylor", "--sparsity", "-0.1"], "sparsity must be in [0, 1)"),
+    (["--method", "snip", "--sparsity", "0.5"], "unknown method 'snip'"),
+    (["--method", "taylor", "--granularity", "block", "--sparsity", "0.5"], "unknown granularity"),
+    (["--method", "taylor", "--sparsity", "half"], "invalid float value"),
+    (["--method", "taylor", "--scope", "layerwise", "--sparsity", "0.5"], "unknown scope"),
+    (["--method", "movement", "--score-steps", "0", "--sparsity", "0.5"], "--score-steps"),
+]
+
+
+@pytest.mark.parametrize("args,fragment", BAD)
+def test_prune_refuses_bad_input(smoke_runs, tmp_path, args, fragment):
+    assert_user_error(run("prune", "--model", str(smoke_runs["ft"]), "--out", str(tmp_path / "x"), *args), fragment)
+    assert not (tmp_path / "x").exists()
+
+
+def test_prune_refuses_a_model_it_cannot_score(smoke_runs, tmp_path):
     out = str(tmp_path / "x")
-    assert_user_error(run("prune", "--model", ft, "--method", "taylor", "--sparsity", "1.0", "--out", out),
-                      "sparsity must be in [0, 1)")
-    assert_user_error(run("prune", "--model", ft, "--method", "taylor", "--sparsity", "-0.1", "--out", out),
-                      "sparsity must be in [0, 1)")
-    assert_user_error(run("prune", "--model", ft, "--method", "snip", "--sparsity", "0.5", "--out", out),
-                      "unknown method 'snip'")
-    assert_user_error(run("prune", "--model", ft, "--method", "taylor", "--granularity", "block",
-                          "--sparsity", "0.5", "--out", out), "unknown granularity")
-    assert_user_error(run("prune", "--model", ft, "--method", "taylor", "--sparsity", "half", "--out", out),
-                      "invalid float value")
-    assert_user_error(run("prune", "--model", pre, "--method", "fisher", "--sparsity", "0.5", "--out", out),
-                      "XLNetForSequenceClassification")
-    assert_user_error(run("prune", "--model", ft, "--method", "movement", "--score-steps", "0",
-                          "--sparsity", "0.5", "--out", out), "--score-steps")
+    assert_user_error(run("prune", "--model", str(smoke_runs["pre"]), "--method", "fisher", "--sparsity", "0.5",
+                          "--out", out), "XLNetForSequenceClassification")     # a PLM checkpoint: no labels
     assert_user_error(run("prune", "--model", str(tmp_path / "nope"), "--method", "magnitude",
                           "--sparsity", "0.5", "--out", out), "does not exist")
     assert not (tmp_path / "x").exists()

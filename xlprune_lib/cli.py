@@ -68,21 +68,24 @@ def _report_metrics(out, keys) -> None:
         print(f"  {k:<22}{v:.4f}" if isinstance(v, float) else f"  {k:<22}{v}")
 
 
+def _show_model_table(args, model, table: dict, formatter) -> int:
+    """Print a table about a saved model as JSON (``--json``) or text, headed by the folder and class."""
+    table["model"] = str(args.model)
+    table["architecture"] = (model.config.architectures or [type(model).__name__])[0]
+    if args.json:
+        _print_json(table)
+    else:
+        print(f"{args.model} ({table['architecture']})")
+        print(formatter(table))
+    return 0
+
+
 def cmd_info(args) -> int:
     from .modeling import load_saved
     from .report import format_breakdown, parameter_breakdown
 
     model = load_saved(args.model)
-    path = args.model
-    table = parameter_breakdown(model)
-    table["model"] = str(path)
-    table["architecture"] = (model.config.architectures or [type(model).__name__])[0]
-    if args.json:
-        _print_json(table)
-    else:
-        print(f"{path} ({table['architecture']})")
-        print(format_breakdown(table))
-    return 0
+    return _show_model_table(args, model, parameter_breakdown(model), format_breakdown)
 
 
 def cmd_report(args) -> int:
@@ -93,14 +96,7 @@ def cmd_report(args) -> int:
     model = load_saved(args.model)
     table = layer_report(model, seq_len=seq_len)
     table["sizes"].update(checkpoint_sizes(args.model))
-    table["model"] = str(args.model)
-    table["architecture"] = (model.config.architectures or [type(model).__name__])[0]
-    if args.json:
-        _print_json(table)
-    else:
-        print(f"{args.model} ({table['architecture']})")
-        print(format_layer_report(table))
-    return 0
+    return _show_model_table(args, model, table, format_layer_report)
 
 
 def cmd_prune(args) -> int:

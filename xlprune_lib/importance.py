@@ -408,3 +408,18 @@ def remove_units(model, granularity: str, remove) -> None:
         surgery.drop_layers(model, remove)
     else:
         raise UserError(f"surgery removes heads, neurons or layers, not {granularity!r}")
+
+
+# --- comparing scores ------------------------------------------------------------------------------------
+
+def flatten(scores: dict, pairs) -> torch.Tensor:
+    """One vector of a weight score over ``pairs`` (in that order), for rankings and correlations."""
+    return torch.cat([scores[p].reshape(-1).float() for p in pairs])
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Spearman rank correlation (Pearson correlation of the ranks; ties broken by position)."""
+    ra = torch.empty_like(a).scatter_(0, torch.argsort(a, stable=True), torch.arange(len(a), dtype=a.dtype))
+    rb = torch.empty_like(b).scatter_(0, torch.argsort(b, stable=True), torch.arange(len(b), dtype=b.dtype))
+    ra, rb = ra.double() - ra.double().mean(), rb.double() - rb.double().mean()
+    return float((ra * rb).sum() / (ra.norm() * rb.norm()))

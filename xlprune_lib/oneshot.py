@@ -193,3 +193,21 @@ def prune_run(model_dir, spec: PruneSpec, out, profile: Profile | None = None, s
     metrics.update(provenance(cfg))
     save_model(model, tok, out, extra_files={"report.json": report, METRICS: metrics})
     return out
+
+
+def sensitivity(model, sparsities, evaluate_fn, parts=("attention", "ffn")) -> list[dict]:
+    """Per-layer sensitivity scan: prune one layer's attention or FFN weights alone (magnitude, local) at each
+    sparsity and evaluate; everything else stays dense (Han et al. 2015, Fig. 5; Li et al. 2017, Fig. 2)."""
+    from .surgery import HEAD_PARAMS, xlnet_layers
+
+    rows = []
+    for li in range(len(xlnet_layers(model))):
+        for part in parts:
+            for s in sparsities:
+                pruned = copy.deepcopy(model)
+                layer = xlnet_layers(pruned)[li]
+                pairs = ([(layer.rel_attn, n) for n in HEAD_PARAMS] if part == "attention"
+                         else [(layer.ff.layer_1, "weight"), (layer.ff.layer_2, "weight")])
+                reached = prune_to(pruned, s, scope="local", pairs=pairs)
+                rows.append({"layer": li, "part": part, "requested": s, "sparsity": reached, **evaluate_fn(pruned)})
+    return rows

@@ -12,6 +12,19 @@ import matplotlib
 PALETTE = "colorblind"
 SEQUENTIAL = "rocket_r"
 DIVERGING = "vlag"
+# One colour per pruning score in every figure of the book (the order of importance.METHODS, then extras).
+METHOD_ORDER = ("magnitude", "gradient", "taylor", "fisher", "movement", "skip loss", "l0", "random")
+
+
+def hue_palette(values) -> dict | None:
+    """Fixed colours for score names so a method looks the same in every chapter (``None``: seaborn's default)."""
+    import seaborn as sns
+
+    values = list(dict.fromkeys(values))
+    if not all(v in METHOD_ORDER for v in values):
+        return None
+    colours = sns.color_palette(PALETTE, len(METHOD_ORDER))
+    return {v: colours[METHOD_ORDER.index(v)] for v in values}
 
 
 def use_house_style() -> None:
@@ -83,4 +96,39 @@ def loss_curves(curves: dict[str, list[list[float]]], ylabel: str = "loss", titl
         ax.axhline(y, ls="--", lw=1.2, color=f"C{i + len(curves)}", label=name)
     ax.set(xlabel="optimizer step", ylabel=ylabel, title=title)
     ax.legend(frameon=False)
+    return fig
+
+
+def heatmap(matrix, title: str, xlabel: str = "", ylabel: str = "", xticklabels="auto", yticklabels="auto",
+            fmt: str = ".2f", annot: bool = True, cmap: str = SEQUENTIAL, center=None, cbar_label: str = ""):
+    """An annotated heatmap (score correlations, head importances, sensitivity grids)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    fig, ax = plt.subplots(figsize=(7.0, 4.6))
+    sns.heatmap(matrix, ax=ax, annot=annot, fmt=fmt, cmap=cmap, center=center, xticklabels=xticklabels,
+                yticklabels=yticklabels, linewidths=0.5, linecolor="white", annot_kws={"size": 8},
+                cbar_kws={"label": cbar_label} if cbar_label else None)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    return fig
+
+
+def sparsity_curves(rows, y: str = "validation_accuracy", hue: str = "method", title: str | None = None,
+                    x: str = "sparsity", xlabel: str = "sparsity of the prunable set (measured)",
+                    hlines: dict[str, float] | None = None, ax=None):
+    """Accuracy against measured sparsity, one line per ``hue`` value, with labelled reference lines."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    import seaborn as sns
+
+    df = pd.DataFrame(rows)
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots()
+    sns.lineplot(df, x=x, y=y, hue=hue, style=hue, markers=True, dashes=False, ax=ax, lw=1.8,
+                 palette=hue_palette(df[hue]))
+    for i, (name, value) in enumerate((hlines or {}).items()):
+        ax.axhline(value, ls="--", lw=1.1, color="0.4" if i == 0 else "0.7", label=name)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    ax.set(xlabel=xlabel, ylabel=y.replace("_", " "), title=title)
+    ax.legend(frameon=False, fontsize=8)
     return fig
