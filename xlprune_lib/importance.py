@@ -233,39 +233,59 @@ def unit_gates(model, granularity: str):
     Layers: a forward hook returns ``h + xi * (layer(h) - h)`` for both attention streams. Setting a gate to 0
     removes the unit from the computation, exactly as surgery does.
     """
-    layers = xlnet_layers(model)
     device = next(model.parameters()).device
-    undo = []
-    if granularity == "head":
-        gates = [nn.Parameter(torch.ones(layer.rel_attn.q.shape[1], device=device)) for layer in layers]
-        for layer, gate in zip(layers, gates):
-            attn = layer.rel_attn
-            attn.post_attention = _gated_post_attention(attn, gate)
-            undo.append(lambda a=attn: delattr(a, "post_attention"))
-    elif granularity == "neuron":
-        gates = [nn.Parameter(torch.ones(layer.ff.layer_1.out_features, device=device)) for layer in layers]
-        for layer, gate in zip(layers, gates):
-            handle = layer.ff.layer_2.register_forward_pre_hook(lambda m, args, gate=gate: (args[0] * gate,))
-            undo.append(handle.remove)
-    elif granularity == "layer":
-        gates = [nn.Parameter(torch.ones((), device=device)) for _ in layers]
-        for layer, gate in zip(layers, gates):
-            handle = layer.register_forward_hook(_layer_gate_hook(gate), with_kwargs=True)
-            undo.append(handle.remove)
-    else:
-        raise UserError(f"gates exist for heads, neurons and layers, not {granularity!r}")
+    gates = [nn.Parameter(torch.ones(n, device=device)) for n in unit_counts(model, granularity)]
+    remove = install_gates(model, granularity, gates)
     try:
         yield gates
     finally:
+        remove()
+
+
+def unit_counts(model, granularity: str) -> list:
+    """Heads or neurons per layer, or ``()`` (one scalar gate) per layer."""
+    layers = xlnet_layers(model)
+    if granularity == "head":
+        return [int(layer.rel_attn.q.shape[1]) for layer in layers]
+    if granularity == "neuron":
+        return [int(layer.ff.layer_1.out_features) for layer in layers]
+    if granularity == "layer":
+        return [() for _ in layers]
+    raise UserError(f"gates exist for heads, neurons and layers, not {granularity!r}")
+
+
+def _value(gate) -> torch.Tensor:
+    """A gate is a tensor, or a module whose call returns the gate values (e.g. a hard-concrete sample)."""
+    return gate() if isinstance(gate, nn.Module) else gate
+
+
+def install_gates(model, granularity: str, gates) -> "callable":
+    """Hook one gate per layer (see :func:`unit_gates`) and return the function that removes the hooks."""
+    layers = xlnet_layers(model)
+    unit_counts(model, granularity)  # validates the granularity
+    undo = []
+    for layer, gate in zip(layers, gates):
+        if granularity == "head":
+            attn = layer.rel_attn
+            attn.post_attention = _gated_post_attention(attn, gate)
+            undo.append(lambda a=attn: delattr(a, "post_attention"))
+        elif granularity == "neuron":
+            handle = layer.ff.layer_2.register_forward_pre_hook(lambda m, args, g=gate: (args[0] * _value(g),))
+            undo.append(handle.remove)
+        else:
+            undo.append(layer.register_forward_hook(_layer_gate_hook(gate), with_kwargs=True).remove)
+
+    def remove():
         for fn in undo:
             fn()
+    return remove
 
 
 def _gated_post_attention(attn, gate):
     original = type(attn).post_attention
 
     def post_attention(h, attn_vec, residual=True):
-        return original(attn, h, attn_vec * gate.view(1, 1, -1, 1).to(attn_vec.dtype), residual)
+        return original(attn, h, attn_vec * _value(gate).view(1, 1, -1, 1).to(attn_vec.dtype), residual)
 
     return post_attention
 
@@ -273,8 +293,9 @@ def _gated_post_attention(attn, gate):
 def _layer_gate_hook(gate):
     def hook(module, args, kwargs, output):
         h_in, g_in = args[0], args[1] if len(args) > 1 else kwargs.get("output_g")
-        h = h_in + gate * (output[0] - h_in)
-        g = None if output[1] is None else g_in + gate * (output[1] - g_in)
+        xi = _value(gate)
+        h = h_in + xi * (output[0] - h_in)
+        g = None if output[1] is None else g_in + xi * (output[1] - g_in)
         return (h, g) + tuple(output[2:])
     return hook
 

@@ -1,0 +1,283 @@
+"""The L0 objective ``min_theta L(theta) + lambda * ||theta||_0``, made trainable with hard-concrete gates.
+
+``||theta||_0`` counts nonzero parameters: it is piecewise constant, so its gradient is zero almost everywhere
+and undefined where it jumps. Louizos, Welling & Kingma 2018 ("Learning Sparse Neural Networks through L0
+Regularization") multiply each parameter group by a stochastic gate ``z`` in [0, 1] whose probability of being
+exactly 0 is differentiable in a parameter ``log_alpha``:
+
+* sample ``u ~ U(0, 1)``, ``s = sigmoid((log u - log(1 - u) + log_alpha) / beta)``, stretch to
+  ``s * (zeta - gamma) + gamma`` and clamp to [0, 1] (eq. 10); ``beta = 2/3``, ``gamma = -0.1``, ``zeta = 1.1``;
+* the expected L0 norm is ``sum P(z != 0) = sum sigmoid(log_alpha - beta * log(-gamma / zeta))`` (eq. 12);
+* at test time the gate is deterministic: ``clamp(sigmoid(log_alpha) * (zeta - gamma) + gamma, 0, 1)`` (eq. 13).
+
+Gates sit on single weights of the prunable set (unstructured), on FFN neurons, or on attention heads (Voita
+et al. 2019, "Analyzing Multi-Head Self-Attention"), and heads and neurons can be gated together (CoFi, Xia et
+al. 2022). The trade-off is set either by a fixed ``lambda`` or by a target sparsity enforced with a Lagrangian
+``lambda_1 (s - t) + lambda_2 (s - t)^2`` whose multipliers are *maximised* (by dual gradient ascent, one step
+per training step) while the model minimises (Wang et al. 2020, "Structured Pruning of Large Language Models",
+eq. 6; CoFi eq. 4). ``lambda`` multiplies the
+expected L0 norm divided by the number of gated parameters, which keeps it on the scale of the task loss.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+from transformers import Trainer
+
+from .config import UserError
+from .importance import install_gates, unit_counts
+from .masks import prunable_parameters
+from .surgery import HEAD_PARAMS, xlnet_layers
+
+BETA, GAMMA, ZETA = 2.0 / 3.0, -0.1, 1.1
+GRANULARITIES = ("weight", "neuron", "head", "head+neuron")
+
+
+class HardConcrete(nn.Module):
+    """``n`` hard-concrete gates (Louizos et al. 2018, eq. 10-13); calling the module returns the gate values.
+
+    In training mode each call draws a fresh sample; in eval mode it returns the deterministic test-time gate.
+    ``init_keep`` sets ``log_alpha`` so that a gate starts open with about that probability.
+    """
+
+    def __init__(self, shape, init_keep: float = 0.9):
+        super().__init__()
+        self.log_alpha = nn.Parameter(torch.full(torch.Size(shape if isinstance(shape, tuple) else (shape,)),
+                                                 math.log(init_keep) - math.log(1 - init_keep)))
+
+    def forward(self) -> torch.Tensor:
+        if self.training:
+            u = torch.rand_like(self.log_alpha).clamp(1e-6, 1 - 1e-6)
+            s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + self.log_alpha) / BETA)
+        else:
+            s = torch.sigmoid(self.log_alpha)
+        return (s * (ZETA - GAMMA) + GAMMA).clamp(0.0, 1.0)
+
+    def prob_nonzero(self) -> torch.Tensor:
+        """``P(z != 0)`` per gate (eq. 12)."""
+        return torch.sigmoid(self.log_alpha - BETA * math.log(-GAMMA / ZETA))
+
+    def expected_l0(self) -> torch.Tensor:
+        return self.prob_nonzero().sum()
+
+
+class _WeightGate(nn.Module):
+    """Parametrization ``w -> w * z`` for one weight tensor (``torch.nn.utils.parametrize``)."""
+
+    def __init__(self, gate: HardConcrete):
+        super().__init__()
+        self.gate = gate
+
+    def forward(self, w):
+        return w * self.gate().to(w.dtype)
+
+
+class L0Gates(nn.Module):
+    """All gates of one model and the bookkeeping of what each gate controls.
+
+    ``cost`` per gate group: how many prunable parameters one open gate keeps (1 for a weight, the five
+    ``d_model x d_head`` slices of q, k, v, o, r for a head, a ``layer_1`` row and a ``layer_2`` column for a
+    neuron). Attach with :func:`attach`; it registers as ``model.l0_gates`` so the Trainer moves and trains it.
+    """
+
+    def __init__(self, model, granularity: str, init_keep: float = 0.9):
+        super().__init__()
+        if granularity not in GRANULARITIES:
+            raise UserError(f"unknown L0 granularity {granularity!r}; valid: {', '.join(GRANULARITIES)}")
+        self.granularity = granularity
+        self.total = sum(getattr(m, n).numel() for m, n in prunable_parameters(model))
+        layers = xlnet_layers(model)
+        d_model = model.config.d_model
+        self.weights = nn.ModuleList()
+        self.heads = nn.ModuleList()
+        self.neurons = nn.ModuleList()
+        self.costs = {}
+        if granularity == "weight":
+            for m, n in prunable_parameters(model):
+                self.weights.append(HardConcrete(tuple(getattr(m, n).shape), init_keep))
+        if "head" in granularity:
+            counts = unit_counts(model, "head")
+            if not any(counts):
+                raise UserError("this model has no attention heads left to gate")
+            self.heads.extend(HardConcrete(c, init_keep) for c in counts)
+            self.costs["head"] = [len(HEAD_PARAMS) * d_model * int(layer.rel_attn.q.shape[2]) for layer in layers]
+        if "neuron" in granularity:
+            counts = unit_counts(model, "neuron")
+            if not any(counts):
+                raise UserError("this model has no FFN neurons left to gate")
+            self.neurons.extend(HardConcrete(c, init_keep) for c in counts)
+            self.costs["neuron"] = [2 * d_model for _ in layers]
+
+    def expected_kept(self) -> torch.Tensor:
+        """Expected number of prunable parameters the gates keep (the expected L0 norm, eq. 12)."""
+        kept = sum((g.expected_l0() for g in self.weights), torch.zeros((), device=self.all_log_alpha()[0].device))
+        if self.granularity == "weight":
+            return kept
+        ungated = self.total
+        for kind, gates in (("head", self.heads), ("neuron", self.neurons)):
+            if kind in self.costs:
+                for g, cost in zip(gates, self.costs[kind]):
+                    kept = kept + g.expected_l0() * cost
+                    ungated -= g.log_alpha.numel() * cost
+        return kept + ungated
+
+    def expected_sparsity(self) -> torch.Tensor:
+        return 1.0 - self.expected_kept() / self.total
+
+    def all_log_alpha(self) -> list[nn.Parameter]:
+        return [g.log_alpha for g in self.modules() if isinstance(g, HardConcrete)]
+
+
+def attach(model, granularity: str, init_keep: float = 0.9) -> L0Gates:
+    """Put hard-concrete gates on ``model`` (in place) and return them (also at ``model.l0_gates``)."""
+    if hasattr(model, "l0_gates"):
+        raise UserError("this model already carries L0 gates")
+    gates = L0Gates(model, granularity, init_keep).to(next(model.parameters()).device)
+    model.l0_gates = gates
+    for (m, n), g in zip(prunable_parameters(model), gates.weights):
+        parametrize.register_parametrization(m, n, _WeightGate(g))
+    gates._remove_hooks = []
+    if gates.heads:
+        gates._remove_hooks.append(install_gates(model, "head", list(gates.heads)))
+    if gates.neurons:
+        gates._remove_hooks.append(install_gates(model, "neuron", list(gates.neurons)))
+    return gates
+
+
+def finalize(model) -> dict:
+    """Replace the gates by their deterministic test-time values, for good (in place); return what was removed.
+
+    Weights: ``w <- w * z`` with exact zeros where ``z = 0``. Heads: each head's slice of ``o`` is scaled by its
+    gate and heads with ``z = 0`` are removed by surgery; neurons likewise through ``layer_2``'s columns. The
+    result computes what the gated model computes in eval mode, and saves / reloads like any pruned model.
+    """
+    from .surgery import prune_heads, prune_neurons
+
+    gates: L0Gates = model.l0_gates
+    gates.eval()
+    removed = {}
+    with torch.no_grad():
+        for m, n in prunable_parameters(model):
+            if parametrize.is_parametrized(m, n):
+                parametrize.remove_parametrizations(m, n, leave_parametrized=True)
+        for remove in gates._remove_hooks:
+            remove()
+        layers = xlnet_layers(model)
+        if gates.heads:
+            z = [g() for g in gates.heads]
+            for layer, zl in zip(layers, z):
+                layer.rel_attn.o.mul_(zl.view(1, -1, 1))
+            removed["head"] = {i: torch.nonzero(zl == 0).flatten().tolist() for i, zl in enumerate(z)}
+            prune_heads(model, removed["head"])
+        if gates.neurons:
+            z = [g() for g in gates.neurons]
+            for layer, zl in zip(layers, z):
+                layer.ff.layer_2.weight.mul_(zl.view(1, -1))
+            removed["neuron"] = {i: torch.nonzero(zl == 0).flatten().tolist() for i, zl in enumerate(z)}
+            prune_neurons(model, removed["neuron"])
+    del model.l0_gates
+    return removed
+
+
+class L0Trainer(Trainer):
+    """The ``transformers`` Trainer with the L0 penalty added to the task loss.
+
+    ``lam``: fixed trade-off (``loss + lam * E[L0] / N``). ``target``: expected sparsity to reach, through the
+    Lagrangian whose multipliers take a gradient-*ascent* step of size ``dual_lr`` after every step, with the
+    target ramped up linearly over ``target_warmup`` of the training steps (CoFi). ``log_alpha`` forms its own
+    optimizer group with a constant learning rate ``l0_lr`` and no weight decay. Expected
+    L0, expected sparsity and lambda are logged with the loss (``state.log_history``, progress bar), and every
+    step is kept in ``l0_history``.
+    """
+
+    def __init__(self, *args, lam: float | None = None, target: float | None = None, l0_lr: float = 0.1,
+                 target_warmup: float = 0.5, dual_lr: float = 1.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        if (lam is None) == (target is None):
+            raise UserError("give either a fixed lambda or a target sparsity, not both / neither")
+        if lam is not None and lam < 0:
+            raise UserError(f"lambda must be >= 0, got {lam}")
+        if target is not None and not 0.0 <= target < 1.0:
+            raise UserError(f"target sparsity must be in [0, 1), got {target}")
+        self.lam, self.target, self.l0_lr, self.target_warmup = lam, target, l0_lr, target_warmup
+        self.dual_lr = dual_lr
+        self.gates: L0Gates = self.model.l0_gates
+        self.multipliers = torch.zeros(2)          # lambda_1, lambda_2: updated by dual ascent, not by AdamW
+        self._gap = 0.0
+        self.l0_history: list[dict] = []
+        self._pending: list[dict] = []
+
+    def create_optimizer(self, model=None):
+        gate_ids = {id(p) for p in self.gates.all_log_alpha()}
+        decay = self.get_decay_parameter_names(self.model)
+        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad and id(p) not in gate_ids]
+        groups = [
+            {"params": [p for n, p in named if n in decay], "weight_decay": self.args.weight_decay},
+            {"params": [p for n, p in named if n not in decay], "weight_decay": 0.0},
+            # no momentum on the gates: the sparsity then follows the penalty's sign within a step, instead of
+            # overshooting the target by what momentum carries
+            {"params": self.gates.all_log_alpha(), "weight_decay": 0.0, "lr": self.l0_lr, "betas": (0.0, 0.999)},
+        ]
+        self.optimizer = torch.optim.AdamW(groups, lr=self.args.learning_rate)
+        return self.optimizer
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        """The profile's schedule (linear with warmup) for the model; a constant rate for gates and multipliers,
+        which must keep moving until the last step for the sparsity to settle on its target."""
+        from torch.optim.lr_scheduler import LambdaLR
+
+        optimizer = optimizer or self.optimizer
+        warmup = self.args.get_warmup_steps(num_training_steps)
+
+        def linear(step):
+            if step < warmup:
+                return step / max(1, warmup)
+            return max(0.0, (num_training_steps - step) / max(1, num_training_steps - warmup))
+
+        self.lr_scheduler = LambdaLR(optimizer, [linear, linear, lambda step: 1.0])
+        return self.lr_scheduler
+
+    def current_target(self) -> float:
+        total = max(1, self.state.max_steps)
+        ramp = max(1.0, self.target_warmup * total)
+        return self.target * min(1.0, (self.state.global_step + 1) / ramp)
+
+    def penalty(self) -> tuple[torch.Tensor, dict]:
+        expected = self.gates.expected_sparsity()
+        if self.lam is not None:
+            kept = 1.0 - expected
+            return self.lam * kept, {"lambda": self.lam}
+        t = self.current_target()
+        l1, l2 = (float(v) for v in self.multipliers)
+        gap = expected - t
+        self._gap = float(gap.detach())
+        return l1 * gap + l2 * gap ** 2, {"lambda_1": l1, "lambda_2": l2, "target": t}
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        extra, info = self.penalty()
+        with torch.no_grad():
+            row = {"task_loss": float(loss), "expected_l0": float(self.gates.expected_kept()),
+                   "expected_sparsity": float(self.gates.expected_sparsity()), "penalty": float(extra), **info}
+        self._pending.append(row)
+        total = loss + extra
+        return (total, outputs) if return_outputs else total
+
+    def training_step(self, *args, **kwargs):
+        out = super().training_step(*args, **kwargs)
+        if self.target is not None:
+            # dual ascent (Wang et al. 2020, eq. 6): the multipliers climb the Lagrangian's gradient, (gap, gap^2)
+            self.multipliers += self.dual_lr * torch.tensor([self._gap, self._gap ** 2])
+        if self._pending:
+            self.l0_history.append({"step": self.state.global_step + 1, **self._pending[-1]})
+            self._pending.clear()
+        return out
+
+    def log(self, logs: dict, *args, **kwargs):
+        if self.l0_history and "loss" in logs:
+            last = self.l0_history[-1]
+            logs.update({k: round(v, 4) if isinstance(v, float) else v for k, v in last.items() if k != "step"})
+        super().log(logs, *args, **kwargs)
