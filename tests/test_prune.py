@@ -63,6 +63,12 @@ BAD = [
     (["--method", "taylor", "--sparsity", "half"], "invalid float value"),
     (["--method", "taylor", "--scope", "layerwise", "--sparsity", "0.5"], "unknown scope"),
     (["--method", "movement", "--score-steps", "0", "--sparsity", "0.5"], "--score-steps"),
+    (["--method", "taylor"], "--sparsity is required"),
+    (["--method", "l0", "--granularity", "head", "--lambda", "-1"], "lambda must be >= 0"),
+    (["--method", "l0", "--granularity", "head", "--lambda", "1", "--sparsity", "0.5"], "not both"),
+    (["--method", "l0", "--granularity", "head"], "not both / neither"),
+    (["--method", "l0", "--granularity", "layer", "--sparsity", "0.5"], "L0 gates exist for"),
+    (["--method", "l0", "--granularity", "neuron", "--sparsity", "1.2"], "sparsity must be in [0, 1)"),
 ]
 
 
@@ -88,3 +94,18 @@ def test_prune_never_overwrites_another_result(smoke_runs, tmp_path):
     before = (out / "metrics.json").read_text()
     assert_user_error(run(*args, "--sparsity", "0.7", timeout=600), "already holds a different run")
     assert (out / "metrics.json").read_text() == before
+
+
+def test_l0_pruning_of_heads_and_neurons(smoke_runs, tmp_path):
+    """Trained gates, finalized by surgery: the saved model is smaller and its report counts what went."""
+    out = tmp_path / "l0"
+    proc = run("prune", "--model", str(smoke_runs["ft"]), "--method", "l0", "--granularity", "head+neuron",
+               "--lambda", "5", "--finetune-epochs", "1", "--out", str(out), "--quiet", timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    m, model = _metrics(out), load_saved(out)
+    assert m["l0_history"] and {"expected_l0", "expected_sparsity", "lambda"} <= set(m["l0_history"][-1])
+    kept = sum(model.config.heads_per_layer) * 5 * 64 * 16 + sum(model.config.inner_per_layer) * 2 * 64
+    assert m["prunable_nonzero_after"] <= kept and m["prunable_sparsity"] == pytest.approx(
+        1 - m["prunable_nonzero_after"] / m["prunable_params_before"])
+    rep = json.loads((out / "report.json").read_text())
+    assert [layer["heads"] for layer in rep["layers"]] == model.config.heads_per_layer

@@ -104,7 +104,7 @@ def cmd_prune(args) -> int:
     from .oneshot import PruneSpec, prune_run
 
     spec = PruneSpec(args.method, args.granularity, args.sparsity, args.scope, args.finetune_epochs,
-                     args.score_batches, args.score_steps).check()
+                     args.score_batches, args.score_steps, args.lam).check()
     profile = get_profile(args.profile) if args.profile else None
     out = prune_run(args.model, spec, args.out, profile, seed=args.seed, progress=not args.quiet)
     _report_metrics(out, ("prunable_sparsity", "validation_accuracy", "test_accuracy"))
@@ -147,13 +147,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("prune", help="one-shot pruning of a fine-tuned classifier (weights, neurons, heads, layers)")
     p.add_argument("--model", required=True, help="a fine-tuned classifier folder (xlprune finetune)")
-    p.add_argument("--method", required=True, help=f"importance score: {', '.join(METHODS)}")
-    p.add_argument("--granularity", default="weight", help=f"unit removed: {', '.join(GRANULARITIES)} "
-                   "(default: %(default)s)")
-    p.add_argument("--sparsity", required=True, type=float, help="fraction of the unit to remove, in [0, 1)")
+    p.add_argument("--method", required=True, help=f"importance score: {', '.join(METHODS)}, or l0 (trained "
+                   "hard-concrete gates)")
+    p.add_argument("--granularity", default="weight", help=f"unit removed: {', '.join(GRANULARITIES)}; for l0 "
+                   "also head+neuron (default: %(default)s)")
+    p.add_argument("--sparsity", type=float, help="fraction of the unit to remove, in [0, 1) (for l0: the "
+                   "target expected sparsity of the prunable set)")
+    p.add_argument("--lambda", dest="lam", type=float, help="l0 only: fixed penalty weight instead of --sparsity")
     p.add_argument("--scope", default="global", help="global (one threshold) or local (per tensor / layer)")
     p.add_argument("--out", required=True, help="output folder (refused if it holds a different run)")
-    p.add_argument("--finetune-epochs", type=float, default=0.0, help="recovery fine-tuning after pruning")
+    p.add_argument("--finetune-epochs", type=float, default=0.0,
+                   help="recovery fine-tuning after pruning (for l0: epochs of gate training, default 1)")
     p.add_argument("--score-batches", type=int, default=DEFAULT_SCORE_BATCHES,
                    help="training batches for gradient, Taylor and Fisher scores (default: %(default)s)")
     p.add_argument("--score-steps", type=int, default=DEFAULT_SCORE_STEPS,

@@ -281,3 +281,29 @@ class L0Trainer(Trainer):
             last = self.l0_history[-1]
             logs.update({k: round(v, 4) if isinstance(v, float) else v for k, v in last.items() if k != "step"})
         super().log(logs, *args, **kwargs)
+
+
+def train_l0(model, tokenizer, enc: dict, profile, seed: int, granularity: str, lam: float | None = None,
+             target: float | None = None, epochs: float = 1.0, progress: bool = True, **l0_kwargs):
+    """Attach gates to ``model``, train weights and gates together with :class:`L0Trainer`, leave the gates on.
+
+    Returns ``(trainer, seconds)``; call :func:`finalize` to turn the gates into a smaller model.
+    """
+    import tempfile
+    import time
+    from pathlib import Path
+
+    from transformers import DataCollatorWithPadding
+
+    from .runs import quiet_trainer, training_args
+
+    attach(model, granularity)
+    with tempfile.TemporaryDirectory() as tmp:
+        args = training_args(profile, Path(tmp), seed, epochs=epochs, batch=profile.ft_batch, lr=profile.ft_lr,
+                             progress=progress, train_sampling_strategy="group_by_length")
+        trainer = L0Trainer(model=model, args=args, train_dataset=enc["train"],
+                            data_collator=DataCollatorWithPadding(tokenizer), lam=lam, target=target, **l0_kwargs)
+        quiet_trainer(trainer, progress)
+        start = time.perf_counter()
+        trainer.train()
+        return trainer, time.perf_counter() - start

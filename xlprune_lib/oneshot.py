@@ -29,14 +29,19 @@ class PruneSpec:
 
     method: str
     granularity: str
-    sparsity: float
+    sparsity: float | None
     scope: str = "global"
     finetune_epochs: float = 0.0
     score_batches: int = DEFAULT_SCORE_BATCHES
     score_steps: int = DEFAULT_SCORE_STEPS
+    lam: float | None = None   # L0 only: fixed trade-off instead of a target sparsity
 
     def check(self) -> "PruneSpec":
+        if self.method == "l0":
+            return self._check_l0()
         check_method(self.method, self.granularity)
+        if self.sparsity is None:
+            raise UserError(f"--sparsity is required for {self.method}")
         if not 0.0 <= self.sparsity < 1.0:
             raise UserError(f"sparsity must be in [0, 1), got {self.sparsity}")
         if self.scope not in SCOPES:
@@ -46,6 +51,26 @@ class PruneSpec:
         if self.method == "movement" and self.score_steps < 1:
             raise UserError("movement scores are gathered while fine-tuning: --score-steps must be >= 1")
         return self
+
+    def _check_l0(self) -> "PruneSpec":
+        from .l0 import GRANULARITIES as L0_GRANULARITIES
+
+        if self.granularity not in L0_GRANULARITIES:
+            raise UserError(f"L0 gates exist for {', '.join(L0_GRANULARITIES)}, not {self.granularity!r}")
+        if (self.lam is None) == (self.sparsity is None):
+            raise UserError("--method l0 takes either --lambda or --sparsity (a target), not both / neither")
+        if self.lam is not None and self.lam < 0:
+            raise UserError(f"lambda must be >= 0, got {self.lam}")
+        if self.sparsity is not None and not 0.0 <= self.sparsity < 1.0:
+            raise UserError(f"sparsity must be in [0, 1), got {self.sparsity}")
+        if self.finetune_epochs < 0:
+            raise UserError("--finetune-epochs must be >= 0")
+        return self
+
+    @property
+    def l0_epochs(self) -> float:
+        """L0 trains weights and gates together: ``--finetune-epochs`` of it (one epoch when not given)."""
+        return self.finetune_epochs or 1.0
 
 
 def require_classifier(model) -> None:
@@ -172,6 +197,8 @@ def prune_run(model_dir, spec: PruneSpec, out, profile: Profile | None = None, s
 
     dense = evaluate_all(model)
     set_seed(seed)
+    if spec.method == "l0":
+        return _l0_run(model, tok, data, spec, profile, seed, progress, out, cfg, key, dense, evaluate_all)
     scores = score(model, spec, tok, data["train"], profile, seed, progress)
     scored = evaluate_all(model) if spec.method == "movement" else dense  # movement fine-tuned while scoring
     measured = apply(model, spec, scores)
@@ -191,6 +218,35 @@ def prune_run(model_dir, spec: PruneSpec, out, profile: Profile | None = None, s
     report = layer_report(model, profile.max_seq_len)
     metrics["prunable_sparsity_saved"] = report["totals"]["prunable"]["sparsity"]
     metrics.update(provenance(cfg))
+    save_model(model, tok, out, extra_files={"report.json": report, METRICS: metrics})
+    return out
+
+
+def _l0_run(model, tok, data, spec, profile, seed, progress, out, cfg, key, dense, evaluate_all) -> Path:
+    """``xlprune prune --method l0``: train gates with the weights, finalize, evaluate, save (same outputs)."""
+    from .finetune import tokenize_split
+    from .l0 import finalize, train_l0
+    from .modeling import save_model
+    from .report import layer_report, provenance
+    from .runs import METRICS
+
+    before = sum(t.numel() for t in _prunable_tensors(model))
+    enc = {"train": tokenize_split(data["train"], tok, profile.max_seq_len)}
+    trainer, seconds = train_l0(model, tok, enc, profile, seed, spec.granularity, lam=spec.lam,
+                                target=spec.sparsity, epochs=spec.l0_epochs, progress=progress)
+    history = trainer.l0_history
+    gated = evaluate_all(model.eval())
+    removed = finalize(model)
+    final = evaluate_all(model)
+    after = sum(int((t != 0).sum()) for t in _prunable_tensors(model))
+    report = layer_report(model, profile.max_seq_len)
+    metrics = {"config_key": key, "profile": profile.name, "task": profile.task, "seed": seed,
+               "spec": asdict(spec), "dense": dense, "gated_eval": gated, **final, "train_seconds": seconds,
+               "expected_sparsity_final": history[-1]["expected_sparsity"] if history else None,
+               "prunable_sparsity": 1 - after / before, "prunable_params_before": before,
+               "prunable_nonzero_after": after, "removed": {k: _jsonable(v) for k, v in removed.items()},
+               "prunable_sparsity_saved": report["totals"]["prunable"]["sparsity"],
+               "l0_history": history[:: max(1, len(history) // 200)], **provenance(cfg)}
     save_model(model, tok, out, extra_files={"report.json": report, METRICS: metrics})
     return out
 
