@@ -159,13 +159,14 @@ def prune_config(spec: PruneSpec, source_key: str, profile: Profile, seed: int) 
     return {"source": source_key, "profile": profile.name, "seed": seed, **asdict(spec)}
 
 
-def prune_run(model_dir, spec: PruneSpec, out, profile: Profile | None = None, seed: int = 0,
+def prune_run(model_dir, spec: PruneSpec, out=None, profile: Profile | None = None, seed: int = 0,
               progress: bool = True) -> Path:
     """``xlprune prune``: load a fine-tuned classifier, prune it, optionally fine-tune, evaluate, save.
 
     ``out`` receives the model (safetensors; weights pruned permanently, structures removed), the tokenizer,
     ``metrics.json`` (validation / test accuracy before and after, measured sparsity, provenance) and
-    ``report.json`` (``report.layer_report``). Refuses an ``out`` that holds a different run.
+    ``report.json`` (``report.layer_report``). Refuses an ``out`` that holds a different run; ``out=None`` uses
+    the run cache, so the same request again returns the stored result.
     """
     import json
 
@@ -174,7 +175,7 @@ def prune_run(model_dir, spec: PruneSpec, out, profile: Profile | None = None, s
     from .finetune import evaluate, tokenize_split, train_classifier
     from .modeling import check_model_dir, load_saved, save_model
     from .report import layer_report, provenance
-    from .runs import METRICS, reuse_or_claim, run_key
+    from .runs import METRICS, default_out, reuse_or_claim, run_key
 
     spec.check()
     model_dir = check_model_dir(model_dir)
@@ -182,7 +183,7 @@ def prune_run(model_dir, spec: PruneSpec, out, profile: Profile | None = None, s
     profile = profile or get_profile(source.get("profile", "tiny"))
     cfg = prune_config(spec, source.get("config_key") or str(model_dir.resolve()), profile, seed)
     key = run_key("prune", cfg)
-    out = Path(out)
+    out = Path(out) if out else default_out("prune", profile, key)
     if reuse_or_claim(out, key) is not None:
         return out
     model = load_saved(model_dir)

@@ -132,3 +132,17 @@ def sparsity_curves(rows, y: str = "validation_accuracy", hue: str = "method", t
     ax.set(xlabel=xlabel, ylabel=y.replace("_", " "), title=title)
     ax.legend(frameon=False, fontsize=8)
     return fig
+
+
+def distributions(samples: dict, xlabel: str, title: str, bins: int = 40):
+    """Overlaid step histograms (density) of several samples, e.g. hard-concrete gates for several log_alpha."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    import seaborn as sns
+
+    df = pd.concat([pd.DataFrame({"value": list(map(float, v)), "sample": k}) for k, v in samples.items()])
+    fig, ax = plt.subplots()
+    sns.histplot(df, x="value", hue="sample", bins=bins, stat="probability", element="step", fill=False,
+                 common_norm=False, ax=ax, lw=1.6)
+    ax.set(xlabel=xlabel, ylabel="share of samples", title=title)
+    return fig
