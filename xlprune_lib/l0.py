@@ -187,14 +187,17 @@ class L0Trainer(Trainer):
 
     ``lam``: fixed trade-off (``loss + lam * E[L0] / N``). ``target``: expected sparsity to reach, through the
     Lagrangian whose multipliers take a gradient-*ascent* step of size ``dual_lr`` after every step, with the
-    target ramped up linearly over ``target_warmup`` of the training steps (CoFi). ``log_alpha`` forms its own
-    optimizer group with a constant learning rate ``l0_lr`` and no weight decay. Expected
+    target ramped up linearly over ``target_warmup`` of the training steps (CoFi). ``lambda_2`` starts at
+    ``quadratic_init`` (an augmented Lagrangian): with AdamW's sign-like steps on ``log_alpha``, a pure integral
+    multiplier overshoots and oscillates around the target, while the quadratic term pulls back as soon as
+    the sparsity crosses it. ``log_alpha`` forms its own optimizer group with a constant learning rate
+    ``l0_lr``, no momentum and no weight decay. Expected
     L0, expected sparsity and lambda are logged with the loss (``state.log_history``, progress bar), and every
     step is kept in ``l0_history``.
     """
 
     def __init__(self, *args, lam: float | None = None, target: float | None = None, l0_lr: float = 0.1,
-                 target_warmup: float = 0.5, dual_lr: float = 1.0, **kwargs):
+                 target_warmup: float = 0.5, dual_lr: float = 1.0, quadratic_init: float = 10.0, **kwargs):
         super().__init__(*args, **kwargs)
         if (lam is None) == (target is None):
             raise UserError("give either a fixed lambda or a target sparsity, not both / neither")
@@ -205,7 +208,8 @@ class L0Trainer(Trainer):
         self.lam, self.target, self.l0_lr, self.target_warmup = lam, target, l0_lr, target_warmup
         self.dual_lr = dual_lr
         self.gates: L0Gates = self.model.l0_gates
-        self.multipliers = torch.zeros(2)          # lambda_1, lambda_2: updated by dual ascent, not by AdamW
+        # lambda_1, lambda_2: updated by dual ascent, not by AdamW; lambda_2 may start positive (augmented Lagrangian)
+        self.multipliers = torch.tensor([0.0, float(quadratic_init)])
         self._gap = 0.0
         self.l0_history: list[dict] = []
         self._pending: list[dict] = []

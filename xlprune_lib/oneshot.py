@@ -19,6 +19,8 @@ from .importance import (GRADIENT_METHODS, check_method, lowest_units, movement_
                          score_batches, structure_scores, weight_scores)
 from .masks import SCOPES, make_permanent, prunable_parameters, prune_to, sparsity
 
+# Part of every prune run's key: bump it when the pruning code changes what a request produces.
+PRUNE_VERSION = 1
 DEFAULT_SCORE_BATCHES = 16
 DEFAULT_SCORE_STEPS = 100
 
@@ -156,7 +158,8 @@ def _rekey(scores, original, clone):
 
 
 def prune_config(spec: PruneSpec, source_key: str, profile: Profile, seed: int) -> dict:
-    return {"source": source_key, "profile": profile.name, "seed": seed, **asdict(spec)}
+    return {"source": source_key, "profile": profile.name, "seed": seed, "prune_version": PRUNE_VERSION,
+            **asdict(spec)}
 
 
 def prune_run(model_dir, spec: PruneSpec, out=None, profile: Profile | None = None, seed: int = 0,

@@ -109,6 +109,7 @@ def heatmap(matrix, title: str, xlabel: str = "", ylabel: str = "", xticklabels=
     sns.heatmap(matrix, ax=ax, annot=annot, fmt=fmt, cmap=cmap, center=center, xticklabels=xticklabels,
                 yticklabels=yticklabels, linewidths=0.5, linecolor="white", annot_kws={"size": 8},
                 cbar_kws={"label": cbar_label} if cbar_label else None)
+    ax.tick_params(axis="y", labelrotation=0)
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     return fig
 
