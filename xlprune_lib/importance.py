@@ -42,7 +42,7 @@ from torch import nn
 from transformers import TrainerCallback
 
 from .config import UserError
-from .masks import current_weight, prunable_parameters
+from .masks import check_sparsity, current_weight, prunable_parameters
 from .surgery import HEAD_PARAMS, xlnet_layers
 
 METHODS = ("magnitude", "gradient", "taylor", "fisher", "movement")
@@ -398,8 +398,7 @@ def lowest_units(scores, fraction: float, normalize: bool = True) -> dict[int, l
     scores are first divided by their L2 norm, as Michel et al. 2019 (Sec. 4.2) do for heads so that layers
     with large gradients do not keep everything. Layers (one 1-D tensor) give a list of layer indices.
     """
-    if not 0.0 <= fraction < 1.0:
-        raise UserError(f"sparsity must be in [0, 1), got {fraction}")
+    check_sparsity(fraction)
     if isinstance(scores, torch.Tensor):
         k = round(fraction * len(scores))
         return sorted(torch.argsort(scores.float(), stable=True)[:k].tolist())

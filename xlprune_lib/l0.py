@@ -29,7 +29,7 @@ from transformers import Trainer
 
 from .config import UserError
 from .importance import install_gates, unit_counts
-from .masks import prunable_parameters
+from .masks import check_sparsity, prunable_parameters
 from .surgery import HEAD_PARAMS, xlnet_layers
 
 BETA, GAMMA, ZETA = 2.0 / 3.0, -0.1, 1.1
@@ -165,19 +165,20 @@ def finalize(model) -> dict:
                 parametrize.remove_parametrizations(m, n, leave_parametrized=True)
         for remove in gates._remove_hooks:
             remove()
-        layers = xlnet_layers(model)
-        if gates.heads:
-            z = [g() for g in gates.heads]
-            for layer, zl in zip(layers, z):
-                layer.rel_attn.o.mul_(zl.view(1, -1, 1))
-            removed["head"] = {i: torch.nonzero(zl == 0).flatten().tolist() for i, zl in enumerate(z)}
-            prune_heads(model, removed["head"])
-        if gates.neurons:
-            z = [g() for g in gates.neurons]
-            for layer, zl in zip(layers, z):
-                layer.ff.layer_2.weight.mul_(zl.view(1, -1))
-            removed["neuron"] = {i: torch.nonzero(zl == 0).flatten().tolist() for i, zl in enumerate(z)}
-            prune_neurons(model, removed["neuron"])
+        # (kind, gates, the weight a unit's gate scales and the axis of its units there, surgery)
+        structures = (("head", gates.heads, lambda layer: (layer.rel_attn.o, 1), prune_heads),
+                      ("neuron", gates.neurons, lambda layer: (layer.ff.layer_2.weight, 1), prune_neurons))
+        for kind, group, target, cut in structures:
+            if not group:
+                continue
+            z = [g() for g in group]
+            for layer, zl in zip(xlnet_layers(model), z):
+                weight, axis = target(layer)
+                shape = [1] * weight.dim()
+                shape[axis] = -1
+                weight.mul_(zl.view(shape))
+            removed[kind] = {i: torch.nonzero(zl == 0).flatten().tolist() for i, zl in enumerate(z)}
+            cut(model, removed[kind])
     del model.l0_gates
     return removed
 
@@ -203,8 +204,8 @@ class L0Trainer(Trainer):
             raise UserError("give either a fixed lambda or a target sparsity, not both / neither")
         if lam is not None and lam < 0:
             raise UserError(f"lambda must be >= 0, got {lam}")
-        if target is not None and not 0.0 <= target < 1.0:
-            raise UserError(f"target sparsity must be in [0, 1), got {target}")
+        if target is not None:
+            check_sparsity(target, "target sparsity")
         self.lam, self.target, self.l0_lr, self.target_warmup = lam, target, l0_lr, target_warmup
         self.dual_lr = dual_lr
         self.gates: L0Gates = self.model.l0_gates

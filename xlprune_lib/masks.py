@@ -61,9 +61,11 @@ def weight_sparsity(pairs) -> float:
     return _zero_fraction(current_weight(m, n) for m, n in pairs)
 
 
-def _check_target(target: float) -> None:
-    if not 0.0 <= target < 1.0:
-        raise UserError(f"sparsity must be in [0, 1), got {target}")
+def check_sparsity(value: float, what: str = "sparsity") -> float:
+    """A sparsity (or fraction of units) must lie in [0, 1): one-line user error otherwise."""
+    if not 0.0 <= value < 1.0:
+        raise UserError(f"{what} must be in [0, 1), got {value}")
+    return value
 
 
 def _amount_of_remaining(target: float, already: float, n_total: int) -> int:
@@ -79,7 +81,7 @@ def prune_to(model, target: float, scores: dict | None = None, scope: str = "glo
     ``"global"`` ranks all entries of the set against one threshold. Cumulative: earlier zeros stay, because
     ``torch.nn.utils.prune`` only ranks the entries its previous masks left.
     """
-    _check_target(target)
+    check_sparsity(target)
     if scope not in SCOPES:
         raise UserError(f"unknown scope {scope!r}; valid scopes: {', '.join(SCOPES)}")
     pairs = pairs if pairs is not None else prunable_parameters(model)

@@ -17,7 +17,8 @@ from pathlib import Path
 from .config import Profile, UserError
 from .importance import (GRADIENT_METHODS, check_method, lowest_units, movement_finetune, remove_units,
                          score_batches, structure_scores, weight_scores)
-from .masks import SCOPES, make_permanent, prunable_parameters, prune_to, sparsity
+from .masks import (SCOPES, check_sparsity, current_weight, make_permanent, prunable_parameters, prune_to,
+                    sparsity)
 
 # Part of every prune run's key: bump it when the pruning code changes what a request produces.
 PRUNE_VERSION = 1
@@ -44,8 +45,7 @@ class PruneSpec:
         check_method(self.method, self.granularity)
         if self.sparsity is None:
             raise UserError(f"--sparsity is required for {self.method}")
-        if not 0.0 <= self.sparsity < 1.0:
-            raise UserError(f"sparsity must be in [0, 1), got {self.sparsity}")
+        check_sparsity(self.sparsity)
         if self.scope not in SCOPES:
             raise UserError(f"unknown scope {self.scope!r}; valid scopes: {', '.join(SCOPES)}")
         if self.finetune_epochs < 0 or self.score_batches < 1 or self.score_steps < 0:
@@ -63,8 +63,8 @@ class PruneSpec:
             raise UserError("--method l0 takes either --lambda or --sparsity (a target), not both / neither")
         if self.lam is not None and self.lam < 0:
             raise UserError(f"lambda must be >= 0, got {self.lam}")
-        if self.sparsity is not None and not 0.0 <= self.sparsity < 1.0:
-            raise UserError(f"sparsity must be in [0, 1), got {self.sparsity}")
+        if self.sparsity is not None:
+            check_sparsity(self.sparsity)
         if self.finetune_epochs < 0:
             raise UserError("--finetune-epochs must be >= 0")
         return self
@@ -105,7 +105,7 @@ def score(model, spec: PruneSpec, tokenizer=None, train=None, profile: Profile |
 
 def apply(model, spec: PruneSpec, scores) -> dict:
     """Prune ``model`` in place to ``spec.sparsity`` with ``scores``; return what was measured."""
-    before = sum(t.numel() for t in _prunable_tensors(model))
+    before = _prunable_counts(model)[0]
     if spec.granularity == "weight":
         reached = prune_to(model, spec.sparsity, scores, spec.scope)
         removed = None
@@ -116,15 +116,20 @@ def apply(model, spec: PruneSpec, scores) -> dict:
             removed = {li: lowest_units([s], spec.sparsity).get(0, []) for li, s in enumerate(scores)}
         remove_units(model, spec.granularity, removed)
         reached = sparsity(prunable_parameters(model))
-    after = sum(int((t != 0).sum()) for t in _prunable_tensors(model))
-    return {"mask_sparsity": reached, "prunable_sparsity": 1 - after / before, "prunable_params_before": before,
-            "prunable_nonzero_after": after, "removed": _jsonable(removed)}
+    return {"mask_sparsity": reached, **_measured(model, before), "removed": _jsonable(removed)}
 
 
-def _prunable_tensors(model):
-    from .masks import current_weight
+def _prunable_counts(model) -> tuple[int, int]:
+    """Entries and nonzeros of the prunable set as the forward pass sees it (masked or sliced)."""
+    tensors = [current_weight(m, n) for m, n in prunable_parameters(model)]
+    return sum(t.numel() for t in tensors), sum(int((t != 0).sum()) for t in tensors)
 
-    return [current_weight(m, n) for m, n in prunable_parameters(model)]
+
+def _measured(model, before: int) -> dict:
+    """Sparsity of the prunable set now, against its ``before`` size (surgery shrinks the tensors)."""
+    after = _prunable_counts(model)[1]
+    return {"prunable_sparsity": 1 - after / before, "prunable_params_before": before,
+            "prunable_nonzero_after": after}
 
 
 def _jsonable(removed):
@@ -175,9 +180,8 @@ def prune_run(model_dir, spec: PruneSpec, out=None, profile: Profile | None = No
 
     from .config import get_profile, set_seed
     from .data import TASKS, load_task, load_tokenizer
-    from .finetune import evaluate, tokenize_split, train_classifier
-    from .modeling import check_model_dir, load_saved, save_model
-    from .report import layer_report, provenance
+    from .finetune import Evaluator, tokenize_split, train_classifier
+    from .modeling import check_model_dir, load_saved
     from .runs import METRICS, default_out, reuse_or_claim, run_key
 
     spec.check()
@@ -195,20 +199,21 @@ def prune_run(model_dir, spec: PruneSpec, out=None, profile: Profile | None = No
     data = load_task(profile.task, profile.max_examples, seed)
     glue_metric = TASKS[profile.task][2]
 
+    evaluator = Evaluator(tok, {s: data[s] for s in ("validation", "test")}, profile.max_seq_len, glue_metric)
+
     def evaluate_all(m):
-        return {f"{split}_accuracy": evaluate(m, tok, data[split], glue_metric, max_len=profile.max_seq_len)["accuracy"]
-                for split in ("validation", "test")}
+        return {k: v for k, v in evaluator(m).items() if k.endswith("_accuracy")}
 
     dense = evaluate_all(model)
     set_seed(seed)
+    header = {"config_key": key, "profile": profile.name, "task": profile.task, "seed": seed}
     if spec.method == "l0":
-        return _l0_run(model, tok, data, spec, profile, seed, progress, out, cfg, key, dense, evaluate_all)
+        return _l0_run(model, tok, data, spec, profile, seed, progress, out, cfg, header, dense, evaluate_all)
     scores = score(model, spec, tok, data["train"], profile, seed, progress)
     scored = evaluate_all(model) if spec.method == "movement" else dense  # movement fine-tuned while scoring
     measured = apply(model, spec, scores)
     oneshot = evaluate_all(model)
-    metrics = {"config_key": key, "profile": profile.name, "task": profile.task, "seed": seed,
-               "source_model": str(model_dir), "spec": asdict(spec), **measured,
+    metrics = {**header, "source_model": str(model_dir), "spec": asdict(spec), **measured,
                "dense": dense, "before_pruning": scored, "one_shot": oneshot}
     if spec.finetune_epochs > 0:
         enc = {k: tokenize_split(data[k], tok, profile.max_seq_len) for k in ("train", "validation")}
@@ -219,6 +224,15 @@ def prune_run(model_dir, spec: PruneSpec, out=None, profile: Profile | None = No
     make_permanent(model)
     final = metrics.get("after_finetune", oneshot)
     metrics.update(final)  # validation_accuracy / test_accuracy of the saved model
+    return _save_result(model, tok, out, profile, cfg, metrics)
+
+
+def _save_result(model, tok, out, profile, cfg, metrics: dict) -> Path:
+    """Write the pruned model, ``report.json`` and ``metrics.json`` (with the saved sparsity and provenance)."""
+    from .modeling import save_model
+    from .report import layer_report, provenance
+    from .runs import METRICS
+
     report = layer_report(model, profile.max_seq_len)
     metrics["prunable_sparsity_saved"] = report["totals"]["prunable"]["sparsity"]
     metrics.update(provenance(cfg))
@@ -226,15 +240,12 @@ def prune_run(model_dir, spec: PruneSpec, out=None, profile: Profile | None = No
     return out
 
 
-def _l0_run(model, tok, data, spec, profile, seed, progress, out, cfg, key, dense, evaluate_all) -> Path:
+def _l0_run(model, tok, data, spec, profile, seed, progress, out, cfg, header, dense, evaluate_all) -> Path:
     """``xlprune prune --method l0``: train gates with the weights, finalize, evaluate, save (same outputs)."""
     from .finetune import tokenize_split
     from .l0 import finalize, train_l0
-    from .modeling import save_model
-    from .report import layer_report, provenance
-    from .runs import METRICS
 
-    before = sum(t.numel() for t in _prunable_tensors(model))
+    before = _prunable_counts(model)[0]
     enc = {"train": tokenize_split(data["train"], tok, profile.max_seq_len)}
     trainer, seconds = train_l0(model, tok, enc, profile, seed, spec.granularity, lam=spec.lam,
                                 target=spec.sparsity, epochs=spec.l0_epochs, progress=progress)
@@ -242,17 +253,12 @@ def _l0_run(model, tok, data, spec, profile, seed, progress, out, cfg, key, dens
     gated = evaluate_all(model.eval())
     removed = finalize(model)
     final = evaluate_all(model)
-    after = sum(int((t != 0).sum()) for t in _prunable_tensors(model))
-    report = layer_report(model, profile.max_seq_len)
-    metrics = {"config_key": key, "profile": profile.name, "task": profile.task, "seed": seed,
-               "spec": asdict(spec), "dense": dense, "gated_eval": gated, **final, "train_seconds": seconds,
+    metrics = {**header, "spec": asdict(spec), "dense": dense, "gated_eval": gated, **final,
+               "train_seconds": seconds,
                "expected_sparsity_final": history[-1]["expected_sparsity"] if history else None,
-               "prunable_sparsity": 1 - after / before, "prunable_params_before": before,
-               "prunable_nonzero_after": after, "removed": {k: _jsonable(v) for k, v in removed.items()},
-               "prunable_sparsity_saved": report["totals"]["prunable"]["sparsity"],
-               "l0_history": history[:: max(1, len(history) // 200)], **provenance(cfg)}
-    save_model(model, tok, out, extra_files={"report.json": report, METRICS: metrics})
-    return out
+               **_measured(model, before), "removed": {k: _jsonable(v) for k, v in removed.items()},
+               "l0_history": history[:: max(1, len(history) // 200)]}
+    return _save_result(model, tok, out, profile, cfg, metrics)
 
 
 def sensitivity(model, sparsities, evaluate_fn, parts=("attention", "ffn")) -> list[dict]:
