@@ -250,8 +250,8 @@ class L0Trainer(Trainer):
         ramp = max(1.0, self.target_warmup * total)
         return self.target * min(1.0, (self.state.global_step + 1) / ramp)
 
-    def penalty(self) -> tuple[torch.Tensor, dict]:
-        expected = self.gates.expected_sparsity()
+    def penalty(self, expected: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """The L0 term for the current expected sparsity ``expected`` (differentiable in ``log_alpha``)."""
         if self.lam is not None:
             kept = 1.0 - expected
             return self.lam * kept, {"lambda": self.lam}
@@ -263,10 +263,11 @@ class L0Trainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
-        extra, info = self.penalty()
-        with torch.no_grad():
-            row = {"task_loss": float(loss), "expected_l0": float(self.gates.expected_kept()),
-                   "expected_sparsity": float(self.gates.expected_sparsity()), "penalty": float(extra), **info}
+        expected = self.gates.expected_sparsity()   # once per step: with weight gates it spans every weight
+        extra, info = self.penalty(expected)
+        sparsity = float(expected.detach())
+        row = {"task_loss": float(loss.detach()), "expected_l0": (1.0 - sparsity) * self.gates.total,
+               "expected_sparsity": sparsity, "penalty": float(extra.detach()), **info}
         self._pending.append(row)
         total = loss + extra
         return (total, outputs) if return_outputs else total
