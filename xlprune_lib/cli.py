@@ -111,6 +111,28 @@ def cmd_prune(args) -> int:
     return 0
 
 
+def cmd_iterate(args) -> int:
+    from .config import get_profile
+    from .distributed import is_main
+    from .iterative import IterSpec, iterate
+    from .rounds import SUMMARY
+
+    spec = IterSpec(args.method, args.granularity, args.target, args.schedule, args.requirement, args.step,
+                    args.round_steps, args.scope, args.score_batches, args.score_steps, args.total_steps,
+                    args.prune_every).check()
+    profile = get_profile(args.profile) if args.profile else None
+    out = iterate(args.model, spec, args.out, profile, seed=args.seed, progress=not args.quiet)
+    if is_main():
+        summary = json.loads((out / SUMMARY).read_text())
+        final = summary["final"] or {}
+        print(f"wrote {out}: {summary['stop_reason']}")
+        print(f"  final model           {summary['final_model']}")
+        for k in ("prunable_sparsity", "model_sparsity", "validation_accuracy", "test_accuracy"):
+            if k in final:
+                print(f"  {k:<22}{final[k]:.4f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="xlprune", description="Pruning XLNet: train, prune, measure.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -166,6 +188,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_prune)
+
+    from .iterative import IterSpec
+    from .schedule import SCHEDULES
+
+    d = IterSpec("magnitude")
+    p = sub.add_parser("iterate", help="iterative prune -> fine-tune -> evaluate rounds, or gradual pruning "
+                       "(resumes an interrupted run in the same --out)")
+    p.add_argument("--model", required=True, help="a fine-tuned classifier folder (xlprune finetune)")
+    p.add_argument("--method", required=True, help=f"importance score: {', '.join(METHODS)}")
+    p.add_argument("--granularity", default=d.granularity, help=f"{', '.join(GRANULARITIES)} (default: %(default)s)")
+    p.add_argument("--target", type=float, default=d.target, help="final sparsity in [0, 1) (default: %(default)s)")
+    p.add_argument("--schedule", default=d.schedule, help=f"{', '.join(SCHEDULES)}: fixed step per round, a "
+                   "fraction of what remains per round, or gradual pruning inside fine-tuning (default: %(default)s)")
+    p.add_argument("--requirement", default=d.requirement, help="validation accuracy to keep: an absolute value "
+                   "(0.75) or dense minus a tolerance (dense-0.01, the default)")
+    p.add_argument("--step", type=float, default=d.step, help="constant: sparsity added per round; geometric: "
+                   "fraction of the remaining weights removed per round (default: %(default)s)")
+    p.add_argument("--round-steps", type=int, default=d.round_steps,
+                   help="fine-tuning steps after each round (default: %(default)s)")
+    p.add_argument("--total-steps", type=int, help="cubic: fine-tuning steps in all (default: as many as the "
+                   "geometric loop to the same target)")
+    p.add_argument("--prune-every", type=int, default=d.prune_every,
+                   help="cubic: steps between mask updates, dt (default: %(default)s)")
+    p.add_argument("--scope", default=d.scope, help="global (one threshold) or local (per tensor / layer)")
+    p.add_argument("--score-batches", type=int, default=d.score_batches,
+                   help="training batches for gradient, Taylor and Fisher scores (default: %(default)s)")
+    p.add_argument("--score-steps", type=int, default=d.score_steps,
+                   help="movement: fine-tuning steps that give the first round's scores (default: %(default)s)")
+    p.add_argument("--out", help="run folder (default: the run cache); an interrupted run resumes there")
+    p.add_argument("--profile", help="data and training settings (default: the model's own profile)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (the per-round lines stay)")
+    p.set_defaults(func=cmd_iterate)
     return parser
 
 

@@ -105,3 +105,21 @@ def make_permanent(model, pairs=None) -> None:
     for module, name in pairs if pairs is not None else prunable_parameters(model):
         if prune.is_pruned(module) and hasattr(module, f"{name}_orig"):
             prune.remove(module, name)
+
+
+def counts(model) -> dict:
+    """Entries and nonzeros of the prunable set, and of the whole model (masked entries count as zero)."""
+    pairs = prunable_parameters(model)
+    prunable = sum(current_weight(*p).numel() for p in pairs)
+    nonzero = sum(int((current_weight(*p) != 0).sum()) for p in pairs)
+    total = sum(p.numel() for p in model.parameters())
+    return {"prunable": prunable, "prunable_nonzero": nonzero, "model": total,
+            "model_nonzero": total - prunable + nonzero}
+
+
+def measured(model, start: dict) -> dict:
+    """Sparsity of the prunable set and of the whole model against the *starting* model's sizes."""
+    now = counts(model)
+    return {"prunable_sparsity": 1 - now["prunable_nonzero"] / start["prunable"],
+            "model_sparsity": 1 - now["model_nonzero"] / start["model"],
+            "prunable_nonzero": now["prunable_nonzero"], "model_nonzero": now["model_nonzero"]}

@@ -43,19 +43,24 @@ def run_key(kind: str, config: dict) -> str:
 
 def training_args(profile: Profile, out: Path, seed: int, *, epochs: float, batch: int, lr: float,
                   progress: bool = True, **extra):
-    """``TrainingArguments`` shared by pretraining and fine-tuning (checkpoints are saved by us, at the end)."""
+    """``TrainingArguments`` shared by pretraining and fine-tuning; ``extra`` adds or overrides settings.
+
+    Checkpoints are saved by us at the end, except where ``extra`` turns the Trainer's own saving on (gradual
+    pruning resumes from those).
+    """
     import torch
     from transformers import TrainingArguments
 
     on_gpu = torch.cuda.is_available()
-    return TrainingArguments(
+    kwargs = dict(
         output_dir=str(out), seed=seed, data_seed=seed, num_train_epochs=epochs,
         per_device_train_batch_size=batch, per_device_eval_batch_size=batch * 2, learning_rate=lr,
         weight_decay=profile.weight_decay, warmup_steps=profile.warmup_ratio, lr_scheduler_type="linear",
         logging_steps=profile.logging_steps, logging_first_step=True, save_strategy="no", report_to="none",
         bf16=on_gpu and profile.precision == "bf16", fp16=on_gpu and profile.precision == "fp16",
-        dataloader_num_workers=0, disable_tqdm=not progress, use_cpu=not on_gpu, **extra,
+        dataloader_num_workers=0, disable_tqdm=not progress, use_cpu=not on_gpu,
     )
+    return TrainingArguments(**{**kwargs, **extra})
 
 
 def loss_curve(log_history: list[dict], key: str = "loss") -> list[list[float]]:
