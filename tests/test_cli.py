@@ -22,7 +22,7 @@ def assert_user_error(proc, *fragments):
         assert f in lines[0]
 
 
-@pytest.mark.parametrize("command", ["fetch", "pretrain", "finetune", "info", "report", "prune"])
+@pytest.mark.parametrize("command", ["fetch", "pretrain", "finetune", "info", "report", "prune", "iterate"])
 def test_help(command):
     proc = run(command, "--help")
     assert proc.returncode == 0 and "usage:" in proc.stdout

@@ -175,7 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "also head+neuron (default: %(default)s)")
     p.add_argument("--sparsity", type=float, help="fraction of the unit to remove, in [0, 1) (for l0: the "
                    "target expected sparsity of the prunable set)")
-    p.add_argument("--lambda", dest="lam", type=float, metavar="X", help="l0 only: fixed penalty weight instead of --sparsity")
+    p.add_argument("--lambda", dest="lam", type=float, metavar="X",
+                   help="l0 only: fixed penalty weight instead of --sparsity")
     p.add_argument("--scope", default="global", help="global (one threshold) or local (per tensor / layer)")
     p.add_argument("--out", required=True, help="output folder (refused if it holds a different run)")
     p.add_argument("--finetune-epochs", type=float, default=0.0,

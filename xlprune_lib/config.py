@@ -53,6 +53,7 @@ class Profile:
     ft_epochs: float = 2.0
     ft_batch: int = 32
     ft_lr: float = 5e-4
+    recovery_lr: float = 1e-4             # fine-tuning a trained model after pruning (lower: it starts converged)
     warmup_ratio: float = 0.06
     weight_decay: float = 0.01
     dropout: float = 0.1
@@ -77,17 +78,17 @@ PROFILES: dict[str, Profile] = {
     "smoke": Profile(
         name="smoke", n_layer=2, n_head=4, d_model=64, d_inner=256, vocab_size=1000,
         max_examples=300, max_seq_len=48, plm_block=32, plm_epochs=1.0, plm_batch=16,
-        ft_epochs=1.0, ft_batch=16, ft_lr=1e-3, logging_steps=2,
+        ft_epochs=1.0, ft_batch=16, ft_lr=1e-3, recovery_lr=1e-3, logging_steps=2,
     ),
     "tiny": Profile(
         name="tiny", n_layer=6, n_head=8, d_model=256, d_inner=1024, vocab_size=8000,
         max_seq_len=64, plm_block=64, plm_epochs=2.0, plm_batch=32, plm_lr=1e-3,
-        ft_epochs=2.0, ft_batch=32, ft_lr=5e-4,
+        ft_epochs=2.0, ft_batch=32, ft_lr=5e-4, recovery_lr=1e-4,
     ),
     "base": Profile(
         name="base", n_layer=12, n_head=12, d_model=768, d_inner=3072, vocab_size=32000,
         hub_model="xlnet-base-cased", task="sst2", max_seq_len=128,
-        ft_epochs=3.0, ft_batch=32, ft_lr=2e-5, warmup_ratio=0.1, precision="bf16", logging_steps=50,
+        ft_epochs=3.0, ft_batch=32, ft_lr=2e-5, recovery_lr=2e-5, warmup_ratio=0.1, precision="bf16", logging_steps=50,
     ),
 }
 DEFAULT_PROFILE = "tiny"

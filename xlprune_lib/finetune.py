@@ -107,13 +107,15 @@ def evaluate(model, tokenizer, dataset, glue_metric: str = "accuracy", batch: in
 
 def train_classifier(model, tokenizer, enc: dict, profile: Profile, seed: int, epochs: float,
                      glue_metric: str = "accuracy", progress: bool = True, callbacks=None, steps: int | None = None,
-                     out: Path | None = None, resume: Path | None = None, **args):
+                     out: Path | None = None, resume: Path | None = None, lr: float | None = None, **args):
     """Train ``model`` on ``enc["train"]`` with the profile's fine-tuning settings; return ``(trainer, seconds)``.
 
     Used for fine-tuning and for recovery after pruning: masks from ``torch.nn.utils.prune`` stay applied,
     because their forward pre-hooks run in every step and the masked entries receive zero gradient.
-    ``steps`` caps the optimizer steps (a round's budget); ``out`` keeps the Trainer's folder (for its own
-    checkpoints, with ``args`` such as ``save_strategy``) and ``resume`` continues from one of them.
+    ``steps`` caps the optimizer steps (a round's budget); ``lr`` replaces the profile's ``ft_lr`` (recovery
+    after pruning uses ``recovery_lr``: the model is already trained, and the from-scratch rate undoes some of
+    that); ``out`` keeps the Trainer's folder (for its own checkpoints, with ``args`` such as
+    ``save_strategy``) and ``resume`` continues from one of them.
     """
     from transformers import DataCollatorWithPadding, Trainer
 
@@ -122,7 +124,7 @@ def train_classifier(model, tokenizer, enc: dict, profile: Profile, seed: int, e
             args["max_steps"] = steps
         args = {"train_sampling_strategy": "group_by_length", **args}
         targs = training_args(profile, Path(out or tmp), seed, epochs=epochs, batch=profile.ft_batch,
-                              lr=profile.ft_lr, progress=progress, **args)
+                              lr=lr or profile.ft_lr, progress=progress, **args)
         trainer = Trainer(model=model, args=targs, train_dataset=enc["train"], eval_dataset=enc.get("validation"),
                           data_collator=DataCollatorWithPadding(tokenizer), callbacks=callbacks,
                           compute_metrics=lambda p: classification_metrics(p.predictions, p.label_ids, glue_metric))

@@ -132,7 +132,8 @@ def run_gradual(run) -> dict:
     set_seed(run.seed)
     # Also when every step is done: resuming from the last checkpoint restores the final weights and masks.
     train_classifier(model, run.tok, run.enc, run.profile, run.seed, 1.0, run.glue, run.progress,
-                     callbacks=[recorder, pruner], steps=total, out=trainer_dir, resume=resume,
+                     callbacks=[recorder, pruner], steps=total, lr=run.profile.recovery_lr, out=trainer_dir,
+                     resume=resume,
                      save_strategy="steps", save_steps=spec.round_steps, save_total_limit=2,
                      # accelerate's seedable random sampler reseeds every epoch, so a resumed run sees the same
                      # batches; the length-grouped sampler draws each epoch's order from a running generator.

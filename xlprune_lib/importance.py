@@ -194,7 +194,8 @@ class MovementCallback(TrainerCallback):
         self.steps += 1
 
 
-def movement_finetune(model, tokenizer, train, profile, steps: int, seed: int = 0, progress: bool = False) -> dict:
+def movement_finetune(model, tokenizer, train, profile, steps: int, seed: int = 0, progress: bool = False,
+                      lr: float | None = None) -> dict:
     """Fine-tune ``model`` in place for ``steps`` optimizer steps and return the movement scores gathered.
 
     The profile's fine-tuning learning rate, batch size and weight decay; the weights after these steps are
@@ -212,7 +213,7 @@ def movement_finetune(model, tokenizer, train, profile, steps: int, seed: int = 
         raise UserError("movement scores are accumulated during fine-tuning: give at least one scoring step")
     callback = MovementCallback(prunable_parameters(model))
     with tempfile.TemporaryDirectory() as tmp:
-        args = training_args(profile, Path(tmp), seed, epochs=1, batch=profile.ft_batch, lr=profile.ft_lr,
+        args = training_args(profile, Path(tmp), seed, epochs=1, batch=profile.ft_batch, lr=lr or profile.ft_lr,
                              progress=progress, max_steps=steps)
         trainer = Trainer(model=model, args=args, train_dataset=tokenize_split(train, tokenizer, profile.max_seq_len),
                           data_collator=DataCollatorWithPadding(tokenizer), callbacks=[callback])

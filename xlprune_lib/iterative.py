@@ -122,6 +122,7 @@ class IterSpec:
 
 def iterate_config(spec: IterSpec, source_key: str, profile, seed: int) -> dict:
     return {"source": source_key, "profile": profile.name, "seed": seed, "iterate_version": ITERATE_VERSION,
+            **{k: getattr(profile, k) for k in ("task", "max_examples", "max_seq_len", "ft_batch", "recovery_lr")},
             **asdict(spec)}
 
 
@@ -131,12 +132,13 @@ def iterate_config(spec: IterSpec, source_key: str, profile, seed: int) -> dict:
 class _Run:
     """What every round needs: the run folder, the data, the evaluator, the starting sizes, the printer."""
 
-    def __init__(self, model_dir: Path, spec: IterSpec, out: Path, profile, seed: int, progress: bool):
+    def __init__(self, model_dir: Path, spec: IterSpec, out: Path, profile, seed: int, progress: bool,
+                 report: bool = True):
         from .data import TASKS, load_task, load_tokenizer
         from .finetune import Evaluator, tokenize_split
 
         self.model_dir, self.spec, self.out, self.profile, self.seed = model_dir, spec, out, profile, seed
-        self.progress = progress
+        self.progress, self.report = progress, report
         self.tok = load_tokenizer(model_dir)
         self.data = load_task(profile.task, profile.max_examples, seed)
         self.glue = TASKS[profile.task][2]
@@ -188,19 +190,21 @@ class _Run:
         append_record(self.out, rec)
         barrier()
         self.records.append(rec)
-        if is_main():
+        if self.report and is_main():
             print(f"round {rec['round']:>2}  step {rec['step']:>5}  sparsity {rec['prunable_sparsity']:.3f} "
                   f"(model {rec['model_sparsity']:.3f})  val {rec['validation_accuracy']:.4f}  "
                   f"test {rec['test_accuracy']:.4f}  {'meets' if rec['passed'] else 'misses'} "
                   f"{rec['requirement']:.4f}  {rec['seconds']:.0f} s", flush=True)
 
 
-def iterate(model_dir, spec: IterSpec, out=None, profile=None, seed: int = 0, progress: bool = True) -> Path:
+def iterate(model_dir, spec: IterSpec, out=None, profile=None, seed: int = 0, progress: bool = True,
+            report: bool = True) -> Path:
     """``xlprune iterate``: the round-based loop (constant / geometric) or gradual pruning (cubic).
 
     Returns ``out``; its ``summary.json`` names the final model (the last round that met the requirement, or the
     end of the gradual run) and why the loop stopped. Resumes when ``out`` holds earlier rounds of the same
-    configuration; refuses a folder that holds anything else.
+    configuration; refuses a folder that holds anything else. ``progress``: the Trainer's progress bars;
+    ``report``: one printed line per round.
     """
     from .config import get_profile
     from .modeling import check_model_dir
@@ -219,7 +223,7 @@ def iterate(model_dir, spec: IterSpec, out=None, profile=None, seed: int = 0, pr
         return out
     if not progress:
         quiet_libraries()
-    run = _Run(model_dir, spec, out, profile, seed, progress)
+    run = _Run(model_dir, spec, out, profile, seed, progress, report)
     if spec.schedule == "cubic":
         from .gradual import run_gradual
 
@@ -230,6 +234,12 @@ def iterate(model_dir, spec: IterSpec, out=None, profile=None, seed: int = 0, pr
         write_json_atomic(out / SUMMARY, {"config_key": key, **summary, "records": len(run.records)})
     barrier()
     return out
+
+
+def load_run(out) -> tuple[list[dict], dict]:
+    """``(records, summary)`` of a finished ``iterate`` folder."""
+    out = Path(out)
+    return read_records(out), json.loads((out / SUMMARY).read_text())
 
 
 def _rounds(run: _Run) -> dict:
@@ -252,7 +262,7 @@ def _rounds(run: _Run) -> dict:
         mover = MovementCallback(prunable_parameters(model)) if spec.method == "movement" else None
         set_seed(run.seed + k)
         train_classifier(model, run.tok, run.enc, run.profile, run.seed + k, 1.0, run.glue, run.progress,
-                         callbacks=[mover] if mover else None, steps=spec.round_steps)
+                         callbacks=[mover] if mover else None, steps=spec.round_steps, lr=run.profile.recovery_lr)
         movement = mover.scores if mover else None
         masks = settle(model)
         rec = run.record(model, round=k, step=run.records[-1]["step"] + steps, target=targets[k - 1],
@@ -291,7 +301,7 @@ def _scores(run: _Run, model, movement, k: int):
     batches = None
     if spec.method == "movement" and movement is None:  # round 1: movement needs fine-tuning steps to exist
         movement = movement_finetune(model, run.tok, run.data["train"], p, spec.score_steps, run.seed + k,
-                                     run.progress)
+                                     run.progress, lr=p.recovery_lr)
     elif spec.method in GRADIENT_METHODS and spec.method != "movement":
         rank, world = rank_and_world()
         if spec.score_batches < world:

@@ -21,7 +21,7 @@ from .masks import (SCOPES, check_sparsity, current_weight, make_permanent, prun
                     sparsity)
 
 # Part of every prune run's key: bump it when the pruning code changes what a request produces.
-PRUNE_VERSION = 1
+PRUNE_VERSION = 2
 DEFAULT_SCORE_BATCHES = 16
 DEFAULT_SCORE_STEPS = 100
 
@@ -164,7 +164,7 @@ def _rekey(scores, original, clone):
 
 def prune_config(spec: PruneSpec, source_key: str, profile: Profile, seed: int) -> dict:
     return {"source": source_key, "profile": profile.name, "seed": seed, "prune_version": PRUNE_VERSION,
-            **asdict(spec)}
+            "recovery_lr": profile.recovery_lr, **asdict(spec)}
 
 
 def prune_run(model_dir, spec: PruneSpec, out=None, profile: Profile | None = None, seed: int = 0,
@@ -218,7 +218,8 @@ def prune_run(model_dir, spec: PruneSpec, out=None, profile: Profile | None = No
     if spec.finetune_epochs > 0:
         enc = {k: tokenize_split(data[k], tok, profile.max_seq_len) for k in ("train", "validation")}
         set_seed(seed)
-        _, seconds = train_classifier(model, tok, enc, profile, seed, spec.finetune_epochs, glue_metric, progress)
+        _, seconds = train_classifier(model, tok, enc, profile, seed, spec.finetune_epochs, glue_metric, progress,
+                                      lr=profile.recovery_lr)
         metrics["finetune_seconds"] = seconds
         metrics["after_finetune"] = evaluate_all(model)
     make_permanent(model)

@@ -135,6 +135,25 @@ def sparsity_curves(rows, y: str = "validation_accuracy", hue: str = "method", t
     return fig
 
 
+def schedule_steps(rows, title: str | None = None):
+    """Sparsity against optimizer step for several schedules (rows: ``schedule``, ``step``, ``sparsity``),
+    drawn as steps: the masks hold their value until the next update."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    import seaborn as sns
+
+    df = pd.DataFrame(rows)
+    fig, ax = plt.subplots()
+    colours = sns.color_palette(PALETTE, df["schedule"].nunique())
+    for colour, (name, part) in zip(colours, df.groupby("schedule", sort=False)):
+        part = part.sort_values("step")
+        ax.step([0, *part["step"]], [0, *part["sparsity"]], where="post", lw=1.8, label=name, color=colour)
+    ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    ax.set(xlabel="optimizer step", ylabel="sparsity of the prunable set", title=title)
+    ax.legend(frameon=False, fontsize=8)
+    return fig
+
+
 def distributions(samples: dict, xlabel: str, title: str, bins: int = 40):
     """Overlaid step histograms (density) of several samples, e.g. hard-concrete gates for several log_alpha."""
     import matplotlib.pyplot as plt
