@@ -225,3 +225,16 @@ def test_mask_agreement_check_detects_a_difference(tmp_path, differ):
         results = manager.dict()
         mp.spawn(_digest_worker, args=(2, str(tmp_path / "init"), differ, results), nprocs=2)
         assert dict(results) == {0: not differ, 1: not differ}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--method", "magnitude", "--schedule", "linear"], "unknown schedule 'linear'"),
+    (["--method", "fisher", "--schedule", "cubic"], "--method magnitude or movement"),
+    (["--method", "magnitude", "--target", "1.5"], "--target must be in [0, 1)"),
+    (["--method", "magnitude", "--requirement", "good"], "--requirement must be an accuracy"),
+    (["--method", "magnitude"], "does not exist"),
+])
+def test_cli_user_errors(tmp_path, args, message):
+    out = tmp_path / "out"
+    assert_user_error(run("iterate", "--model", str(tmp_path / "missing"), *args, "--out", str(out)), message)
+    assert not out.exists()

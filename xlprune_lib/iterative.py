@@ -206,16 +206,12 @@ def iterate(model_dir, spec: IterSpec, out=None, profile=None, seed: int = 0, pr
     configuration; refuses a folder that holds anything else. ``progress``: the Trainer's progress bars;
     ``report``: one printed line per round.
     """
-    from .config import get_profile
-    from .modeling import check_model_dir
-    from .runs import METRICS, default_out, quiet_libraries, run_key
+    from .runs import default_out, quiet_libraries, run_key, source_run
 
     init_distributed()
     spec.check()
-    model_dir = check_model_dir(model_dir)
-    source = json.loads((model_dir / METRICS).read_text()) if (model_dir / METRICS).is_file() else {}
-    profile = profile or get_profile(source.get("profile", "tiny"))
-    cfg = iterate_config(spec, source.get("config_key") or str(model_dir.resolve()), profile, seed)
+    model_dir, source_key, profile = source_run(model_dir, profile)
+    cfg = iterate_config(spec, source_key, profile, seed)
     key = run_key("iterate", cfg)
     out = Path(out) if out else default_out("iterate", profile, key)
     claim(out, key, cfg)

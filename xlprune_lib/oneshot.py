@@ -176,19 +176,15 @@ def prune_run(model_dir, spec: PruneSpec, out=None, profile: Profile | None = No
     ``report.json`` (``report.layer_report``). Refuses an ``out`` that holds a different run; ``out=None`` uses
     the run cache, so the same request again returns the stored result.
     """
-    import json
-
-    from .config import get_profile, set_seed
+    from .config import set_seed
     from .data import TASKS, load_task, load_tokenizer
     from .finetune import Evaluator, tokenize_split, train_classifier
-    from .modeling import check_model_dir, load_saved
-    from .runs import METRICS, default_out, reuse_or_claim, run_key
+    from .modeling import load_saved
+    from .runs import default_out, reuse_or_claim, run_key, source_run
 
     spec.check()
-    model_dir = check_model_dir(model_dir)
-    source = json.loads((model_dir / METRICS).read_text()) if (model_dir / METRICS).is_file() else {}
-    profile = profile or get_profile(source.get("profile", "tiny"))
-    cfg = prune_config(spec, source.get("config_key") or str(model_dir.resolve()), profile, seed)
+    model_dir, source_key, profile = source_run(model_dir, profile)
+    cfg = prune_config(spec, source_key, profile, seed)
     key = run_key("prune", cfg)
     out = Path(out) if out else default_out("prune", profile, key)
     if reuse_or_claim(out, key) is not None:

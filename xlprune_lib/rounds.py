@@ -29,11 +29,12 @@ TIMING_KEYS = ("seconds", "total_seconds")   # the only record fields that diffe
 
 def claim(out: Path, key: str, cfg: dict) -> None:
     """Make ``out`` this run's folder: new or empty folders are claimed (``run.json``), the same run's folder is
-    resumed, and anything else is refused without touching it."""
+    resumed, and anything else is refused without touching it. Every rank looks before rank 0 writes."""
     from .report import provenance
 
     run = out / RUN
-    if run.is_file():
+    fresh = not run.is_file()
+    if not fresh:
         try:
             stored = json.loads(run.read_text()).get("config_key")
         except (OSError, json.JSONDecodeError) as exc:
@@ -41,10 +42,10 @@ def claim(out: Path, key: str, cfg: dict) -> None:
         if stored != key:
             raise UserError(f"{out} holds a different run (config {stored}, this one is {key}); nothing was "
                             "changed: choose another --out")
-        return
-    if out.exists() and any(out.iterdir()):
+    elif out.exists() and any(out.iterdir()):
         raise UserError(f"{out} is not empty and holds no {RUN}; nothing was changed: choose another --out")
-    if is_main():
+    barrier()
+    if fresh and is_main():
         write_json_atomic(run, {"config_key": key, **provenance(cfg)})
     barrier()
 

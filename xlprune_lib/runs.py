@@ -37,6 +37,18 @@ def reuse_or_claim(out: Path, key: str) -> dict | None:
     return stored
 
 
+def source_run(model_dir, profile: Profile | None = None) -> tuple[Path, str, Profile]:
+    """A saved model folder to start from: ``(folder, the config key it was made with (else its path), the profile
+    to use (the given one, else the one it was made with))``."""
+    from .config import get_profile
+    from .modeling import check_model_dir
+
+    model_dir = check_model_dir(model_dir)
+    source = json.loads((model_dir / METRICS).read_text()) if (model_dir / METRICS).is_file() else {}
+    profile = profile or get_profile(source.get("profile", "tiny"))
+    return model_dir, source.get("config_key") or str(model_dir.resolve()), profile
+
+
 def run_key(kind: str, config: dict) -> str:
     return cache_key({"kind": kind, "runs_version": RUNS_VERSION, **config})
 

@@ -30,28 +30,26 @@ def one_shot(target: float) -> list[float]:
     return [check_sparsity(target, "target sparsity")]
 
 
-def constant(step: float, target: float) -> list[float]:
-    """Round targets ``step, 2 step, ...`` capped at ``target`` (the last round lands on it exactly)."""
+def _until(target: float, step: float, reached) -> list[float]:
+    """``reached(k)`` for rounds ``k = 1, 2, ...``, capped at ``target``; the last round lands on it exactly."""
     check_sparsity(target, "target sparsity")
     if not 0.0 < step < 1.0:
         raise UserError(f"--step must be in (0, 1), got {step}")
     out, k = [], 1
     while not out or out[-1] < target:
-        out.append(min(round(k * step, 12), target))
+        out.append(min(reached(k), target))
         k += 1
     return out
+
+
+def constant(step: float, target: float) -> list[float]:
+    """Round targets ``step, 2 step, ...`` capped at ``target``."""
+    return _until(target, step, lambda k: round(k * step, 12))
 
 
 def geometric(step: float, target: float) -> list[float]:
     """Round targets ``1 - (1 - step)^k`` capped at ``target``: each round removes ``step`` of what remains."""
-    check_sparsity(target, "target sparsity")
-    if not 0.0 < step < 1.0:
-        raise UserError(f"--step must be in (0, 1), got {step}")
-    out, k = [], 1
-    while not out or out[-1] < target:
-        out.append(min(1.0 - (1.0 - step) ** k, target))
-        k += 1
-    return out
+    return _until(target, step, lambda k: 1.0 - (1.0 - step) ** k)
 
 
 def round_targets(schedule: str, step: float, target: float) -> list[float]:
