@@ -179,11 +179,10 @@ def save_model(model, tokenizer, out: Path | str, extra_files: dict | None = Non
     return out
 
 
-def load_saved(path: Path | str):
-    """Load a saved model folder with the class its ``config.json`` names (LM head, classifier, ...)."""
+def saved_class(path: Path | str):
+    """``(model class, config)`` that a saved folder's ``config.json`` names (LM head, classifier, pruned, ...)."""
     import transformers
 
-    path = check_model_dir(path)
     try:
         config = transformers.AutoConfig.from_pretrained(str(path))
     except (OSError, ValueError) as exc:
@@ -192,4 +191,10 @@ def load_saved(path: Path | str):
     cls = globals().get(arch) if arch.startswith("Pruned") else getattr(transformers, arch, None)
     if cls is None:
         raise UserError(f"{path}: unknown architecture {arch!r}")
-    return _load(cls, path)
+    return cls, config
+
+
+def load_saved(path: Path | str):
+    """Load a saved model folder with the class its ``config.json`` names (LM head, classifier, ...)."""
+    path = check_model_dir(path)
+    return _load(saved_class(path)[0], path)
