@@ -30,7 +30,7 @@ from .distributed import (average_across_ranks, barrier, identical_across_ranks,
 from .gradual import GRADUAL_METHODS
 from .importance import GRADIENT_METHODS, MovementCallback, check_method, unit_counts
 from .masks import SCOPES, check_sparsity, counts, measured, prunable_parameters, prune_to
-from .rounds import RUN, SUMMARY, append_record, claim, load_checkpoint, read_records, save_checkpoint, settle
+from .rounds import RUN, SUMMARY, append_record, claim, load_checkpoint, read_records, save_checkpoint
 from .schedule import check_schedule, round_targets
 
 ITERATE_VERSION = 1
@@ -124,7 +124,6 @@ def iterate_config(spec: IterSpec, source_key: str, profile, seed: int) -> dict:
     return {"source": source_key, "profile": profile.name, "seed": seed, "iterate_version": ITERATE_VERSION,
             **{k: getattr(profile, k) for k in ("task", "max_examples", "max_seq_len", "ft_batch", "recovery_lr")},
             **asdict(spec)}
-
 
 
 # --- running it ---------------------------------------------------------------------------------------
@@ -246,7 +245,7 @@ def _rounds(run: _Run) -> dict:
     spec, targets = run.spec, run.spec.rounds()
     last = run.records[-1] if run.records else None
     if last and last["round"] > 0:
-        model, _, movement = load_checkpoint(run.out / f"round-{last['round']}")
+        model, movement = load_checkpoint(run.out / f"round-{last['round']}")
     else:
         model, movement = run.start(), None
     while run.records[-1]["passed"] and run.records[-1]["round"] < len(targets):
@@ -260,12 +259,10 @@ def _rounds(run: _Run) -> dict:
         train_classifier(model, run.tok, run.enc, run.profile, run.seed + k, 1.0, run.glue, run.progress,
                          callbacks=[mover] if mover else None, steps=spec.round_steps, lr=run.profile.recovery_lr)
         movement = mover.scores if mover else None
-        masks = settle(model)
-        rec = run.record(model, round=k, step=run.records[-1]["step"] + steps, target=targets[k - 1],
-                         removed=removed)
-        save_checkpoint(model, run.tok, run.out / f"round-{k}", masks, movement)
+        save_checkpoint(model, run.tok, run.out / f"round-{k}", movement)
         barrier()
-        run.commit(rec)
+        run.commit(run.record(model, round=k, step=run.records[-1]["step"] + steps, target=targets[k - 1],
+                              removed=removed))
         _drop_old_rounds(run)
     passing = [r for r in run.records if r["passed"]]
     final = passing[-1]["round"] if passing else None

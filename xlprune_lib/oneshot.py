@@ -17,8 +17,7 @@ from pathlib import Path
 from .config import Profile, UserError
 from .importance import (GRADIENT_METHODS, check_method, lowest_units, movement_finetune, remove_units,
                          score_batches, structure_scores, weight_scores)
-from .masks import (SCOPES, check_sparsity, current_weight, make_permanent, prunable_parameters, prune_to,
-                    sparsity)
+from .masks import SCOPES, check_sparsity, counts, make_permanent, prunable_parameters, prune_to, sparsity
 
 # Part of every prune run's key: bump it when the pruning code changes what a request produces.
 PRUNE_VERSION = 2
@@ -121,8 +120,8 @@ def apply(model, spec: PruneSpec, scores) -> dict:
 
 def _prunable_counts(model) -> tuple[int, int]:
     """Entries and nonzeros of the prunable set as the forward pass sees it (masked or sliced)."""
-    tensors = [current_weight(m, n) for m, n in prunable_parameters(model)]
-    return sum(t.numel() for t in tensors), sum(int((t != 0).sum()) for t in tensors)
+    c = counts(model)
+    return c["prunable"], c["prunable_nonzero"]
 
 
 def _measured(model, before: int) -> dict:

@@ -79,38 +79,38 @@ def same_records(a: list[dict], b: list[dict]) -> bool:
     return strip[0] == strip[1]
 
 
-def save_checkpoint(model, tok, folder: Path, masks: dict | None = None, movement: dict | None = None) -> None:
-    """Model (safetensors, masks written in as zeros), tokenizer, and the masks / movement scores beside it."""
+def save_checkpoint(model, tok, folder: Path, movement: dict | None = None) -> None:
+    """Write the pruned entries into the weights on every rank (so the model in memory is exactly what a reload
+    of the checkpoint gives, and an interrupted, resumed run continues from the same state); rank 0 then saves
+    the model (safetensors), the tokenizer, and the weight masks and movement scores in ``state.safetensors``."""
     from safetensors.torch import save_file
 
     from .modeling import save_model
 
-    if not is_main():
-        return
-    tensors = {}
-    if masks:
-        tensors.update({f"mask.{k}": v for k, v in masks.items()})
-    if movement:
-        tensors.update({f"movement.{i}": s.contiguous() for i, s in enumerate(movement.values())})
-    with _masks_written(model):
+    with _masks_written(model) as masks:
+        if not is_main():
+            return
         save_model(model, tok, folder)
-    if tensors:
-        save_file(tensors, str(folder / "state.safetensors"))
+        tensors = {f"mask.{k}": v for k, v in masks.items()}
+        tensors.update({f"movement.{i}": s.contiguous() for i, s in enumerate((movement or {}).values())})
+        if tensors:
+            save_file(tensors, str(folder / "state.safetensors"))
 
 
 @contextlib.contextmanager
 def _masks_written(model):
-    """Temporarily drop the pruning reparametrisation so ``save_pretrained`` sees plain (zeroed) weights."""
+    """Drop the pruning reparametrisation (zeros written into the weights) for the block, then re-attach the
+    same masks; yields them."""
     masks = masks_of(model)
     make_permanent(model)
     try:
-        yield
+        yield masks
     finally:
         apply_masks(model, masks)
 
 
 def load_checkpoint(folder: Path):
-    """``(model, masks, movement)`` from :func:`save_checkpoint` (masks re-attached to the model)."""
+    """``(model, movement scores)`` from :func:`save_checkpoint`, the weight masks re-attached to the model."""
     from safetensors.torch import load_file
 
     from .modeling import load_saved
@@ -126,7 +126,7 @@ def load_checkpoint(folder: Path):
     movement = [state[k] for k in sorted((k for k in state if k.startswith("movement.")),
                                          key=lambda k: int(k.split(".")[1]))]
     movement = dict(zip(prunable_parameters(model), movement)) if movement else None
-    return model, masks, movement
+    return model, movement
 
 
 def masks_of(model) -> dict[str, torch.Tensor]:
@@ -140,14 +140,3 @@ def apply_masks(model, masks: dict[str, torch.Tensor]) -> None:
     for i, (module, name) in enumerate(prunable_parameters(model)):
         if str(i) in masks:
             prune.custom_from_mask(module, name, masks[str(i)].bool())
-
-
-def settle(model) -> dict[str, torch.Tensor]:
-    """Write the zeros into the weights and re-attach the same masks; returns them.
-
-    After this, the model in memory is exactly what a reload of its checkpoint gives, so an interrupted and
-    resumed run continues from the same state as an uninterrupted one.
-    """
-    with _masks_written(model):
-        pass
-    return masks_of(model)
