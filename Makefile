@@ -7,7 +7,7 @@ PROFILE ?= tiny
 SEED ?= 0
 STAMP := $(VENV)/.installed
 
-.PHONY: book test venv data notebooks html clean
+.PHONY: book test venv data notebooks html results clean
 .DEFAULT_GOAL := book
 
 # Set-up: a virtual environment with the pinned dependencies (constraints.txt) and this package, editable.
@@ -32,6 +32,10 @@ html: $(STAMP)
 
 book: notebooks html
 	@echo "book: _build/html/index.html"
+
+# Reference results: execute chapters 2-5 on $(PROFILE) (cached runs reused) and copy their tables to data/results.
+results: data
+	$(PY) -m xlprune_lib.results --profile $(PROFILE) --seed $(SEED)
 
 # All tests: unit tests, the smoke-profile pipeline, every notebook on `smoke`, a book build with -W.
 test: data

@@ -78,7 +78,23 @@ def test_book_builds_without_warnings(smoke_book):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     html = site / "_build" / "html"
     for chapter, figures in (("01_xlnet_architecture", 4), ("02_importance_metrics", 8), ("03_l0_pruning", 6),
-                              ("04_iterative_finetuning", 3)):
+                              ("04_iterative_finetuning", 3), ("05_structured_speedup", 4),
+                              ("06_reference_results", 2)):
         page = (html / "book" / "chapters" / f"{chapter}.html").read_text()
         assert page.count("<img") >= figures and "Traceback" not in page, chapter
     assert (html / "book" / "bibliography.html").is_file()
+
+
+def test_results_tables_keep_the_committed_columns(smoke_book, tmp_path):
+    """The smoke run of chapters 2-5 still produces every reference table, with the committed columns."""
+    from xlprune_lib.config import cache_dir
+    from xlprune_lib.results import TABLES, check_table, collect, read_provenance, results_dir, tables_dir
+
+    produced = tables_dir(cache_dir() / "figures" / "smoke")
+    for name in TABLES:
+        assert check_table(produced / f"{name}.csv") == check_table(results_dir() / f"{name}.csv"), name
+        committed = read_provenance(name)
+        assert committed["config"]["profile"] == "tiny" and committed["git_commit"] and committed["rows"] > 0
+    written = collect(produced, tmp_path)
+    assert sorted(p.stem for p in written) == sorted(TABLES)
+    assert read_provenance("05_speed", tmp_path)["config"]["profile"] == "smoke"

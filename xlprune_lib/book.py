@@ -32,7 +32,11 @@ def execute(profile: str = DEFAULT_PROFILE, seed: int = 0, root: Path | None = N
     """
     import papermill as pm
 
-    get_profile(profile)  # validate the name before minutes of work
+    spec = get_profile(profile)  # validate the name before minutes of work
+    if spec.hub_model:  # `base` reads the model and the task from the hub: stop now, not in chapter 1's third cell
+        from .data import require_hub
+
+        require_hub(f"profile {profile!r} ({spec.hub_model}, {spec.task})")
     root = root or repo_root()
     out_dir = out_dir or root / "book" / "chapters"
     out_dir.mkdir(parents=True, exist_ok=True)

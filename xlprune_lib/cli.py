@@ -133,6 +133,23 @@ def cmd_iterate(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from .bench import BenchSpec, bench, format_bench, parse_batch_sizes
+    from .modeling import check_model_dir
+
+    spec = BenchSpec(parse_batch_sizes(args.batch_sizes), args.seq_len, args.warmup, args.repeats, args.device,
+                     args.dtype, memory=not args.no_memory).check()
+    for d in (args.model, args.baseline):
+        check_model_dir(d)
+    result = bench(args.model, args.baseline, spec)
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"{args.model} against {args.baseline}")
+        print(format_bench(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="xlprune", description="Pruning XLNet: train, prune, measure.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -171,8 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="a fine-tuned classifier folder (xlprune finetune)")
     p.add_argument("--method", required=True, help=f"importance score: {', '.join(METHODS)}, or l0 (trained "
                    "hard-concrete gates)")
-    p.add_argument("--granularity", default="weight", help=f"unit removed: {', '.join(GRANULARITIES)}; for l0 "
-                   "also head+neuron (default: %(default)s)")
+    p.add_argument("--granularity", default="weight", help=f"unit removed: {', '.join(GRANULARITIES)}, or head+neuron "
+                   "(with a score: --sparsity is then the fraction of the encoder's parameters) (default: %(default)s)")
     p.add_argument("--sparsity", type=float, help="fraction of the unit to remove, in [0, 1) (for l0: the "
                    "target expected sparsity of the prunable set)")
     p.add_argument("--lambda", dest="lam", type=float, metavar="X",
@@ -222,6 +239,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bars (the per-round lines stay)")
     p.set_defaults(func=cmd_iterate)
+
+    p = sub.add_parser("bench", help="latency, throughput, peak memory, size, parameters and FLOPs of a pruned "
+                       "model against its baseline, measured alternately in one process")
+    p.add_argument("--model", required=True, help="the pruned model folder (dense or sparse checkpoint)")
+    p.add_argument("--baseline", required=True, help="the model it was pruned from")
+    p.add_argument("--batch-sizes", default="1,32", help="comma-separated (default: %(default)s)")
+    p.add_argument("--seq-len", type=int, default=64, help="tokens per sequence (default: %(default)s)")
+    p.add_argument("--repeats", type=int, default=15, help="timed forward passes per model (default: %(default)s)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed passes first (default: %(default)s)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
+    p.add_argument("--dtype", default="fp32", help="fp32, bf16 or fp16 (GPU) (default: %(default)s)")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

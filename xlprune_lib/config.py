@@ -59,6 +59,7 @@ class Profile:
     dropout: float = 0.1
     precision: str = "fp32"               # fp32 | bf16 | fp16 (bf16/fp16 only on a GPU)
     logging_steps: int = 10
+    bench_repeats: int = 15               # timed forward passes per model in the chapter-5 benchmarks
 
     def model_kwargs(self) -> dict:
         """Keyword arguments for ``transformers.XLNetConfig`` (random-init profiles)."""
@@ -79,6 +80,7 @@ PROFILES: dict[str, Profile] = {
         name="smoke", n_layer=2, n_head=4, d_model=64, d_inner=256, vocab_size=1000,
         max_examples=300, max_seq_len=48, plm_block=32, plm_epochs=1.0, plm_batch=16,
         ft_epochs=1.0, ft_batch=16, ft_lr=1e-3, recovery_lr=1e-3, logging_steps=2,
+        bench_repeats=3,
     ),
     "tiny": Profile(
         name="tiny", n_layer=6, n_head=8, d_model=256, d_inner=1024, vocab_size=8000,
@@ -89,6 +91,7 @@ PROFILES: dict[str, Profile] = {
         name="base", n_layer=12, n_head=12, d_model=768, d_inner=3072, vocab_size=32000,
         hub_model="xlnet-base-cased", task="sst2", max_seq_len=128,
         ft_epochs=3.0, ft_batch=32, ft_lr=2e-5, recovery_lr=2e-5, warmup_ratio=0.1, precision="bf16", logging_steps=50,
+        bench_repeats=30,
     ),
 }
 DEFAULT_PROFILE = "tiny"

@@ -4,7 +4,9 @@ Weight granularity masks the lowest-scoring weights with ``torch.nn.utils.prune`
 writes the zeros into the weights before saving; head, neuron and layer granularity remove the lowest-scoring
 units with surgery, so the saved model is smaller (an ``xlnet-pruned`` folder). The sparsity reached is
 always measured from the tensors: for weights, the zero fraction of the prunable set; for structures, also
-``1 - remaining / original`` parameters of the prunable set.
+``1 - remaining / original`` parameters of the prunable set. Granularity ``head+neuron`` removes heads and
+neurons together until the requested fraction of the *encoder's* parameters is gone (``structured.py``), the
+structured pruning that chapter 5 turns into speed.
 
 ``xlprune prune`` is :func:`prune_run`; the chapters use :func:`score`, :func:`apply` and :func:`curve`.
 """
@@ -18,6 +20,7 @@ from .config import Profile, UserError
 from .importance import (GRADIENT_METHODS, check_method, lowest_units, movement_finetune, remove_units,
                          score_batches, structure_scores, weight_scores)
 from .masks import SCOPES, check_sparsity, counts, make_permanent, prunable_parameters, prune_to, sparsity
+from .structured import GRANULARITY as ENCODER
 
 # Part of every prune run's key: bump it when the pruning code changes what a request produces.
 PRUNE_VERSION = 2
@@ -41,7 +44,7 @@ class PruneSpec:
     def check(self) -> "PruneSpec":
         if self.method == "l0":
             return self._check_l0()
-        check_method(self.method, self.granularity)
+        check_method(self.method, "head" if self.granularity == ENCODER else self.granularity)
         if self.sparsity is None:
             raise UserError(f"--sparsity is required for {self.method}")
         check_sparsity(self.sparsity)
@@ -99,6 +102,8 @@ def score(model, spec: PruneSpec, tokenizer=None, train=None, profile: Profile |
                                     seed)
     if spec.granularity == "weight":
         return weight_scores(model, spec.method, batches, movement)
+    if spec.granularity == ENCODER:
+        return tuple(structure_scores(model, spec.method, g, batches, movement) for g in ("head", "neuron"))
     return structure_scores(model, spec.method, spec.granularity, batches, movement)
 
 
@@ -108,6 +113,13 @@ def apply(model, spec: PruneSpec, scores) -> dict:
     if spec.granularity == "weight":
         reached = prune_to(model, spec.sparsity, scores, spec.scope)
         removed = None
+    elif spec.granularity == ENCODER:  # the sparsity is a fraction of the encoder's parameters
+        from .structured import prune_encoder
+
+        done = prune_encoder(model, *scores, spec.sparsity)
+        return {**{k: v for k, v in done.items() if k != "removed"}, **_measured(model, before),
+                "mask_sparsity": sparsity(prunable_parameters(model)),
+                "removed": {k: _jsonable(v) for k, v in done["removed"].items()}}
     else:
         if spec.scope == "global" or spec.granularity == "layer":
             removed = lowest_units(scores, spec.sparsity)

@@ -166,3 +166,45 @@ def distributions(samples: dict, xlabel: str, title: str, bins: int = 40):
                  common_norm=False, ax=ax, lw=1.6)
     ax.set(xlabel=xlabel, ylabel="share of samples", title=title)
     return fig
+
+
+def grouped_bars(rows, x: str, y: str, hue: str, title: str | None = None, ylabel: str | None = None,
+                 hline: tuple[str, float] | None = None, fmt: str = "{:.2f}", log: bool = False):
+    """Bars of ``y`` per ``x`` category, one colour per ``hue`` value, each bar labelled with its value."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    import seaborn as sns
+
+    df = pd.DataFrame(rows)
+    fig, ax = plt.subplots()
+    sns.barplot(df, x=x, y=y, hue=hue, ax=ax, palette=hue_palette(df[hue]) or PALETTE)
+    for container in ax.containers:
+        ax.bar_label(container, labels=[fmt.format(v) for v in container.datavalues], fontsize=7, padding=2)
+    if hline:
+        ax.axhline(hline[1], ls="--", lw=1.1, color="0.4", label=hline[0])
+    if log:
+        ax.set_yscale("log")
+    ax.set(xlabel=x.replace("_", " "), ylabel=ylabel or y.replace("_", " "), title=title)
+    ax.legend(frameon=False, fontsize=8)
+    return fig
+
+
+def tradeoff(rows, x: str, y: str, hue: str = "method", title: str | None = None, xlabel: str | None = None,
+             ylabel: str | None = None, hlines: dict[str, float] | None = None, label: str | None = None):
+    """One point per model (e.g. accuracy against measured speedup), optionally annotated with ``label``."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    import seaborn as sns
+
+    df = pd.DataFrame(rows)
+    fig, ax = plt.subplots()
+    sns.scatterplot(df, x=x, y=y, hue=hue, style=hue, s=70, ax=ax, palette=hue_palette(df[hue]))
+    if label:
+        for _, r in df.iterrows():
+            ax.annotate(str(r[label]), (r[x], r[y]), textcoords="offset points", xytext=(5, 4), fontsize=7)
+    for i, (name, value) in enumerate((hlines or {}).items()):
+        ax.axhline(value, ls="--", lw=1.1, color="0.4" if i == 0 else "0.7", label=name)
+    ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    ax.set(xlabel=xlabel or x.replace("_", " "), ylabel=ylabel or y.replace("_", " "), title=title)
+    ax.legend(frameon=False, fontsize=8)
+    return fig

@@ -53,6 +53,18 @@ def run_key(kind: str, config: dict) -> str:
     return cache_key({"kind": kind, "runs_version": RUNS_VERSION, **config})
 
 
+def precision(profile: Profile) -> str:
+    """The precision a run really uses: fp32 on a CPU; on a GPU the profile's, bf16 falling back to fp16 where
+    the GPU lacks bf16 (before Ampere)."""
+    import torch
+
+    if not torch.cuda.is_available() or profile.precision == "fp32":
+        return "fp32"
+    if profile.precision == "bf16" and not torch.cuda.is_bf16_supported():
+        return "fp16"
+    return profile.precision
+
+
 def training_args(profile: Profile, out: Path, seed: int, *, epochs: float, batch: int, lr: float,
                   progress: bool = True, **extra):
     """``TrainingArguments`` shared by pretraining and fine-tuning; ``extra`` adds or overrides settings.
@@ -64,12 +76,13 @@ def training_args(profile: Profile, out: Path, seed: int, *, epochs: float, batc
     from transformers import TrainingArguments
 
     on_gpu = torch.cuda.is_available()
+    mixed = precision(profile)
     kwargs = dict(
         output_dir=str(out), seed=seed, data_seed=seed, num_train_epochs=epochs,
         per_device_train_batch_size=batch, per_device_eval_batch_size=batch * 2, learning_rate=lr,
         weight_decay=profile.weight_decay, warmup_steps=profile.warmup_ratio, lr_scheduler_type="linear",
         logging_steps=profile.logging_steps, logging_first_step=True, save_strategy="no", report_to="none",
-        bf16=on_gpu and profile.precision == "bf16", fp16=on_gpu and profile.precision == "fp16",
+        bf16=mixed == "bf16", fp16=mixed == "fp16",
         dataloader_num_workers=0, disable_tqdm=not progress, use_cpu=not on_gpu,
     )
     return TrainingArguments(**{**kwargs, **extra})

@@ -107,3 +107,13 @@ def file_sizes(folder: Path | str) -> dict[str, int]:
     """Bytes of the dense and sparse weight files present in ``folder``."""
     folder = Path(folder)
     return {p.name: p.stat().st_size for p in (folder / "model.safetensors", folder / SPARSE_FILE) if p.is_file()}
+
+
+def load_model(folder: Path | str):
+    """Any saved model folder: a sparse checkpoint through :func:`load_sparse`, else ``modeling.load_saved``."""
+    from .modeling import load_saved
+
+    folder = Path(folder)
+    if (folder / SPARSE_FILE).is_file() and not (folder / "model.safetensors").is_file():
+        return load_sparse(folder)
+    return load_saved(folder).eval()

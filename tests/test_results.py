@@ -1,0 +1,46 @@
+"""Reference-result tables: required columns, provenance, atomic writes, clear errors."""
+import json
+
+import pytest
+
+from xlprune_lib.config import UserError
+from xlprune_lib.results import TABLES, collect, read_table, save_table
+
+
+def _rows():
+    return [{"run": "target", "lambda": None, "sparsity": 0.5, "test_accuracy": 0.7},
+            {"run": "λ = 0.3", "lambda": 0.3, "sparsity": 0.61, "test_accuracy": 0.69}]
+
+
+def test_save_table_writes_csv_with_provenance(tmp_path):
+    path = save_table(_rows(), "03_l0", tmp_path, {"profile": "smoke", "seed": 3, "lambdas": [0.3]})
+    frame = read_table("03_l0", path.parent)
+    assert list(frame.columns[:2]) == ["profile", "seed"] and (frame.seed == 3).all() and len(frame) == 2
+    assert frame.sparsity.tolist() == [0.5, 0.61]
+    prov = json.loads((path.parent / "03_l0.provenance.json").read_text())
+    assert prov["rows"] == 2 and prov["config"]["lambdas"] == [0.3] and {"versions", "machine"} <= prov.keys()
+    assert not list(path.parent.glob(".*"))                  # no temporary files left behind
+
+
+def test_save_table_refuses_missing_columns_and_unknown_names(tmp_path):
+    with pytest.raises(ValueError, match="missing columns"):
+        save_table([{"run": "x"}], "03_l0", tmp_path, {"profile": "smoke", "seed": 0})
+    with pytest.raises(ValueError, match="unknown results table"):
+        save_table(_rows(), "99_nothing", tmp_path, {"profile": "smoke", "seed": 0})
+    assert not (tmp_path / "tables" / "03_l0.csv").exists()
+
+
+def test_collect_needs_every_table_and_keeps_the_old_ones(tmp_path):
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    save_table(_rows(), "03_l0", src, {"profile": "smoke", "seed": 0})
+    dest.mkdir()
+    (dest / "03_l0.csv").write_text("old")
+    with pytest.raises(UserError, match="lacks the tables"):
+        collect(src / "tables", dest)
+    assert (dest / "03_l0.csv").read_text() == "old"          # nothing replaced by a partial collection
+    assert set(TABLES) >= {"02_oneshot_weights", "03_l0", "04_iterative", "05_speed"}
+
+
+def test_missing_reference_file_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="make results"):
+        read_table("05_speed", tmp_path)

@@ -1,0 +1,137 @@
+"""Reference results: each chapter's experiment grid as a tidy CSV table with a provenance sidecar.
+
+Chapters 2 to 5 call :func:`save_table` on their main grid (one row per model or measurement, measured
+values only). ``make results`` (``python -m xlprune_lib.results``) executes those chapters on a profile, so
+every cached run is reused and missing ones are trained, and copies the tables into ``data/results/``:
+``<name>.csv`` plus ``<name>.provenance.json`` (the chapter's configuration, git commit, library versions,
+machine). Those files are committed; the book's results page draws its figures from them, and a test checks
+that the smoke profile still produces tables with the same columns.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from .config import DEFAULT_PROFILE, UserError, cache_dir, repo_root, write_json_atomic
+
+# table name -> columns every row must have (more may follow)
+TABLES = {
+    "02_oneshot_weights": ("method", "requested", "sparsity", "validation_accuracy", "test_accuracy"),
+    "03_l0": ("run", "lambda", "sparsity", "test_accuracy"),
+    "04_iterative": ("approach", "sparsity", "validation_accuracy", "test_accuracy", "steps", "seconds"),
+    "05_speed": ("method", "prunable_sparsity", "params_ratio", "flops_ratio", "file_ratio", "sparse_file_ratio",
+                 "validation_accuracy", "test_accuracy", "latency_ratio_b1", "latency_ratio_b32"),
+}
+COMMON = ("profile", "seed")
+CHAPTERS = ("02", "03", "04", "05")
+
+
+def results_dir() -> Path:
+    return repo_root() / "data" / "results"
+
+
+def tables_dir(output_dir) -> Path:
+    return Path(output_dir) / "tables"
+
+
+def save_table(rows: list[dict], name: str, output_dir, config: dict) -> Path:
+    """Write ``rows`` as ``<output_dir>/tables/<name>.csv`` with its provenance, atomically; return the CSV path.
+
+    ``config`` must hold ``profile`` and ``seed`` (they become columns) and whatever else defines the grid.
+    """
+    import pandas as pd
+
+    from .report import provenance
+
+    if name not in TABLES:
+        raise ValueError(f"unknown results table {name!r}; known: {', '.join(TABLES)}")
+    frame = pd.DataFrame(rows)
+    missing = [c for c in TABLES[name] if c not in frame.columns]
+    if missing or frame.empty:
+        raise ValueError(f"table {name}: {'no rows' if frame.empty else f'missing columns {missing}'}")
+    for key in reversed(COMMON):
+        frame.insert(0, key, config[key])
+    folder = tables_dir(output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.csv"
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".csv")
+    os.close(fd)
+    frame.to_csv(tmp, index=False, float_format="%.6g")
+    os.replace(tmp, path)
+    write_json_atomic(folder / f"{name}.provenance.json", {"table": name, "rows": len(frame), **provenance(config)})
+    return path
+
+
+def read_table(name: str, folder=None):
+    """A results table as a DataFrame (from ``data/results`` unless ``folder`` is given)."""
+    import pandas as pd
+
+    path = Path(folder or results_dir()) / f"{name}.csv"
+    if not path.is_file():
+        raise UserError(f"{path} is missing; run `make results` to produce it")
+    return pd.read_csv(path)
+
+
+def read_provenance(name: str, folder=None) -> dict:
+    path = Path(folder or results_dir()) / f"{name}.provenance.json"
+    if not path.is_file():
+        raise UserError(f"{path} is missing; run `make results` to produce it")
+    return json.loads(path.read_text())
+
+
+def check_table(path: Path) -> list[str]:
+    """The columns of a results CSV, after checking it has the ones its table requires."""
+    import pandas as pd
+
+    columns = list(pd.read_csv(path, nrows=1).columns)
+    need = COMMON + TABLES[path.stem]
+    missing = [c for c in need if c not in columns]
+    if missing:
+        raise UserError(f"{path}: missing columns {missing}")
+    return columns
+
+
+def collect(src, dest=None) -> list[Path]:
+    """Copy every table in ``src`` (a ``tables`` folder) to ``dest`` (``data/results``), checked, atomically."""
+    src, dest = Path(src), Path(dest or results_dir())
+    names = [n for n in TABLES if (src / f"{n}.csv").is_file()]
+    if missing := [n for n in TABLES if n not in names]:
+        raise UserError(f"{src} lacks the tables {', '.join(missing)}: did every chapter run?")
+    dest.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in names:
+        check_table(src / f"{name}.csv")
+        for suffix in (".csv", ".provenance.json"):
+            tmp = dest / f".{name}{suffix}.tmp"
+            shutil.copyfile(src / f"{name}{suffix}", tmp)
+            os.replace(tmp, dest / f"{name}{suffix}")
+        written.append(dest / f"{name}.csv")
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``make results``: execute chapters 2-5 on a profile (cached runs reused), then collect their tables."""
+    from .book import execute
+
+    p = argparse.ArgumentParser(prog="python -m xlprune_lib.results")
+    p.add_argument("--profile", default=DEFAULT_PROFILE)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dest", help="where the CSVs go (default: data/results)")
+    args = p.parse_args(argv)
+    try:
+        execute(args.profile, args.seed, only=list(CHAPTERS))
+        for path in collect(tables_dir(cache_dir() / "figures" / args.profile), args.dest):
+            print(f"wrote {path}")
+    except UserError as exc:
+        print(f"xlprune: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
