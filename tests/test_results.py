@@ -44,3 +44,25 @@ def test_collect_needs_every_table_and_keeps_the_old_ones(tmp_path):
 def test_missing_reference_file_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="make results"):
         read_table("05_speed", tmp_path)
+
+
+def test_memo_computes_once_per_config_and_recovers_from_a_bad_file(tmp_path, monkeypatch):
+    import numpy as np
+
+    from xlprune_lib.runs import memo
+
+    monkeypatch.setenv("XLPRUNE_CACHE", str(tmp_path))
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return [{"sparsity": np.float32(0.5), "n": np.int64(3)}]
+
+    first = memo("demo", {"grid": [0.5]}, compute)
+    assert first == [{"sparsity": 0.5, "n": 3}] and memo("demo", {"grid": [0.5]}, compute) == first
+    assert len(calls) == 1
+    memo("demo", {"grid": [0.9]}, compute)                    # another grid is another entry
+    assert len(calls) == 2
+    for path in (tmp_path / "memo").glob("demo-*.json"):
+        path.write_text("{ truncated")
+    assert memo("demo", {"grid": [0.5]}, compute) == first and len(calls) == 3

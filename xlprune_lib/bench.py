@@ -179,6 +179,7 @@ def static_measures(model, model_dir, seq_len: int) -> dict:
         save_sparse(model, sparse)
         sparse_bytes = (sparse / SPARSE_FILE).stat().st_size
     return {"params": rep["model"]["params"], "nonzero": rep["model"]["nonzero"],
+            "prunable_params": rep["prunable"]["params"], "prunable_nonzero": rep["prunable"]["nonzero"],
             "prunable_sparsity": rep["prunable"]["sparsity"], "encoder_params": encoder_params(model),
             "flops_per_token": rep["flops_per_token"],
             "flops_per_token_sparse": rep["flops_per_token_sparse"], "file_bytes": sum(files.values()),
@@ -317,8 +318,11 @@ def comparison_row(name: str, run_dir, result: dict) -> dict:
 
     metrics = load_metrics(run_dir) if (Path(run_dir) / "metrics.json").is_file() else {}
     m, r, spec = result["model"], result["ratios"], result["spec"]
+    b = result["baseline"]
     row = {"method": name, "validation_accuracy": metrics.get("validation_accuracy"),
-           "test_accuracy": metrics.get("test_accuracy"), "prunable_sparsity": m["prunable_sparsity"],
+           "test_accuracy": metrics.get("test_accuracy"),
+           # zero or removed, against the baseline's prunable set: masks and surgery on one scale
+           "prunable_removed": 1 - m["prunable_nonzero"] / b["prunable_params"],
            "encoder_removed": 1 - r["encoder_params"], "params_ratio": r["params"], "nonzero_ratio": r["nonzero"],
            "flops_ratio": r["flops_per_token"],
            "file_mb": m["file_bytes"] / 1e6, "sparse_file_mb": m["sparse_file_bytes"] / 1e6,

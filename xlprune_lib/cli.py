@@ -259,6 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        if getattr(args, "quiet", False):  # no progress bars at all, including the tokenizer's dataset maps
+            from .runs import quiet_libraries
+
+            quiet_libraries()
         return args.func(args)
     except UserError as exc:
         msg = str(exc).replace("\n", " ")

@@ -24,7 +24,7 @@ TABLES = {
     "02_oneshot_weights": ("method", "requested", "sparsity", "validation_accuracy", "test_accuracy"),
     "03_l0": ("run", "lambda", "sparsity", "test_accuracy"),
     "04_iterative": ("approach", "sparsity", "validation_accuracy", "test_accuracy", "steps", "seconds"),
-    "05_speed": ("method", "prunable_sparsity", "params_ratio", "flops_ratio", "file_ratio", "sparse_file_ratio",
+    "05_speed": ("method", "prunable_removed", "params_ratio", "flops_ratio", "file_ratio", "sparse_file_ratio",
                  "validation_accuracy", "test_accuracy", "latency_ratio_b1", "latency_ratio_b32"),
 }
 COMMON = ("profile", "seed")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .config import Profile, UserError, cache_dir, cache_key
+from .config import Profile, UserError, cache_dir, cache_key, write_json_atomic
 
 METRICS = "metrics.json"
 # Part of every run's key: bump it when a change to the training code changes what a configuration produces,
@@ -111,3 +111,29 @@ def quiet_trainer(trainer, progress: bool):
         trainer.remove_callback(PrinterCallback)
         quiet_libraries()
     return trainer
+
+
+def _plain(value):
+    """``json`` hook: NumPy and torch scalars as Python numbers."""
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+def memo(kind: str, config: dict, compute):
+    """The JSON-able result of ``compute()``, cached like a run: keyed by ``kind`` and ``config``.
+
+    For measurements a chapter computes inline (accuracy curves over many pruned copies, sensitivity scans):
+    the same request returns the stored rows, so a rebuild with cached checkpoints does not redo them. Put in
+    ``config`` everything the result depends on (the source model's config key, the grid, ``RUNS_VERSION`` is
+    added here). A memo that cannot be read is recomputed; writes are atomic.
+    """
+    path = cache_dir() / "memo" / f"{kind}-{run_key(kind, config)}.json"
+    if path.is_file():
+        try:
+            return json.loads(path.read_text())["result"]
+        except (ValueError, KeyError):
+            pass
+    result = json.loads(json.dumps(compute(), default=_plain))
+    write_json_atomic(path, {"kind": kind, "config": config, "result": result})
+    return result
