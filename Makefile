@@ -35,7 +35,7 @@ book: notebooks html
 
 # Reference results: execute chapters 2-5 on $(PROFILE) (cached runs reused) and copy their tables to data/results.
 results: data
-	$(PY) -m xlprune_lib.results --profile $(PROFILE) --seed $(SEED)
+	$(PY) -m xlprune_lib.book results --profile $(PROFILE) --seed $(SEED)
 
 # All tests: unit tests, the smoke-profile pipeline, every notebook on `smoke`, a book build with -W.
 test: data

@@ -5,7 +5,8 @@ The committed notebooks in ``notebooks/`` carry no outputs. ``execute`` runs eac
 ``book/chapters/`` (git-ignored), which ``_toc.yml`` points at. Jupyter Book itself executes nothing
 (``execute_notebooks: "off"`` in ``_config.yml``).
 
-``python -m xlprune_lib.book execute --profile tiny`` is what ``make book`` runs.
+``python -m xlprune_lib.book execute --profile tiny`` is what ``make book`` runs; ``... results`` is
+``make results`` (``results.make_results``).
 """
 from __future__ import annotations
 
@@ -66,9 +67,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", default=DEFAULT_PROFILE)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", nargs="*", help="chapter number prefixes, e.g. 01 03")
+    r = sub.add_parser("results", help="execute chapters 2-5 and copy their tables to data/results")
+    r.add_argument("--profile", default=DEFAULT_PROFILE)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--dest", help="where the CSVs go (default: data/results)")
     args = parser.parse_args(argv)
     try:
-        execute(args.profile, args.seed, only=args.only)
+        if args.command == "results":
+            from .results import make_results
+
+            for path in make_results(args.profile, args.seed, args.dest):
+                print(f"wrote {path}")
+        else:
+            execute(args.profile, args.seed, only=args.only)
     except UserError as exc:
         print(f"xlprune: error: {exc}", file=sys.stderr)
         return 2

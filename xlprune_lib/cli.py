@@ -72,11 +72,16 @@ def _show_model_table(args, model, table: dict, formatter) -> int:
     """Print a table about a saved model as JSON (``--json``) or text, headed by the folder and class."""
     table["model"] = str(args.model)
     table["architecture"] = (model.config.architectures or [type(model).__name__])[0]
+    return _emit(args, table, f"{args.model} ({table['architecture']})", formatter)
+
+
+def _emit(args, payload: dict, header: str, formatter) -> int:
+    """``--json``: the payload as JSON; otherwise a header line and ``formatter(payload)``."""
     if args.json:
-        _print_json(table)
+        _print_json(payload)
     else:
-        print(f"{args.model} ({table['architecture']})")
-        print(formatter(table))
+        print(header)
+        print(formatter(payload))
     return 0
 
 
@@ -141,13 +146,7 @@ def cmd_bench(args) -> int:
                      args.dtype, memory=not args.no_memory).check()
     for d in (args.model, args.baseline):
         check_model_dir(d)
-    result = bench(args.model, args.baseline, spec)
-    if args.json:
-        _print_json(result)
-    else:
-        print(f"{args.model} against {args.baseline}")
-        print(format_bench(result))
-    return 0
+    return _emit(args, bench(args.model, args.baseline, spec), f"{args.model} against {args.baseline}", format_bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

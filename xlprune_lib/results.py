@@ -1,19 +1,17 @@
 """Reference results: each chapter's experiment grid as a tidy CSV table with a provenance sidecar.
 
 Chapters 2 to 5 call :func:`save_table` on their main grid (one row per model or measurement, measured
-values only). ``make results`` (``python -m xlprune_lib.results``) executes those chapters on a profile, so
+values only). ``make results`` executes those chapters on a profile, so
 every cached run is reused and missing ones are trained, and copies the tables into ``data/results/``:
 ``<name>.csv`` plus ``<name>.provenance.json`` (the chapter's configuration, git commit, library versions,
-machine). Those files are committed; the book's results page draws its figures from them, and a test checks
+machine). ``make results`` is ``python -m xlprune_lib.book results``. Those files are committed; the book's results page draws its figures from them, and a test checks
 that the smoke profile still produces tables with the same columns.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
@@ -114,24 +112,9 @@ def collect(src, dest=None) -> list[Path]:
     return written
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``make results``: execute chapters 2-5 on a profile (cached runs reused), then collect their tables."""
+def make_results(profile: str = DEFAULT_PROFILE, seed: int = 0, dest=None) -> list[Path]:
+    """``make results``: execute chapters 2-5 on ``profile`` (cached runs reused), then collect their tables."""
     from .book import execute
 
-    p = argparse.ArgumentParser(prog="python -m xlprune_lib.results")
-    p.add_argument("--profile", default=DEFAULT_PROFILE)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--dest", help="where the CSVs go (default: data/results)")
-    args = p.parse_args(argv)
-    try:
-        execute(args.profile, args.seed, only=list(CHAPTERS))
-        for path in collect(tables_dir(cache_dir() / "figures" / args.profile), args.dest):
-            print(f"wrote {path}")
-    except UserError as exc:
-        print(f"xlprune: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    execute(profile, seed, only=list(CHAPTERS))
+    return collect(tables_dir(cache_dir() / "figures" / profile), dest)
