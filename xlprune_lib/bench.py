@@ -2,8 +2,9 @@
 
 This is a benchmark, not a test: numbers depend on the machine and on what else runs on it. To make the two
 models comparable on a noisy, shared machine they are measured in one process, alternately: after a warm-up,
-every repetition times one forward pass of each model, and the order flips from one repetition to the next
-so that slow drift (another job, frequency scaling) hits both alike. Reported: the median and the
+every repetition times one forward pass of each model, in a freshly shuffled order (seeded), so that slow
+drift (another job, frequency scaling) hits all models alike, and each timed pass right after an untimed pass
+of the same model, so that none inherits another's caches or sleeping threads. Reported: the median and the
 inter-quartile range of the per-batch latency, and the throughput ``batch / median``. Compare the *ratios*
 pruned / baseline measured in one run; absolute times from different runs are not comparable.
 
@@ -21,7 +22,9 @@ FLOPs per token are counted from the tensors by ``report.layer_report``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import random
 import re
 import statistics
 import subprocess
@@ -96,21 +99,36 @@ def _forward(model, inputs: dict) -> None:
         model(**inputs, use_mems=False)
 
 
-def time_alternating(models: dict, inputs: dict, warmup: int, repeats: int, device: str) -> dict[str, list[float]]:
-    """Seconds per forward pass of every model, timed in turn; the order flips every repetition."""
-    names = list(models)
+def alternate(fns: dict, warmup: int, repeats: int, device: str, seed: int = 0) -> dict[str, list[float]]:
+    """Seconds per call of every function, all timed in every repetition, in a fresh random order each time.
+
+    The seeded shuffle spreads slow drift over all functions alike. Each timed call directly follows an untimed
+    call of the same function, so no function inherits another's state: caches filled by a different model,
+    or worker threads that went to sleep during a sparse kernel (measured here: whatever ran after the CSR
+    kernel was about 20% slower).
+    """
+    order = random.Random(seed)
+    names = list(fns)
     for name in names:
         for _ in range(warmup):
-            _forward(models[name], inputs)
+            fns[name]()
     times = {name: [] for name in names}
-    for r in range(repeats):
-        for name in (names if r % 2 == 0 else names[::-1]):
+    for _ in range(repeats):
+        order.shuffle(names)
+        for name in names:
+            fns[name]()
             _sync(device)
             start = time.perf_counter()
-            _forward(models[name], inputs)
+            fns[name]()
             _sync(device)
             times[name].append(time.perf_counter() - start)
     return times
+
+
+def time_alternating(models: dict, inputs: dict, warmup: int, repeats: int, device: str) -> dict[str, list[float]]:
+    """Seconds per forward pass of every model, timed in turn (:func:`alternate`)."""
+    return alternate({k: functools.partial(_forward, m, inputs) for k, m in models.items()}, warmup, repeats,
+                     device)
 
 
 def summarize(seconds: list[float], batch: int) -> dict:
@@ -274,7 +292,7 @@ def kernel_sweep(d_in: int, d_out: int, tokens: int, sparsities, repeats: int = 
     The dense matrix with zeros in it runs the same dense GEMM (every zero is still loaded and multiplied);
     ``torch.sparse`` CSR only touches the nonzeros, but pays for indices and irregular memory access, so it
     wins only at very high sparsity. Magnitude-style random sparsity patterns, ``tokens`` rows of input.
-    Times are medians in milliseconds, all measured alternately in one loop.
+    Times are medians in milliseconds, the three kernels timed in a random order every repetition.
     """
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(tokens, d_in, generator=g).to(device)
@@ -288,16 +306,7 @@ def kernel_sweep(d_in: int, d_out: int, tokens: int, sparsities, repeats: int = 
                 csr = ws.to_sparse_csr()
             kernels = {"dense": lambda: x @ w.T, "dense with zeros": lambda: x @ ws.T,
                        "sparse CSR": lambda: (csr @ x.T).T}
-            times = {k: [] for k in kernels}
-            for fn in kernels.values():
-                fn()
-            for r in range(repeats):
-                for name in (list(kernels) if r % 2 == 0 else list(kernels)[::-1]):
-                    _sync(device)
-                    start = time.perf_counter()
-                    kernels[name]()
-                    _sync(device)
-                    times[name].append(time.perf_counter() - start)
+            times = alternate(kernels, 1, repeats, device, seed)
             med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
             rows += [{"sparsity": float(1 - int((ws != 0).sum()) / ws.numel()), "kernel": k, "median_ms": v,
                       "ratio_to_dense": v / med["dense"]} for k, v in med.items()]
