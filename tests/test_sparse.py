@@ -5,7 +5,8 @@ import torch
 from xlprune_lib.config import UserError
 from xlprune_lib.masks import make_permanent, prunable_parameters, prune_to
 from xlprune_lib.modeling import save_model
-from xlprune_lib.sparse import SPARSE_FILE, decode, encode, file_sizes, load_sparse, save_sparse
+from xlprune_lib.report import checkpoint_sizes
+from xlprune_lib.sparse import SPARSE_FILE, decode, encode, load_sparse, save_sparse
 
 
 def test_encode_decode_is_exact_and_only_used_when_smaller():
@@ -32,7 +33,7 @@ def test_pruned_classifier_round_trip_and_size(tiny_classifier, small_tokenizer,
     ids = torch.tensor([[10, 11, 12, 4, 3]])
     with torch.no_grad():
         torch.testing.assert_close(again(ids).logits, model.eval()(ids).logits, rtol=1e-5, atol=1e-6)
-    sizes = {**file_sizes(dense_dir), **file_sizes(sparse_dir)}
+    sizes = {**checkpoint_sizes(dense_dir)["files"], **checkpoint_sizes(sparse_dir)["files"]}
     assert sizes[SPARSE_FILE] < sizes["model.safetensors"]
     payload = {name: sizes[name] - 8 - _header_bytes(d / name)               # tensor bytes without the JSON header
                for d, name in ((dense_dir, "model.safetensors"), (sparse_dir, SPARSE_FILE))}

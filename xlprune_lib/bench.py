@@ -185,13 +185,11 @@ def cuda_peak_memory(model, inputs: dict) -> dict:
 
 def static_measures(model, model_dir, seq_len: int) -> dict:
     """Parameters, nonzeros, encoder FLOPs per token and bytes on disk (dense file and sparse format)."""
-    from .report import layer_report
+    from .report import checkpoint_sizes, layer_report
     from .sparse import SPARSE_FILE, save_sparse
-
     from .structured import encoder_params
 
     rep = layer_report(model, seq_len)["totals"]
-    files = {p.name: p.stat().st_size for p in Path(model_dir).glob("*.safetensors")}
     with tempfile.TemporaryDirectory() as tmp:
         sparse = Path(tmp) / "sparse"
         save_sparse(model, sparse)
@@ -200,7 +198,7 @@ def static_measures(model, model_dir, seq_len: int) -> dict:
             "prunable_params": rep["prunable"]["params"], "prunable_nonzero": rep["prunable"]["nonzero"],
             "prunable_sparsity": rep["prunable"]["sparsity"], "encoder_params": encoder_params(model),
             "flops_per_token": rep["flops_per_token"],
-            "flops_per_token_sparse": rep["flops_per_token_sparse"], "file_bytes": sum(files.values()),
+            "flops_per_token_sparse": rep["flops_per_token_sparse"], "file_bytes": checkpoint_sizes(model_dir)["file_bytes"],
             "sparse_file_bytes": sparse_bytes}
 
 
@@ -219,11 +217,12 @@ def bench(model_dir, baseline_dir, spec: BenchSpec | None = None) -> dict:
     vocab = {m.config.vocab_size for m in models.values()}
     if len(vocab) != 1:
         raise UserError(f"the two models have different vocabularies ({sorted(vocab)}): not the same task")
+    vocab_size = vocab.pop()
     out = {k: {"path": str(d), **static_measures(models[k], d, spec.seq_len), "latency": {}, "memory": {}}
            for k, d in dirs.items()}
     models = {k: m.to(device=spec.device, dtype=DTYPES[spec.dtype]) for k, m in models.items()}
     for b in spec.batch_sizes:
-        inputs = example_inputs(vocab.copy().pop(), b, spec.seq_len, spec.seed, spec.device)
+        inputs = example_inputs(vocab_size, b, spec.seq_len, spec.seed, spec.device)
         times = time_alternating(models, inputs, spec.warmup, spec.repeats, spec.device)
         for k in models:
             out[k]["latency"][str(b)] = summarize(times[k], b)

@@ -140,12 +140,9 @@ def cmd_iterate(args) -> int:
 
 def cmd_bench(args) -> int:
     from .bench import BenchSpec, bench, format_bench, parse_batch_sizes
-    from .modeling import check_model_dir
 
     spec = BenchSpec(parse_batch_sizes(args.batch_sizes), args.seq_len, args.warmup, args.repeats, args.device,
                      args.dtype, memory=not args.no_memory).check()
-    for d in (args.model, args.baseline):
-        check_model_dir(d)
     return _emit(args, bench(args.model, args.baseline, spec), f"{args.model} against {args.baseline}", format_bench)
 
 

@@ -155,16 +155,20 @@ def atomic_dir(target: Path | str):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def write_json_atomic(path: Path | str, payload) -> None:
-    """Write JSON through a temporary file and ``os.replace`` (never a half-written file)."""
+def write_text_atomic(path: Path | str, text: str) -> None:
+    """Write text through a temporary file and ``os.replace`` (never a half-written file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2, sort_keys=True, default=str)
-            f.write("\n")
+            f.write(text)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: Path | str, payload) -> None:
+    """Write JSON atomically (:func:`write_text_atomic`)."""
+    write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")

@@ -1,21 +1,18 @@
 """Reference results: each chapter's experiment grid as a tidy CSV table with a provenance sidecar.
 
 Chapters 2 to 5 call :func:`save_table` on their main grid (one row per model or measurement, measured
-values only). ``make results`` executes those chapters on a profile, so
-every cached run is reused and missing ones are trained, and copies the tables into ``data/results/``:
-``<name>.csv`` plus ``<name>.provenance.json`` (the chapter's configuration, git commit, library versions,
-machine). ``make results`` is ``python -m xlprune_lib.book results``. Those files are committed; the book's results page draws its figures from them, and a test checks
-that the smoke profile still produces tables with the same columns.
+values only). ``make results`` (``python -m xlprune_lib.book results``) executes those chapters on a
+profile, so every cached run is reused and missing ones are trained, and copies the tables into
+``data/results/``: ``<name>.csv`` plus ``<name>.provenance.json`` (the chapter's configuration, git commit,
+library versions, machine). Those files are committed; the book's results page draws its figures from them,
+and a test checks that the smoke profile still produces tables with the same columns.
 """
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
-from .config import DEFAULT_PROFILE, UserError, cache_dir, repo_root, write_json_atomic
+from .config import DEFAULT_PROFILE, UserError, cache_dir, repo_root, write_json_atomic, write_text_atomic
 
 # table name -> columns every row must have (more may follow)
 TABLES = {
@@ -55,12 +52,8 @@ def save_table(rows: list[dict], name: str, output_dir, config: dict) -> Path:
     for key in reversed(COMMON):
         frame.insert(0, key, config[key])
     folder = tables_dir(output_dir)
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.csv"
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".csv")
-    os.close(fd)
-    frame.to_csv(tmp, index=False, float_format="%.6g")
-    os.replace(tmp, path)
+    write_text_atomic(path, frame.to_csv(index=False, float_format="%.6g"))
     write_json_atomic(folder / f"{name}.provenance.json", {"table": name, "rows": len(frame), **provenance(config)})
     return path
 
@@ -105,9 +98,7 @@ def collect(src, dest=None) -> list[Path]:
     for name in names:
         check_table(src / f"{name}.csv")
         for suffix in (".csv", ".provenance.json"):
-            tmp = dest / f".{name}{suffix}.tmp"
-            shutil.copyfile(src / f"{name}{suffix}", tmp)
-            os.replace(tmp, dest / f"{name}{suffix}")
+            write_text_atomic(dest / f"{name}{suffix}", (src / f"{name}{suffix}").read_text())
         written.append(dest / f"{name}.csv")
     return written
 

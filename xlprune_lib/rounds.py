@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from pathlib import Path
 
 import torch
 from torch.nn.utils import prune
 
-from .config import UserError, write_json_atomic
+from .config import UserError, write_json_atomic, write_text_atomic
 from .distributed import barrier, is_main
 from .masks import current_mask, make_permanent, prunable_parameters
 
@@ -64,13 +63,8 @@ def append_record(out: Path, record: dict) -> None:
     """Rewrite ``rounds.jsonl`` with one more line through a temporary file (a reader never sees half a line)."""
     if not is_main():
         return
-    import tempfile
-
     lines = [json.dumps(r, sort_keys=True) for r in read_records(out)] + [json.dumps(record, sort_keys=True)]
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{RECORDS}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    os.replace(tmp, out / RECORDS)
+    write_text_atomic(out / RECORDS, "\n".join(lines) + "\n")
 
 
 def same_records(a: list[dict], b: list[dict]) -> bool:

@@ -103,11 +103,6 @@ def load_sparse(folder: Path | str):
     return model.eval()
 
 
-def file_sizes(folder: Path | str) -> dict[str, int]:
-    """Bytes of the dense and sparse weight files present in ``folder``."""
-    folder = Path(folder)
-    return {p.name: p.stat().st_size for p in (folder / "model.safetensors", folder / SPARSE_FILE) if p.is_file()}
-
 
 def load_model(folder: Path | str):
     """Any saved model folder: a sparse checkpoint through :func:`load_sparse`, else ``modeling.load_saved``."""
