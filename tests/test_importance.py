@@ -192,3 +192,20 @@ def test_movement_callback_accumulates_minus_w_times_g(small_tokenizer, rows, tm
     want = importance.frozen_movement(model, batch)
     for pair in cb.pairs:
         _close(cb.scores[pair], 3 * want[pair], rtol=1e-3)
+
+
+def test_spearman_matrix_matches_pearson_of_ranks():
+    """Rank correlations against numpy's Pearson correlation of independently computed ranks (no ties)."""
+    import numpy as np
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(500, generator=g)
+    b = a + 0.5 * torch.rand(500, generator=g)     # correlated with a
+    c = torch.rand(500, generator=g)
+    vectors = [a, b, c, -a]
+    ranks = np.stack([np.argsort(np.argsort(v.numpy())) for v in vectors])
+    expected = np.corrcoef(ranks)
+    got = importance.spearman_matrix(vectors)
+    np.testing.assert_allclose(got, expected, atol=1e-12)
+    assert got[0, 3] == pytest.approx(-1.0) and got[0, 1] > 0.8 and abs(got[0, 2]) < 0.2
+    assert importance.spearman(a, b) == pytest.approx(expected[0, 1])

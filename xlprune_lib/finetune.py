@@ -70,7 +70,7 @@ class Evaluator:
     ``{"<split>_accuracy": ..., ...}``.
     """
 
-    def __init__(self, tokenizer, splits: dict, max_len: int, glue_metric: str = "accuracy", batch: int = 128):
+    def __init__(self, tokenizer, splits: dict, max_len: int, glue_metric: str = "accuracy", batch: int = 64):
         from transformers import DataCollatorWithPadding
 
         self.glue_metric, self.batch = glue_metric, batch
@@ -100,7 +100,7 @@ class Evaluator:
         return {f"{name}_{k}": v for name in (splits or self.splits) for k, v in self.split(model, name).items()}
 
 
-def evaluate(model, tokenizer, dataset, glue_metric: str = "accuracy", batch: int = 128, max_len: int = 128) -> dict:
+def evaluate(model, tokenizer, dataset, glue_metric: str = "accuracy", batch: int = 64, max_len: int = 128) -> dict:
     """Metrics of ``model`` on one split (``text``, ``label``)."""
     return Evaluator(tokenizer, {"split": dataset}, max_len, glue_metric, batch).split(model, "split")
 
