@@ -88,6 +88,8 @@ def test_book_builds_without_warnings(smoke_book):
 def test_results_tables_keep_the_committed_columns(smoke_book, tmp_path):
     """The smoke run of chapters 2-5 still produces every reference table, with the committed columns."""
     from xlprune_lib.config import cache_dir
+    import pandas as pd
+
     from xlprune_lib.results import TABLES, check_table, collect, read_provenance, results_dir, tables_dir
 
     produced = tables_dir(cache_dir() / "figures" / "smoke")
@@ -95,6 +97,10 @@ def test_results_tables_keep_the_committed_columns(smoke_book, tmp_path):
         assert check_table(produced / f"{name}.csv") == check_table(results_dir() / f"{name}.csv"), name
         committed = read_provenance(name)
         assert committed["config"]["profile"] == "tiny" and committed["git_commit"] and committed["rows"] > 0
+    for folder in (produced, results_dir()):
+        runs = pd.read_csv(folder / "04_iterative.csv")
+        runs = runs[runs.approach != "one-shot, no fine-tuning"]
+        assert runs.groupby("approach").kept.sum().eq(1).all(), f"{folder}: each run of chapter 4 keeps one model"
     written = collect(produced, tmp_path)
     assert sorted(p.stem for p in written) == sorted(TABLES)
     assert read_provenance("05_speed", tmp_path)["config"]["profile"] == "smoke"

@@ -66,3 +66,29 @@ def test_memo_computes_once_per_config_and_recovers_from_a_bad_file(tmp_path, mo
     for path in (tmp_path / "memo").glob("demo-*.json"):
         path.write_text("{ truncated")
     assert memo("demo", {"grid": [0.5]}, compute) == first and len(calls) == 3
+
+
+def test_source_accuracy_is_measured_once_per_cached_run_only(tmp_path, monkeypatch):
+    from xlprune_lib.config import get_profile
+    from xlprune_lib.runs import source_accuracy
+
+    monkeypatch.setenv("XLPRUNE_CACHE", str(tmp_path / "cache"))
+    smoke, calls = get_profile("smoke"), []
+    accuracy = {"validation_accuracy": 0.75, "test_accuracy": 0.5}
+
+    def measure():
+        calls.append(1)
+        return accuracy
+
+    run = tmp_path / "finetune-smoke-abc"
+    run.mkdir()
+    assert source_accuracy(run, "abc", smoke, 0, measure) == accuracy
+    assert source_accuracy(run, "abc", smoke, 0, measure) == accuracy
+    assert len(calls) == 1                                    # a cached run (it has a key): measured once
+    source_accuracy(run, "abc", smoke, 1, measure)            # another seed draws other splits: measured again
+    assert len(calls) == 2
+    other = tmp_path / "from-elsewhere"                       # no config key: its key is its path
+    other.mkdir()
+    source_accuracy(other, str(other.resolve()), smoke, 0, measure)
+    source_accuracy(other, str(other.resolve()), smoke, 0, measure)
+    assert len(calls) == 4

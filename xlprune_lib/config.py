@@ -84,7 +84,7 @@ PROFILES: dict[str, Profile] = {
     ),
     "tiny": Profile(
         name="tiny", n_layer=6, n_head=8, d_model=256, d_inner=1024, vocab_size=8000,
-        max_seq_len=64, plm_block=64, plm_epochs=1.0, plm_batch=32, plm_lr=1e-3,
+        max_seq_len=64, plm_block=64, plm_epochs=0.5, plm_batch=32, plm_lr=1e-3,
         ft_epochs=2.0, ft_batch=32, ft_lr=5e-4, recovery_lr=1e-4,
     ),
     "base": Profile(

@@ -191,7 +191,7 @@ def prune_run(model_dir, spec: PruneSpec, out=None, profile: Profile | None = No
     from .data import TASKS, load_task, load_tokenizer
     from .finetune import Evaluator, tokenize_split, train_classifier
     from .modeling import load_saved
-    from .runs import default_out, reuse_or_claim, run_key, source_run
+    from .runs import default_out, reuse_or_claim, run_key, source_accuracy, source_run
 
     spec.check()
     model_dir, source_key, profile = source_run(model_dir, profile)
@@ -211,7 +211,7 @@ def prune_run(model_dir, spec: PruneSpec, out=None, profile: Profile | None = No
     def evaluate_all(m):
         return {k: v for k, v in evaluator(m).items() if k.endswith("_accuracy")}
 
-    dense = evaluate_all(model)
+    dense = source_accuracy(model_dir, source_key, profile, seed, lambda: evaluate_all(model))
     set_seed(seed)
     header = {"config_key": key, "profile": profile.name, "task": profile.task, "seed": seed}
     if spec.method == "l0":

@@ -49,6 +49,20 @@ def source_run(model_dir, profile: Profile | None = None) -> tuple[Path, str, Pr
     return model_dir, source.get("config_key") or str(model_dir.resolve()), profile
 
 
+def source_accuracy(model_dir, source_key: str, profile: Profile, seed: int, measure) -> dict:
+    """The accuracy of a source model on the evaluation splits, ``measure()`` run once per source.
+
+    Every pruning run from the same classifier starts by evaluating it; when the folder is a cached run (it
+    has a config key, so its weights are fixed) the result is kept with :func:`memo` and later runs reuse it.
+    A folder without a key (a model from elsewhere) is measured every time.
+    """
+    if source_key == str(Path(model_dir).resolve()):
+        return measure()
+    return memo("source-accuracy", {"model": source_key, "profile": profile.name, "task": profile.task,
+                                    "max_examples": profile.max_examples, "max_seq_len": profile.max_seq_len,
+                                    "seed": seed}, measure)
+
+
 def run_key(kind: str, config: dict) -> str:
     return cache_key({"kind": kind, "runs_version": RUNS_VERSION, **config})
 
