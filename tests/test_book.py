@@ -87,9 +87,9 @@ def test_book_builds_without_warnings(smoke_book):
 
 def test_results_tables_keep_the_committed_columns(smoke_book, tmp_path):
     """The smoke run of chapters 2-5 still produces every reference table, with the committed columns."""
-    from xlprune_lib.config import cache_dir
     import pandas as pd
 
+    from xlprune_lib.config import cache_dir
     from xlprune_lib.results import TABLES, check_table, collect, read_provenance, results_dir, tables_dir
 
     produced = tables_dir(cache_dir() / "figures" / "smoke")
