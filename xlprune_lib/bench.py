@@ -198,8 +198,8 @@ def static_measures(model, model_dir, seq_len: int) -> dict:
             "prunable_params": rep["prunable"]["params"], "prunable_nonzero": rep["prunable"]["nonzero"],
             "prunable_sparsity": rep["prunable"]["sparsity"], "encoder_params": encoder_params(model),
             "flops_per_token": rep["flops_per_token"],
-            "flops_per_token_sparse": rep["flops_per_token_sparse"], "file_bytes": checkpoint_sizes(model_dir)["file_bytes"],
-            "sparse_file_bytes": sparse_bytes}
+            "flops_per_token_sparse": rep["flops_per_token_sparse"],
+            "file_bytes": checkpoint_sizes(model_dir)["file_bytes"], "sparse_file_bytes": sparse_bytes}
 
 
 RATIO_KEYS = ("params", "nonzero", "encoder_params", "flops_per_token", "flops_per_token_sparse", "file_bytes",

@@ -103,7 +103,6 @@ def load_sparse(folder: Path | str):
     return model.eval()
 
 
-
 def load_model(folder: Path | str):
     """Any saved model folder: a sparse checkpoint through :func:`load_sparse`, else ``modeling.load_saved``."""
     from .modeling import load_saved
