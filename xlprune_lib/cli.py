@@ -58,7 +58,7 @@ def cmd_finetune(args) -> int:
     return 0
 
 
-def _report_metrics(out, keys) -> None:
+def _report_metrics(out, keys) -> dict:
     from .runs import METRICS
 
     metrics = json.loads((out / METRICS).read_text())
@@ -66,6 +66,14 @@ def _report_metrics(out, keys) -> None:
     for k in keys:
         v = metrics.get(k)
         print(f"  {k:<22}{v:.4f}" if isinstance(v, float) else f"  {k:<22}{v}")
+    return metrics
+
+
+def _warn_delivery(result: dict) -> None:
+    """Requested != delivered (``delivery.py``): one line on stderr, the exit code stays 0."""
+    note = (result.get("delivery") or {}).get("note")
+    if note:
+        print(f"xlprune: warning: {note}", file=sys.stderr)
 
 
 def _show_model_table(args, model, table: dict, formatter) -> int:
@@ -112,7 +120,10 @@ def cmd_prune(args) -> int:
                      args.score_batches, args.score_steps, args.lam).check()
     profile = get_profile(args.profile) if args.profile else None
     out = prune_run(args.model, spec, args.out, profile, seed=args.seed, progress=not args.quiet)
-    _report_metrics(out, ("prunable_sparsity", "validation_accuracy", "test_accuracy"))
+    metrics = _report_metrics(out, ("prunable_sparsity", "expected_sparsity_final", "validation_accuracy",
+                                    "test_accuracy") if spec.method == "l0" else
+                              ("prunable_sparsity", "validation_accuracy", "test_accuracy"))
+    _warn_delivery(metrics)
     return 0
 
 
@@ -132,9 +143,10 @@ def cmd_iterate(args) -> int:
         final = summary["final"] or {}
         print(f"wrote {out}: {summary['stop_reason']}")
         print(f"  final model           {summary['final_model']}")
-        for k in ("prunable_sparsity", "model_sparsity", "validation_accuracy", "test_accuracy"):
+        for k in ("prunable_sparsity", "unit_sparsity", "model_sparsity", "validation_accuracy", "test_accuracy"):
             if k in final:
                 print(f"  {k:<22}{final[k]:.4f}")
+        _warn_delivery(summary)
     return 0
 
 

@@ -156,14 +156,15 @@ def finetune(profile: Profile, out: Path | str | None = None, init: str | Path |
         return out
 
     data = load_task(profile.task, profile.max_examples, seed)
+    names = getattr(data["train"].features["label"], "names", None)  # saved as id2label: pipelines show them
     set_seed(seed)  # the new classifier head of a pretrained model is initialised from this state
     if init is not None:
-        tok, model = load_tokenizer(init), load_classifier(init, num_labels=2)
+        tok, model = load_tokenizer(init), load_classifier(init, names)
     elif profile.hub_model:
-        tok, model = profile_tokenizer(profile), load_classifier(profile.hub_model, num_labels=2)
+        tok, model = profile_tokenizer(profile), load_classifier(profile.hub_model, names)
     else:
         tok = profile_tokenizer(profile)
-        model = build_classifier(profile, len(tok), seed)
+        model = build_classifier(profile, len(tok), seed, names)
     glue_metric = TASKS[profile.task][2]
     enc = {k: tokenize_split(data[k], tok, profile.max_seq_len) for k in ("train", "validation", "test")}
 

@@ -18,9 +18,10 @@ Weights (``w``: the effective, masked weight; ``g_b``: the gradient of the mean 
   "Movement Pruning", eq. 5 with the straight-through estimator), by :class:`MovementCallback`. Without
   training, :func:`frozen_movement` gives its zero-step limit ``-w * sum_b g_b`` (a signed Taylor score).
 
-Structures (heads, FFN neurons, layers) get a multiplicative gate ``xi = 1`` on their output, hooked into the
-``transformers`` XLNet (which has no ``head_mask``): a head's slice of the attention vector before the output
-projection ``o``, a neuron's activation before ``layer_2``, a layer's update ``h + xi * (layer(h) - h)``.
+Structures (heads, FFN neurons, layers) get a multiplicative gate ``xi = 1`` on their output, put into the
+``transformers`` XLNet (which has no ``head_mask``) by ``gates.py``: a head's slice of the output projection
+``o`` (the same as gating its attention vector), a neuron's column of ``layer_2``, a layer's update
+``h + xi * (layer(h) - h)``.
 Then (Michel et al. 2019, "Are Sixteen Heads Really Better than One?", eq. 2):
 
 * gradient = Taylor ``mean_b |dL_b / d xi|`` (at ``xi = 1``, ``|xi * g| = |g|``: the two coincide; for a
@@ -230,18 +231,20 @@ def movement_finetune(model, tokenizer, train, profile, steps: int, seed: int = 
 def unit_gates(model, granularity: str):
     """Multiplicative gates ``xi`` (ones, trainable) on every head, FFN neuron or layer; yields their list.
 
-    Heads: ``post_attention`` receives the attention vector ``(len, batch, n_head, d_head)`` scaled per head
-    (an instance-level wrapper, removed on exit). Neurons: a forward pre-hook scales ``layer_2``'s input.
-    Layers: a forward hook returns ``h + xi * (layer(h) - h)`` for both attention streams. Setting a gate to 0
-    removes the unit from the computation, exactly as surgery does.
+    The gates are modules of the model while the block runs (``gates.py``: a head's slice of the output
+    projection ``o``, a neuron's column of ``layer_2``, a layer's update ``h + xi * (layer(h) - h)``), so a deep
+    copy made inside the block carries its own gates. Setting a gate to 0 removes the unit from the
+    computation, exactly as surgery does. On exit the model is as before.
     """
+    from . import gates as unit_gate
+
     device = next(model.parameters()).device
-    gates = [nn.Parameter(torch.ones(n, device=device)) for n in unit_counts(model, granularity)]
-    remove = install_gates(model, granularity, gates)
+    values = [nn.Parameter(torch.ones(n, device=device)) for n in unit_counts(model, granularity)]
+    unit_gate.install(model, granularity, values)
     try:
-        yield gates
+        yield values
     finally:
-        remove()
+        unit_gate.remove(model, granularity)
 
 
 def unit_counts(model, granularity: str) -> list:
@@ -254,52 +257,6 @@ def unit_counts(model, granularity: str) -> list:
     if granularity == "layer":
         return [() for _ in layers]
     raise UserError(f"gates exist for heads, neurons and layers, not {granularity!r}")
-
-
-def _value(gate) -> torch.Tensor:
-    """A gate is a tensor, or a module whose call returns the gate values (e.g. a hard-concrete sample)."""
-    return gate() if isinstance(gate, nn.Module) else gate
-
-
-def install_gates(model, granularity: str, gates) -> "callable":
-    """Hook one gate per layer (see :func:`unit_gates`) and return the function that removes the hooks."""
-    layers = xlnet_layers(model)
-    unit_counts(model, granularity)  # validates the granularity
-    undo = []
-    for layer, gate in zip(layers, gates):
-        if granularity == "head":
-            attn = layer.rel_attn
-            attn.post_attention = _gated_post_attention(attn, gate)
-            undo.append(lambda a=attn: delattr(a, "post_attention"))
-        elif granularity == "neuron":
-            handle = layer.ff.layer_2.register_forward_pre_hook(lambda m, args, g=gate: (args[0] * _value(g),))
-            undo.append(handle.remove)
-        else:
-            undo.append(layer.register_forward_hook(_layer_gate_hook(gate), with_kwargs=True).remove)
-
-    def remove():
-        for fn in undo:
-            fn()
-    return remove
-
-
-def _gated_post_attention(attn, gate):
-    original = type(attn).post_attention
-
-    def post_attention(h, attn_vec, residual=True):
-        return original(attn, h, attn_vec * _value(gate).view(1, 1, -1, 1).to(attn_vec.dtype), residual)
-
-    return post_attention
-
-
-def _layer_gate_hook(gate):
-    def hook(module, args, kwargs, output):
-        h_in, g_in = args[0], args[1] if len(args) > 1 else kwargs.get("output_g")
-        xi = _value(gate)
-        h = h_in + xi * (output[0] - h_in)
-        g = None if output[1] is None else g_in + xi * (output[1] - g_in)
-        return (h, g) + tuple(output[2:])
-    return hook
 
 
 def gate_gradient(model, batches, granularity: str) -> list[torch.Tensor]:

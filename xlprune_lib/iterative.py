@@ -33,7 +33,7 @@ from .masks import SCOPES, check_sparsity, counts, measured, prunable_parameters
 from .rounds import RUN, SUMMARY, append_record, claim, load_checkpoint, read_records, save_checkpoint
 from .schedule import check_schedule, round_targets
 
-ITERATE_VERSION = 1
+ITERATE_VERSION = 2   # 2: signed movement scores ranked as given
 
 
 # --- the requirement -------------------------------------------------------------------------------------
@@ -174,7 +174,7 @@ class _Run:
         need = threshold(self.spec.requirement, (first or metrics)["validation_accuracy"])
         now = time.perf_counter()
         seconds, self.clock = now - self.clock, now
-        rec = {**fields, **measured(model, start), **metrics, "requirement": need,
+        rec = {**fields, **measured(model, start), **self.unit_sparsity(model, first), **metrics, "requirement": need,
                "passed": metrics["validation_accuracy"] >= need, "seconds": seconds,
                "processes": rank_and_world()[1],
                "total_seconds": (self.records[-1]["total_seconds"] if self.records else 0.0) + seconds,
@@ -184,6 +184,15 @@ class _Run:
             rec["units"] = {g: unit_counts(model, g) for g in ("head", "neuron")} | {"layer": len(
                 unit_counts(model, "layer"))}
         return rec
+
+    def unit_sparsity(self, model, first: dict | None) -> dict:
+        """For head, neuron and layer runs: the fraction of the starting model's units removed (what
+        ``--target`` counts), from the tensors."""
+        g = self.spec.granularity
+        if g == "weight" or first is None:
+            return {"unit_sparsity": 0.0} if g != "weight" else {}
+        now, start = unit_counts(model, g), first["units"][g]
+        return {"unit_sparsity": 1 - (len(now) / start if g == "layer" else sum(now) / sum(start))}
 
     def commit(self, rec: dict) -> None:
         append_record(self.out, rec)
@@ -205,6 +214,7 @@ def iterate(model_dir, spec: IterSpec, out=None, profile=None, seed: int = 0, pr
     configuration; refuses a folder that holds anything else. ``progress``: the Trainer's progress bars;
     ``report``: one printed line per round.
     """
+    from .delivery import delivery
     from .runs import default_out, quiet_libraries, run_key, source_run
 
     init_distributed()
@@ -225,6 +235,10 @@ def iterate(model_dir, spec: IterSpec, out=None, profile=None, seed: int = 0, pr
         summary = run_gradual(run)
     else:
         summary = _rounds(run)
+    unit = "prunable weights" if spec.granularity == "weight" else f"{spec.granularity}s"
+    final = summary["final"] or run.records[0]   # no round met the requirement: the result is the dense model
+    delivered = final["prunable_sparsity" if spec.granularity == "weight" else "unit_sparsity"]
+    summary["delivery"] = delivery(spec.target, delivered, unit, why=summary["stop_reason"])
     if is_main():
         write_json_atomic(out / SUMMARY, {"config_key": key, **summary, "records": len(run.records)})
     barrier()

@@ -28,7 +28,8 @@ from torch.nn.utils import parametrize
 from transformers import Trainer
 
 from .config import UserError
-from .importance import install_gates, unit_counts
+from . import gates as unit_gate
+from .importance import unit_counts
 from .masks import check_sparsity, prunable_parameters
 from .surgery import HEAD_PARAMS, xlnet_layers
 
@@ -49,12 +50,15 @@ class HardConcrete(nn.Module):
                                                  math.log(init_keep) - math.log(1 - init_keep)))
 
     def forward(self) -> torch.Tensor:
-        if self.training:
-            u = torch.rand_like(self.log_alpha).clamp(1e-6, 1 - 1e-6)
-            s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + self.log_alpha) / BETA)
-        else:
-            s = torch.sigmoid(self.log_alpha)
+        if not self.training:
+            return self.deterministic()
+        u = torch.rand_like(self.log_alpha).clamp(1e-6, 1 - 1e-6)
+        s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + self.log_alpha) / BETA)
         return (s * (ZETA - GAMMA) + GAMMA).clamp(0.0, 1.0)
+
+    def deterministic(self) -> torch.Tensor:
+        """The test-time gate ``clamp(sigmoid(log_alpha) (zeta - gamma) + gamma, 0, 1)`` (eq. 13)."""
+        return (torch.sigmoid(self.log_alpha) * (ZETA - GAMMA) + GAMMA).clamp(0.0, 1.0)
 
     def prob_nonzero(self) -> torch.Tensor:
         """``P(z != 0)`` per gate (eq. 12)."""
@@ -128,55 +132,98 @@ class L0Gates(nn.Module):
         return 1.0 - self.expected_kept() / self.total
 
     def all_log_alpha(self) -> list[nn.Parameter]:
-        return [g.log_alpha for g in self.modules() if isinstance(g, HardConcrete)]
+        return [g.log_alpha for g, _ in self.all_gates()]
+
+    def all_gates(self) -> list[tuple[HardConcrete, int]]:
+        """Every gate with the prunable parameters one of its units owns (weights 1, then heads, neurons)."""
+        out = [(g, 1) for g in self.weights]
+        for kind, group in (("head", self.heads), ("neuron", self.neurons)):
+            out += [(g, c) for g, c in zip(group, self.costs.get(kind, []))]
+        return out
 
 
 def attach(model, granularity: str, init_keep: float = 0.9) -> L0Gates:
-    """Put hard-concrete gates on ``model`` (in place) and return them (also at ``model.l0_gates``)."""
-    if hasattr(model, "l0_gates"):
-        raise UserError("this model already carries L0 gates")
+    """Put hard-concrete gates on ``model`` (in place) and return them (also at ``model.l0_gates``).
+
+    Every gate is a module of the model: weight gates are parametrizations ``w -> w * z`` of each prunable
+    weight, head and neuron gates parametrizations of ``o`` and ``layer_2.weight`` (``gates.py``), so
+    ``copy.deepcopy`` gives a model with independent gates. Works on a model with live
+    ``torch.nn.utils.prune`` masks (the gate then scales ``<name>_orig``). Raises ``UserError`` if the model
+    already carries gates.
+    """
+    if hasattr(model, "l0_gates") or unit_gate.is_gated(model):
+        raise UserError("this model already carries gates")
     gates = L0Gates(model, granularity, init_keep).to(next(model.parameters()).device)
     model.l0_gates = gates
     for (m, n), g in zip(prunable_parameters(model), gates.weights):
-        parametrize.register_parametrization(m, n, _WeightGate(g))
-    gates._remove_hooks = []
+        parametrize.register_parametrization(m, unit_gate._tensor_name(m, n), _WeightGate(g))
     if gates.heads:
-        gates._remove_hooks.append(install_gates(model, "head", list(gates.heads)))
+        unit_gate.install(model, "head", list(gates.heads))
     if gates.neurons:
-        gates._remove_hooks.append(install_gates(model, "neuron", list(gates.neurons)))
+        unit_gate.install(model, "neuron", list(gates.neurons))
     return gates
 
 
-def finalize(model) -> dict:
-    """Replace the gates by their deterministic test-time values, for good (in place); return what was removed.
+def final_gates(gates: L0Gates, target: float | None = None) -> list[torch.Tensor]:
+    """The gate values a finalized model keeps, one tensor per :class:`HardConcrete` of ``gates.all_gates()``.
 
-    Weights: ``w <- w * z`` with exact zeros where ``z = 0``. Heads: each head's slice of ``o`` is scaled by its
-    gate and heads with ``z = 0`` are removed by surgery; neurons likewise through ``layer_2``'s columns. The
-    result computes what the gated model computes in eval mode, and saves / reloads like any pruned model.
+    Without ``target``: the deterministic test-time gates (eq. 13); units whose gate is exactly 0 are removed.
+    With ``target``: units are ranked by ``log_alpha`` (the order of ``P(z != 0)``, eq. 12) and the lowest go,
+    each removing the prunable parameters it owns, until ``target`` of the prunable set is removed as closely
+    as whole units allow (as CoFi, Xia et al. 2022, finalizes to its target). Kept units keep their test-time
+    value; a kept unit whose test-time gate is 0 is scaled by ``P(z != 0)`` instead, so that it stays.
+    """
+    groups = gates.all_gates()
+    with torch.no_grad():
+        z = [g.deterministic() for g, _ in groups]
+        if target is None:
+            return z
+        alpha = torch.cat([g.log_alpha.reshape(-1) for g, _ in groups])
+        cost = torch.cat([torch.full((g.log_alpha.numel(),), float(c)) for g, c in groups])
+        order = torch.argsort(alpha, stable=True)
+        removed = torch.cumsum(cost[order].double(), 0)
+        need = target * gates.total
+        k = int((removed <= need).sum())
+        if k < len(removed) and removed[k] - need < need - (removed[k - 1] if k else 0.0):
+            k += 1
+        keep = torch.ones(len(alpha), dtype=torch.bool)
+        keep[order[:k]] = False
+        out, start = [], 0
+        for (g, _), zg in zip(groups, z):
+            kg = keep[start:start + zg.numel()].view_as(zg)
+            start += zg.numel()
+            out.append(torch.where(kg, torch.where(zg > 0, zg, g.prob_nonzero()), torch.zeros_like(zg)))
+        return out
+
+
+def finalize(model, target: float | None = None) -> dict:
+    """Replace the gates by fixed values, for good (in place); return what was removed.
+
+    The values are :func:`final_gates`: the test-time gates (eq. 13), or with ``target`` the units ranked by
+    their gates until ``target`` of the prunable set is gone. Weights: ``w <- w * z`` (exact zeros where
+    ``z = 0``). Heads: each head's slice of ``o`` is scaled by its gate and heads with ``z = 0`` are removed by
+    surgery; neurons likewise through ``layer_2``'s columns. Without a target the result computes what the
+    gated model computes in eval mode; it saves and reloads like any pruned model.
     """
     from .surgery import prune_heads, prune_neurons
 
     gates: L0Gates = model.l0_gates
-    gates.eval()
+    values = dict(zip([id(g) for g, _ in gates.all_gates()], final_gates(gates, target)))
     removed = {}
     with torch.no_grad():
-        for m, n in prunable_parameters(model):
-            if parametrize.is_parametrized(m, n):
-                parametrize.remove_parametrizations(m, n, leave_parametrized=True)
-        for remove in gates._remove_hooks:
-            remove()
-        # (kind, gates, the weight a unit's gate scales and the axis of its units there, surgery)
-        structures = (("head", gates.heads, lambda layer: (layer.rel_attn.o, 1), prune_heads),
-                      ("neuron", gates.neurons, lambda layer: (layer.ff.layer_2.weight, 1), prune_neurons))
-        for kind, group, target, cut in structures:
+        for (m, n), g in zip(prunable_parameters(model), gates.weights):
+            name = unit_gate._tensor_name(m, n)
+            parametrize.remove_parametrizations(m, name, leave_parametrized=False)
+            getattr(m, name).mul_(values[id(g)])
+        for kind, group, cut in (("head", gates.heads, prune_heads), ("neuron", gates.neurons, prune_neurons)):
             if not group:
                 continue
-            z = [g() for g in group]
-            for layer, zl in zip(xlnet_layers(model), z):
-                weight, axis = target(layer)
-                shape = [1] * weight.dim()
+            unit_gate.remove(model, kind)
+            z = [values[id(g)] for g in group]
+            for (module, name, axis), zl in zip(unit_gate._gated_weights(model, kind), z):
+                shape = [1] * getattr(module, name).dim()
                 shape[axis] = -1
-                weight.mul_(zl.view(shape))
+                getattr(module, unit_gate._tensor_name(module, name)).mul_(zl.view(shape))
             removed[kind] = {i: torch.nonzero(zl == 0).flatten().tolist() for i, zl in enumerate(z)}
             cut(model, removed[kind])
     del model.l0_gates

@@ -68,6 +68,34 @@ def check_sparsity(value: float, what: str = "sparsity") -> float:
     return value
 
 
+class LowestScore(prune.BasePruningMethod):
+    """Mask the ``amount`` entries with the *lowest raw score* among those still unmasked.
+
+    ``torch.nn.utils.prune.L1Unstructured`` ranks ``|score|``, which is right for magnitude, gradient, Taylor
+    and Fisher scores (all non-negative) and wrong for signed ones: movement pruning (Sanh et al. 2020, eq. 5)
+    removes the weights with the most *negative* ``S = -sum_t w_t g_t`` (those moving towards zero), not those
+    with the smallest ``|S|``. This method ranks the scores exactly as given, so "lower score = pruned first"
+    holds for every score. Used through ``prune.global_unstructured`` or ``LowestScore.apply``; inside a
+    ``PruningContainer`` it only sees the entries earlier masks left, so pruning stays cumulative.
+    """
+
+    PRUNING_TYPE = "unstructured"
+
+    def __init__(self, amount: int):
+        if not isinstance(amount, int) or amount < 0:
+            raise ValueError(f"amount must be a non-negative number of entries, got {amount!r}")
+        self.amount = amount
+
+    def compute_mask(self, t: torch.Tensor, default_mask: torch.Tensor) -> torch.Tensor:
+        if self.amount > t.numel():
+            raise ValueError(f"cannot prune {self.amount} entries of a tensor with {t.numel()}")
+        mask = default_mask.clone(memory_format=torch.contiguous_format)
+        if self.amount:
+            lowest = torch.topk(t.reshape(-1).float(), k=self.amount, largest=False).indices
+            mask.view(-1)[lowest] = 0
+        return mask
+
+
 def _amount_of_remaining(target: float, already: float, n_total: int) -> int:
     """Entries to remove now so that the total sparsity becomes ``target`` (never negative)."""
     return max(0, round(target * n_total) - round(already * n_total))
@@ -77,7 +105,8 @@ def prune_to(model, target: float, scores: dict | None = None, scope: str = "glo
     """Mask the lowest-scoring weights until ``target`` of the prunable set is zero; returns measured sparsity.
 
     ``scores``: ``{(module, name): tensor}`` importances of the same shape as each weight (default: |w|,
-    magnitude pruning, Han et al. 2015). ``scope="local"`` removes the same fraction from every tensor;
+    magnitude pruning, Han et al. 2015). Scores are ranked as given, signed ones included (:class:`LowestScore`):
+    the most negative movement score goes first. ``scope="local"`` removes the same fraction from every tensor;
     ``"global"`` ranks all entries of the set against one threshold. Cumulative: earlier zeros stay, because
     ``torch.nn.utils.prune`` only ranks the entries its previous masks left.
     """
@@ -90,13 +119,12 @@ def prune_to(model, target: float, scores: dict | None = None, scope: str = "glo
     if scope == "global":
         n_total = sum(current_mask(*p).numel() for p in pairs)
         amount = _amount_of_remaining(target, sparsity(pairs), n_total)
-        prune.global_unstructured(pairs, pruning_method=prune.L1Unstructured, amount=amount,
-                                  importance_scores=importance)
+        prune.global_unstructured(pairs, pruning_method=LowestScore, amount=amount, importance_scores=importance)
     else:
         for p in pairs:
             n = current_mask(*p).numel()
             amount = _amount_of_remaining(target, sparsity([p]), n)
-            prune.l1_unstructured(p[0], p[1], amount=amount, importance_scores=importance[p])
+            LowestScore.apply(p[0], p[1], amount, importance_scores=importance[p])
     return sparsity(pairs)
 
 
@@ -105,6 +133,39 @@ def make_permanent(model, pairs=None) -> None:
     for module, name in pairs if pairs is not None else prunable_parameters(model):
         if prune.is_pruned(module) and hasattr(module, f"{name}_orig"):
             prune.remove(module, name)
+
+
+def live_masks(model) -> list[tuple[torch.nn.Module, str]]:
+    """``(module, name)`` of every tensor ``torch.nn.utils.prune`` masks right now (``name_orig`` + ``name_mask``)."""
+    return [(m, hook._tensor_name) for m in model.modules() for hook in m._forward_pre_hooks.values()
+            if isinstance(hook, prune.BasePruningMethod)]
+
+
+def effective_state_dict(model) -> dict:
+    """``model.state_dict()`` as the forward pass sees it: every masked ``name_orig`` / ``name_mask`` pair becomes
+    one tensor ``name = name_orig * name_mask`` (what :func:`make_permanent` would write), so a model with live
+    masks saves exactly like the same model made permanent. The model is not changed."""
+    state = model.state_dict()
+    for key in [k for k in state if k.endswith("_orig") and f"{k[:-len('_orig')]}_mask" in state]:
+        name = key[:-len("_orig")]
+        orig, mask = state.pop(key), state.pop(f"{name}_mask")
+        state[name] = (orig * mask.to(orig.dtype)).detach()
+    return state
+
+
+def copy_model(model):
+    """``copy.deepcopy(model)`` that also works while masks are live.
+
+    A masked weight is recomputed as ``name_orig * name_mask`` by a forward pre-hook; after a forward pass
+    with autograd on it is a non-leaf tensor, which ``deepcopy`` refuses. The recomputed tensors are replaced
+    by detached ones first (the next forward recomputes them anyway), then the model is copied.
+    """
+    import copy
+
+    with torch.no_grad():
+        for module, name in live_masks(model):
+            setattr(module, name, getattr(module, name).detach())
+    return copy.deepcopy(model)
 
 
 def counts(model) -> dict:

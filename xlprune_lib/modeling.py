@@ -119,12 +119,29 @@ def build_lm(profile: Profile, vocab_size: int, seed: int):
     return XLNetLMHeadModel(xlnet_config(profile, vocab_size))
 
 
-def build_classifier(profile: Profile, vocab_size: int, seed: int, num_labels: int = 2):
+def classifier_fields(label_names) -> dict:
+    """Config fields of a classifier that downstream consumers read: label names (``id2label`` /
+    ``label2id``: pipelines print them) and ``use_mems_eval=False``.
+
+    XLNet's default ``use_mems_eval=True`` makes every eval-mode forward return the recurrence memory
+    ``mems`` (per-layer tensors with the batch on axis 1) beside the logits; a batched consumer such as the
+    ``text-classification`` pipeline then fails to split the outputs per example. A sentence classifier has no
+    use for the memory (Transformer-XL's recurrence serves long documents and generation), so saved
+    classifiers never return it.
+    """
+    names = list(label_names)
+    return {"num_labels": len(names), "id2label": dict(enumerate(names)),
+            "label2id": {n: i for i, n in enumerate(names)}, "use_mems_eval": False}
+
+
+def build_classifier(profile: Profile, vocab_size: int, seed: int, label_names=None):
     """A randomly initialised ``XLNetForSequenceClassification`` (the no-pretraining baseline)."""
     from .config import set_seed
+    from .data import LABEL_NAMES
 
     set_seed(seed)
-    return XLNetForSequenceClassification(xlnet_config(profile, vocab_size, num_labels=num_labels))
+    return XLNetForSequenceClassification(xlnet_config(profile, vocab_size,
+                                                       **classifier_fields(label_names or LABEL_NAMES)))
 
 
 def check_model_dir(path: Path | str) -> Path:
@@ -139,9 +156,12 @@ def check_model_dir(path: Path | str) -> Path:
     return path
 
 
-def load_classifier(source: str | Path, num_labels: int = 2):
-    """``XLNetForSequenceClassification`` from a local folder or a hub name (fails fast without hub access)."""
-    return _load(XLNetForSequenceClassification, source, num_labels=num_labels)
+def load_classifier(source: str | Path, label_names=None):
+    """``XLNetForSequenceClassification`` from a local folder or a hub name (fails fast without hub access), with
+    :func:`classifier_fields` (a new classification head when the source is a language model)."""
+    from .data import LABEL_NAMES
+
+    return _load(XLNetForSequenceClassification, source, **classifier_fields(label_names or LABEL_NAMES))
 
 
 def load_lm(source: str | Path):
@@ -165,18 +185,47 @@ def _load(cls, source, **kwargs):
         raise UserError(f"cannot load {cls.__name__} from {source}: {str(exc).splitlines()[0]}") from None
 
 
+def check_saveable(model) -> None:
+    """Refuse (``UserError``) a model that still carries gates: its state holds gate parameters and
+    parametrizations that no loader rebuilds. Live ``torch.nn.utils.prune`` masks are fine (they are saved as
+    the masked tensors)."""
+    from .gates import is_gated
+
+    if hasattr(model, "l0_gates") or is_gated(model):
+        raise UserError("this model still carries gates: call l0.finalize(model) (or leave the unit_gates block) "
+                        "before saving")
+
+
 def save_model(model, tokenizer, out: Path | str, extra_files: dict | None = None) -> Path:
-    """Save model (safetensors), tokenizer and optional JSON files into ``out`` atomically."""
+    """Save model (safetensors), tokenizer and optional JSON files into ``out`` atomically.
+
+    A model with live ``torch.nn.utils.prune`` masks is saved as the masked tensors (``masks.effective_state_dict``);
+    a gated model is refused (:func:`check_saveable`). A sequence classifier is saved with ``use_mems_eval=False``
+    (:func:`consumer_ready`).
+    """
     from .config import write_json_atomic
 
+    from .masks import effective_state_dict
+
     out = Path(out)
+    check_saveable(model)
+    consumer_ready(model)
     with atomic_dir(out) as tmp:
-        model.save_pretrained(str(tmp), safe_serialization=True)
+        # live masks are saved as the masked tensors, exactly like the model made permanent
+        model.save_pretrained(str(tmp), safe_serialization=True, state_dict=effective_state_dict(model))
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
         for name, payload in (extra_files or {}).items():
             write_json_atomic(tmp / name, payload)
     return out
+
+
+def consumer_ready(model):
+    """A sequence classifier's config set so that saved folders serve batched consumers (no ``mems`` in the
+    outputs, see :func:`classifier_fields`); other models are left as they are. Returns ``model``."""
+    if isinstance(model, XLNetForSequenceClassification):
+        model.config.use_mems_eval = False
+    return model
 
 
 def saved_class(path: Path | str):
@@ -197,4 +246,4 @@ def saved_class(path: Path | str):
 def load_saved(path: Path | str):
     """Load a saved model folder with the class its ``config.json`` names (LM head, classifier, ...)."""
     path = check_model_dir(path)
-    return _load(saved_class(path)[0], path)
+    return consumer_ready(_load(saved_class(path)[0], path))

@@ -12,18 +12,18 @@ structured pruning that chapter 5 turns into speed.
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .config import Profile, UserError
 from .importance import (GRADIENT_METHODS, check_method, lowest_units, movement_finetune, remove_units,
                          score_batches, structure_scores, weight_scores)
-from .masks import SCOPES, check_sparsity, counts, make_permanent, prunable_parameters, prune_to, sparsity
+from .masks import (SCOPES, check_sparsity, copy_model, counts, make_permanent, prunable_parameters, prune_to,
+                    sparsity)
 from .structured import GRANULARITY as ENCODER
 
 # Part of every prune run's key: bump it when the pruning code changes what a request produces.
-PRUNE_VERSION = 2
+PRUNE_VERSION = 3   # 3: signed scores ranked as given; L0 finalized to its target
 DEFAULT_SCORE_BATCHES = 16
 DEFAULT_SCORE_STEPS = 100
 
@@ -108,26 +108,45 @@ def score(model, spec: PruneSpec, tokenizer=None, train=None, profile: Profile |
 
 
 def apply(model, spec: PruneSpec, scores) -> dict:
-    """Prune ``model`` in place to ``spec.sparsity`` with ``scores``; return what was measured."""
+    """Prune ``model`` in place to ``spec.sparsity`` with ``scores``; return what was measured.
+
+    ``delivery`` (``delivery.py``) compares the request with what the tensors show, in the request's unit:
+    the zero fraction of the prunable weights, the fraction of heads / neurons / layers removed, or the fraction
+    of the encoder's parameters removed (``head+neuron``).
+    """
+    from .delivery import delivery
+
     before = _prunable_counts(model)[0]
     if spec.granularity == "weight":
         reached = prune_to(model, spec.sparsity, scores, spec.scope)
-        removed = None
-    elif spec.granularity == ENCODER:  # the sparsity is a fraction of the encoder's parameters
+        return {"mask_sparsity": reached, **_measured(model, before), "removed": None,
+                "delivery": delivery(spec.sparsity, reached, "prunable weights")}
+    if spec.granularity == ENCODER:  # the sparsity is a fraction of the encoder's parameters
         from .structured import prune_encoder
 
         done = prune_encoder(model, *scores, spec.sparsity)
         return {**{k: v for k, v in done.items() if k != "removed"}, **_measured(model, before),
                 "mask_sparsity": sparsity(prunable_parameters(model)),
-                "removed": {k: _jsonable(v) for k, v in done["removed"].items()}}
-    else:
-        if spec.scope == "global" or spec.granularity == "layer":
-            removed = lowest_units(scores, spec.sparsity)
-        else:  # local: the same fraction of every layer's heads / neurons
-            removed = {li: lowest_units([s], spec.sparsity).get(0, []) for li, s in enumerate(scores)}
-        remove_units(model, spec.granularity, removed)
-        reached = sparsity(prunable_parameters(model))
-    return {"mask_sparsity": reached, **_measured(model, before), "removed": _jsonable(removed)}
+                "removed": {k: _jsonable(v) for k, v in done["removed"].items()},
+                "delivery": delivery(spec.sparsity, done["encoder_removed"], "encoder parameters")}
+    units_before = _units(model, spec.granularity)
+    if spec.scope == "global" or spec.granularity == "layer":
+        removed = lowest_units(scores, spec.sparsity)
+    else:  # local: the same fraction of every layer's heads / neurons
+        removed = {li: lowest_units([s], spec.sparsity).get(0, []) for li, s in enumerate(scores)}
+    remove_units(model, spec.granularity, removed)
+    unit_sparsity = 1 - _units(model, spec.granularity) / units_before
+    return {"mask_sparsity": sparsity(prunable_parameters(model)), **_measured(model, before),
+            "unit_sparsity": unit_sparsity, "removed": _jsonable(removed),
+            "delivery": delivery(spec.sparsity, unit_sparsity, f"{spec.granularity}s")}
+
+
+def _units(model, granularity: str) -> int:
+    """Heads, neurons or layers the model has now (counted from the tensors)."""
+    from .importance import unit_counts
+
+    counts_now = unit_counts(model, granularity)
+    return len(counts_now) if granularity == "layer" else sum(counts_now)
 
 
 def _prunable_counts(model) -> tuple[int, int]:
@@ -156,7 +175,7 @@ def curve(model, spec: PruneSpec, sparsities, scores, evaluate_fn) -> list[dict]
     """
     rows = []
     for s in sparsities:
-        pruned = copy.deepcopy(model)
+        pruned = copy_model(model)
         run = PruneSpec(**{**asdict(spec), "sparsity": s}).check()
         measured = apply(pruned, run, _rekey(scores, model, pruned))
         rows.append({"method": spec.method, "granularity": spec.granularity, "requested": s,
@@ -250,6 +269,7 @@ def _save_result(model, tok, out, profile, cfg, metrics: dict) -> Path:
 
 def _l0_run(model, tok, data, spec, profile, seed, progress, out, cfg, header, dense, evaluate_all) -> Path:
     """``xlprune prune --method l0``: train gates with the weights, finalize, evaluate, save (same outputs)."""
+    from .delivery import TOLERANCE, delivery
     from .finetune import tokenize_split
     from .l0 import finalize, train_l0
 
@@ -259,12 +279,17 @@ def _l0_run(model, tok, data, spec, profile, seed, progress, out, cfg, header, d
                                 target=spec.sparsity, epochs=spec.l0_epochs, progress=progress)
     history = trainer.l0_history
     gated = evaluate_all(model.eval())
-    removed = finalize(model)
+    removed = finalize(model, target=spec.sparsity)
     final = evaluate_all(model)
+    done = _measured(model, before)
+    expected = history[-1]["expected_sparsity"] if history else None
+    why = None
+    if spec.sparsity is not None and expected is not None and spec.sparsity > expected + TOLERANCE:
+        why = f"the gates reached an expected sparsity of {expected:.4f} only"
     metrics = {**header, "spec": asdict(spec), "dense": dense, "gated_eval": gated, **final,
-               "train_seconds": seconds,
-               "expected_sparsity_final": history[-1]["expected_sparsity"] if history else None,
-               **_measured(model, before), "removed": {k: _jsonable(v) for k, v in removed.items()},
+               "train_seconds": seconds, "expected_sparsity_final": expected, **done,
+               "removed": {k: _jsonable(v) for k, v in removed.items()},
+               "delivery": delivery(spec.sparsity, done["prunable_sparsity"], "prunable weights", why=why),
                "l0_history": history[:: max(1, len(history) // 200)]}
     return _save_result(model, tok, out, profile, cfg, metrics)
 
@@ -278,7 +303,7 @@ def sensitivity(model, sparsities, evaluate_fn, parts=("attention", "ffn")) -> l
     for li in range(len(xlnet_layers(model))):
         for part in parts:
             for s in sparsities:
-                pruned = copy.deepcopy(model)
+                pruned = copy_model(model)
                 layer = xlnet_layers(pruned)[li]
                 pairs = ([(layer.rel_attn, n) for n in HEAD_PARAMS] if part == "attention"
                          else [(layer.ff.layer_1, "weight"), (layer.ff.layer_2, "weight")])

@@ -46,7 +46,7 @@ def parameter_breakdown(model) -> dict:
     ``model.parameters()`` does. Returns ``{"components": {name: {"params", "nonzero"}}, "total": ...}``.
     """
     comps = {c: {"params": 0, "nonzero": 0} for c in COMPONENTS}
-    for name, p in model.named_parameters():
+    for name, p in effective_parameters(model):   # live masks: the masked tensor under its own name
         c = comps[component_of(name)]
         c["params"] += p.numel()
         c["nonzero"] += int((p.detach() != 0).sum())

@@ -44,12 +44,21 @@ def decode(mask: torch.Tensor, values: torch.Tensor, shape) -> torch.Tensor:
 
 
 def save_sparse(model, out: Path | str, tokenizer=None) -> Path:
-    """Write ``config.json``, the tokenizer and ``model.sparse.safetensors`` into ``out`` (atomically)."""
+    """Write ``config.json``, the tokenizer and ``model.sparse.safetensors`` into ``out`` (atomically).
+
+    A model with live ``torch.nn.utils.prune`` masks is stored as its masked tensors, byte for byte what the
+    same model made permanent gives; a gated model is refused (``modeling.check_saveable``).
+    """
     from safetensors.torch import save_file
+    from transformers import XLNetForSequenceClassification
+
+    from .masks import effective_state_dict
+    from .modeling import check_saveable
 
     out = Path(out)
+    check_saveable(model)
     tensors, meta, seen = {}, {}, {}
-    for name, t in model.state_dict().items():
+    for name, t in effective_state_dict(model).items():   # live masks: the masked tensors
         key = (t.data_ptr(), t.shape, t.dtype) if t.numel() else None
         if key in seen:                       # a tied tensor: stored once, restored under both names
             meta[name] = {"alias": seen[key]}
@@ -65,6 +74,8 @@ def save_sparse(model, out: Path | str, tokenizer=None) -> Path:
     with atomic_dir(out) as tmp:
         config = copy.deepcopy(model.config)
         config.architectures = [type(model).__name__]
+        if isinstance(model, XLNetForSequenceClassification):
+            config.use_mems_eval = False   # batched consumers need outputs without mems (modeling.classifier_fields)
         config.save_pretrained(str(tmp))
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))

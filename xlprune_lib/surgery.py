@@ -37,6 +37,19 @@ def _keep_index(n: int, remove) -> torch.Tensor:
 
 
 def _slice_param(module: nn.Module, name: str, dim: int, keep: torch.Tensor) -> None:
+    """Keep only indices ``keep`` of ``module.name`` along ``dim``; while ``torch.nn.utils.prune`` masks the
+    tensor, its ``name_orig`` parameter and ``name_mask`` buffer are sliced alike (the masks stay live)."""
+    if hasattr(module, f"{name}_orig") and hasattr(module, f"{name}_mask"):
+        _slice_tensor(module, f"{name}_orig", dim, keep)
+        mask = getattr(module, f"{name}_mask")
+        module.register_buffer(f"{name}_mask", mask.index_select(dim, keep.to(mask.device)).clone())
+        with torch.no_grad():
+            setattr(module, name, getattr(module, f"{name}_orig") * getattr(module, f"{name}_mask"))
+        return
+    _slice_tensor(module, name, dim, keep)
+
+
+def _slice_tensor(module: nn.Module, name: str, dim: int, keep: torch.Tensor) -> None:
     old = getattr(module, name)
     if old.is_meta:  # ``from_pretrained`` builds the model on the meta device, then loads the saved tensors
         shape = list(old.shape)
