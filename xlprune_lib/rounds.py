@@ -29,10 +29,13 @@ TIMING_KEYS = ("seconds", "total_seconds")   # the only record fields that diffe
 def claim(out: Path, key: str, cfg: dict) -> None:
     """Make ``out`` this run's folder: new or empty folders are claimed (``run.json``), the same run's folder is
     resumed, and anything else is refused without touching it. Every rank looks before rank 0 writes."""
+    from .config import check_output_dir
     from .report import provenance
 
     run = out / RUN
     fresh = not run.is_file()
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is an existing file, not a folder; nothing was changed: choose another --out")
     if not fresh:
         try:
             stored = json.loads(run.read_text()).get("config_key")
@@ -41,8 +44,8 @@ def claim(out: Path, key: str, cfg: dict) -> None:
         if stored != key:
             raise UserError(f"{out} holds a different run (config {stored}, this one is {key}); nothing was "
                             "changed: choose another --out")
-    elif out.exists() and any(out.iterdir()):
-        raise UserError(f"{out} is not empty and holds no {RUN}; nothing was changed: choose another --out")
+    else:
+        check_output_dir(out)   # absent or empty, and writable
     barrier()
     if fresh and is_main():
         write_json_atomic(run, {"config_key": key, **provenance(cfg)})
@@ -84,7 +87,7 @@ def save_checkpoint(model, tok, folder: Path, movement: dict | None = None) -> N
     with _masks_written(model) as masks:
         if not is_main():
             return
-        save_model(model, tok, folder)
+        save_model(model, tok, folder, replace=True)   # a resumed round rewrites its own checkpoint
         tensors = {f"mask.{k}": v for k, v in masks.items()}
         tensors.update({f"movement.{i}": s.contiguous() for i, s in enumerate((movement or {}).values())})
         if tensors:

@@ -23,9 +23,17 @@ def default_out(kind: str, profile: Profile, key: str) -> Path:
 
 
 def reuse_or_claim(out: Path, key: str) -> dict | None:
-    """Return the finished run's metrics if ``out`` holds this configuration; refuse a different one."""
+    """Return the finished run's metrics if ``out`` holds this configuration; refuse a different one.
+
+    Checked before any work: an ``out`` that is a file, a folder holding files that are not an xlprune result,
+    or a location that cannot be written is refused with a one-line ``UserError`` and left untouched.
+    """
+    from .config import check_output_dir
+
+    out = Path(out)
     metrics = out / METRICS
     if not metrics.is_file():
+        check_output_dir(out)
         return None
     try:
         stored = json.loads(metrics.read_text())
