@@ -13,7 +13,7 @@ import os
 
 import torch
 
-from .masks import current_mask, prunable_parameters
+from .masks import current_weight, prunable_parameters
 
 
 def init_distributed():
@@ -59,8 +59,12 @@ def average_across_ranks(tensors, weight: float):
 
 
 def plan_digest(model) -> torch.Tensor:
-    """Two numbers that change with any mask entry or parameter shape: what was pruned, in a checksum."""
-    parts = [current_mask(*p).flatten().double() for p in prunable_parameters(model)]
+    """Two numbers that change with any pruned entry or parameter shape: what was pruned, in a checksum.
+
+    Pruned entries are the zeros of the weights the forward pass uses, so live masks and the same masks made
+    permanent give the same digest.
+    """
+    parts = [(current_weight(*p) != 0).flatten().double() for p in prunable_parameters(model)]
     parts += [torch.tensor(p.shape, dtype=torch.double) for p in model.parameters()]
     flat = torch.cat(parts) if parts else torch.zeros(1, dtype=torch.double)
     position = torch.arange(1, len(flat) + 1, dtype=torch.double)

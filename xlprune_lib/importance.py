@@ -100,13 +100,25 @@ def _log_likelihood(model, batch: dict) -> torch.Tensor:
     return torch.log_softmax(logits.float(), -1).gather(1, batch["labels"].view(-1, 1)).squeeze(1)
 
 
+def _inputs(params) -> list[torch.Tensor]:
+    """The tensors to differentiate: a list, or a callable read after each forward pass (:func:`_weights_used`)."""
+    return params() if callable(params) else params
+
+
+def _weights_used(pairs):
+    """The weights as the last forward pass used them. With live ``torch.nn.utils.prune`` masks that is the
+    masked tensor ``w_orig * mask`` computed by the forward pre-hook, so gradients are taken with respect to
+    the effective weight, masked entries included, exactly as on the same model made permanent."""
+    return lambda: [current_weight(*p) for p in pairs]
+
+
 def _batch_means(model, batches, params, combine) -> list[torch.Tensor]:
     """``mean_b combine(i, g_b[i])`` over batches, ``g_b`` the gradients of batch ``b``'s mean loss."""
-    totals = [torch.zeros_like(p, dtype=torch.float32) for p in params]
+    totals = [torch.zeros_like(p, dtype=torch.float32) for p in _inputs(params)]
     with _eval_mode(model):
         for batch in batches:
             loss = model(**_device_batch(model, batch)).loss
-            for i, (t, g) in enumerate(zip(totals, torch.autograd.grad(loss, params))):
+            for i, (t, g) in enumerate(zip(totals, torch.autograd.grad(loss, _inputs(params)))):
                 t += combine(i, g.float())
     return [t / max(1, len(batches)) for t in totals]
 
@@ -127,13 +139,13 @@ def _example_fisher(model, batches, params) -> list[torch.Tensor]:
     forward/backward per example (not one full-batch backward per example, as slicing a batched graph
     would cost).
     """
-    totals = [torch.zeros_like(p, dtype=torch.float32) for p in params]
+    totals = [torch.zeros_like(p, dtype=torch.float32) for p in _inputs(params)]
     n = 0
     with _eval_mode(model):
         for batch in batches:
             for example in _examples(_device_batch(model, batch)):
                 logp = _log_likelihood(model, example)[0]
-                for t, g in zip(totals, torch.autograd.grad(logp, params)):
+                for t, g in zip(totals, torch.autograd.grad(logp, _inputs(params))):
                     t += g.float() ** 2
                 n += 1
     return [t / max(1, n) for t in totals]
@@ -150,8 +162,7 @@ def magnitude(model, pairs=None) -> dict:
 def _weight_scores(model, batches, pairs, combine) -> dict:
     pairs = pairs if pairs is not None else prunable_parameters(model)
     weights = [current_weight(*p).detach().float() for p in pairs]
-    params = [_param(*p) for p in pairs]
-    return dict(zip(pairs, _batch_means(model, batches, params, lambda i, g: combine(weights[i], g))))
+    return dict(zip(pairs, _batch_means(model, batches, _weights_used(pairs), lambda i, g: combine(weights[i], g))))
 
 
 def gradient(model, batches, pairs=None) -> dict:
@@ -172,7 +183,7 @@ def frozen_movement(model, batches, pairs=None) -> dict:
 def fisher(model, batches, pairs=None) -> dict:
     """Diagonal empirical Fisher ``mean_i (d log p(y_i|x_i) / dw)^2``, per example (see the module docstring)."""
     pairs = pairs if pairs is not None else prunable_parameters(model)
-    return dict(zip(pairs, _example_fisher(model, batches, [_param(*p) for p in pairs])))
+    return dict(zip(pairs, _example_fisher(model, batches, _weights_used(pairs))))
 
 
 class MovementCallback(TrainerCallback):

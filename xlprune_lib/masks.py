@@ -145,12 +145,14 @@ def effective_state_dict(model) -> dict:
     """``model.state_dict()`` as the forward pass sees it: every masked ``name_orig`` / ``name_mask`` pair becomes
     one tensor ``name = name_orig * name_mask`` (what :func:`make_permanent` would write), so a model with live
     masks saves exactly like the same model made permanent. The model is not changed."""
-    state = model.state_dict()
-    for key in [k for k in state if k.endswith("_orig") and f"{k[:-len('_orig')]}_mask" in state]:
-        name = key[:-len("_orig")]
-        orig, mask = state.pop(key), state.pop(f"{name}_mask")
-        state[name] = (orig * mask.to(orig.dtype)).detach()
-    return state
+    state, out = model.state_dict(), {}
+    for key, value in state.items():
+        base = key[:-len("_orig")]
+        if key.endswith("_orig") and f"{base}_mask" in state:
+            out[base] = (value * state[f"{base}_mask"].to(value.dtype)).detach()
+        elif not (key.endswith("_mask") and f"{key[:-len('_mask')]}_orig" in state):
+            out[key] = value
+    return out
 
 
 def copy_model(model):

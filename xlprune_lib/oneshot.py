@@ -19,7 +19,7 @@ from .config import Profile, UserError
 from .importance import (GRADIENT_METHODS, check_method, lowest_units, movement_finetune, remove_units,
                          score_batches, structure_scores, weight_scores)
 from .masks import (SCOPES, check_sparsity, copy_model, counts, make_permanent, prunable_parameters, prune_to,
-                    sparsity)
+                    sparsity, weight_sparsity)
 from .structured import GRANULARITY as ENCODER
 
 # Part of every prune run's key: bump it when the pruning code changes what a request produces.
@@ -110,7 +110,8 @@ def score(model, spec: PruneSpec, tokenizer=None, train=None, profile: Profile |
 def apply(model, spec: PruneSpec, scores) -> dict:
     """Prune ``model`` in place to ``spec.sparsity`` with ``scores``; return what was measured.
 
-    ``delivery`` (``delivery.py``) compares the request with what the tensors show, in the request's unit:
+    ``mask_sparsity``: the zero fraction of the prunable weights as the forward pass uses them (masked or
+    written in). ``delivery`` (``delivery.py``) compares the request with what the tensors show, in the request's unit:
     the zero fraction of the prunable weights, the fraction of heads / neurons / layers removed, or the fraction
     of the encoder's parameters removed (``head+neuron``).
     """
@@ -126,7 +127,7 @@ def apply(model, spec: PruneSpec, scores) -> dict:
 
         done = prune_encoder(model, *scores, spec.sparsity)
         return {**{k: v for k, v in done.items() if k != "removed"}, **_measured(model, before),
-                "mask_sparsity": sparsity(prunable_parameters(model)),
+                "mask_sparsity": weight_sparsity(prunable_parameters(model)),
                 "removed": {k: _jsonable(v) for k, v in done["removed"].items()},
                 "delivery": delivery(spec.sparsity, done["encoder_removed"], "encoder parameters")}
     units_before = _units(model, spec.granularity)
@@ -136,7 +137,7 @@ def apply(model, spec: PruneSpec, scores) -> dict:
         removed = {li: lowest_units([s], spec.sparsity).get(0, []) for li, s in enumerate(scores)}
     remove_units(model, spec.granularity, removed)
     unit_sparsity = 1 - _units(model, spec.granularity) / units_before
-    return {"mask_sparsity": sparsity(prunable_parameters(model)), **_measured(model, before),
+    return {"mask_sparsity": weight_sparsity(prunable_parameters(model)), **_measured(model, before),
             "unit_sparsity": unit_sparsity, "removed": _jsonable(removed),
             "delivery": delivery(spec.sparsity, unit_sparsity, f"{spec.granularity}s")}
 

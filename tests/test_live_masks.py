@@ -1,0 +1,343 @@
+"""Every public function that takes a model works on a model with live ``torch.nn.utils.prune`` masks and gives
+what it gives on the same model made permanent (issue 13, kind 2).
+
+``TWINS`` runs each entry point on two copies of one pruned model: one whose masks are live (after a forward
+pass with autograd on, so each masked weight is a non-leaf tensor), one made permanent. The list is checked
+against the library itself, so a new public function that takes a model cannot be left out.
+"""
+import importlib
+import inspect
+import pkgutil
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_config
+
+import xlprune_lib
+from xlprune_lib import (bench, distributed, finetune, gates, gradual, importance, l0, masks, modeling, oneshot,
+                         report, rounds, sparse, structured, surgery)
+from xlprune_lib.config import get_profile
+
+TEXTS = ["a moving, funny film", "dull and far too long", "the cast is wonderful", "a mess of a script",
+         "beautifully shot", "nothing works here", "i loved every minute", "tedious"]
+
+
+def _batch(lengths, labels, seed, vocab):
+    g = torch.Generator().manual_seed(seed)
+    seq = max(lengths)
+    ids = torch.full((len(lengths), seq), 5)
+    mask = torch.zeros(len(lengths), seq, dtype=torch.long)
+    for i, n in enumerate(lengths):
+        ids[i, seq - n:] = torch.randint(10, vocab, (n,), generator=g)
+        mask[i, seq - n:] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor(labels)}
+
+
+def _make(vocab: int):
+    """The same pruned tiny classifier every call: 40% of the prunable weights masked (magnitude)."""
+    from transformers import XLNetForSequenceClassification
+
+    torch.manual_seed(0)
+    model = XLNetForSequenceClassification(tiny_config(num_labels=2, vocab_size=vocab, summary_last_dropout=0.0))
+    masks.prune_to(model, 0.4)
+    return model
+
+
+class Ctx:
+    def __init__(self, tok, tmp: Path, saved: Path):
+        from datasets import Dataset
+
+        vocab = len(tok)
+        self.tok, self.tmp, self.saved = tok, tmp, saved
+        self.batches = [_batch([7, 4, 9], [0, 1, 1], 1, vocab), _batch([5, 8], [1, 0], 2, vocab)]
+        self.inputs = {k: v for k, v in self.batches[0].items() if k != "labels"}
+        self.ds = Dataset.from_dict({"text": TEXTS, "label": [1, 0, 1, 0, 1, 0, 1, 0]})
+        self.profile = get_profile("smoke")
+
+    def logits(self, model):
+        model.eval()
+        with torch.no_grad():
+            return model(**self.inputs).logits
+
+    def loss(self, model):
+        return {"loss": importance.mean_loss(model, self.batches)}
+
+
+@pytest.fixture
+def twins(small_tokenizer, tmp_path):
+    live = _make(len(small_tokenizer))
+    ctx_live = Ctx(small_tokenizer, tmp_path / "live", None)
+    live.train()
+    live(**ctx_live.batches[0]).loss.backward()        # masked weights are now non-leaf tensors with a graph
+    live.zero_grad(set_to_none=True)
+    live.eval()
+    permanent = _make(len(small_tokenizer)).eval()
+    masks.make_permanent(permanent)
+    saved = modeling.save_model(_permanent(len(small_tokenizer)), small_tokenizer, tmp_path / "saved")
+    assert masks.live_masks(live) and not masks.live_masks(permanent)
+    return (live, Ctx(small_tokenizer, tmp_path / "live", saved)), (permanent,
+                                                                     Ctx(small_tokenizer, tmp_path / "perm", saved))
+
+
+def _permanent(vocab):
+    m = _make(vocab)
+    masks.make_permanent(m)
+    return m
+
+
+def _values(scores):
+    return list(scores.values()) if isinstance(scores, dict) else scores
+
+
+def _shapes(model):
+    return surgery.layer_shapes(model)
+
+
+def _seeded_gates(model, granularity):
+    gs = l0.attach(model, granularity)
+    torch.manual_seed(7)
+    with torch.no_grad():
+        for la in gs.all_log_alpha():
+            la.copy_(torch.randn_like(la) * 3)
+    return gs
+
+
+def _save_and_read(model, c, fn):
+    from safetensors.torch import load_file
+
+    out = fn(model, c.tmp / "out")
+    files = sorted(out.glob("*.safetensors"))
+    return [load_file(str(f)) for f in files], [f.stat().st_size for f in files]
+
+
+def _gated_logits(model, c, granularity):
+    with importance.unit_gates(model, granularity) as g:
+        with torch.no_grad():
+            g[0].mul_(0.5)
+        return c.logits(model)
+
+
+def _installed(model, c):
+    gates.install(model, "head", [torch.full((n,), 0.5) for n in importance.unit_counts(model, "head")])
+    return c.logits(model)
+
+
+def _removed(model, c):
+    _installed(model, c)
+    gates.remove(model, "head")
+    return c.logits(model)
+
+
+def _l0_finalized(model, c):
+    _seeded_gates(model, "weight")
+    removed = l0.finalize(model, target=0.6)
+    return c.logits(model), masks.counts(model), removed
+
+
+def _l0_heads_finalized(model, c):
+    _seeded_gates(model, "head+neuron")
+    removed = l0.finalize(model)
+    return c.logits(model), _shapes(model), removed
+
+
+def _prune_to(model, c):
+    reached = masks.prune_to(model, 0.6)
+    return reached, [masks.current_weight(*p) for p in masks.prunable_parameters(model)], c.logits(model)
+
+
+def _apply_masks(model, c):
+    g = torch.Generator().manual_seed(3)
+    pairs = masks.prunable_parameters(model)
+    rounds.apply_masks(model, {"0": torch.rand(masks.current_weight(*pairs[0]).shape, generator=g) > 0.5})
+    return c.logits(model)
+
+
+def _checkpoint(model, c):
+    from safetensors.torch import load_file
+
+    rounds.save_checkpoint(model, c.tok, c.tmp / "round-1")
+    return load_file(str(c.tmp / "round-1" / "model.safetensors")), c.logits(model)
+
+
+def _sparse(model, c):
+    tensors, sizes = _save_and_read(model, c, sparse.save_sparse)
+    return tensors, sizes, c.logits(sparse.load_sparse(c.tmp / "out"))
+
+
+def _saved(model, c):
+    tensors, sizes = _save_and_read(model, c, lambda m, out: modeling.save_model(m, c.tok, out))
+    return tensors, sizes, c.logits(modeling.load_saved(c.tmp / "out"))
+
+
+def _structured(model, c):
+    heads = importance.structure_scores(model, "magnitude", "head")
+    neurons = importance.structure_scores(model, "magnitude", "neuron")
+    done = structured.prune_encoder(model, heads, neurons, 0.3)
+    return done, c.logits(model)
+
+
+def _plan_and_apply(model, c):
+    heads = importance.structure_scores(model, "taylor", "head", c.batches)
+    neurons = importance.structure_scores(model, "taylor", "neuron", c.batches)
+    plan = structured.plan(model, heads, neurons, 0.25)
+    return plan, structured.apply_plan(model, plan), c.logits(model)
+
+
+# entry point -> what it gives on a model; the live and the permanent twin must give the same
+TWINS = {
+    "bench.static_measures": lambda m, c: bench.static_measures(m, c.saved, 16),
+    "distributed.plan_digest": lambda m, c: distributed.plan_digest(m),
+    "finetune.evaluate": lambda m, c: finetune.evaluate(m, c.tok, c.ds, max_len=16),
+    "gates.install": _installed,
+    "gates.remove": _removed,
+    "gates.is_gated": lambda m, c: gates.is_gated(m),
+    "gradual.install_identity_masks": lambda m, c: (gradual.install_identity_masks(m), c.logits(m)),
+    "importance.magnitude": lambda m, c: _values(importance.magnitude(m)),
+    "importance.gradient": lambda m, c: _values(importance.gradient(m, c.batches)),
+    "importance.taylor": lambda m, c: _values(importance.taylor(m, c.batches)),
+    "importance.frozen_movement": lambda m, c: _values(importance.frozen_movement(m, c.batches)),
+    "importance.fisher": lambda m, c: _values(importance.fisher(m, c.batches)),
+    "importance.unit_gates": lambda m, c: _gated_logits(m, c, "neuron"),
+    "importance.unit_counts": lambda m, c: [importance.unit_counts(m, g) for g in ("head", "neuron", "layer")],
+    "importance.gate_gradient": lambda m, c: importance.gate_gradient(m, c.batches, "head"),
+    "importance.gate_fisher": lambda m, c: importance.gate_fisher(m, c.batches, "neuron"),
+    "importance.mean_loss": lambda m, c: importance.mean_loss(m, c.batches),
+    "importance.layer_skip_loss": lambda m, c: importance.layer_skip_loss(m, c.batches),
+    "importance.unit_sums": lambda m, c: importance.unit_sums(m, importance.magnitude(m), "head"),
+    "importance.structure_scores": lambda m, c: importance.structure_scores(m, "taylor", "layer", c.batches),
+    "importance.weight_scores": lambda m, c: _values(importance.weight_scores(m, "fisher", c.batches)),
+    "importance.remove_units": lambda m, c: (importance.remove_units(m, "neuron", {0: [1, 2], 1: [0]}),
+                                             c.logits(m), _shapes(m)),
+    "l0.L0Gates": lambda m, c: float(l0.L0Gates(m, "head+neuron").expected_sparsity()),
+    "l0.attach": lambda m, c: (_seeded_gates(m, "head"), c.logits(m))[1],
+    "l0.finalize": _l0_finalized,
+    "l0.finalize (heads, neurons)": _l0_heads_finalized,
+    "masks.prunable_parameters": lambda m, c: [masks.current_weight(*p).shape for p in masks.prunable_parameters(m)],
+    "masks.prune_to": _prune_to,
+    "masks.make_permanent": lambda m, c: (masks.make_permanent(m), c.logits(m), masks.counts(m)),
+    "masks.counts": lambda m, c: masks.counts(m),
+    "masks.measured": lambda m, c: masks.measured(m, masks.counts(m)),
+    "masks.effective_state_dict": lambda m, c: masks.effective_state_dict(m),
+    "masks.copy_model": lambda m, c: c.logits(masks.copy_model(m)),
+    "modeling.as_pruned": lambda m, c: (modeling.as_pruned(m, [4, 4], [64, 64]).config.heads_per_layer,
+                                        c.logits(m)),
+    "modeling.save_model": _saved,
+    "modeling.consumer_ready": lambda m, c: modeling.consumer_ready(m).config.use_mems_eval,
+    "modeling.check_saveable": lambda m, c: modeling.check_saveable(m),
+    "oneshot.require_classifier": lambda m, c: oneshot.require_classifier(m),
+    "oneshot.score": lambda m, c: _values(oneshot.score(m, oneshot.PruneSpec("taylor", "head", 0.5, score_batches=1),
+                                                        c.tok, c.ds, c.profile)),
+    "oneshot.apply": lambda m, c: (oneshot.apply(m, oneshot.PruneSpec("magnitude", "head", 0.25),
+                                                 importance.structure_scores(m, "magnitude", "head")), c.logits(m)),
+    "oneshot.curve": lambda m, c: oneshot.curve(m, oneshot.PruneSpec("magnitude", "weight", 0.0), [0.5, 0.7],
+                                                importance.magnitude(m), c.loss),
+    "oneshot.sensitivity": lambda m, c: oneshot.sensitivity(m, [0.6], c.loss),
+    "report.parameter_breakdown": lambda m, c: report.parameter_breakdown(m),
+    "report.layer_report": lambda m, c: report.layer_report(m, 16),
+    "report.tensor_sizes": lambda m, c: report.tensor_sizes(m),
+    "rounds.save_checkpoint": _checkpoint,
+    "rounds.apply_masks": _apply_masks,
+    "sparse.save_sparse": _sparse,
+    "structured.encoder_params": lambda m, c: structured.encoder_params(m),
+    "structured.plan": _plan_and_apply,
+    "structured.apply_plan": _plan_and_apply,
+    "structured.prune_encoder": _structured,
+    "surgery.xlnet_layers": lambda m, c: len(surgery.xlnet_layers(m)),
+    "surgery.prune_heads": lambda m, c: (surgery.prune_heads(m, {0: [1]}), c.logits(m), _shapes(m)),
+    "surgery.prune_neurons": lambda m, c: (surgery.prune_neurons(m, {1: [0, 5, 7]}), c.logits(m)),
+    "surgery.drop_layers": lambda m, c: (surgery.drop_layers(m, [0]), c.logits(m)),
+    "surgery.layer_shapes": lambda m, c: _shapes(m),
+}
+
+# entry points that train: live masks keep the pruned entries at zero (the point of keeping them live)
+TRAINING = ("finetune.train_classifier", "importance.movement_finetune", "l0.train_l0")
+
+EXEMPT = {
+    "bench.cuda_peak_memory": "needs a GPU; it only runs forward passes, like bench.static_measures here",
+    "masks.live_masks": "lists the live masks, which a permanent model has none of",
+    "rounds.masks_of": "reads the live masks (that is its job); a permanent model has none",
+}
+
+
+def _same(a, b, where="result"):
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.shape == b.shape, where
+        scale = b.double().abs().max().clamp_min(1e-30) if b.numel() else 1.0   # gradients can be ~1e-9
+        torch.testing.assert_close(a.double() / scale, b.double() / scale, rtol=1e-5, atol=1e-5, msg=where)
+    elif isinstance(a, dict):
+        assert list(a) == list(b) if all(isinstance(k, str) for k in a) else len(a) == len(b), where
+        for (ka, va), vb in zip(a.items(), b.values()):
+            _same(va, vb, f"{where}[{ka}]")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _same(x, y, f"{where}[{i}]")
+    elif isinstance(a, float):
+        assert a == pytest.approx(b, rel=1e-5, abs=1e-7), where
+    else:
+        assert a == b, where
+
+
+@pytest.mark.parametrize("name", sorted(TWINS))
+def test_entry_point_on_live_masks_equals_permanent(twins, name):
+    (live, c_live), (permanent, c_perm) = twins
+    _same(TWINS[name](live, c_live), TWINS[name](permanent, c_perm), name)
+
+
+@pytest.mark.parametrize("name", TRAINING)
+def test_training_keeps_live_masks(small_tokenizer, tmp_path, name):
+    model = _make(len(small_tokenizer))
+    c = Ctx(small_tokenizer, tmp_path, None)
+    pruned = [masks.current_mask(*p) == 0 for p in masks.prunable_parameters(model)]
+    enc = {"train": finetune.tokenize_split(c.ds, c.tok, 16)}
+    if name == "finetune.train_classifier":
+        finetune.train_classifier(model, c.tok, enc, c.profile, 0, 1.0, progress=False, steps=2)
+    elif name == "importance.movement_finetune":
+        scores = importance.movement_finetune(model, c.tok, c.ds, c.profile, 2)
+        assert all(bool(s.abs().sum() > 0) for s in scores.values())
+    else:
+        l0.train_l0(model, c.tok, enc, c.profile, 0, "neuron", lam=0.5, progress=False)
+        l0.finalize(model)
+    for p, gone in zip(masks.prunable_parameters(model), pruned):
+        assert not masks.current_weight(*p)[gone].any(), p
+    assert masks.live_masks(model)
+
+
+def test_the_issue_inputs(twins):
+    """The three failures reported: surgery on a masked model, its sparse file, copying it after a forward."""
+    (live, c), (permanent, _) = twins
+    a = sparse.save_sparse(live, c.tmp / "a")
+    b = sparse.save_sparse(permanent, c.tmp / "b")
+    assert (a / sparse.SPARSE_FILE).stat().st_size == (b / sparse.SPARSE_FILE).stat().st_size
+    _same(c.logits(sparse.load_sparse(a)), c.logits(live))
+    clone = masks.copy_model(live)                          # plain deepcopy raises on the non-leaf weights
+    surgery.prune_heads(clone, {0: [1]})
+    surgery.prune_heads(permanent, {0: [1]})
+    _same(c.logits(clone), c.logits(permanent))
+    _same(c.logits(live), c.logits(_make(len(c.tok))))   # copying left the original as it was
+
+
+def _public_model_functions():
+    found = set()
+    for info in pkgutil.iter_modules(xlprune_lib.__path__):
+        if info.name == "__main__":
+            continue
+        module = importlib.import_module(f"xlprune_lib.{info.name}")
+        for name, obj in vars(module).items():
+            if name.startswith("_") or not callable(obj) or getattr(obj, "__module__", None) != module.__name__:
+                continue
+            try:
+                params = list(inspect.signature(obj).parameters)
+            except (TypeError, ValueError):
+                continue
+            if params and params[0] == "model":
+                found.add(f"{info.name}.{name}")
+    return found
+
+
+def test_every_public_model_entry_point_is_covered():
+    covered = {n.split(" ")[0] for n in TWINS} | set(TRAINING) | set(EXEMPT)
+    missing = _public_model_functions() - covered
+    assert not missing, f"public functions taking a model without a live-mask test: {sorted(missing)}"
+    assert not covered - _public_model_functions(), "the lists name functions that no longer exist"
