@@ -107,7 +107,22 @@ def remove(model, granularity: str, keep_values: bool = False) -> None:
         name = _tensor_name(module, name)
         if parametrize.is_parametrized(module, name) and any(
                 isinstance(p, AxisGate) for p in module.parametrizations[name]):
-            parametrize.remove_parametrizations(module, name, leave_parametrized=keep_values)
+            unparametrize(module, name, keep_values)
+
+
+def unparametrize(module, name: str, keep_values: bool = False) -> None:
+    """``parametrize.remove_parametrizations`` that leaves deep copies of ``module`` alone.
+
+    ``parametrize`` swaps a module's class for a generated subclass holding one property per parametrized
+    tensor, and ``copy.deepcopy`` keeps that class, so a module and its copy share it; removing a
+    parametrization deletes the property from the class, which would break the other one. The module gets its
+    own copy of the class first.
+    """
+    cls = type(module)
+    if parametrize.is_parametrized(module):
+        namespace = {k: v for k, v in vars(cls).items() if k not in ("__dict__", "__weakref__")}
+        module.__class__ = type(cls.__name__, cls.__bases__, namespace)
+    parametrize.remove_parametrizations(module, name, leave_parametrized=keep_values)
 
 
 def is_gated(model) -> bool:

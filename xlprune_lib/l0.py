@@ -213,7 +213,7 @@ def finalize(model, target: float | None = None) -> dict:
     with torch.no_grad():
         for (m, n), g in zip(prunable_parameters(model), gates.weights):
             name = unit_gate._tensor_name(m, n)
-            parametrize.remove_parametrizations(m, name, leave_parametrized=False)
+            unit_gate.unparametrize(m, name)
             getattr(m, name).mul_(values[id(g)])
         for kind, group, cut in (("head", gates.heads, prune_heads), ("neuron", gates.neurons, prune_neurons)):
             if not group:
