@@ -170,7 +170,8 @@ def final_gates(gates: L0Gates, target: float | None = None) -> list[torch.Tenso
     Without ``target``: the deterministic test-time gates (eq. 13); units whose gate is exactly 0 are removed.
     With ``target``: units are ranked by ``log_alpha`` (the order of ``P(z != 0)``, eq. 12) and the lowest go,
     each removing the prunable parameters it owns, until ``target`` of the prunable set is removed as closely
-    as whole units allow (as CoFi, Xia et al. 2022, finalizes to its target). Kept units keep their test-time
+    as whole units allow (:func:`_lowest_within`; CoFi, Xia et al. 2022, likewise finalizes to a count of
+    units). A target beyond what the gated units own removes them all. Kept units keep their test-time
     value; a kept unit whose test-time gate is 0 is scaled by ``P(z != 0)`` instead, so that it stays.
     """
     groups = gates.all_gates()
@@ -181,19 +182,32 @@ def final_gates(gates: L0Gates, target: float | None = None) -> list[torch.Tenso
         alpha = torch.cat([g.log_alpha.reshape(-1) for g, _ in groups])
         cost = torch.cat([torch.full((g.log_alpha.numel(),), float(c)) for g, c in groups])
         order = torch.argsort(alpha, stable=True)
-        removed = torch.cumsum(cost[order].double(), 0)
         need = target * gates.total
-        k = int((removed <= need).sum())
-        if k < len(removed) and removed[k] - need < need - (removed[k - 1] if k else 0.0):
-            k += 1
         keep = torch.ones(len(alpha), dtype=torch.bool)
-        keep[order[:k]] = False
+        keep[_lowest_within(order, cost, need)] = False
         out, start = [], 0
         for (g, _), zg in zip(groups, z):
             kg = keep[start:start + zg.numel()].view_as(zg)
             start += zg.numel()
             out.append(torch.where(kg, torch.where(zg > 0, zg, g.prob_nonzero()), torch.zeros_like(zg)))
         return out
+
+
+def _lowest_within(order: torch.Tensor, cost: torch.Tensor, need: float) -> torch.Tensor:
+    """Units to remove, taken in ``order``, whose costs add up to ``need`` as closely as whole units allow.
+
+    Equal costs (weights): the first ``round(need / cost)``. Mixed costs (a head owns many more parameters than
+    a neuron): a unit that would overshoot is skipped and kept, and the smaller units after it fill the rest.
+    """
+    if bool((cost == cost[0]).all()):
+        return order[:min(len(order), round(need / float(cost[0])))]
+    removed, chosen = 0.0, []
+    for i in order.tolist():
+        c = float(cost[i])
+        if removed + c <= need + c / 2:
+            chosen.append(i)
+            removed += c
+    return torch.tensor(chosen, dtype=torch.long)
 
 
 def finalize(model, target: float | None = None) -> dict:
