@@ -199,14 +199,18 @@ def atomic_dir(target: Path | str, replace: bool = False):
         raise fs_error(target, exc) from None
     try:
         yield tmp
-        if target.exists():
+        if target.exists():              # an empty folder, or one the caller replaces: swap, keep it on failure
             old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
-            os.replace(target, old / "x")
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
+            try:
+                os.replace(target, old / "x")
+                try:
+                    os.replace(tmp, target)
+                except OSError:
+                    os.replace(old / "x", target)
+                    raise
+            finally:
+                shutil.rmtree(old, ignore_errors=True)
         else:
-            if target.is_dir():          # empty: rename cannot replace a folder on every platform
-                target.rmdir()
             os.replace(tmp, target)
     except OSError as exc:
         raise fs_error(target, exc) from None
