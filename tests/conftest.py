@@ -67,6 +67,20 @@ def tiny_config(**overrides):
     return XLNetConfig(**kw)
 
 
+def padded_batch(lengths, labels, seed=0, vocab=120):
+    """A left-padded batch (as XLNet pads) of random token ids with the given lengths, with labels."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    seq = max(lengths)
+    ids = torch.full((len(lengths), seq), 5)
+    mask = torch.zeros(len(lengths), seq, dtype=torch.long)
+    for i, n in enumerate(lengths):
+        ids[i, seq - n:] = torch.randint(10, vocab, (n,), generator=g)
+        mask[i, seq - n:] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor(labels)}
+
+
 @pytest.fixture
 def tiny_classifier():
     import torch

@@ -82,8 +82,12 @@ def test_every_way_of_saving_a_classifier_serves_consumers(tiny_classifier, tmp_
     with torch.no_grad():
         assert modeling.load_saved(tmp_path / "old")(**inputs).mems is None
     sparse.save_sparse(tiny_classifier, tmp_path / "sparse")
-    assert json.loads((tmp_path / "sparse" / "config.json").read_text())["use_mems_eval"] is False
+    cfg_path = tmp_path / "sparse" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    assert cfg["use_mems_eval"] is False
+    cfg_path.write_text(json.dumps({**cfg, "use_mems_eval": True}))     # a sparse folder from an older version
     with torch.no_grad():
         assert sparse.load_sparse(tmp_path / "sparse")(**inputs).mems is None
     modeling.save_model(tiny_classifier, None, tmp_path / "saved")
     assert json.loads((tmp_path / "saved" / "config.json").read_text())["use_mems_eval"] is False
+    assert tiny_classifier.config.use_mems_eval is True      # saving did not change the model in memory

@@ -70,9 +70,10 @@ def test_delivery_record():
 
 
 @pytest.mark.slow
-def test_l0_target_on_smoke_is_delivered_with_the_default_epoch(smoke_runs, tmp_path):
+@pytest.mark.parametrize("granularity", ["head+neuron", "weight"])
+def test_l0_target_on_smoke_is_delivered_with_the_default_epoch(smoke_runs, tmp_path, granularity):
     out = tmp_path / "l0"
-    proc = run("prune", "--model", str(smoke_runs["ft"]), "--method", "l0", "--granularity", "head+neuron",
+    proc = run("prune", "--model", str(smoke_runs["ft"]), "--method", "l0", "--granularity", granularity,
                "--sparsity", "0.5", "--out", str(out), "--quiet", timeout=900)
     assert proc.returncode == 0, proc.stderr
     before = counts(load_saved(smoke_runs["ft"]))["prunable"]

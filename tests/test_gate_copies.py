@@ -79,3 +79,13 @@ def test_head_gate_equals_masking_the_attention_vector(model):
         gated = logits(model)
     surgery.prune_heads(model, {0: [2]})
     torch.testing.assert_close(logits(model), gated, rtol=1e-5, atol=1e-6)
+
+
+def test_tensor_gates_are_buffers_of_the_model(model):
+    """Plain-tensor gates (not parameters) still move with the model and are in its state."""
+    gates.install(model, "neuron", [torch.full((64,), 0.5), torch.full((64,), 0.5)])
+    gates.install(model, "layer", [torch.tensor(1.0), torch.tensor(0.5)])
+    keys = [k for k in model.state_dict() if k.endswith(".gate")]
+    assert len(keys) == 4, keys
+    model.double()
+    assert all(model.state_dict()[k].dtype == torch.float64 for k in keys)

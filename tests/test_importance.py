@@ -1,23 +1,12 @@
 """Importance scores on tiny random XLNets, checked against independent computations."""
 import pytest
 import torch
+from conftest import padded_batch as _batch
 from conftest import tiny_config
 
 from xlprune_lib import importance, surgery
 from xlprune_lib.config import UserError
 from xlprune_lib.masks import prunable_parameters, prune_to
-
-
-def _batch(lengths, labels, seed=0, vocab=120):
-    """A left-padded batch (as XLNet pads) of random token ids with the given lengths."""
-    g = torch.Generator().manual_seed(seed)
-    seq = max(lengths)
-    ids = torch.full((len(lengths), seq), 5)
-    mask = torch.zeros(len(lengths), seq, dtype=torch.long)
-    for i, n in enumerate(lengths):
-        ids[i, seq - n:] = torch.randint(10, vocab, (n,), generator=g)
-        mask[i, seq - n:] = 1
-    return {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor(labels)}
 
 
 @pytest.fixture

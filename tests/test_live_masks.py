@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import padded_batch, tiny_config
 
 import xlprune_lib
 from xlprune_lib import (bench, distributed, finetune, gates, gradual, importance, l0, masks, modeling, oneshot,
@@ -21,17 +21,6 @@ from xlprune_lib.config import get_profile
 
 TEXTS = ["a moving, funny film", "dull and far too long", "the cast is wonderful", "a mess of a script",
          "beautifully shot", "nothing works here", "i loved every minute", "tedious"]
-
-
-def _batch(lengths, labels, seed, vocab):
-    g = torch.Generator().manual_seed(seed)
-    seq = max(lengths)
-    ids = torch.full((len(lengths), seq), 5)
-    mask = torch.zeros(len(lengths), seq, dtype=torch.long)
-    for i, n in enumerate(lengths):
-        ids[i, seq - n:] = torch.randint(10, vocab, (n,), generator=g)
-        mask[i, seq - n:] = 1
-    return {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor(labels)}
 
 
 def _make(vocab: int):
@@ -50,7 +39,7 @@ class Ctx:
 
         vocab = len(tok)
         self.tok, self.tmp, self.saved = tok, tmp, saved
-        self.batches = [_batch([7, 4, 9], [0, 1, 1], 1, vocab), _batch([5, 8], [1, 0], 2, vocab)]
+        self.batches = [padded_batch([7, 4, 9], [0, 1, 1], 1, vocab), padded_batch([5, 8], [1, 0], 2, vocab)]
         self.inputs = {k: v for k, v in self.batches[0].items() if k != "labels"}
         self.ds = Dataset.from_dict({"text": TEXTS, "label": [1, 0, 1, 0, 1, 0, 1, 0]})
         self.profile = get_profile("smoke")
@@ -184,8 +173,50 @@ def _plan_and_apply(model, c):
     return plan, structured.apply_plan(model, plan), c.logits(model)
 
 
+def _signed(model, seed=5):
+    """Signed (movement-like) scores, the same for both twins: zeros already written in must still go first."""
+    g = torch.Generator().manual_seed(seed)
+    return {p: torch.randn(masks.current_weight(*p).shape, generator=g) for p in masks.prunable_parameters(model)}
+
+
+def _timed(model, c, fn):
+    """Timings differ run to run: what must agree is what was timed."""
+    out = fn({"m": model})
+    return sorted(out), [len(v) if isinstance(v, list) else sorted(v) for v in out.values()]
+
+
+def _unparametrized(model, c):
+    gates.install(model, "neuron", [torch.full((n,), 0.5) for n in importance.unit_counts(model, "neuron")])
+    for layer in surgery.xlnet_layers(model):
+        ff = layer.ff.layer_2
+        gates.unparametrize(ff, "weight_orig" if hasattr(ff, "weight_orig") else "weight", keep_values=True)
+    return c.logits(model)
+
+
+def _evaluator(model, c):
+    ev = finetune.Evaluator(c.tok, {"x": c.ds}, 16)
+    return ev(model), ev.split(model, "x")
+
+
 # entry point -> what it gives on a model; the live and the permanent twin must give the same
 TWINS = {
+    "masks.prune_to (signed scores)": lambda m, c: (masks.prune_to(m, 0.6, _signed(m)), c.logits(m),
+                                                    [masks.current_weight(*p) for p in masks.prunable_parameters(m)]),
+    "masks.prune_to (signed, local)": lambda m, c: (masks.prune_to(m, 0.6, _signed(m), scope="local"), c.logits(m)),
+    "oneshot.apply (movement weights)": lambda m, c: (oneshot.apply(m, oneshot.PruneSpec("movement", "weight", 0.7),
+                                                                    _signed(m)), c.logits(m)),
+    "masks.current_weight": lambda m, c: [masks.current_weight(*p) for p in masks.prunable_parameters(m)],
+    "bench.time_alternating": lambda m, c: _timed(m, c, lambda ms: bench.time_alternating(ms, c.inputs, 1, 2, "cpu")),
+    "bench.latency_sweep": lambda m, c: _timed(m, c, lambda ms: bench.latency_sweep(ms, len(c.tok), 2, 8, 1, 2)),
+    "finetune.Evaluator.__call__": _evaluator,
+    "finetune.Evaluator.split": _evaluator,
+    "gates.GatedLayer": lambda m, c: (gates.install(m, "layer", [torch.tensor(0.5), torch.tensor(0.7)]),
+                                      c.logits(m)),
+    "gates.unparametrize": _unparametrized,
+    "report.effective_parameters": lambda m, c: dict(sorted(report.effective_parameters(m))),
+    "report.layer_flops": lambda m, c: [report.layer_flops(layer, 16) for layer in surgery.xlnet_layers(m)],
+    "structured.head_params": lambda m, c: [structured.head_params(la) for la in surgery.xlnet_layers(m)],
+    "structured.neuron_params": lambda m, c: [structured.neuron_params(la) for la in surgery.xlnet_layers(m)],
     "bench.static_measures": lambda m, c: bench.static_measures(m, c.saved, 16),
     "distributed.plan_digest": lambda m, c: distributed.plan_digest(m),
     "finetune.evaluate": lambda m, c: finetune.evaluate(m, c.tok, c.ds, max_len=16),
@@ -255,6 +286,9 @@ TRAINING = ("finetune.train_classifier", "importance.movement_finetune", "l0.tra
 
 EXEMPT = {
     "bench.cuda_peak_memory": "needs a GPU; it only runs forward passes, like bench.static_measures here",
+    "masks.current_mask": "returns the mask itself; a permanent model has none (all ones)",
+    "l0.L0Trainer.create_optimizer": "run by l0.train_l0 in test_training_keeps_live_masks",
+    "l0.L0Trainer.compute_loss": "run by l0.train_l0 in test_training_keeps_live_masks",
     "masks.live_masks": "lists the live masks, which a permanent model has none of",
     "rounds.masks_of": "reads the live masks (that is its job); a permanent model has none",
 }
@@ -318,7 +352,11 @@ def test_the_issue_inputs(twins):
     _same(c.logits(live), c.logits(_make(len(c.tok))))   # copying left the original as it was
 
 
+MODEL_ARGS = ("model", "module", "layer", "models")   # a model, one of its modules or layers, several models
+
+
 def _public_model_functions():
+    """``module.function`` (and ``module.Class.method``) of every public callable whose first argument is a model."""
     found = set()
     for info in pkgutil.iter_modules(xlprune_lib.__path__):
         if info.name == "__main__":
@@ -327,12 +365,17 @@ def _public_model_functions():
         for name, obj in vars(module).items():
             if name.startswith("_") or not callable(obj) or getattr(obj, "__module__", None) != module.__name__:
                 continue
-            try:
-                params = list(inspect.signature(obj).parameters)
-            except (TypeError, ValueError):
-                continue
-            if params and params[0] == "model":
-                found.add(f"{info.name}.{name}")
+            candidates = [(name, obj)]
+            if inspect.isclass(obj):
+                candidates += [(f"{name}.{m}", f) for m, f in vars(obj).items()
+                               if callable(f) and (not m.startswith("_") or m == "__call__")]
+            for label, fn in candidates:
+                try:
+                    params = [p for p in inspect.signature(fn).parameters if p != "self"]
+                except (TypeError, ValueError):
+                    continue
+                if params and params[0] in MODEL_ARGS:
+                    found.add(f"{info.name}.{label}")
     return found
 
 

@@ -2,6 +2,7 @@
 and filesystem errors end with one line naming the path and exit code 2, no traceback."""
 import errno
 import os
+from pathlib import Path
 
 import pytest
 
@@ -127,3 +128,34 @@ def test_a_full_disk_leaves_nothing_half_written(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "replace", real)
     assert (target / "weights").read_text() == "v1"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_a_failed_swap_keeps_the_previous_result(tmp_path, monkeypatch):
+    target = tmp_path / "run"
+    with config.atomic_dir(target) as tmp:
+        (tmp / "weights").write_text("v1")
+    real = os.replace
+
+    def new_one_fails(src, dst):          # the old folder moves aside, the new one cannot move in
+        if ".tmp-" in str(src):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", new_one_fails)
+    with pytest.raises(UserError, match="No space left"):
+        with config.atomic_dir(target, replace=True) as tmp:
+            (tmp / "weights").write_text("v2")
+    assert (target / "weights").read_text() == "v1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+    def nothing_moves_back(src, dst):     # not even the old one: it is kept aside, and the message says where
+        if ".tmp-" in str(src) or ".old-" in str(src):
+            raise OSError(errno.EIO, os.strerror(errno.EIO), str(dst))
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", nothing_moves_back)
+    with pytest.raises(UserError, match="is kept at") as info:
+        with config.atomic_dir(target, replace=True) as tmp:
+            (tmp / "weights").write_text("v3")
+    kept = Path(str(info.value).rsplit("kept at ", 1)[1])
+    assert (kept / "weights").read_text() == "v1"

@@ -200,16 +200,7 @@ def atomic_dir(target: Path | str, replace: bool = False):
     try:
         yield tmp
         if target.exists():              # an empty folder, or one the caller replaces: swap, keep it on failure
-            old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
-            try:
-                os.replace(target, old / "x")
-                try:
-                    os.replace(tmp, target)
-                except OSError:
-                    os.replace(old / "x", target)
-                    raise
-            finally:
-                shutil.rmtree(old, ignore_errors=True)
+            _swap(tmp, target)
         else:
             os.replace(tmp, target)
     except OSError as exc:
@@ -217,6 +208,28 @@ def atomic_dir(target: Path | str, replace: bool = False):
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _swap(new: Path, target: Path) -> None:
+    """Replace the folder ``target`` by ``new``; if that fails, put the old one back, and if even that fails keep
+    it beside ``target`` and say where (never delete it)."""
+    old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
+    try:
+        os.replace(target, old / "x")
+    except OSError:
+        old.rmdir()
+        raise
+    try:
+        os.replace(new, target)
+    except OSError as exc:
+        try:
+            os.replace(old / "x", target)
+        except OSError:
+            raise UserError(f"cannot write {target}: {exc.strerror or exc}; the previous {target.name} is kept at "
+                            f"{old / 'x'}") from None
+        old.rmdir()
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_text_atomic(path: Path | str, text: str) -> None:

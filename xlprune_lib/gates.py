@@ -21,6 +21,7 @@ multiplies the gated tensor by the mask), so gates and live masks combine.
 """
 from __future__ import annotations
 
+import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
@@ -34,6 +35,15 @@ def gate_value(gate):
     return gate() if isinstance(gate, nn.Module) else gate
 
 
+def _own(module: nn.Module, gate) -> None:
+    """Make ``gate`` part of ``module``: a module or parameter as itself, a plain tensor as a buffer (so that
+    ``state_dict`` and ``.to()`` see it too)."""
+    if isinstance(gate, torch.Tensor) and not isinstance(gate, nn.Parameter):
+        module.register_buffer("gate", gate)
+    else:
+        module.gate = gate
+
+
 class AxisGate(nn.Module):
     """Parametrization ``W -> W * xi`` with ``xi`` broadcast along axis ``axis`` of ``W``.
 
@@ -43,7 +53,8 @@ class AxisGate(nn.Module):
 
     def __init__(self, gate, axis: int):
         super().__init__()
-        self.gate, self.axis = gate, axis
+        _own(self, gate)
+        self.axis = axis
 
     def forward(self, w):
         shape = [1] * w.dim()
@@ -56,7 +67,8 @@ class GatedLayer(nn.Module):
 
     def __init__(self, layer: nn.Module, gate):
         super().__init__()
-        self.layer, self.gate = layer, gate
+        self.layer = layer
+        _own(self, gate)
 
     def forward(self, output_h, output_g=None, *args, **kwargs):
         out = self.layer(output_h, output_g, *args, **kwargs)

@@ -361,18 +361,32 @@ def weight_scores(model, method: str, batches=None, movement: dict | None = None
 
 # --- choosing what to remove ---------------------------------------------------------------------------
 
+def layer_normalized(scores) -> list[torch.Tensor]:
+    """Per-layer unit scores divided by their layer's L2 norm (Michel et al. 2019, Sec. 4.2), so that a layer
+    with large gradients does not keep everything, for non-negative scores.
+
+    Signed scores (movement, Sanh et al. 2020) are returned as given: their sign and size are the ranking
+    (the most negative goes first), and dividing each layer by its own norm would re-weigh the layers and let a
+    unit at -1 go before one at -100.
+    """
+    scores = [s.float() for s in scores]
+    if any(bool((s < 0).any()) for s in scores):
+        return scores
+    return [s / (s.norm() + 1e-12) for s in scores]
+
+
 def lowest_units(scores, fraction: float, normalize: bool = True) -> dict[int, list[int]] | list[int]:
     """The ``round(fraction * total)`` lowest-scoring units, ranked across all layers at once.
 
-    Heads / neurons (a list of per-layer tensors) give ``{layer: [indices]}``; with ``normalize`` each layer's
-    scores are first divided by their L2 norm, as Michel et al. 2019 (Sec. 4.2) do for heads so that layers
-    with large gradients do not keep everything. Layers (one 1-D tensor) give a list of layer indices.
+    Heads / neurons (a list of per-layer tensors) give ``{layer: [indices]}``; with ``normalize`` non-negative
+    scores are first divided by their layer's L2 norm (:func:`layer_normalized`; signed scores are ranked as
+    given). Layers (one 1-D tensor) give a list of layer indices.
     """
     check_sparsity(fraction)
     if isinstance(scores, torch.Tensor):
         k = round(fraction * len(scores))
         return sorted(torch.argsort(scores.float(), stable=True)[:k].tolist())
-    per_layer = [s.float() / (s.float().norm() + 1e-12) if normalize else s.float() for s in scores]
+    per_layer = layer_normalized(scores) if normalize else [s.float() for s in scores]
     flat = torch.cat(per_layer)
     owner = torch.cat([torch.full((len(s),), i) for i, s in enumerate(per_layer)])
     index = torch.cat([torch.arange(len(s)) for s in per_layer])

@@ -7,6 +7,13 @@ new mask on the old one (a ``PruningContainer``), so sparsity only grows. This m
 top: the default prunable set (the five 3-D attention projections and the two FFN matrices of every layer),
 local (per-tensor) and global (one threshold across the set) rules driven by any importance score, targets
 given as the *total* sparsity to reach, and sparsity counted from the masks themselves.
+
+Live masks everywhere. Every public function of the library that takes a model works on a model whose masks
+are still live and returns what it returns on the same model made permanent (``tests/test_live_masks.py``
+runs each one both ways): surgery slices ``w_orig`` and ``w_mask`` alike, savers write the masked tensors
+(:func:`effective_state_dict`), scores differentiate the weights the forward pass used, copies go through
+:func:`copy_model`. Two kinds differ by design: training keeps masked entries at zero (that is what a live
+mask is for), and :func:`live_masks` / ``rounds.masks_of`` report the masks themselves.
 """
 from __future__ import annotations
 
@@ -108,14 +115,17 @@ def prune_to(model, target: float, scores: dict | None = None, scope: str = "glo
     magnitude pruning, Han et al. 2015). Scores are ranked as given, signed ones included (:class:`LowestScore`):
     the most negative movement score goes first. ``scope="local"`` removes the same fraction from every tensor;
     ``"global"`` ranks all entries of the set against one threshold. Cumulative: earlier zeros stay, because
-    ``torch.nn.utils.prune`` only ranks the entries its previous masks left.
+    ``torch.nn.utils.prune`` only ranks the entries its previous masks left, and weights that are already exactly
+    zero (pruned earlier and made permanent) count as pruned and are masked first, whatever their score, so a
+    model gets the same masks whether its earlier pruning is live or written in. Returns the zero fraction of
+    the prunable weights the forward pass now uses (at least ``target``).
     """
     check_sparsity(target)
     if scope not in SCOPES:
         raise UserError(f"unknown scope {scope!r}; valid scopes: {', '.join(SCOPES)}")
     pairs = pairs if pairs is not None else prunable_parameters(model)
     scores = scores or {}
-    importance = {p: scores.get(p, current_weight(*p).detach().abs()) for p in pairs}
+    importance = {p: _zeros_first(p, scores.get(p)) for p in pairs}
     if scope == "global":
         n_total = sum(current_mask(*p).numel() for p in pairs)
         amount = _amount_of_remaining(target, sparsity(pairs), n_total)
@@ -125,7 +135,14 @@ def prune_to(model, target: float, scores: dict | None = None, scope: str = "glo
             n = current_mask(*p).numel()
             amount = _amount_of_remaining(target, sparsity([p]), n)
             LowestScore.apply(p[0], p[1], amount, importance_scores=importance[p])
-    return sparsity(pairs)
+    return weight_sparsity(pairs)
+
+
+def _zeros_first(pair, score: torch.Tensor | None) -> torch.Tensor:
+    """``score`` (default ``|w|``) with ``-inf`` where the weight is already exactly zero."""
+    w = current_weight(*pair).detach()
+    score = (w.abs() if score is None else score).float()
+    return torch.where(w == 0, torch.full_like(score, float("-inf")), score)
 
 
 def make_permanent(model, pairs=None) -> None:

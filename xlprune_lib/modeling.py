@@ -14,6 +14,7 @@ with ``AutoConfig`` / ``AutoModel*``, so ``AutoModelForSequenceClassification.fr
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from huggingface_hub.dataclasses import strict
@@ -211,8 +212,7 @@ def save_model(model, tokenizer, out: Path | str, extra_files: dict | None = Non
 
     out = Path(out)
     check_saveable(model)
-    consumer_ready(model)
-    with atomic_dir(out, replace=replace) as tmp:
+    with atomic_dir(out, replace=replace) as tmp, _saved_config(model):
         # live masks are saved as the masked tensors, exactly like the model made permanent
         model.save_pretrained(str(tmp), safe_serialization=True, state_dict=effective_state_dict(model))
         if tokenizer is not None:
@@ -220,6 +220,18 @@ def save_model(model, tokenizer, out: Path | str, extra_files: dict | None = Non
         for name, payload in (extra_files or {}).items():
             write_json_atomic(tmp / name, payload)
     return out
+
+
+@contextlib.contextmanager
+def _saved_config(model):
+    """The config as it is saved (:func:`consumer_ready`); the model in memory is left as it was."""
+    before = getattr(model.config, "use_mems_eval", None)
+    consumer_ready(model)
+    try:
+        yield
+    finally:
+        if before is not None:
+            model.config.use_mems_eval = before
 
 
 def consumer_ready(model):

@@ -89,15 +89,23 @@ def check_table(path: Path) -> list[str]:
 
 
 def collect(src, dest=None) -> list[Path]:
-    """Copy every table in ``src`` (a ``tables`` folder) to ``dest`` (``data/results``), checked, atomically."""
+    """Copy every table in ``src`` (a ``tables`` folder) to ``dest`` (``data/results``), checked, atomically.
+
+    A file of the same name in ``dest`` that is not an xlprune table (no ``.provenance.json`` beside it) is
+    refused before anything is written.
+    """
     src, dest = Path(src), Path(dest or results_dir())
     names = [n for n in TABLES if (src / f"{n}.csv").is_file()]
     if missing := [n for n in TABLES if n not in names]:
         raise UserError(f"{src} lacks the tables {', '.join(missing)}: did every chapter run?")
     ensure_dir(dest, "results folder")
+    for name in names:                   # everything is checked before anything is written
+        check_table(src / f"{name}.csv")
+        if (dest / f"{name}.csv").exists() and not (dest / f"{name}.provenance.json").is_file():
+            raise UserError(f"{dest / f'{name}.csv'} is not an xlprune results table (no provenance beside it); "
+                            "nothing was changed: choose another --dest")
     written = []
     for name in names:
-        check_table(src / f"{name}.csv")
         for suffix in (".csv", ".provenance.json"):
             write_text_atomic(dest / f"{name}{suffix}", (src / f"{name}{suffix}").read_text())
         written.append(dest / f"{name}.csv")

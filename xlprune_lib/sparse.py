@@ -87,7 +87,7 @@ def load_sparse(folder: Path | str):
     """The model saved by :func:`save_sparse`, every tensor restored exactly, in eval mode."""
     from safetensors import safe_open
 
-    from .modeling import saved_class
+    from .modeling import consumer_ready, saved_class
 
     folder = Path(folder)
     path = folder / SPARSE_FILE
@@ -111,7 +111,7 @@ def load_sparse(folder: Path | str):
             state[name] = state[m["alias"]]
     model = cls(config)
     model.load_state_dict(state, strict=True)
-    return model.eval()
+    return consumer_ready(model).eval()
 
 
 def load_model(folder: Path | str):

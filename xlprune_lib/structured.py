@@ -10,7 +10,8 @@ How the budget is split: a head and a neuron are scored with the same importance
 but their scores are on different scales, so they are ranked within their own kind. Attention and FFN each
 give up the same share of their removable parameters, chosen so that the parameters removed in all reach
 ``f`` of the encoder; within a kind the lowest-scoring units go first, ranked across layers after each
-layer's scores are divided by their L2 norm (Michel et al. 2019, Sec. 4.2). Layers may end up with different
+layer's non-negative scores are divided by their L2 norm (Michel et al. 2019, Sec. 4.2; signed movement
+scores are ranked as given). Layers may end up with different
 widths; a layer may lose every head (see ``surgery``). L0 gates on heads and neurons (``l0.py``, granularity
 ``head+neuron``, after CoFi, Xia et al. 2022) learn the split instead of fixing it.
 
@@ -51,10 +52,13 @@ def encoder_params(model) -> int:
 
 
 def _ranked(scores) -> list[tuple[int, int]]:
-    """``(layer, unit)`` from lowest to highest score, every layer's scores first divided by their L2 norm."""
+    """``(layer, unit)`` from lowest to highest score, non-negative scores first divided by their layer's L2 norm
+    (``importance.layer_normalized``; signed scores are ranked as given)."""
+    from .importance import layer_normalized
+
     if not any(len(s) for s in scores):
         return []
-    flat = torch.cat([s.float() / (s.float().norm() + 1e-12) for s in scores])
+    flat = torch.cat(layer_normalized(scores))
     owner = [(li, u) for li, s in enumerate(scores) for u in range(len(s))]
     return [owner[i] for i in torch.argsort(flat, stable=True).tolist()]
 
