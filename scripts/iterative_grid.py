@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import sys
-from pathlib import Path
 
 
 def main(argv=None) -> int:
-    from xlprune_lib.config import UserError, get_profile
+    from xlprune_lib.config import UserError, get_profile, write_text_atomic
     from xlprune_lib.finetune import finetune
     from xlprune_lib.iterative import IterSpec, iterate
     from xlprune_lib.report import git_commit
@@ -77,11 +77,15 @@ def main(argv=None) -> int:
         print(f"  {name:<22}" + (f"{best['final_sparsity']:.3f} (test {best['final_test']:.4f}, "
                                  f"{best['wall_seconds']:.0f} s)" if best else "none"))
     if a.csv:
-        Path(a.csv).parent.mkdir(parents=True, exist_ok=True)
-        with open(a.csv, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+        try:
+            write_text_atomic(a.csv, buffer.getvalue())   # never half a table
+        except UserError as exc:
+            print(f"iterative_grid: {exc}", file=sys.stderr)
+            return 2
     return 0
 
 
