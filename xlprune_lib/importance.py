@@ -270,6 +270,12 @@ def unit_counts(model, granularity: str) -> list:
     raise UserError(f"gates exist for heads, neurons and layers, not {granularity!r}")
 
 
+def total_units(model, granularity: str) -> int:
+    """Heads, neurons or layers of the whole model as it is now (counted from the tensors)."""
+    per_layer = unit_counts(model, granularity)
+    return len(per_layer) if granularity == "layer" else sum(per_layer)
+
+
 def gate_gradient(model, batches, granularity: str) -> list[torch.Tensor]:
     """Michel et al. 2019, eq. 2: ``mean_b |dL_b / d xi|`` for every head / neuron / layer gate."""
     with unit_gates(model, granularity) as gates:

@@ -28,7 +28,7 @@ from .config import UserError, write_json_atomic
 from .distributed import (average_across_ranks, barrier, identical_across_ranks, init_distributed, is_main,
                           plan_digest, rank_and_world)
 from .gradual import GRADUAL_METHODS
-from .importance import GRADIENT_METHODS, MovementCallback, check_method, unit_counts
+from .importance import GRADIENT_METHODS, MovementCallback, check_method, total_units, unit_counts
 from .masks import SCOPES, check_sparsity, counts, measured, prunable_parameters, prune_to
 from .rounds import RUN, SUMMARY, append_record, claim, load_checkpoint, read_records, save_checkpoint
 from .schedule import check_schedule, round_targets
@@ -191,8 +191,8 @@ class _Run:
         g = self.spec.granularity
         if g == "weight" or first is None:
             return {"unit_sparsity": 0.0} if g != "weight" else {}
-        now, start = unit_counts(model, g), first["units"][g]
-        return {"unit_sparsity": 1 - (len(now) / start if g == "layer" else sum(now) / sum(start))}
+        start = first["units"][g]                    # per layer (heads, neurons) or a count (layers)
+        return {"unit_sparsity": 1 - total_units(model, g) / (start if g == "layer" else sum(start))}
 
     def commit(self, rec: dict) -> None:
         append_record(self.out, rec)

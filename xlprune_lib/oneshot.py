@@ -17,9 +17,9 @@ from pathlib import Path
 
 from .config import Profile, UserError
 from .importance import (GRADIENT_METHODS, check_method, lowest_units, movement_finetune, remove_units,
-                         score_batches, structure_scores, weight_scores)
+                         score_batches, structure_scores, total_units, weight_scores)
 from .masks import (SCOPES, check_sparsity, copy_model, counts, make_permanent, prunable_parameters, prune_to,
-                    sparsity, weight_sparsity)
+                    weight_sparsity)
 from .structured import GRANULARITY as ENCODER
 
 # Part of every prune run's key: bump it when the pruning code changes what a request produces.
@@ -130,24 +130,16 @@ def apply(model, spec: PruneSpec, scores) -> dict:
                 "mask_sparsity": weight_sparsity(prunable_parameters(model)),
                 "removed": {k: _jsonable(v) for k, v in done["removed"].items()},
                 "delivery": delivery(spec.sparsity, done["encoder_removed"], "encoder parameters")}
-    units_before = _units(model, spec.granularity)
+    units_before = total_units(model, spec.granularity)
     if spec.scope == "global" or spec.granularity == "layer":
         removed = lowest_units(scores, spec.sparsity)
     else:  # local: the same fraction of every layer's heads / neurons
         removed = {li: lowest_units([s], spec.sparsity).get(0, []) for li, s in enumerate(scores)}
     remove_units(model, spec.granularity, removed)
-    unit_sparsity = 1 - _units(model, spec.granularity) / units_before
+    unit_sparsity = 1 - total_units(model, spec.granularity) / units_before
     return {"mask_sparsity": weight_sparsity(prunable_parameters(model)), **_measured(model, before),
             "unit_sparsity": unit_sparsity, "removed": _jsonable(removed),
             "delivery": delivery(spec.sparsity, unit_sparsity, f"{spec.granularity}s")}
-
-
-def _units(model, granularity: str) -> int:
-    """Heads, neurons or layers the model has now (counted from the tensors)."""
-    from .importance import unit_counts
-
-    counts_now = unit_counts(model, granularity)
-    return len(counts_now) if granularity == "layer" else sum(counts_now)
 
 
 def _prunable_counts(model) -> tuple[int, int]:
