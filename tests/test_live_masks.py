@@ -231,6 +231,7 @@ TWINS = {
     "importance.fisher": lambda m, c: _values(importance.fisher(m, c.batches)),
     "importance.unit_gates": lambda m, c: _gated_logits(m, c, "neuron"),
     "importance.unit_counts": lambda m, c: [importance.unit_counts(m, g) for g in ("head", "neuron", "layer")],
+    "importance.total_units": lambda m, c: [importance.total_units(m, g) for g in ("head", "neuron", "layer")],
     "importance.gate_gradient": lambda m, c: importance.gate_gradient(m, c.batches, "head"),
     "importance.gate_fisher": lambda m, c: importance.gate_fisher(m, c.batches, "neuron"),
     "importance.mean_loss": lambda m, c: importance.mean_loss(m, c.batches),
