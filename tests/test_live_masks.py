@@ -241,7 +241,7 @@ TWINS = {
     "importance.weight_scores": lambda m, c: _values(importance.weight_scores(m, "fisher", c.batches)),
     "importance.remove_units": lambda m, c: (importance.remove_units(m, "neuron", {0: [1, 2], 1: [0]}),
                                              c.logits(m), _shapes(m)),
-    "l0.L0Gates": lambda m, c: float(l0.L0Gates(m, "head+neuron").expected_sparsity()),
+    "l0.L0Gates": lambda m, c: float(l0.L0Gates(m, "head+neuron").expected_sparsity().detach()),
     "l0.attach": lambda m, c: (_seeded_gates(m, "head"), c.logits(m))[1],
     "l0.finalize": _l0_finalized,
     "l0.finalize (heads, neurons)": _l0_heads_finalized,
