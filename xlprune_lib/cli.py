@@ -68,9 +68,10 @@ def _report_metrics(out, keys) -> dict:
 
     metrics = json.loads((out / METRICS).read_text())
     print(f"wrote {out}")
+    width = max(22, *(len(k) + 2 for k in keys))
     for k in keys:
         v = metrics.get(k)
-        print(f"  {k:<22}{v:.4f}" if isinstance(v, float) else f"  {k:<22}{v}")
+        print(f"  {k:<{width}}{v:.4f}" if isinstance(v, float) else f"  {k:<{width}}{v}")
     return metrics
 
 
