@@ -34,8 +34,6 @@ def claim(out: Path, key: str, cfg: dict) -> None:
 
     run = out / RUN
     fresh = not run.is_file()
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is an existing file, not a folder; nothing was changed: choose another --out")
     if not fresh:
         try:
             stored = json.loads(run.read_text()).get("config_key")
@@ -45,7 +43,7 @@ def claim(out: Path, key: str, cfg: dict) -> None:
             raise UserError(f"{out} holds a different run (config {stored}, this one is {key}); nothing was "
                             "changed: choose another --out")
     else:
-        check_output_dir(out)   # absent or empty, and writable
+        check_output_dir(out)   # absent or an empty folder, and writable; a file or foreign folder is refused
     barrier()
     if fresh and is_main():
         write_json_atomic(run, {"config_key": key, **provenance(cfg)})
