@@ -57,9 +57,14 @@ class AxisGate(nn.Module):
         self.axis = axis
 
     def forward(self, w):
-        shape = [1] * w.dim()
-        shape[self.axis] = -1
-        return w * gate_value(self.gate).to(w.dtype).view(shape)
+        return w * along(gate_value(self.gate).to(w.dtype), w, self.axis)
+
+
+def along(values: torch.Tensor, w: torch.Tensor, axis: int) -> torch.Tensor:
+    """``values`` (one per index of ``w``'s axis ``axis``) shaped to broadcast against ``w``."""
+    shape = [1] * w.dim()
+    shape[axis] = -1
+    return values.view(shape)
 
 
 class GatedLayer(nn.Module):

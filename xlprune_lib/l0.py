@@ -235,9 +235,8 @@ def finalize(model, target: float | None = None) -> dict:
             unit_gate.remove(model, kind)
             z = [values[id(g)] for g in group]
             for (module, name, axis), zl in zip(unit_gate._gated_weights(model, kind), z):
-                shape = [1] * getattr(module, name).dim()
-                shape[axis] = -1
-                getattr(module, unit_gate._tensor_name(module, name)).mul_(zl.view(shape))
+                weight = getattr(module, unit_gate._tensor_name(module, name))
+                weight.mul_(unit_gate.along(zl, weight, axis))
             removed[kind] = {i: torch.nonzero(zl == 0).flatten().tolist() for i, zl in enumerate(z)}
             cut(model, removed[kind])
     del model.l0_gates
