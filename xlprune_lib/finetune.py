@@ -30,8 +30,14 @@ def matthews_corrcoef(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 
 
 def classification_metrics(logits: np.ndarray, labels: np.ndarray, glue_metric: str = "accuracy") -> dict:
+    """``accuracy`` with its 95% bootstrap interval over the examples (``ci_low``, ``ci_high``: ``stats.py``),
+    and the GLUE metric where the task has one. ``logits``: ``(n, classes)``; ``labels``: ``(n,)``."""
+    from .stats import accuracy_ci
+
     pred = logits.argmax(-1)
-    out = {"accuracy": float((pred == labels).mean())}
+    correct = pred == labels
+    low, high = accuracy_ci(correct)
+    out = {"accuracy": float(correct.mean()), "ci_low": low, "ci_high": high}
     if glue_metric == "matthews_correlation":
         out[glue_metric] = matthews_corrcoef(labels, pred)
     return out
@@ -184,6 +190,8 @@ def finetune(profile: Profile, out: Path | str | None = None, init: str | Path |
         "config_key": key, "profile": profile.name, "task": profile.task, "seed": seed,
         "init": str(init) if init else profile.hub_model,
         "validation_accuracy": val["validation_accuracy"], "test_accuracy": test["test_accuracy"],
+        **{f"{split}_{end}": m[f"{split}_{end}"] for split, m in (("validation", val), ("test", test))
+           for end in ("ci_low", "ci_high")},
         "majority_baseline": majority_baseline(data["train"]["label"], data["test"]["label"]),
         "glue_metric": glue_metric, "test_glue_metric": test.get(f"test_{glue_metric}"),
         "train_seconds": seconds, "loss_curve": loss_curve(trainer.state.log_history),

@@ -31,6 +31,10 @@ Then (Michel et al. 2019, "Are Sixteen Heads Really Better than One?", eq. 2):
 * magnitude: the L2 norm of the unit's weights (for a neuron: its ``layer_1`` row and ``layer_2`` column);
 * movement: the weight movement scores summed over the unit's weights.
 
+Random (every granularity): independent uniform scores from a seeded generator, the control every pruning
+result is compared with (Blalock et al. 2020, "What is the State of Neural Network Pruning?", Sec. 7): a score
+that does not beat random at the same sparsity has not found which weights matter.
+
 For a layer, ``|dL/d xi|`` is the first-order estimate of the loss increase when the layer is skipped;
 :func:`layer_skip_loss` measures that increase exactly (one forward pass per layer).
 """
@@ -47,7 +51,7 @@ from .config import UserError
 from .masks import check_sparsity, current_weight, prunable_parameters
 from .surgery import HEAD_PARAMS, xlnet_layers
 
-METHODS = ("magnitude", "gradient", "taylor", "fisher", "movement")
+METHODS = ("magnitude", "gradient", "taylor", "fisher", "movement", "random")
 GRANULARITIES = ("weight", "neuron", "head", "layer")
 GRADIENT_METHODS = ("gradient", "taylor", "fisher", "movement")
 
@@ -157,6 +161,14 @@ def magnitude(model, pairs=None) -> dict:
     """``|w|`` (Han et al. 2015)."""
     pairs = pairs if pairs is not None else prunable_parameters(model)
     return {p: current_weight(*p).detach().abs().float() for p in pairs}
+
+
+def random_scores(model, seed: int = 0, pairs=None) -> dict:
+    """Uniform ``[0, 1)`` scores of the shape of each prunable weight, from ``torch.Generator`` seeded with ``seed``
+    (the same seed gives the same scores; Blalock et al. 2020's random baseline)."""
+    pairs = pairs if pairs is not None else prunable_parameters(model)
+    g = torch.Generator().manual_seed(seed)
+    return {p: torch.rand(current_weight(*p).shape, generator=g) for p in pairs}
 
 
 def _weight_scores(model, batches, pairs, combine) -> dict:
@@ -327,14 +339,19 @@ def unit_sums(model, scores: dict, granularity: str) -> list[torch.Tensor]:
     return out
 
 
-def structure_scores(model, method: str, granularity: str, batches=None, movement: dict | None = None):
+def structure_scores(model, method: str, granularity: str, batches=None, movement: dict | None = None,
+                     seed: int = 0):
     """Scores of every head, neuron or layer for one method (see the module docstring for the definitions).
 
     ``batches``: from :func:`score_batches` (all methods but magnitude); ``movement``: the weight-level movement
-    scores (from :func:`movement_finetune` or :func:`frozen_movement`). Layers come back as one 1-D tensor,
-    heads and neurons as one tensor per layer.
+    scores (from :func:`movement_finetune` or :func:`frozen_movement`); ``seed``: the random score's generator.
+    Layers come back as one 1-D tensor, heads and neurons as one tensor per layer.
     """
     check_method(method, granularity)
+    if method == "random":
+        g = torch.Generator().manual_seed(seed)
+        return torch.rand(len(xlnet_layers(model)), generator=g) if granularity == "layer" else \
+            [torch.rand(int(n), generator=g) for n in unit_counts(model, granularity)]
     if method in GRADIENT_METHODS and method != "movement" and not batches:
         raise UserError(f"{method} scores need batches of labelled examples")
     if method == "magnitude":
@@ -351,11 +368,13 @@ def structure_scores(model, method: str, granularity: str, batches=None, movemen
     return torch.stack([o.reshape(()) for o in out]) if granularity == "layer" else out
 
 
-def weight_scores(model, method: str, batches=None, movement: dict | None = None) -> dict:
-    """Weight-level scores over the prunable set for one method name."""
+def weight_scores(model, method: str, batches=None, movement: dict | None = None, seed: int = 0) -> dict:
+    """Weight-level scores over the prunable set for one method name (``seed``: the random score's generator)."""
     check_method(method)
     if method == "magnitude":
         return magnitude(model)
+    if method == "random":
+        return random_scores(model, seed)
     if method == "movement":
         if movement is None:
             raise UserError("movement scores are accumulated during fine-tuning (movement_finetune)")

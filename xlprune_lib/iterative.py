@@ -32,6 +32,7 @@ from .importance import GRADIENT_METHODS, MovementCallback, check_method, total_
 from .masks import SCOPES, check_sparsity, counts, measured, prunable_parameters, prune_to
 from .rounds import RUN, SUMMARY, append_record, claim, load_checkpoint, read_records, save_checkpoint
 from .schedule import check_schedule, round_targets
+from .stats import ACCURACY_KEYS
 
 ITERATE_VERSION = 2   # 2: signed movement scores ranked as given
 
@@ -160,7 +161,7 @@ class _Run:
         return model
 
     def evaluate(self, model) -> dict:
-        return {k: v for k, v in self.evaluator(model).items() if k.endswith("_accuracy")}
+        return {k: v for k, v in self.evaluator(model).items() if k.endswith(ACCURACY_KEYS)}
 
     def record(self, model, **fields) -> dict:
         """Measure, evaluate and append one record (after its checkpoint is on disk)."""
@@ -316,10 +317,10 @@ def _scores(run: _Run, model, movement, k: int):
         batches = score_batches(run.tok, run.data["train"], spec.score_batches, p.ft_batch, p.max_seq_len,
                                 run.seed + k)[rank::world]
     if spec.granularity == "weight":
-        scores = weight_scores(model, spec.method, batches, movement)
+        scores = weight_scores(model, spec.method, batches, movement, run.seed + k)
         tensors = list(scores.values())
     else:
-        scores = structure_scores(model, spec.method, spec.granularity, batches, movement)
+        scores = structure_scores(model, spec.method, spec.granularity, batches, movement, run.seed + k)
         tensors = [scores] if isinstance(scores, torch.Tensor) else list(scores)
     if batches is not None:
         average_across_ranks(tensors, len(batches))

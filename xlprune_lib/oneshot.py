@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .config import Profile, UserError
+from .stats import ACCURACY_KEYS
 from .importance import (GRADIENT_METHODS, check_method, lowest_units, movement_finetune, remove_units,
                          score_batches, structure_scores, total_units, weight_scores)
 from .masks import (SCOPES, check_sparsity, copy_model, counts, make_permanent, prunable_parameters, prune_to,
@@ -101,10 +102,10 @@ def score(model, spec: PruneSpec, tokenizer=None, train=None, profile: Profile |
             batches = score_batches(tokenizer, train, spec.score_batches, profile.ft_batch, profile.max_seq_len,
                                     seed)
     if spec.granularity == "weight":
-        return weight_scores(model, spec.method, batches, movement)
+        return weight_scores(model, spec.method, batches, movement, seed)
     if spec.granularity == ENCODER:
-        return tuple(structure_scores(model, spec.method, g, batches, movement) for g in ("head", "neuron"))
-    return structure_scores(model, spec.method, spec.granularity, batches, movement)
+        return tuple(structure_scores(model, spec.method, g, batches, movement, seed) for g in ("head", "neuron"))
+    return structure_scores(model, spec.method, spec.granularity, batches, movement, seed)
 
 
 def apply(model, spec: PruneSpec, scores) -> dict:
@@ -221,7 +222,7 @@ def prune_run(model_dir, spec: PruneSpec, out=None, profile: Profile | None = No
     evaluator = Evaluator(tok, {s: data[s] for s in ("validation", "test")}, profile.max_seq_len, glue_metric)
 
     def evaluate_all(m):
-        return {k: v for k, v in evaluator(m).items() if k.endswith("_accuracy")}
+        return {k: v for k, v in evaluator(m).items() if k.endswith(ACCURACY_KEYS)}
 
     dense = source_accuracy(model_dir, source_key, profile, seed, lambda: evaluate_all(model))
     set_seed(seed)

