@@ -57,6 +57,8 @@ class Profile:
     ft_batch: int = 32
     ft_lr: float = 5e-4
     recovery_lr: float = 1e-4             # fine-tuning a trained model after pruning (lower: it starts converged)
+    distill_alpha: float = 0.0            # > 0: a warm start also learns from the source-BERT teacher (distill.py)
+    distill_temperature: float = 2.0
     warmup_ratio: float = 0.06
     weight_decay: float = 0.01
     dropout: float = 0.1

