@@ -160,7 +160,33 @@ def test_fresh_parts_start_at_zero_and_learn():
     for name in ("r", "seg_embed"):
         p = getattr(att, name)
         assert torch.count_nonzero(p) == 0 and p.grad is not None and p.grad.abs().sum() > 0, name
-    assert info["tensors"]["layer.*.rel_attn.r_w_bias"] == "attention.self.query.bias"
+    assert ("attention.self.query.bias", "rel_attn.r_w_bias", warmstart.EXACT) in info["tensors"]
+
+
+def test_the_mapping_table_names_every_xlnet_and_bert_tensor():
+    """The table drawn in chapter 1 is complete: every tensor of a BERT layer and of an XLNet layer appears."""
+    bert = random_bert()
+    xlnet, info = mapped(bert)
+    left = " ".join(src for src, _, _ in info["tensors"] if src)
+    right = {dst.split(" ")[0] for _, dst, _ in info["tensors"] if dst}
+    for name, _ in bert.encoder.layer[0].named_parameters():
+        assert name.rsplit(".", 1)[0] in left or name in left, name
+    for name, _ in xlnet.transformer.layer[0].named_parameters():
+        assert name in right or name.rsplit(".", 1)[0] in right, name
+
+
+def test_untied_head_starts_as_the_unigram_model():
+    """Logits = 1% of the word table + log unigram frequencies: the loss starts near the unigram entropy, not at
+    the ~20 nats a tied head gives, and the head is not the input table."""
+    bert = random_bert()
+    log_p = torch.log_softmax(torch.randn(VOCAB) * 2, 0)
+    model, _ = warmstart.bert_to_xlnet(copy.deepcopy(bert.state_dict()), bert.config, position_fold=16,
+                                       dropout=0.0, mask_token_id=3, output_bias=log_p)
+    assert model.lm_loss.weight.data_ptr() != model.transformer.word_embedding.weight.data_ptr()
+    ids, mask = batch()
+    with torch.no_grad():
+        logits = model.eval()(input_ids=ids, attention_mask=mask).logits
+    assert (logits - log_p).abs().max() < 0.5
 
 
 def test_shapes_that_do_not_fit_are_refused():

@@ -50,6 +50,7 @@ class Profile:
     plm_epochs: float = 1.0
     plm_batch: int = 32
     plm_lr: float = 1e-3
+    plm_fresh_lr: float | None = None     # warm start: rate of the parts that start fresh (None: plm_lr)
     plm_probability: float = 1 / 6       # fraction of tokens predicted, K = 6 in the paper
     plm_max_span: int = 5
     # classification fine-tuning
@@ -94,7 +95,7 @@ PROFILES: dict[str, Profile] = {
     ),
     "minilm": Profile(
         name="minilm", n_layer=6, n_head=12, d_model=384, d_inner=1536, vocab_size=30522, warm_start="minilm",
-        max_seq_len=64, plm_block=64, plm_epochs=1.0, plm_batch=32, plm_lr=2e-4,
+        max_seq_len=64, plm_block=64, plm_epochs=1.0, plm_batch=32, plm_lr=1e-4, plm_fresh_lr=1e-3,
         ft_epochs=1.0, ft_batch=32, ft_lr=1e-4, recovery_lr=5e-5,
     ),
     "base": Profile(

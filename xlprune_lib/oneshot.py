@@ -304,3 +304,25 @@ def sensitivity(model, sparsities, evaluate_fn, parts=("attention", "ffn")) -> l
                 reached = prune_to(pruned, s, scope="local", pairs=pairs)
                 rows.append({"layer": li, "part": part, "requested": s, "sparsity": reached, **evaluate_fn(pruned)})
     return rows
+
+
+ABLATIONS = {"all-heads-off": "head", "all-ffn-off": "neuron"}
+
+
+def sublayer_ablation(model, evaluate_fn) -> list[dict]:
+    """``dense``, ``all-heads-off`` and ``all-ffn-off`` rows (``data/results/02_ablation.csv``): every head, or
+    every FFN neuron, switched off at once through zero gates (``gates.py``, the same as removing them), no
+    fine-tuning; ``evaluate_fn(model)`` gives the accuracy columns. What survives is what the residual stream,
+    the LayerNorms and the classifier head decide without that kind of sublayer (Michel et al. 2019 ablate
+    heads one at a time; here all at once, as a first check that the encoder matters)."""
+    import torch
+
+    from .importance import unit_gates
+
+    rows = [{"ablation": "dense", **evaluate_fn(model)}]
+    for name, granularity in ABLATIONS.items():
+        with unit_gates(model, granularity) as gates, torch.no_grad():
+            for g in gates:
+                g.zero_()
+            rows.append({"ablation": name, **evaluate_fn(model)})
+    return rows

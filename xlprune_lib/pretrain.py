@@ -37,8 +37,30 @@ def plm_blocks(texts: list[str], tokenizer, block: int) -> list[list[int]]:
     return [stream[i:i + body] + tail for i in range(0, len(stream) - body + 1, body)]
 
 
+def fresh_rate_optimizer(model, profile: Profile):
+    """AdamW (``torch.optim.AdamW``, the Trainer's default) with the warm start's fresh parts
+    (``warmstart.FRESH_PARAMETERS``: relative positions, segment terms, query-stream input, LM head) at ``plm_fresh_lr``
+    and the mapped pretrained tensors at ``plm_lr``; no weight decay on biases and LayerNorms, as the Trainer
+    does. The Trainer adds its linear schedule (warm-up, decay) to every group."""
+    import torch
+    from transformers import Trainer
+
+    from .warmstart import is_fresh
+
+    decay = set(Trainer.get_decay_parameter_names(None, model))
+    groups: dict[tuple, list] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            key = (is_fresh(name), name in decay)
+            groups.setdefault(key, []).append(p)
+    fresh_lr = profile.plm_fresh_lr or profile.plm_lr
+    return torch.optim.AdamW([{"params": ps, "lr": fresh_lr if fresh else profile.plm_lr,
+                               "weight_decay": profile.weight_decay if dec else 0.0}
+                              for (fresh, dec), ps in groups.items()], lr=profile.plm_lr)
+
+
 def pretrain_config(profile: Profile, seed: int) -> dict:
-    keys = ("n_layer", "n_head", "d_model", "d_inner", "vocab_size", "warm_start", "plm_block", "plm_epochs", "plm_batch",
+    keys = ("n_layer", "n_head", "d_model", "d_inner", "vocab_size", "warm_start", "plm_fresh_lr", "plm_block", "plm_epochs", "plm_batch",
             "plm_lr", "plm_probability", "plm_max_span", "warmup_ratio", "weight_decay", "dropout", "max_examples")
     return {"profile": profile.name, "seed": seed, **{k: getattr(profile, k) for k in keys}}
 
@@ -76,10 +98,12 @@ def pretrain(profile: Profile, out: Path | str | None = None, seed: int = 0, pro
     train = Dataset.from_dict({"input_ids": plm_blocks(texts, tok, profile.plm_block)})
     valid = Dataset.from_dict({"input_ids": plm_blocks(heldout, tok, profile.plm_block)})
 
+    optimizers = (None, None)
     if profile.warm_start:
-        from .warmstart import warm_lm
+        from .warmstart import unigram_log_probs, warm_lm
 
-        model = warm_lm(profile, seed)
+        model = warm_lm(profile, seed, output_bias=unigram_log_probs(texts, tok))
+        optimizers = (fresh_rate_optimizer(model, profile), None)
     else:
         model = build_lm(profile, len(tok), seed)
     collator = DataCollatorForPermutationLanguageModeling(
@@ -88,7 +112,8 @@ def pretrain(profile: Profile, out: Path | str | None = None, seed: int = 0, pro
     with tempfile.TemporaryDirectory() as tmp:
         args = training_args(profile, Path(tmp), seed, epochs=profile.plm_epochs, batch=profile.plm_batch,
                              lr=profile.plm_lr, progress=progress)
-        trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=valid, data_collator=collator)
+        trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=valid, data_collator=collator,
+                          optimizers=optimizers)
         quiet_trainer(trainer, progress)
         before = trainer.evaluate()["eval_loss"]
         start = time.perf_counter()

@@ -25,8 +25,9 @@ How a BERT layer lives in an XLNet layer (:func:`bert_to_xlnet`; tests prove eve
 * **XLNet's own parts** — the relative-position projection ``r``, the biases ``r_r_bias`` / ``r_s_bias`` and the
   segment embeddings ``seg_embed`` start at zero, so the mapped model computes exactly BERT without absolute
   positions (and without value/output biases) until permutation-LM adaptation teaches them. The query stream's
-  input ``mask_emb`` starts as the folded ``[MASK]`` embedding. The LM head is tied to the word embeddings
-  (bias zero); BERT's pooler is not used (XLNet's classifier has its own summary layer).
+  input ``mask_emb`` starts as the folded ``[MASK]`` embedding. The LM head is untied and starts as the
+  context-free predictor (:data:`OUTPUT_SCALE`); BERT's pooler is not used (XLNet's classifier has its own
+  summary layer).
 """
 from __future__ import annotations
 
@@ -130,7 +131,24 @@ def xlnet_config_for(bert_config, dropout: float = 0.1):
         vocab_size=c.vocab_size, d_model=c.hidden_size, n_layer=c.num_hidden_layers, n_head=c.num_attention_heads,
         d_inner=c.intermediate_size, ff_activation=c.hidden_act, layer_norm_eps=c.layer_norm_eps, dropout=dropout,
         mem_len=None, reuse_len=None, bi_data=False, clamp_len=-1, same_length=False,
-        pad_token_id=0, bos_token_id=1, eos_token_id=2)
+        pad_token_id=0, bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
+
+
+# MiniLM was not trained to predict tokens: its output layer is missing, and the word table as a tied output
+# layer puts ~20 nats on held-out text (measured), so the first PLM steps would spend their gradient undoing
+# that. The head is untied and starts as 1% of the word table (logits near zero) plus the log unigram
+# frequencies: exactly the context-free model (the unigram entropy) that adaptation has to beat.
+OUTPUT_SCALE = 0.01
+
+
+def unigram_log_probs(texts: list[str], tokenizer, smoothing: float = 0.5):
+    """``(vocab,)`` log frequencies of the pieces of ``texts`` (add-``smoothing``), the context-free predictor."""
+    import numpy as np
+    import torch
+
+    ids = [np.asarray(x, dtype=np.int64) for x in tokenizer(texts, add_special_tokens=False)["input_ids"] if x]
+    counts = np.bincount(np.concatenate(ids), minlength=len(tokenizer)).astype(np.float64) + smoothing
+    return torch.tensor(np.log(counts / counts.sum()), dtype=torch.float32)
 
 
 def fold_embeddings(state: dict, eps: float, position_fold: int | None = 64):
@@ -150,11 +168,13 @@ def fold_embeddings(state: dict, eps: float, position_fold: int | None = 64):
 
 
 def bert_to_xlnet(state: dict, bert_config, position_fold: int | None = 64, dropout: float = 0.1,
-                  mask_token_id: int = 103):
+                  mask_token_id: int = 103, output_scale: float = OUTPUT_SCALE, output_bias=None):
     """An ``XLNetLMHeadModel`` holding a BERT encoder (see the module docstring for where each tensor goes).
 
     ``state``: a ``BertModel`` state dict (keys without ``bert.``); ``bert_config``: its ``BertConfig``;
-    ``mask_token_id``: the ``[MASK]`` row that starts the query stream (103 in BERT's uncased vocabulary).
+    ``mask_token_id``: the ``[MASK]`` row that starts the query stream (103 in BERT's uncased vocabulary);
+    ``output_scale`` / ``output_bias``: the untied LM head starts as ``output_scale`` times the word table and
+    ``output_bias`` (``(vocab,)``, e.g. :func:`unigram_log_probs`; default zero), see :data:`OUTPUT_SCALE`.
     Returns ``(model, mapping)``: ``mapping`` lists, per XLNet tensor name pattern, the BERT tensor it came from
     (or ``"fresh"``), and ``lost`` holds per layer the norm of the constant ``W_o b_v + b_o`` that XLNet cannot
     hold and the norm of the key bias (dropped exactly).
@@ -171,7 +191,8 @@ def bert_to_xlnet(state: dict, bert_config, position_fold: int | None = 64, drop
         tr = model.transformer
         tr.word_embedding.weight.copy_(fold_embeddings(state, cfg.layer_norm_eps, position_fold))
         tr.mask_emb.copy_(tr.word_embedding.weight[mask_token_id].view(1, 1, d))
-        model.lm_loss.bias.zero_()
+        model.lm_loss.weight.copy_(tr.word_embedding.weight * output_scale)
+        model.lm_loss.bias.copy_(torch.as_tensor(output_bias) if output_bias is not None else 0)
         for i, layer in enumerate(tr.layer):
             p = f"encoder.layer.{i}."
             att, ff = layer.rel_attn, layer.ff
@@ -195,6 +216,15 @@ def bert_to_xlnet(state: dict, bert_config, position_fold: int | None = 64, drop
             lost.append({"layer": i, "value_output_bias_norm": float(const.norm()),
                          "key_bias_norm": float(state[p + "attention.self.key.bias"].norm())})
     return model, {"tensors": MAPPING, "lost": lost, "position_fold": position_fold}
+
+
+# The parts that start fresh (zero, the [MASK] row, the untied head); adaptation may give them a higher rate.
+FRESH_PARAMETERS = ("rel_attn.r", "rel_attn.r_r_bias", "rel_attn.r_s_bias", "rel_attn.seg_embed", "mask_emb", "lm_loss.")
+
+
+def is_fresh(name: str) -> bool:
+    """Whether parameter ``name`` of a mapped ``XLNetLMHeadModel`` is one of the :data:`FRESH_PARAMETERS` parts."""
+    return any(name.endswith(f) or (f.endswith(".") and f in name) for f in FRESH_PARAMETERS)
 
 
 # Where every tensor goes: (BERT tensor or None, XLNet tensor or None, how). Per-layer names are relative to
@@ -223,7 +253,7 @@ MAPPING = [
 ]
 
 
-def warm_lm(profile, seed: int = 0):
+def warm_lm(profile, seed: int = 0, output_bias=None):
     """The profile's starting ``XLNetLMHeadModel``: the pinned MiniLM mapped into XLNet (``profile.warm_start``).
 
     Raises ``UserError`` when the profile's shape is not the source's (the profile names the model it holds).
@@ -240,7 +270,8 @@ def warm_lm(profile, seed: int = 0):
         raise UserError(f"profile {profile.name!r} declares (layers, heads, d_model, d_inner, vocab) {want}, "
                         f"but the {profile.warm_start} weights are {got}")
     set_seed(seed)   # the fresh parts are zero; the seed fixes whatever else XLNet's init draws
-    model, _ = bert_to_xlnet(state, bert_config, position_fold=profile.max_seq_len, dropout=profile.dropout)
+    model, _ = bert_to_xlnet(state, bert_config, position_fold=profile.max_seq_len, dropout=profile.dropout,
+                             output_bias=output_bias)
     return model
 
 
