@@ -41,6 +41,7 @@ class Profile:
     vocab_size: int
     hub_model: str | None = None
     warm_start: str | None = None         # "minilm": map the pinned MiniLM weights into XLNet (warmstart.py)
+    warm_positions: bool = False          # warm start: fit the relative-position term to BERT's positions
     # data
     task: str = "rt"                      # see data.TASKS
     max_examples: int | None = None       # per split cap (smoke)
@@ -95,6 +96,7 @@ PROFILES: dict[str, Profile] = {
     ),
     "minilm": Profile(
         name="minilm", n_layer=6, n_head=12, d_model=384, d_inner=1536, vocab_size=30522, warm_start="minilm",
+        warm_positions=True,
         max_seq_len=64, plm_block=64, plm_epochs=1.0, plm_batch=32, plm_lr=1e-4, plm_fresh_lr=1e-3,
         ft_epochs=1.0, ft_batch=32, ft_lr=1e-4, recovery_lr=5e-5,
     ),

@@ -175,7 +175,7 @@ def finetune(profile: Profile, out: Path | str | None = None, init: str | Path |
     """
     from .data import TASKS, load_task, load_tokenizer, profile_tokenizer
     from .modeling import build_classifier, check_model_dir, load_classifier, save_model
-    from .report import parameter_breakdown, provenance
+    from .report import provenance
 
     if init is not None and init != SOURCE_INIT:
         init = check_model_dir(init)
@@ -223,7 +223,7 @@ def finetune(profile: Profile, out: Path | str | None = None, init: str | Path |
         "glue_metric": glue_metric, "test_glue_metric": test.get(f"test_{glue_metric}"),
         "train_seconds": seconds, "loss_curve": loss_curve(trainer.state.log_history),
         "sizes": {k: len(v) for k, v in data.items()},
-        "parameters": parameter_breakdown(model)["total"]["params"],
+        "parameters": sum(p.numel() for p in model.parameters()),
         **provenance(cfg),
     }
     save_model(model, tok, out, extra_files={METRICS: metrics})

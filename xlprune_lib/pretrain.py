@@ -20,6 +20,9 @@ from .config import Profile, UserError, set_seed
 from .runs import METRICS, default_out, loss_curve, quiet_trainer, reuse_or_claim, run_key, training_args
 
 
+CALIBRATION_BLOCKS = 48   # training blocks on which a warm start measures BERT's positional attention
+
+
 def plm_blocks(texts: list[str], tokenizer, block: int) -> list[list[int]]:
     """Concatenate documents (separated by ``<eod>``) and cut them into blocks of ``block`` tokens.
 
@@ -60,7 +63,7 @@ def fresh_rate_optimizer(model, profile: Profile):
 
 
 def pretrain_config(profile: Profile, seed: int) -> dict:
-    keys = ("n_layer", "n_head", "d_model", "d_inner", "vocab_size", "warm_start", "plm_fresh_lr", "plm_block", "plm_epochs", "plm_batch",
+    keys = ("n_layer", "n_head", "d_model", "d_inner", "vocab_size", "warm_start", "warm_positions", "plm_fresh_lr", "plm_block", "plm_epochs", "plm_batch",
             "plm_lr", "plm_probability", "plm_max_span", "warmup_ratio", "weight_decay", "dropout", "max_examples")
     return {"profile": profile.name, "seed": seed, **{k: getattr(profile, k) for k in keys}}
 
@@ -98,11 +101,15 @@ def pretrain(profile: Profile, out: Path | str | None = None, seed: int = 0, pro
     train = Dataset.from_dict({"input_ids": plm_blocks(texts, tok, profile.plm_block)})
     valid = Dataset.from_dict({"input_ids": plm_blocks(heldout, tok, profile.plm_block)})
 
-    optimizers = (None, None)
+    optimizers, warm_report = (None, None), {}
     if profile.warm_start:
+        import torch
+
         from .warmstart import unigram_log_probs, warm_lm
 
-        model = warm_lm(profile, seed, output_bias=unigram_log_probs(texts, tok))
+        calibration = torch.tensor(train["input_ids"][:CALIBRATION_BLOCKS])
+        model, warm_report = warm_lm(profile, seed, output_bias=unigram_log_probs(texts, tok),
+                                     calibration=calibration)
         optimizers = (fresh_rate_optimizer(model, profile), None)
     else:
         model = build_lm(profile, len(tok), seed)
@@ -128,6 +135,7 @@ def pretrain(profile: Profile, out: Path | str | None = None, seed: int = 0, pro
         "eval_loss_before": before, "eval_loss_after": after,
         "loss_curve": curve, "train_seconds": seconds, "train_blocks": len(train), "eval_blocks": len(valid),
         "steps": trainer.state.global_step, "parameters": parameter_breakdown(model)["total"]["params"],
+        "warm_start": {k: warm_report[k] for k in ("positions", "lost", "position_fold") if k in warm_report},
         **provenance(cfg),
     }
     save_model(model, tok, out, extra_files={METRICS: metrics})

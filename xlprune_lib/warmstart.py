@@ -253,10 +253,13 @@ MAPPING = [
 ]
 
 
-def warm_lm(profile, seed: int = 0, output_bias=None):
-    """The profile's starting ``XLNetLMHeadModel``: the pinned MiniLM mapped into XLNet (``profile.warm_start``).
+def warm_lm(profile, seed: int = 0, output_bias=None, calibration=None):
+    """The profile's starting ``XLNetLMHeadModel``: the pinned MiniLM mapped into XLNet (``profile.warm_start``),
+    and ``(model, report)``.
 
-    Raises ``UserError`` when the profile's shape is not the source's (the profile names the model it holds).
+    With ``profile.warm_positions`` and token blocks ``calibration`` ``(batch, L)`` of training text, the
+    relative-position term starts from BERT's positions (:func:`init_relative_positions`; its numbers are the
+    report's ``positions``). Raises ``UserError`` when the profile's shape is not the source's.
     """
     from .config import set_seed
 
@@ -270,9 +273,11 @@ def warm_lm(profile, seed: int = 0, output_bias=None):
         raise UserError(f"profile {profile.name!r} declares (layers, heads, d_model, d_inner, vocab) {want}, "
                         f"but the {profile.warm_start} weights are {got}")
     set_seed(seed)   # the fresh parts are zero; the seed fixes whatever else XLNet's init draws
-    model, _ = bert_to_xlnet(state, bert_config, position_fold=profile.max_seq_len, dropout=profile.dropout,
-                             output_bias=output_bias)
-    return model
+    model, report = bert_to_xlnet(state, bert_config, position_fold=profile.max_seq_len, dropout=profile.dropout,
+                                  output_bias=output_bias)
+    if profile.warm_positions and calibration is not None:
+        report["positions"] = init_relative_positions(model, state, bert_config, calibration)
+    return model, report
 
 
 SOURCE_INIT = "source-bert"   # finetune(init=SOURCE_INIT): the source model fine-tuned as the BERT it is
@@ -345,3 +350,127 @@ def xlnet_tokenizer(folder: Path | str, out: Path | str):
     from .data import load_tokenizer
 
     return load_tokenizer(out)
+
+
+# --------------------------------------------------------------------------- relative positions from BERT's
+
+def _centred_log_attention(probs, mask):
+    """``log p`` of attention rows, minus their mean over the real keys: the scores up to each row's constant.
+    ``probs``: ``(batch, heads, q, k)``; ``mask``: ``(batch, k)`` (1 = real token)."""
+    import torch
+
+    logp = torch.log(probs.clamp_min(1e-30))
+    m = mask[:, None, None, :].to(logp)
+    mean = (logp * m).sum(-1, keepdim=True) / m.sum(-1, keepdim=True)
+    return (logp - mean) * m
+
+
+def position_offsets(bert, xlnet, ids, mask) -> "torch.Tensor":
+    """What BERT's absolute positions add to its attention scores, by offset: ``(layers, heads, 2 L - 1)``.
+
+    For every layer and head, the centred log attention of the real BERT (with its position embeddings) minus
+    that of the mapped XLNet (no positions), averaged over all query/key pairs with the same offset
+    ``i - j`` (index ``i - j + L - 1``), on token blocks ``ids`` ``(batch, L)`` with ``mask``. This is the part of
+    BERT's attention that XLNet must get from its relative-position term ``bd`` (Dai et al. 2019, eq. 2 (b)).
+    """
+    import torch
+
+    with torch.no_grad():
+        a = bert(input_ids=ids, attention_mask=mask, output_attentions=True).attentions
+        b = xlnet.transformer(input_ids=ids, attention_mask=mask, output_attentions=True).attentions
+    n = ids.shape[1]
+    offset = (torch.arange(n)[:, None] - torch.arange(n)[None, :]) + n - 1          # (q, k) -> i - j + L - 1
+    pair = (mask[:, :, None] * mask[:, None, :]).to(torch.float32)                  # (batch, q, k)
+    count = torch.zeros(2 * n - 1).index_add_(0, offset.flatten(), pair.sum(0).flatten())
+    out = []
+    for pa, pb in zip(a, b):
+        d = _centred_log_attention(pa, mask) - _centred_log_attention(pb, mask)     # (batch, heads, q, k)
+        d = (d * pair[:, None]).sum(0)                                               # (heads, q, k)
+        sums = torch.zeros(d.shape[0], 2 * n - 1).index_add_(1, offset.flatten(), d.reshape(d.shape[0], -1))
+        out.append(sums / count.clamp_min(1))
+    return torch.stack(out)
+
+
+def fit_relative_positions(xlnet, offsets, q_samples=None, ridge: float = 1e-3, bias_norm: float = 30.0) -> dict:
+    """Set ``r`` and ``r_r_bias`` of every layer so that XLNet's position term reproduces ``offsets``
+    (from :func:`position_offsets`): for head n, ``scale * (r_r_bias_n . W_r,n^T R(i - j))`` fits
+    ``offsets[l, n, i - j]`` by ridge least squares over XLNet's sinusoid ``R`` (Dai et al. 2019, eq. 2, term (d)).
+
+    ``W_r,n`` is rank one, ``v_n u_n^T / |u_n|^2`` with ``u_n = r_r_bias_n`` of norm ``bias_norm``, so the
+    query-dependent part ``q_i . W_r,n^T R`` (term (b)) is ``q_i . u_n / |u_n|^2`` times the fitted curve: small
+    when ``|u_n|`` is large; with ``q_samples`` (per layer, ``(tokens, heads, d_head)``) ``u_n`` points along
+    the direction in which the queries vary least, and the curve is divided by the mean factor. Returns the
+    fit's R^2 per layer and head.
+    """
+    import torch
+
+    n_pos = offsets.shape[-1]
+    L = (n_pos + 1) // 2
+    tr = xlnet.transformer
+    rel = torch.arange(-(L - 1), L, dtype=torch.float32)                  # i - j = -(L-1) .. L-1
+    inv_freq = 1 / torch.pow(10000, torch.arange(0, tr.d_model, 2.0) / tr.d_model)
+    R = tr.positional_embedding(rel, inv_freq)[:, 0, :]                    # (2L - 1, d_model)
+    gram = R.T @ R + ridge * torch.eye(R.shape[1])
+    r2 = []
+    with torch.no_grad():
+        for li, layer in enumerate(tr.layer):
+            att = layer.rel_attn
+            n_head, d_head = att.r_r_bias.shape
+            row = []
+            for n in range(n_head):
+                if q_samples is not None:
+                    qs = q_samples[li][:, n, :]
+                    _, _, vh = torch.linalg.svd(qs - qs.mean(0), full_matrices=False)
+                    u = vh[-1]
+                    factor = 1 + float((qs @ u).mean()) / bias_norm
+                else:
+                    u, factor = torch.nn.functional.normalize(torch.ones(d_head), dim=0), 1.0
+                u = u * bias_norm
+                target = offsets[li, n] / att.scale / factor
+                v = torch.linalg.solve(gram, R.T @ target)
+                att.r[:, n, :] = torch.outer(v, u) / bias_norm ** 2
+                att.r_r_bias[n] = u
+                fit = R @ v
+                row.append(float(1 - ((fit - target) ** 2).sum() / ((target - target.mean()) ** 2).sum().clamp_min(1e-12)))
+            r2.append(row)
+    return {"r2": r2}
+
+
+def init_relative_positions(xlnet, state: dict, bert_config, ids) -> dict:
+    """Start XLNet's relative-position term from what BERT's absolute positions did (a lever of the warm start).
+
+    Measures :func:`position_offsets` on the token blocks ``ids`` ``(batch, L)`` (training text), then
+    :func:`fit_relative_positions` with the mapped model's own queries. Returns the fit's mean R^2 per layer,
+    the mean |offset| per layer before and after, and the mean cosine similarity of the final hidden states to
+    the real BERT (with positions) before and after: what the lever buys, measured.
+    """
+    import copy
+
+    import torch
+    from transformers import BertModel
+
+    cfg = copy.deepcopy(bert_config)
+    cfg._attn_implementation = "eager"          # attention probabilities are needed
+    bert = BertModel(cfg, add_pooling_layer=False).eval()
+    bert.load_state_dict(state, strict=False)
+    mask = torch.ones_like(ids)
+    was_training = xlnet.training
+    xlnet.eval()
+
+    def cosine():
+        with torch.no_grad():
+            a = bert(input_ids=ids, attention_mask=mask).last_hidden_state
+            b = xlnet.transformer(input_ids=ids, attention_mask=mask).last_hidden_state
+        return float(torch.nn.functional.cosine_similarity(a, b, dim=-1).mean())
+
+    before, cos_before = position_offsets(bert, xlnet, ids, mask), cosine()
+    with torch.no_grad():
+        hidden = xlnet.transformer(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        q = [torch.einsum("bih,hnd->bind", h, layer.rel_attn.q).flatten(0, 1)
+             for h, layer in zip(hidden, xlnet.transformer.layer)]
+    fit = fit_relative_positions(xlnet, before, q)
+    after = position_offsets(bert, xlnet, ids, mask)
+    xlnet.train(was_training)
+    return {"r2": [sum(r) / len(r) for r in fit["r2"]],
+            "offset_before": before.abs().mean((1, 2)).tolist(), "offset_after": after.abs().mean((1, 2)).tolist(),
+            "cosine_to_bert_before": cos_before, "cosine_to_bert_after": cosine(), "blocks": int(ids.shape[0])}
