@@ -29,15 +29,17 @@ def matthews_corrcoef(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return float((tp * tn - fp * fn) / den) if den else 0.0
 
 
-def classification_metrics(logits: np.ndarray, labels: np.ndarray, glue_metric: str = "accuracy") -> dict:
-    """``accuracy`` with its 95% bootstrap interval over the examples (``ci_low``, ``ci_high``: ``stats.py``),
-    and the GLUE metric where the task has one. ``logits``: ``(n, classes)``; ``labels``: ``(n,)``."""
-    from .stats import accuracy_ci
-
+def classification_metrics(logits: np.ndarray, labels: np.ndarray, glue_metric: str = "accuracy",
+                           intervals: bool = True) -> dict:
+    """``accuracy`` with (``intervals``) its 95% bootstrap interval over the examples (``ci_low``, ``ci_high``:
+    ``stats.py``), and the GLUE metric where the task has one. ``logits``: ``(n, classes)``; ``labels``: ``(n,)``."""
     pred = logits.argmax(-1)
     correct = pred == labels
-    low, high = accuracy_ci(correct)
-    out = {"accuracy": float(correct.mean()), "ci_low": low, "ci_high": high}
+    out = {"accuracy": float(correct.mean())}
+    if intervals:
+        from .stats import accuracy_ci
+
+        out["ci_low"], out["ci_high"] = accuracy_ci(correct)
     if glue_metric == "matthews_correlation":
         out[glue_metric] = matthews_corrcoef(labels, pred)
     return out
@@ -85,13 +87,14 @@ class Evaluator:
 
     For the many evaluations of a pruning sweep: examples are sorted by length so each batch pads little,
     and the forward passes run under ``torch.inference_mode`` in eval mode. ``evaluator(model)`` returns
-    ``{"<split>_accuracy": ..., ...}``.
+    ``{"<split>_accuracy": ..., ...}``, with ``intervals`` also ``<split>_ci_low`` / ``<split>_ci_high``.
     """
 
-    def __init__(self, tokenizer, splits: dict, max_len: int, glue_metric: str = "accuracy", batch: int = 64):
+    def __init__(self, tokenizer, splits: dict, max_len: int, glue_metric: str = "accuracy", batch: int = 64,
+                 intervals: bool = False):
         from transformers import DataCollatorWithPadding
 
-        self.glue_metric, self.batch = glue_metric, batch
+        self.glue_metric, self.batch, self.intervals = glue_metric, batch, intervals
         self.collate = DataCollatorWithPadding(tokenizer, return_tensors="pt")
         self.splits = {}
         for name, ds in splits.items():
@@ -112,7 +115,8 @@ class Evaluator:
                 labels.append(b.pop("labels").numpy())
                 logits.append(model(**{k: v.to(device) for k, v in b.items()}).logits.float().cpu().numpy())
         model.train(was_training)
-        return classification_metrics(np.concatenate(logits), np.concatenate(labels), self.glue_metric)
+        return classification_metrics(np.concatenate(logits), np.concatenate(labels), self.glue_metric,
+                                      self.intervals)
 
     def __call__(self, model, splits=None) -> dict:
         return {f"{name}_{k}": v for name in (splits or self.splits) for k, v in self.split(model, name).items()}

@@ -32,7 +32,6 @@ from .importance import GRADIENT_METHODS, MovementCallback, check_method, total_
 from .masks import SCOPES, check_sparsity, counts, measured, prunable_parameters, prune_to
 from .rounds import RUN, SUMMARY, append_record, claim, load_checkpoint, read_records, save_checkpoint
 from .schedule import check_schedule, round_targets
-from .stats import ACCURACY_KEYS
 
 ITERATE_VERSION = 2   # 2: signed movement scores ranked as given
 
@@ -161,7 +160,7 @@ class _Run:
         return model
 
     def evaluate(self, model) -> dict:
-        return {k: v for k, v in self.evaluator(model).items() if k.endswith(ACCURACY_KEYS)}
+        return {k: v for k, v in self.evaluator(model).items() if k.endswith("_accuracy")}
 
     def record(self, model, **fields) -> dict:
         """Measure, evaluate and append one record (after its checkpoint is on disk)."""

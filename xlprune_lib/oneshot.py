@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .config import Profile, UserError
-from .stats import ACCURACY_KEYS
 from .importance import (GRADIENT_METHODS, check_method, lowest_units, movement_finetune, remove_units,
                          score_batches, structure_scores, total_units, weight_scores)
 from .masks import (SCOPES, check_sparsity, copy_model, counts, make_permanent, prunable_parameters, prune_to,
@@ -222,7 +221,7 @@ def prune_run(model_dir, spec: PruneSpec, out=None, profile: Profile | None = No
     evaluator = Evaluator(tok, {s: data[s] for s in ("validation", "test")}, profile.max_seq_len, glue_metric)
 
     def evaluate_all(m):
-        return {k: v for k, v in evaluator(m).items() if k.endswith(ACCURACY_KEYS)}
+        return {k: v for k, v in evaluator(m).items() if k.endswith("_accuracy")}
 
     dense = source_accuracy(model_dir, source_key, profile, seed, lambda: evaluate_all(model))
     set_seed(seed)

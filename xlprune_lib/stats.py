@@ -11,7 +11,6 @@ import numpy as np
 
 CONFIDENCE = 0.95
 RESAMPLES = 2000
-ACCURACY_KEYS = ("_accuracy", "_ci_low", "_ci_high")   # the metric columns every accuracy record carries
 
 
 def accuracy_ci(correct, seed: int = 0, confidence: float = CONFIDENCE, resamples: int = RESAMPLES) -> tuple:
