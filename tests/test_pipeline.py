@@ -101,3 +101,29 @@ def test_matthews_and_majority():
     assert ft_mod.matthews_corrcoef(y, 1 - y) == pytest.approx(-1.0)
     assert ft_mod.matthews_corrcoef(y, np.ones(5, int)) == 0.0
     assert ft_mod.majority_baseline([1, 1, 0], [1, 0, 0, 0]) == 0.25
+
+
+def test_partial_prediction_keeps_the_loss_and_shrinks_the_query_stream(small_tokenizer, rows):
+    """Cutting target_mapping to the predicted positions (XLNet's num_predict) gives the same PLM loss as the
+    collator's full identity mapping, with a query stream a fraction of the length."""
+    from transformers import DataCollatorForPermutationLanguageModeling, XLNetLMHeadModel
+
+    from conftest import tiny_config
+
+    blocks = pre_mod.plm_blocks([r["text"] for r in rows[:300]], small_tokenizer, 32)[:8]
+    full = DataCollatorForPermutationLanguageModeling(tokenizer=small_tokenizer, plm_probability=1 / 6,
+                                                      max_span_length=5)
+    torch.manual_seed(3)
+    a = full([{"input_ids": b} for b in blocks])
+    torch.manual_seed(3)
+    b = pre_mod.PartialPrediction(full)([{"input_ids": b} for b in blocks])
+    assert torch.equal(a["perm_mask"], b["perm_mask"]) and torch.equal(a["input_ids"], b["input_ids"])
+    k = b["target_mapping"].shape[1]
+    assert k == int((a["labels"] != -100).sum(1).max()) and k < 32 // 2
+    assert (b["labels"] != -100).sum() == (a["labels"] != -100).sum()
+    torch.manual_seed(0)
+    model = XLNetLMHeadModel(tiny_config(vocab_size=len(small_tokenizer), pad_token_id=small_tokenizer.pad_token_id))
+    with torch.no_grad():
+        la = model.eval()(**a).loss
+        lb = model(**b).loss
+    assert torch.allclose(la, lb, atol=1e-5)

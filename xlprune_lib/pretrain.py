@@ -20,6 +20,38 @@ from .config import Profile, UserError, set_seed
 from .runs import METRICS, default_out, loss_curve, quiet_trainer, reuse_or_claim, run_key, training_args
 
 
+class PartialPrediction:
+    """Wraps ``DataCollatorForPermutationLanguageModeling`` so that the query stream runs only where a token is
+    predicted (XLNet's ``num_predict``, Yang et al. 2019, Sec. 2.3 "partial prediction").
+
+    The collator's ``target_mapping`` is the identity over all positions, so ``XLNetLMHeadModel`` computes the
+    query stream and the output softmax at every position and ignores most of them (label -100). Here the rows
+    of ``target_mapping`` and ``labels`` are cut to the predicted positions of each sequence, padded to the most
+    any sequence of the batch has (padding rows are zero, their labels -100). Each query-stream position
+    attends only to the content stream, never to another query position, so the loss is unchanged
+    (tested) while the query stream and the softmax shrink to about ``plm_probability`` of the positions.
+    """
+
+    def __init__(self, collator):
+        self.collator = collator
+
+    def __call__(self, examples):
+        import torch
+
+        batch = self.collator(examples)
+        labels, mapping = batch["labels"], batch["target_mapping"]
+        predicted = labels != -100
+        k = max(1, int(predicted.sum(1).max()))
+        new_map = mapping.new_zeros(labels.shape[0], k, labels.shape[1])
+        new_labels = labels.new_full((labels.shape[0], k), -100)
+        for b in range(labels.shape[0]):
+            where = predicted[b].nonzero().flatten()
+            new_map[b, torch.arange(len(where)), where] = 1
+            new_labels[b, :len(where)] = labels[b, where]
+        batch["target_mapping"], batch["labels"] = new_map, new_labels
+        return batch
+
+
 CALIBRATION_BLOCKS = 48   # training blocks on which a warm start measures BERT's positional attention
 
 
@@ -113,8 +145,8 @@ def pretrain(profile: Profile, out: Path | str | None = None, seed: int = 0, pro
         optimizers = (fresh_rate_optimizer(model, profile), None)
     else:
         model = build_lm(profile, len(tok), seed)
-    collator = DataCollatorForPermutationLanguageModeling(
-        tokenizer=tok, plm_probability=profile.plm_probability, max_span_length=profile.plm_max_span)
+    collator = PartialPrediction(DataCollatorForPermutationLanguageModeling(
+        tokenizer=tok, plm_probability=profile.plm_probability, max_span_length=profile.plm_max_span))
     set_seed(seed)
     with tempfile.TemporaryDirectory() as tmp:
         args = training_args(profile, Path(tmp), seed, epochs=profile.plm_epochs, batch=profile.plm_batch,
