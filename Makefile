@@ -33,7 +33,7 @@ html: $(STAMP)
 book: notebooks html
 	@echo "book: _build/html/index.html"
 
-# Reference results: execute chapters 2-5 on $(PROFILE) (cached runs reused) and copy their tables to data/results.
+# Reference results: execute chapters 1-5 on $(PROFILE) (cached runs reused) and copy their tables to data/results.
 results: data
 	$(PY) -m xlprune_lib.book results --profile $(PROFILE) --seed $(SEED)
 

@@ -92,3 +92,20 @@ def test_source_accuracy_is_measured_once_per_cached_run_only(tmp_path, monkeypa
     source_accuracy(other, str(other.resolve()), smoke, 0, measure)
     source_accuracy(other, str(other.resolve()), smoke, 0, measure)
     assert len(calls) == 4
+
+
+def test_results_refuses_a_chapter_without_a_table(tmp_path):
+    from xlprune_lib.results import make_results
+
+    with pytest.raises(UserError, match="no results table comes from chapter '06'"):
+        make_results("smoke", 0, tmp_path, only=["06"])
+
+
+def test_collect_can_take_one_table(tmp_path):
+    """`make results --only 01` copies chapter 1's table alone, checked like the others."""
+    src = tmp_path / "tables"
+    save_table([{"model": "majority", "validation_accuracy": 0.5, "test_accuracy": 0.6, "test_ci_low": 0.55,
+                 "test_ci_high": 0.65}], "01_models", tmp_path, {"profile": "minilm", "seed": 0})
+    written = collect(src, tmp_path / "dest", ["01_models"])
+    assert [p.name for p in written] == ["01_models.csv"]
+    assert read_table("01_models", tmp_path / "dest").model.tolist() == ["majority"]

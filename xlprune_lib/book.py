@@ -25,11 +25,12 @@ def chapters(root: Path | None = None) -> list[Path]:
 
 
 def execute(profile: str = DEFAULT_PROFILE, seed: int = 0, root: Path | None = None, out_dir: Path | None = None,
-            only: list[str] | None = None, log=print) -> list[Path]:
+            only: list[str] | None = None, log=print, chapter_parameters: dict | None = None) -> list[Path]:
     """Run every chapter with papermill; return the executed copies' paths.
 
     Each copy is written to a temporary name and renamed when papermill finishes, so a failed chapter never
-    leaves a half-executed page that the book would publish.
+    leaves a half-executed page that the book would publish. ``chapter_parameters`` maps a chapter's number
+    ("01") to extra papermill parameters for it.
     """
     import papermill as pm
 
@@ -51,8 +52,8 @@ def execute(profile: str = DEFAULT_PROFILE, seed: int = 0, root: Path | None = N
         log(f"[book] executing {nb.name} (profile {profile})")
         pm.execute_notebook(
             str(nb), str(tmp), cwd=str(root), kernel_name="python3", progress_bar=False,
-            parameters={"profile": profile, "seed": seed,
-                        "output_dir": str(cache_dir() / "figures" / profile)},
+            parameters={"profile": profile, "seed": seed, "output_dir": str(cache_dir() / "figures" / profile),
+                        **(chapter_parameters or {}).get(nb.stem[:2], {})},
         )
         os.replace(tmp, target)
         log(f"[book] {nb.name}: {time.perf_counter() - start:.0f} s")
@@ -67,16 +68,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", default=DEFAULT_PROFILE)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", nargs="*", help="chapter number prefixes, e.g. 01 03")
-    r = sub.add_parser("results", help="execute chapters 2-5 and copy their tables to data/results")
+    r = sub.add_parser("results", help="execute chapters 1-5 and copy their tables to data/results")
     r.add_argument("--profile", default=DEFAULT_PROFILE)
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--dest", help="where the CSVs go (default: data/results)")
+    r.add_argument("--only", nargs="+", help="chapter numbers to run (default: 01 02 03 04 05)")
     args = parser.parse_args(argv)
     try:
         if args.command == "results":
             from .results import make_results
 
-            for path in make_results(args.profile, args.seed, args.dest):
+            for path in make_results(args.profile, args.seed, args.dest, args.only):
                 print(f"wrote {path}")
         else:
             execute(args.profile, args.seed, only=args.only)

@@ -239,3 +239,35 @@ def tradeoff(rows, x: str, y: str, hue: str = "method", title: str | None = None
     ax.set(xlabel=xlabel or x.replace("_", " "), ylabel=ylabel or y.replace("_", " "), title=title)
     ax.legend(frameon=False, fontsize=8)
     return fig
+
+
+def accuracy_intervals(rows, y: str = "model", value: str = "test_accuracy", low: str = "test_ci_low",
+                       high: str = "test_ci_high", title: str | None = None, hue: str | None = None,
+                       reference: dict[str, float] | None = None):
+    """One horizontal bar per row with its 95% interval as an error bar (``stats.py``) and the value printed;
+    ``reference`` draws labelled vertical lines (e.g. the majority class). Rows are dicts or a DataFrame."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    import seaborn as sns
+
+    df = pd.DataFrame(rows).reset_index(drop=True)
+    colours = sns.color_palette(PALETTE, max(3, df[hue].nunique() if hue else len(df)))
+    keys = list(dict.fromkeys(df[hue])) if hue else list(df.index)
+    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(df) + 1.4))
+    for i, r in df.iterrows():
+        c = colours[keys.index(r[hue] if hue else i)]
+        ax.barh(i, r[value], color=c, alpha=0.85)
+        ax.errorbar(r[value], i, xerr=[[r[value] - r[low]], [r[high] - r[value]]], fmt="none", ecolor="0.2",
+                    capsize=3, lw=1)
+        ax.text(r[high] + 0.005, i, f"{r[value]:.1%}", va="center", fontsize=8)
+    for j, (name, v) in enumerate((reference or {}).items()):
+        ax.axvline(v, ls="--", lw=1.1, color="0.35" if j == 0 else "0.65", label=name)
+    ax.set_yticks(range(len(df)), df[y])
+    ax.invert_yaxis()
+    lo = min(df[low].min(), *(reference or {0: 1}).values())
+    ax.set_xlim(max(0.0, lo - 0.05), min(1.0, df[high].max() + 0.06))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    ax.set(xlabel=value.replace("_", " ") + " (95% interval)", ylabel="", title=title)
+    if reference:
+        ax.legend(frameon=False, fontsize=8, loc="lower right")
+    return fig

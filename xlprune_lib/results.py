@@ -1,6 +1,6 @@
 """Reference results: each chapter's experiment grid as a tidy CSV table with a provenance sidecar.
 
-Chapters 2 to 5 call :func:`save_table` on their main grid (one row per model or measurement, measured
+Chapters 1 to 5 call :func:`save_table` on their main grid (one row per model or measurement, measured
 values only). ``make results`` (``python -m xlprune_lib.book results``) executes those chapters on a
 profile, so every cached run is reused and missing ones are trained, and copies the tables into
 ``data/results/``: ``<name>.csv`` plus ``<name>.provenance.json`` (the chapter's configuration, git commit,
@@ -17,6 +17,7 @@ from .config import (DEFAULT_PROFILE, UserError, cache_dir, ensure_dir, repo_roo
 
 # table name -> columns every row must have (more may follow)
 TABLES = {
+    "01_models": ("model", "validation_accuracy", "test_accuracy", "test_ci_low", "test_ci_high"),
     "02_oneshot_weights": ("method", "requested", "sparsity", "validation_accuracy", "test_accuracy"),
     "03_l0": ("run", "lambda", "sparsity", "test_accuracy"),
     "04_iterative": ("approach", "sparsity", "validation_accuracy", "test_accuracy", "steps", "seconds"),
@@ -24,7 +25,9 @@ TABLES = {
                  "validation_accuracy", "test_accuracy", "latency_ratio_b1", "latency_ratio_b32"),
 }
 COMMON = ("profile", "seed")
-CHAPTERS = ("02", "03", "04", "05")
+CHAPTERS = ("01", "02", "03", "04", "05")
+# chapter parameters for `make results`: chapter 1 trains its comparison models instead of reading them
+RESULTS_PARAMETERS = {"01": {"live_comparison": True}}
 
 
 def results_dir() -> Path:
@@ -88,15 +91,17 @@ def check_table(path: Path) -> list[str]:
     return columns
 
 
-def collect(src, dest=None) -> list[Path]:
-    """Copy every table in ``src`` (a ``tables`` folder) to ``dest`` (``data/results``), checked, atomically.
+def collect(src, dest=None, names=None) -> list[Path]:
+    """Copy every table in ``src`` (a ``tables`` folder; or only ``names``) to ``dest`` (``data/results``),
+    checked, atomically.
 
     A file of the same name in ``dest`` that is not an xlprune table (no ``.provenance.json`` beside it) is
     refused before anything is written.
     """
     src, dest = Path(src), Path(dest or results_dir())
-    names = [n for n in TABLES if (src / f"{n}.csv").is_file()]
-    if missing := [n for n in TABLES if n not in names]:
+    wanted = list(names or TABLES)
+    names = [n for n in wanted if (src / f"{n}.csv").is_file()]
+    if missing := [n for n in wanted if n not in names]:
         raise UserError(f"{src} lacks the tables {', '.join(missing)}: did every chapter run?")
     ensure_dir(dest, "results folder")
     for name in names:                   # everything is checked before anything is written
@@ -112,9 +117,14 @@ def collect(src, dest=None) -> list[Path]:
     return written
 
 
-def make_results(profile: str = DEFAULT_PROFILE, seed: int = 0, dest=None) -> list[Path]:
-    """``make results``: execute chapters 2-5 on ``profile`` (cached runs reused), then collect their tables."""
+def make_results(profile: str = DEFAULT_PROFILE, seed: int = 0, dest=None, only=None) -> list[Path]:
+    """``make results``: execute chapters 1-5 (or the chapter numbers in ``only``) on ``profile`` (cached runs
+    reused), then collect their tables."""
     from .book import execute
 
-    execute(profile, seed, only=list(CHAPTERS))
-    return collect(tables_dir(cache_dir() / "figures" / profile), dest)
+    only = list(only or CHAPTERS)
+    if bad := [c for c in only if c not in CHAPTERS]:
+        raise UserError(f"no results table comes from chapter {bad[0]!r}; chapters: {', '.join(CHAPTERS)}")
+    execute(profile, seed, only=only, chapter_parameters=RESULTS_PARAMETERS)
+    names = [n for n in TABLES if n[:2] in only]
+    return collect(tables_dir(cache_dir() / "figures" / profile), dest, names)
