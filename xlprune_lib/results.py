@@ -41,7 +41,8 @@ def tables_dir(output_dir) -> Path:
 def save_table(rows: list[dict], name: str, output_dir, config: dict) -> Path:
     """Write ``rows`` as ``<output_dir>/tables/<name>.csv`` with its provenance, atomically; return the CSV path.
 
-    ``config`` must hold ``profile`` and ``seed`` (they become columns) and whatever else defines the grid.
+    ``config`` must hold ``profile`` and ``seed`` (they become the first columns, unless the rows carry their
+    own) and whatever else defines the grid.
     """
     import pandas as pd
 
@@ -53,8 +54,8 @@ def save_table(rows: list[dict], name: str, output_dir, config: dict) -> Path:
     missing = [c for c in TABLES[name] if c not in frame.columns]
     if missing or frame.empty:
         raise ValueError(f"table {name}: {'no rows' if frame.empty else f'missing columns {missing}'}")
-    for key in reversed(COMMON):
-        frame.insert(0, key, config[key])
+    for key in reversed(COMMON):      # rows may name their own (chapter 1 compares models of two profiles)
+        frame.insert(0, key, frame.pop(key) if key in frame else config[key])
     folder = tables_dir(output_dir)
     path = folder / f"{name}.csv"
     write_text_atomic(path, frame.to_csv(index=False, float_format="%.6g"))

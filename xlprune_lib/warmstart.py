@@ -469,8 +469,8 @@ def init_relative_positions(xlnet, state: dict, bert_config, ids) -> dict:
         q = [torch.einsum("bih,hnd->bind", h, layer.rel_attn.q).flatten(0, 1)
              for h, layer in zip(hidden, xlnet.transformer.layer)]
     fit = fit_relative_positions(xlnet, before, q)
-    after = position_offsets(bert, xlnet, ids, mask)
+    after, cos_after = position_offsets(bert, xlnet, ids, mask), cosine()    # still in eval mode: no dropout
     xlnet.train(was_training)
     return {"r2": [sum(r) / len(r) for r in fit["r2"]],
             "offset_before": before.abs().mean((1, 2)).tolist(), "offset_after": after.abs().mean((1, 2)).tolist(),
-            "cosine_to_bert_before": cos_before, "cosine_to_bert_after": cosine(), "blocks": int(ids.shape[0])}
+            "cosine_to_bert_before": cos_before, "cosine_to_bert_after": cos_after, "blocks": int(ids.shape[0])}
