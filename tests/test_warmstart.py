@@ -342,3 +342,23 @@ def test_warm_start_pretrains_and_fine_tunes_end_to_end(minilm_folder):
     ft = finetune(p, init=pre, seed=0, progress=False)
     f = json.loads((ft / "metrics.json").read_text())
     assert 0.0 <= f["test_ci_low"] <= f["test_accuracy"] <= f["test_ci_high"] <= 1.0
+
+
+def test_pooler_becomes_the_summary_layer():
+    """BERT's pooler (dense + tanh) and XLNet's sequence summary (Linear + tanh) are the same function: after the
+    copy they give the same vector for the same hidden state."""
+    from transformers.models.bert.modeling_bert import BertPooler
+
+    bert = random_bert()
+    torch.manual_seed(5)
+    pooler = BertPooler(bert.config)
+    state = {**bert.state_dict(), **{f"pooler.{k}": v for k, v in pooler.state_dict().items()}}
+    xlnet, _ = mapped(bert)
+    clf = XLNetForSequenceClassification(xlnet.config)
+    assert warmstart.pooler_into_summary(clf, state)
+    h = torch.randn(3, 1, D)
+    with torch.no_grad():
+        want = pooler(h)
+        got = torch.tanh(clf.sequence_summary.summary(h[:, 0]))
+    assert torch.allclose(got, want, atol=1e-6)
+    assert not warmstart.pooler_into_summary(clf, bert.state_dict())   # no pooler in the state: nothing done

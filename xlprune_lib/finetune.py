@@ -60,6 +60,8 @@ def finetune_config(profile: Profile, seed: int, init: str | None) -> dict:
     keys = ("task", "max_examples", "max_seq_len", "ft_epochs", "ft_batch", "ft_lr", "warmup_ratio",
             "weight_decay", "dropout", "precision")
     cfg = {"profile": profile.name, "seed": seed, **{k: getattr(profile, k) for k in keys}}
+    if profile.warm_start and init and init != SOURCE_INIT:
+        cfg["summary"] = "source-pooler"     # warmstart.pooler_into_summary
     if distills(profile, init):
         cfg.update(distill_alpha=profile.distill_alpha, distill_temperature=profile.distill_temperature,
                    teacher=f"{SOURCE_INIT}-{MINILM_WHEEL.sha256[:8]}")
@@ -198,6 +200,10 @@ def finetune(profile: Profile, out: Path | str | None = None, init: str | Path |
         tok, model = source_tokenizer(), source_classifier(names)
     elif init is not None:
         tok, model = load_tokenizer(init), load_classifier(init, names)
+        if profile.warm_start:   # the source's pooler is the same function as XLNet's summary layer
+            from .warmstart import pooler_into_summary
+
+            pooler_into_summary(model)
     elif profile.hub_model:
         tok, model = profile_tokenizer(profile), load_classifier(profile.hub_model, names)
     else:
