@@ -5,6 +5,7 @@ One row per model, every one fine-tuned with the profile's settings on the same 
 * ``majority`` and ``tfidf-logreg`` (``baselines.py``): what counting words gets;
 * ``source-bert``: the MiniLM weights fine-tuned as the BERT they are, the ceiling of the warm start;
 * ``mapped``: the MiniLM weights mapped into XLNet (``warmstart.py``), fine-tuned without adaptation;
+* ``mapped-positions``: the same with the relative-position term fitted to BERT's positions;
 * ``warm-start``: mapped, adapted with XLNet's permutation-LM objective, then fine-tuned (the book's model);
 * ``random-init``: the same XLNet architecture from random weights;
 * ``plm-scratch``: the from-scratch 6 x 256 XLNet (profile ``tiny``), PLM-pretrained here, then fine-tuned with
@@ -21,7 +22,9 @@ import json
 from .config import Profile, UserError, get_profile
 from .runs import METRICS
 
-MODELS = ("majority", "tfidf-logreg", "source-bert", "mapped", "warm-start", "random-init", "plm-scratch")
+MODELS = ("majority", "tfidf-logreg", "source-bert", "mapped", "mapped-positions", "warm-start", "random-init",
+          "plm-scratch")
+WARM_MODELS = ("source-bert", "mapped", "mapped-positions", "warm-start")   # need a warm-start profile
 COLUMNS = ("profile", "seed", "model", "validation_accuracy", "validation_ci_low", "validation_ci_high",
            "test_accuracy", "test_ci_low", "test_ci_high", "train_seconds", "run")
 SCRATCH_PROFILE = "tiny"
@@ -55,7 +58,7 @@ def model_row(profile: Profile, model: str, seed: int = 0, progress: bool = Fals
         row = (baselines.majority if model == "majority" else baselines.tfidf_logreg)(data, seed)
         return {"profile": profile.name, "seed": seed, "model": model, **{k: row[k] for k in COLUMNS[3:-2]},
                 "train_seconds": None, "run": None}
-    if model in ("source-bert", "mapped", "warm-start") and not profile.warm_start:
+    if model in WARM_MODELS and not profile.warm_start:
         raise UserError(f"model {model!r} needs a warm-start profile (such as 'minilm'), not {profile.name!r}")
     if model == "source-bert":
         run = finetune(profile, init=SOURCE_INIT, seed=seed, progress=progress)
@@ -68,7 +71,8 @@ def model_row(profile: Profile, model: str, seed: int = 0, progress: bool = Fals
         run = finetune(scratch, init=pretrain(scratch, seed=seed, progress=progress), seed=seed, progress=progress)
         return _run_row(scratch, seed, model, run)
     else:
-        start = dataclasses.replace(profile, plm_epochs=0.0) if model == "mapped" else profile
+        start = {"mapped": dataclasses.replace(profile, plm_epochs=0.0),
+                 "mapped-positions": dataclasses.replace(profile, plm_epochs=0.0, warm_positions=True)}.get(model, profile)
         run = finetune(profile, init=pretrain(start, seed=seed, progress=progress), seed=seed, progress=progress)
     return _run_row(profile, seed, model, run)
 

@@ -96,7 +96,7 @@ PROFILES: dict[str, Profile] = {
     ),
     "minilm": Profile(
         name="minilm", n_layer=6, n_head=12, d_model=384, d_inner=1536, vocab_size=30522, warm_start="minilm",
-        warm_positions=True,
+        warm_positions=False,
         max_seq_len=64, plm_block=64, plm_epochs=1.0, plm_batch=32, plm_lr=1e-4, plm_fresh_lr=3e-4,
         ft_epochs=1.0, ft_batch=32, ft_lr=1e-4, recovery_lr=5e-5,
     ),
