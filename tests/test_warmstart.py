@@ -334,6 +334,7 @@ def test_warm_start_pretrains_and_fine_tunes_end_to_end(minilm_folder):
     from xlprune_lib.pretrain import pretrain
 
     p = dataclasses.replace(get_profile("minilm"), max_examples=48, plm_block=32, plm_epochs=1.0, plm_batch=16,
+                            warm_positions=True,
                             ft_epochs=1.0, ft_batch=16, max_seq_len=32, logging_steps=1)
     pre = pretrain(p, seed=0, progress=False)
     m = json.loads((pre / "metrics.json").read_text())

@@ -171,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    p = sub.add_parser("fetch", help="fetch and verify the offline corpus and pretrained weights, print the split sizes")
+    p = sub.add_parser("fetch", help="fetch and verify the offline corpus and pretrained weights, "
+                                     "print the split sizes")
     p.set_defaults(func=cmd_fetch)
 
     p = sub.add_parser("pretrain", help="permutation-LM pretraining of the profile's XLNet")

@@ -72,7 +72,8 @@ def model_row(profile: Profile, model: str, seed: int = 0, progress: bool = Fals
         return _run_row(scratch, seed, model, run)
     else:
         start = {"mapped": dataclasses.replace(profile, plm_epochs=0.0),
-                 "mapped-positions": dataclasses.replace(profile, plm_epochs=0.0, warm_positions=True)}.get(model, profile)
+                 "mapped-positions": dataclasses.replace(profile, plm_epochs=0.0, warm_positions=True),
+                 }.get(model, profile)
         run = finetune(profile, init=pretrain(start, seed=seed, progress=progress), seed=seed, progress=progress)
     return _run_row(profile, seed, model, run)
 

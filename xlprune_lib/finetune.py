@@ -175,9 +175,12 @@ def finetune(profile: Profile, out: Path | str | None = None, init: str | Path |
 
     ``init``: a PLM-pretrained folder (``pretrain``); ``None`` starts from random weights (offline profiles)
     or from the profile's hub model (``base``); ``"source-bert"`` fine-tunes the warm start's source weights as
-    the BERT they are (``warmstart.source_classifier``), the ceiling of a warm start. ``metrics.json`` holds ``validation_accuracy``,
-    ``test_accuracy``, ``majority_baseline``, the GLUE metric where the task has one, ``train_seconds``,
-    the loss curve and provenance. Reuses ``out`` when it already holds this configuration.
+    the BERT they are (``warmstart.source_classifier``), the ceiling of a warm start. A warm-start folder gets
+    the source's pooler as its summary layer (``warmstart.pooler_into_summary``) and, with ``distill_alpha``,
+    learns from the source-BERT teacher too (``distill.py``). ``metrics.json`` holds ``validation_accuracy``,
+    ``test_accuracy`` and their 95% intervals (``*_ci_low`` / ``*_ci_high``), ``majority_baseline``, the GLUE
+    metric where the task has one, ``train_seconds``, the loss curve and provenance. Reuses ``out`` when it
+    already holds this configuration.
     """
     from .data import TASKS, load_task, load_tokenizer, profile_tokenizer
     from .modeling import build_classifier, check_model_dir, load_classifier, save_model

@@ -74,9 +74,9 @@ def plm_blocks(texts: list[str], tokenizer, block: int) -> list[list[int]]:
 
 def fresh_rate_optimizer(model, profile: Profile):
     """AdamW (``torch.optim.AdamW``, the Trainer's default) with the warm start's fresh parts
-    (``warmstart.FRESH_PARAMETERS``: relative positions, segment terms, query-stream input, LM head) at ``plm_fresh_lr``
-    and the mapped pretrained tensors at ``plm_lr``; no weight decay on biases and LayerNorms, as the Trainer
-    does. The Trainer adds its linear schedule (warm-up, decay) to every group."""
+    (``warmstart.FRESH_PARAMETERS``: relative positions, segment terms, query-stream input, LM head) at
+    ``plm_fresh_lr`` and the mapped pretrained tensors at ``plm_lr``; no weight decay on biases and LayerNorms,
+    as the Trainer does. The Trainer adds its linear schedule (warm-up, decay) to every group."""
     import torch
     from transformers import Trainer
 
@@ -95,8 +95,9 @@ def fresh_rate_optimizer(model, profile: Profile):
 
 
 def pretrain_config(profile: Profile, seed: int) -> dict:
-    keys = ("n_layer", "n_head", "d_model", "d_inner", "vocab_size", "warm_start", "warm_positions", "plm_fresh_lr", "plm_block", "plm_epochs", "plm_batch",
-            "plm_lr", "plm_probability", "plm_max_span", "warmup_ratio", "weight_decay", "dropout", "max_examples")
+    keys = ("n_layer", "n_head", "d_model", "d_inner", "vocab_size", "warm_start", "warm_positions", "plm_fresh_lr",
+            "plm_block", "plm_epochs", "plm_batch", "plm_lr", "plm_probability", "plm_max_span", "warmup_ratio",
+            "weight_decay", "dropout", "max_examples")
     return {"profile": profile.name, "seed": seed, **{k: getattr(profile, k) for k in keys}}
 
 

