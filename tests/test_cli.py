@@ -31,7 +31,7 @@ def test_help(command):
 @pytest.mark.parametrize("command", ["pretrain", "finetune"])
 def test_unknown_profile(command, tmp_path):
     proc = run(command, "--profile", "large", "--out", str(tmp_path / "x"))
-    assert_user_error(proc, "unknown profile 'large'", "smoke, tiny, base")
+    assert_user_error(proc, "unknown profile 'large'", "smoke, tiny, minilm, base")
     assert not (tmp_path / "x").exists()
 
 
