@@ -5,6 +5,7 @@ what it gives on the same model made permanent (issue 13, kind 2).
 pass with autograd on, so each masked weight is a non-leaf tensor), one made permanent. The list is checked
 against the library itself, so a new public function that takes a model cannot be left out.
 """
+import dataclasses
 import importlib
 import inspect
 import pkgutil
@@ -16,7 +17,7 @@ from conftest import padded_batch, tiny_config
 
 import xlprune_lib
 from xlprune_lib import (bench, distributed, finetune, gates, gradual, importance, l0, masks, modeling, oneshot,
-                         report, rounds, sparse, structured, surgery)
+                         pretrain, report, rounds, sparse, structured, surgery)
 from xlprune_lib.config import get_profile
 
 TEXTS = ["a moving, funny film", "dull and far too long", "the cast is wonderful", "a mess of a script",
@@ -225,6 +226,11 @@ TWINS = {
     "gates.is_gated": lambda m, c: gates.is_gated(m),
     "gradual.install_identity_masks": lambda m, c: (gradual.install_identity_masks(m), c.logits(m)),
     "importance.magnitude": lambda m, c: _values(importance.magnitude(m)),
+    "importance.random_scores": lambda m, c: _values(importance.random_scores(m, 3)),
+    "oneshot.sublayer_ablation": lambda m, c: oneshot.sublayer_ablation(m, lambda mm: {"logits": c.logits(mm)}),
+    "pretrain.fresh_rate_optimizer": lambda m, c: [
+        (g["lr"], g["weight_decay"], sum(p.numel() for p in g["params"]))
+        for g in pretrain.fresh_rate_optimizer(m, dataclasses.replace(c.profile, plm_fresh_lr=1e-2)).param_groups],
     "importance.gradient": lambda m, c: _values(importance.gradient(m, c.batches)),
     "importance.taylor": lambda m, c: _values(importance.taylor(m, c.batches)),
     "importance.frozen_movement": lambda m, c: _values(importance.frozen_movement(m, c.batches)),
@@ -292,6 +298,8 @@ EXEMPT = {
     "l0.L0Trainer.compute_loss": "run by l0.train_l0 in test_training_keeps_live_masks",
     "masks.live_masks": "lists the live masks, which a permanent model has none of",
     "rounds.masks_of": "reads the live masks (that is its job); a permanent model has none",
+    "distill.DistillationTrainer.compute_loss": "the Trainer's loss hook, a function of logits; train_classifier "
+                                                "runs it with a teacher in test_distill",
 }
 
 

@@ -31,11 +31,12 @@ SCRATCH_PROFILE = "tiny"
 FT_FIELDS = ("max_seq_len", "ft_epochs", "ft_batch", "ft_lr", "warmup_ratio", "weight_decay", "dropout")
 
 
-def check_models(models) -> tuple:
-    unknown = [m for m in models if m not in MODELS]
+def check_models(names) -> tuple:
+    """``names`` as a tuple, or a one-line ``UserError`` naming the first that is not in :data:`MODELS`."""
+    unknown = [m for m in names if m not in MODELS]
     if unknown:
         raise UserError(f"unknown model {unknown[0]!r}; valid: {', '.join(MODELS)}")
-    return tuple(models)
+    return tuple(names)
 
 
 def _run_row(profile: Profile, seed: int, model: str, run) -> dict:

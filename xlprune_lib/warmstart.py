@@ -225,7 +225,9 @@ FRESH_PARAMETERS = ("rel_attn.r", "rel_attn.r_r_bias", "rel_attn.r_s_bias", "rel
 
 
 def is_fresh(name: str) -> bool:
-    """Whether parameter ``name`` of a mapped ``XLNetLMHeadModel`` is one of the :data:`FRESH_PARAMETERS` parts."""
+    """Whether parameter ``name`` of a mapped ``XLNetLMHeadModel`` is one of the :data:`FRESH_PARAMETERS` parts
+    (also under a live ``torch.nn.utils.prune`` mask, which renames ``r`` to ``r_orig``)."""
+    name = name.removesuffix("_orig")
     return any(name.endswith(f) or (f.endswith(".") and f in name) for f in FRESH_PARAMETERS)
 
 
