@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-PROFILE ?= tiny
+PROFILE ?= minilm
 SEED ?= 0
 STAMP := $(VENV)/.installed
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from transformers import DataCollatorWithPadding, Trainer
 
 from xlprune_lib import data, finetune, l0, runs
-from xlprune_lib.config import get_profile, set_seed
+from xlprune_lib.config import DEFAULT_PROFILE, get_profile, set_seed
 from xlprune_lib.modeling import load_saved
 from xlprune_lib.report import provenance
 
@@ -44,14 +44,14 @@ def seconds_per_step(model, tok, train, profile, steps, granularity=None):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--profile", default="tiny")
+    p.add_argument("--profile", default=DEFAULT_PROFILE)
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", help="also write the results as JSON here")
     a = p.parse_args()
     runs.quiet_libraries()
     profile = get_profile(a.profile)
-    run_dir = finetune.finetune(profile, seed=0, progress=False)
+    run_dir = finetune.dense_run(profile, seed=0)
     model, tok = load_saved(run_dir), data.load_tokenizer(run_dir)
     train = finetune.tokenize_split(data.load_task(profile.task, profile.max_examples, 0)["train"], tok,
                                     profile.max_seq_len)

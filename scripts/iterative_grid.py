@@ -21,14 +21,14 @@ import sys
 
 
 def main(argv=None) -> int:
-    from xlprune_lib.config import UserError, get_profile, write_text_atomic
-    from xlprune_lib.finetune import finetune
+    from xlprune_lib.config import DEFAULT_PROFILE, UserError, get_profile, write_text_atomic
+    from xlprune_lib.finetune import dense_run
     from xlprune_lib.iterative import IterSpec, iterate
     from xlprune_lib.report import git_commit
     from xlprune_lib.rounds import SUMMARY, read_records
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--profile", default="tiny")
+    ap.add_argument("--profile", default=DEFAULT_PROFILE)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sparsities", default="0.9,0.95,0.97", help="final sparsities for one-shot and gradual")
     ap.add_argument("--iterative-target", type=float, default=0.98)
@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     try:
         profile = get_profile(a.profile)
-        model = finetune(profile, seed=a.seed, progress=False)
+        model = dense_run(profile, seed=a.seed)
         requirement = f"dense-{a.tolerance}"
         runs = [("iterative magnitude", IterSpec("magnitude", target=a.iterative_target, schedule="geometric",
                                                  step=a.step, round_steps=a.round_steps, requirement=requirement))]

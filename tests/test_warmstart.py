@@ -16,13 +16,13 @@ from xlprune_lib.config import UserError
 D, HEADS, VOCAB = 32, 4, 120
 
 
-def random_bert(seed: int = 0, positions: str = "mean", value_output_bias: bool = False):
+def random_bert(seed: int = 0, positions: str = "mean", value_output_bias: bool = False, vocab: int = VOCAB):
     """A 2-layer BERT with every tensor random (BERT's own init zeroes the biases, which would hide mistakes).
 
     ``positions="mean"``: every position embedding is the mean of the first 16 (what the word table folds in);
     ``value_output_bias=False``: the two biases XLNet cannot hold are zero."""
     torch.manual_seed(seed)
-    cfg = BertConfig(vocab_size=VOCAB, hidden_size=D, num_hidden_layers=2, num_attention_heads=HEADS,
+    cfg = BertConfig(vocab_size=vocab, hidden_size=D, num_hidden_layers=2, num_attention_heads=HEADS,
                      intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=0.0,
                      attention_probs_dropout_prob=0.0)
     bert = BertModel(cfg, add_pooling_layer=False).eval()
@@ -197,11 +197,6 @@ def test_shapes_that_do_not_fit_are_refused():
 
 # --------------------------------------------------------------------------- the real files
 
-@pytest.fixture(scope="module")
-def real_tokenizer(minilm_folder, tmp_path_factory):
-    return warmstart.xlnet_tokenizer(minilm_folder, tmp_path_factory.mktemp("tok") / "tokenizer")
-
-
 def test_tokenizer_has_xlnet_conventions(real_tokenizer, tmp_path):
     tok = real_tokenizer
     assert len(tok) == 30522 and tok.padding_side == "left"
@@ -324,8 +319,8 @@ def test_relative_positions_fitted_to_bert_bring_xlnet_closer(minilm_folder, rea
 
 
 def test_warm_start_pretrains_and_fine_tunes_end_to_end(minilm_folder):
-    """The default profile's real path, cut to a few steps: map, fit positions, adapt with the PLM collator,
-    fine-tune from the adapted folder; the numbers land in metrics.json."""
+    """The default profile's real path, cut to a few steps: map, fit positions, align to the source BERT, adapt
+    with the PLM collator, fine-tune from the adapted folder; the numbers land in metrics.json."""
     import dataclasses
     import json
 
@@ -334,12 +329,15 @@ def test_warm_start_pretrains_and_fine_tunes_end_to_end(minilm_folder):
     from xlprune_lib.pretrain import pretrain
 
     p = dataclasses.replace(get_profile("minilm"), max_examples=48, plm_block=32, plm_epochs=1.0, plm_batch=16,
-                            warm_positions=True,
+                            warm_positions=True, align_steps=3,
                             ft_epochs=1.0, ft_batch=16, max_seq_len=32, logging_steps=1)
     pre = pretrain(p, seed=0, progress=False)
     m = json.loads((pre / "metrics.json").read_text())
     assert m["steps"] > 0 and m["eval_loss_after"] < m["eval_loss_before"] + 1.0
     assert m["warm_start"]["positions"]["cosine_to_bert_after"] > m["warm_start"]["positions"]["cosine_to_bert_before"]
+    aligned = m["warm_start"]["align"]
+    assert aligned["steps"] == 3 and len(aligned["fvu_before"]) == len(aligned["fvu_after"]) == 6
+    assert m["config"]["align_steps"] == 3
     ft = finetune(p, init=pre, seed=0, progress=False)
     f = json.loads((ft / "metrics.json").read_text())
     assert 0.0 <= f["test_ci_low"] <= f["test_accuracy"] <= f["test_ci_high"] <= 1.0

@@ -4,9 +4,11 @@ One row per model, every one fine-tuned with the profile's settings on the same 
 
 * ``majority`` and ``tfidf-logreg`` (``baselines.py``): what counting words gets;
 * ``source-bert``: the MiniLM weights fine-tuned as the BERT they are, the ceiling of the warm start;
-* ``mapped``: the MiniLM weights mapped into XLNet (``warmstart.py``), fine-tuned without adaptation;
-* ``mapped-positions``: the same with the relative-position term fitted to BERT's positions;
-* ``warm-start``: mapped, adapted with XLNet's permutation-LM objective, then fine-tuned (the book's model);
+* ``mapped``: the MiniLM weights mapped into XLNet (``warmstart.py``), fine-tuned without any training before;
+* ``mapped-positions``: the same with the relative-position term fitted to BERT's positions (a closed form);
+* ``aligned``: mapped, then trained to reproduce BERT's hidden states (``align.py``), fine-tuned;
+* ``warm-start``: the profile's whole path: mapped, aligned, adapted with XLNet's permutation-LM objective,
+  then fine-tuned (the book's model);
 * ``random-init``: the same XLNet architecture from random weights;
 * ``plm-scratch``: the from-scratch 6 x 256 XLNet (profile ``tiny``), PLM-pretrained here, then fine-tuned with
   the same fine-tuning settings (:data:`FT_FIELDS`) as the others.
@@ -22,9 +24,9 @@ import json
 from .config import Profile, UserError, get_profile
 from .runs import METRICS
 
-MODELS = ("majority", "tfidf-logreg", "source-bert", "mapped", "mapped-positions", "warm-start", "random-init",
-          "plm-scratch")
-WARM_MODELS = ("source-bert", "mapped", "mapped-positions", "warm-start")   # need a warm-start profile
+MODELS = ("majority", "tfidf-logreg", "source-bert", "mapped", "mapped-positions", "aligned", "warm-start",
+          "random-init", "plm-scratch")
+WARM_MODELS = ("source-bert", "mapped", "mapped-positions", "aligned", "warm-start")   # need a warm-start profile
 COLUMNS = ("profile", "seed", "model", "validation_accuracy", "validation_ci_low", "validation_ci_high",
            "test_accuracy", "test_ci_low", "test_ci_high", "train_seconds", "run")
 SCRATCH_PROFILE = "tiny"
@@ -49,7 +51,7 @@ def model_row(profile: Profile, model: str, seed: int = 0, progress: bool = Fals
     """The row of one model (computing and caching its runs when they do not exist yet)."""
     from . import baselines
     from .data import load_task
-    from .finetune import finetune
+    from .finetune import dense_run, finetune
     from .pretrain import pretrain
     from .warmstart import SOURCE_INIT
 
@@ -71,10 +73,13 @@ def model_row(profile: Profile, model: str, seed: int = 0, progress: bool = Fals
             scratch = dataclasses.replace(get_profile(SCRATCH_PROFILE), **{k: getattr(profile, k) for k in FT_FIELDS})
         run = finetune(scratch, init=pretrain(scratch, seed=seed, progress=progress), seed=seed, progress=progress)
         return _run_row(scratch, seed, model, run)
+    elif model == "warm-start":
+        run = dense_run(profile, seed, progress)
     else:
-        start = {"mapped": dataclasses.replace(profile, plm_epochs=0.0),
-                 "mapped-positions": dataclasses.replace(profile, plm_epochs=0.0, warm_positions=True),
-                 }.get(model, profile)
+        start = {"mapped": dataclasses.replace(profile, plm_epochs=0.0, align_steps=0, warm_positions=False),
+                 "mapped-positions": dataclasses.replace(profile, plm_epochs=0.0, align_steps=0, warm_positions=True),
+                 "aligned": dataclasses.replace(profile, plm_epochs=0.0),
+                 }[model]
         run = finetune(profile, init=pretrain(start, seed=seed, progress=progress), seed=seed, progress=progress)
     return _run_row(profile, seed, model, run)
 

@@ -1,10 +1,11 @@
 """Profiles, paths, seeds and the one error type users see.
 
-Three profiles share one code path (see DESIGN.md):
+Four profiles share one code path (see DESIGN.md):
 
 * ``smoke``:  a 2-layer XLNet on a few hundred examples, every code path in about a minute (tests, CI);
-* ``minilm``: the default: a 6 x 384 XLNet warm-started from the pretrained MiniLM weights (``warmstart.py``)
-  and adapted with XLNet's permutation-LM objective on the offline corpus (the published figures, a 2-core CPU);
+* ``minilm``: the default: a 6 x 384 XLNet warm-started from the pretrained MiniLM weights (``warmstart.py``),
+  aligned to MiniLM's hidden states (``align.py``) and adapted with XLNet's permutation-LM objective on the
+  offline corpus (the published figures, a 2-core CPU);
 * ``tiny``:   a 6 x 256 XLNet with its own 8k SentencePiece vocabulary, pretrained here from scratch (chapter 1's
   comparison: what pretraining buys);
 * ``base``:  the published ``xlnet-base-cased`` fine-tuned on GLUE SST-2, both from the model hub (one GPU).
@@ -42,6 +43,9 @@ class Profile:
     hub_model: str | None = None
     warm_start: str | None = None         # "minilm": map the pinned MiniLM weights into XLNet (warmstart.py)
     warm_positions: bool = False          # warm start: fit the relative-position term to BERT's positions
+    align_steps: int = 0                  # warm start: steps of hidden-state alignment to the source (align.py)
+    align_lr: float = 5e-5                # ... rate of the mapped tensors during alignment
+    align_fresh_lr: float = 1e-3          # ... rate of the fresh parts (relative positions, segments)
     # data
     task: str = "rt"                      # see data.TASKS
     max_examples: int | None = None       # per split cap (smoke)
@@ -96,7 +100,7 @@ PROFILES: dict[str, Profile] = {
     ),
     "minilm": Profile(
         name="minilm", n_layer=6, n_head=12, d_model=384, d_inner=1536, vocab_size=30522, warm_start="minilm",
-        warm_positions=False,
+        warm_positions=False, align_steps=200,
         max_seq_len=64, plm_block=64, plm_epochs=1.0, plm_batch=32, plm_lr=1e-4, plm_fresh_lr=3e-4,
         ft_epochs=1.0, ft_batch=32, ft_lr=1e-4, recovery_lr=5e-5,
     ),
@@ -107,7 +111,7 @@ PROFILES: dict[str, Profile] = {
         bench_repeats=30,
     ),
 }
-DEFAULT_PROFILE = "tiny"
+DEFAULT_PROFILE = "minilm"
 
 
 def get_profile(name: str) -> Profile:

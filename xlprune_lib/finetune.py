@@ -241,3 +241,17 @@ def finetune(profile: Profile, out: Path | str | None = None, init: str | Path |
     }
     save_model(model, tok, out, extra_files={METRICS: metrics})
     return out
+
+
+def dense_run(profile: Profile, seed: int = 0, progress: bool = False) -> Path:
+    """The fine-tuned model the chapters prune, as a run folder (computed and cached when missing).
+
+    On a warm-start profile (``minilm``) the whole warm-start path: ``pretrain`` (map, align, permutation-LM
+    adaptation), then :func:`finetune` from it; on the others the profile's own start (random weights offline,
+    the hub checkpoint on ``base``). Chapter 1's ``warm-start`` row is the same run.
+    """
+    if profile.warm_start:
+        from .pretrain import pretrain
+
+        return finetune(profile, init=pretrain(profile, seed=seed, progress=progress), seed=seed, progress=progress)
+    return finetune(profile, seed=seed, progress=progress)

@@ -94,10 +94,29 @@ def fresh_rate_optimizer(model, profile: Profile):
                               for (fresh, dec), ps in groups.items()], lr=profile.plm_lr)
 
 
+ALIGN_HELDOUT = 256   # validation-split snippets on which alignment is measured (never trained on)
+
+
+def align_to_source(model, tok, texts: list[str], heldout: list[str], profile: Profile, seed: int,
+                    progress: bool) -> dict:
+    """``profile.align_steps`` of hidden-state alignment of the mapped ``model`` to the source BERT
+    (``align.align``), at ``plm_batch`` texts per step; returns its report."""
+    from .align import align, source_bert
+    from .warmstart import load_bert, source_folder
+
+    set_seed(seed)
+    teacher = source_bert(*load_bert(source_folder()))
+    return align(model, teacher, tok, texts, heldout[:ALIGN_HELDOUT], steps=profile.align_steps,
+                 batch=profile.plm_batch, max_len=profile.plm_block, lr=profile.align_lr,
+                 fresh_lr=profile.align_fresh_lr, warmup_ratio=profile.warmup_ratio, seed=seed, progress=progress)
+
+
 def pretrain_config(profile: Profile, seed: int) -> dict:
     keys = ("n_layer", "n_head", "d_model", "d_inner", "vocab_size", "warm_start", "warm_positions", "plm_fresh_lr",
             "plm_block", "plm_epochs", "plm_batch", "plm_lr", "plm_probability", "plm_max_span", "warmup_ratio",
             "weight_decay", "dropout", "max_examples")
+    if profile.align_steps:   # named only when used: configurations without alignment keep their keys
+        keys += ("align_steps", "align_lr", "align_fresh_lr")
     return {"profile": profile.name, "seed": seed, **{k: getattr(profile, k) for k in keys}}
 
 
@@ -143,6 +162,8 @@ def pretrain(profile: Profile, out: Path | str | None = None, seed: int = 0, pro
         calibration = torch.tensor(train["input_ids"][:CALIBRATION_BLOCKS])
         model, warm_report = warm_lm(profile, seed, output_bias=unigram_log_probs(texts, tok),
                                      calibration=calibration)
+        if profile.align_steps:
+            warm_report["align"] = align_to_source(model, tok, texts, heldout, profile, seed, progress)
         optimizers = (fresh_rate_optimizer(model, profile), None)
     else:
         model = build_lm(profile, len(tok), seed)
@@ -168,7 +189,7 @@ def pretrain(profile: Profile, out: Path | str | None = None, seed: int = 0, pro
         "eval_loss_before": before, "eval_loss_after": after,
         "loss_curve": curve, "train_seconds": seconds, "train_blocks": len(train), "eval_blocks": len(valid),
         "steps": trainer.state.global_step, "parameters": parameter_breakdown(model)["total"]["params"],
-        "warm_start": {k: warm_report[k] for k in ("positions", "lost", "position_fold") if k in warm_report},
+        "warm_start": {k: warm_report[k] for k in ("positions", "lost", "position_fold", "align") if k in warm_report},
         **provenance(cfg),
     }
     save_model(model, tok, out, extra_files={METRICS: metrics})

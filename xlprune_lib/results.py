@@ -18,7 +18,9 @@ from .config import (DEFAULT_PROFILE, UserError, cache_dir, ensure_dir, repo_roo
 # table name -> columns every row must have (more may follow)
 TABLES = {
     "01_models": ("model", "validation_accuracy", "test_accuracy", "test_ci_low", "test_ci_high"),
-    "02_oneshot_weights": ("method", "requested", "sparsity", "validation_accuracy", "test_accuracy"),
+    "02_oneshot_weights": ("method", "requested", "sparsity", "validation_accuracy", "test_accuracy",
+                           "test_ci_low", "test_ci_high"),
+    "02_ablation": ("ablation", "validation_accuracy", "test_accuracy", "validation_ci_low", "validation_ci_high"),
     "03_l0": ("run", "lambda", "sparsity", "test_accuracy"),
     "04_iterative": ("approach", "sparsity", "validation_accuracy", "test_accuracy", "steps", "seconds"),
     "05_speed": ("method", "prunable_removed", "params_ratio", "flops_ratio", "file_ratio", "sparse_file_ratio",
