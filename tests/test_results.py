@@ -46,6 +46,20 @@ def test_missing_reference_file_is_a_user_error(tmp_path):
         read_table("05_speed", tmp_path)
 
 
+def test_memo_stores_arrays_and_tensors_of_any_size(tmp_path, monkeypatch):
+    """A measurement may hold per-example arrays (baselines.tfidf_logreg's ``*_correct``) or tensors, not only
+    scalars: they are stored as lists, and a scalar stays a number."""
+    import numpy as np
+    import torch
+
+    from xlprune_lib.runs import memo
+
+    monkeypatch.setenv("XLPRUNE_CACHE", str(tmp_path))
+    got = memo("arrays", {}, lambda: {"correct": np.array([True, False, True]), "scores": torch.tensor([[1.0], [2.0]]),
+                                       "one": np.array([0.25]), "n": torch.tensor(4)})
+    assert got == {"correct": [True, False, True], "scores": [[1.0], [2.0]], "one": [0.25], "n": 4}
+
+
 def test_memo_computes_once_per_config_and_recovers_from_a_bad_file(tmp_path, monkeypatch):
     import numpy as np
 

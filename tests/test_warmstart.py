@@ -325,7 +325,7 @@ def test_warm_start_pretrains_and_fine_tunes_end_to_end(minilm_folder):
     import json
 
     from xlprune_lib.config import get_profile
-    from xlprune_lib.finetune import finetune
+    from xlprune_lib.finetune import dense_run
     from xlprune_lib.pretrain import pretrain
 
     p = dataclasses.replace(get_profile("minilm"), max_examples=48, plm_block=32, plm_epochs=1.0, plm_batch=16,
@@ -338,8 +338,9 @@ def test_warm_start_pretrains_and_fine_tunes_end_to_end(minilm_folder):
     aligned = m["warm_start"]["align"]
     assert aligned["steps"] == 3 and len(aligned["fvu_before"]) == len(aligned["fvu_after"]) == 6
     assert m["config"]["align_steps"] == 3
-    ft = finetune(p, init=pre, seed=0, progress=False)
+    ft = dense_run(p, seed=0)   # what the chapters prune: fine-tuned from that same adapted folder
     f = json.loads((ft / "metrics.json").read_text())
+    assert f["init"] == str(pre) and f["config"]["summary"] == "source-pooler"
     assert 0.0 <= f["test_ci_low"] <= f["test_accuracy"] <= f["test_ci_high"] <= 1.0
 
 

@@ -5,7 +5,7 @@ The committed notebooks in ``notebooks/`` carry no outputs. ``execute`` runs eac
 ``book/chapters/`` (git-ignored), which ``_toc.yml`` points at. Jupyter Book itself executes nothing
 (``execute_notebooks: "off"`` in ``_config.yml``).
 
-``python -m xlprune_lib.book execute --profile tiny`` is what ``make book`` runs; ``... results`` is
+``python -m xlprune_lib.book execute --profile minilm`` is what ``make book`` runs; ``... results`` is
 ``make results`` (``results.make_results``).
 """
 from __future__ import annotations

@@ -136,9 +136,9 @@ def quiet_trainer(trainer, progress: bool):
 
 
 def _plain(value):
-    """``json`` hook: NumPy and torch scalars as Python numbers."""
-    if hasattr(value, "item"):
-        return value.item()
+    """``json`` hook: NumPy and torch scalars as Python numbers, their arrays and tensors as (nested) lists."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
     raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
 
 
