@@ -123,3 +123,30 @@ def test_collect_can_take_one_table(tmp_path):
     written = collect(src, tmp_path / "dest", ["01_models"])
     assert [p.name for p in written] == ["01_models.csv"]
     assert read_table("01_models", tmp_path / "dest").model.tolist() == ["majority"]
+
+
+def test_collect_appends_the_rows_of_further_seeds(tmp_path):
+    """`make results` at seeds 0 1 2: one file per table with every seed's rows; tables made at the first seed
+    only (chapter 1) keep its rows; the provenance names every source."""
+    ablation = [{"ablation": "dense", "validation_accuracy": 0.8, "validation_ci_low": 0.78,
+                 "validation_ci_high": 0.82, "test_accuracy": 0.79}]
+    model = [{"model": "majority", "validation_accuracy": 0.5, "test_accuracy": 0.6, "test_ci_low": 0.55,
+              "test_ci_high": 0.65}]
+    for seed in (0, 1):
+        save_table(ablation, "02_ablation", tmp_path / f"s{seed}", {"profile": "minilm", "seed": seed})
+    save_table(model, "01_models", tmp_path / "s0", {"profile": "minilm", "seed": 0})
+    dest = tmp_path / "dest"
+    collect(tmp_path / "s0" / "tables", dest, ["01_models", "02_ablation"], more=[tmp_path / "s1" / "tables"])
+    assert read_table("02_ablation", dest).seed.tolist() == [0, 1]
+    assert read_table("01_models", dest).seed.tolist() == [0]
+    prov = json.loads((dest / "02_ablation.provenance.json").read_text())
+    assert prov["seeds"] == [0, 1] and prov["rows"] == 2 and [s["seed"] for s in prov["sources"]] == [0, 1]
+    assert prov["config"]["profile"] == "minilm"
+
+
+def test_results_refuses_repeated_or_negative_seeds(tmp_path):
+    from xlprune_lib.results import make_results
+
+    for seeds in ([0, 0], [-1], []):
+        with pytest.raises(UserError, match="distinct integers"):
+            make_results("smoke", seeds, tmp_path, only=["02"])

@@ -25,12 +25,15 @@ def chapters(root: Path | None = None) -> list[Path]:
 
 
 def execute(profile: str = DEFAULT_PROFILE, seed: int = 0, root: Path | None = None, out_dir: Path | None = None,
-            only: list[str] | None = None, log=print, chapter_parameters: dict | None = None) -> list[Path]:
+            only: list[str] | None = None, log=print, chapter_parameters: dict | None = None,
+            output_dir: Path | None = None) -> list[Path]:
     """Run every chapter with papermill; return the executed copies' paths.
 
     Each copy is written to a temporary name and renamed when papermill finishes, so a failed chapter never
-    leaves a half-executed page that the book would publish. ``chapter_parameters`` maps a chapter's number
-    ("01") to extra papermill parameters for it.
+    leaves a half-executed page that the book would publish. ``out_dir``: where the executed copies go (the
+    book's ``book/chapters``); ``output_dir``: the chapters' ``output_dir`` parameter, where figures and tables
+    go (``<cache>/figures/<profile>``). ``chapter_parameters`` maps a chapter's number ("01") to extra papermill
+    parameters for it.
     """
     import papermill as pm
 
@@ -52,7 +55,8 @@ def execute(profile: str = DEFAULT_PROFILE, seed: int = 0, root: Path | None = N
         log(f"[book] executing {nb.name} (profile {profile})")
         pm.execute_notebook(
             str(nb), str(tmp), cwd=str(root), kernel_name="python3", progress_bar=False,
-            parameters={"profile": profile, "seed": seed, "output_dir": str(cache_dir() / "figures" / profile),
+            parameters={"profile": profile, "seed": seed,
+                        "output_dir": str(output_dir or cache_dir() / "figures" / profile),
                         **(chapter_parameters or {}).get(nb.stem[:2], {})},
         )
         os.replace(tmp, target)
@@ -70,15 +74,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", nargs="*", help="chapter number prefixes, e.g. 01 03")
     r = sub.add_parser("results", help="execute chapters 1-5 and copy their tables to data/results")
     r.add_argument("--profile", default=DEFAULT_PROFILE)
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="seeds; chapters 2, 4 and 5 run at each, the others at the first (default: 0 1 2)")
     r.add_argument("--dest", help="where the CSVs go (default: data/results)")
     r.add_argument("--only", nargs="+", help="chapter numbers to run (default: 01 02 03 04 05)")
     args = parser.parse_args(argv)
     try:
         if args.command == "results":
-            from .results import make_results
+            from .results import SEEDS, make_results
 
-            for path in make_results(args.profile, args.seed, args.dest, args.only):
+            for path in make_results(args.profile, args.seeds or SEEDS, args.dest, args.only):
                 print(f"wrote {path}")
         else:
             execute(args.profile, args.seed, only=args.only)

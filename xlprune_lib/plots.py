@@ -147,16 +147,21 @@ def heatmap(matrix, title: str, xlabel: str = "", ylabel: str = "", xticklabels=
 
 def sparsity_curves(rows, y: str = "validation_accuracy", hue: str = "method", title: str | None = None,
                     x: str = "sparsity", xlabel: str = "sparsity of the prunable set (measured)",
-                    hlines: dict[str, float] | None = None, ax=None):
-    """Accuracy against measured sparsity, one line per ``hue`` value, with labelled reference lines."""
+                    hlines: dict[str, float] | None = None, ax=None, spread: bool = False):
+    """Accuracy against measured sparsity, one line per ``hue`` value, with labelled reference lines.
+
+    ``spread``: rows of several seeds; ``x`` is rounded to 0.1 point so that the seeds' measurements of one
+    grid point meet, the line is their mean and the band their range (min to max)."""
     import matplotlib.pyplot as plt
     import pandas as pd
     import seaborn as sns
 
     df = pd.DataFrame(rows)
+    if spread:
+        df[x] = df[x].round(3)
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots()
     sns.lineplot(df, x=x, y=y, hue=hue, style=hue, markers=True, dashes=False, ax=ax, lw=1.8,
-                 palette=hue_palette(df[hue]))
+                 palette=hue_palette(df[hue]), errorbar=("pi", 100) if spread else None)
     for i, (name, value) in enumerate((hlines or {}).items()):
         ax.axhline(value, ls="--", lw=1.1, color="0.4" if i == 0 else "0.7", label=name)
     ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))

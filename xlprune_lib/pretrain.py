@@ -123,10 +123,13 @@ def pretrain_config(profile: Profile, seed: int) -> dict:
 def pretrain(profile: Profile, out: Path | str | None = None, seed: int = 0, progress: bool = True) -> Path:
     """PLM-pretrain the profile's XLNet; write checkpoint, tokenizer and ``metrics.json`` into ``out``.
 
-    Reuses ``out`` when it already holds this configuration. Returns the folder.
-    ``metrics.json``: ``plm_loss_first`` / ``plm_loss_last`` (training loss at the first and last logged
-    step), ``eval_loss_before`` / ``eval_loss_after`` (PLM loss on validation-split snippets), the loss curve,
-    ``train_seconds`` and provenance.
+    On a warm-start profile the model starts as the mapped source (``warmstart.warm_lm``), is aligned to the
+    source's hidden states for ``align_steps`` (:func:`align_to_source`), and is then adapted with the PLM
+    objective for ``plm_epochs`` (0: no adaptation). Reuses ``out`` when it already holds this configuration.
+    Returns the folder. ``metrics.json``: ``plm_loss_first`` / ``plm_loss_last`` (training loss at the first
+    and last logged step), ``eval_loss_before`` / ``eval_loss_after`` (PLM loss on validation-split snippets,
+    before and after the PLM steps), the loss curve, ``train_seconds`` (PLM steps only), ``warm_start`` (what the
+    mapping lost, the position fit, the alignment report with its own ``seconds``) and provenance.
     """
     from datasets import Dataset
     from transformers import DataCollatorForPermutationLanguageModeling, Trainer

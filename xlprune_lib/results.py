@@ -28,6 +28,9 @@ TABLES = {
 }
 COMMON = ("profile", "seed")
 CHAPTERS = ("01", "02", "03", "04", "05")
+SEEDS = (0, 1, 2)
+HEADLINE = ("02", "04", "05")   # chapters whose grids `make results` repeats at every seed (one-shot curves,
+                                # chapter 4's approaches, chapter 5's speed table); the others run at the first
 # chapter parameters for `make results`: chapter 1 trains its comparison models instead of reading them
 RESULTS_PARAMETERS = {"01": {"live_comparison": True}}
 
@@ -94,13 +97,17 @@ def check_table(path: Path) -> list[str]:
     return columns
 
 
-def collect(src, dest=None, names=None) -> list[Path]:
+def collect(src, dest=None, names=None, more=()) -> list[Path]:
     """Copy every table in ``src`` (a ``tables`` folder; or only ``names``) to ``dest`` (``data/results``),
-    checked, atomically.
+    checked, atomically; the rows of the same table in the folders ``more`` (other seeds) are appended.
 
-    A file of the same name in ``dest`` that is not an xlprune table (no ``.provenance.json`` beside it) is
-    refused before anything is written.
+    ``src`` must hold every wanted table; a table from several folders gets the provenance of ``src``'s, plus
+    ``seeds`` (the seeds its rows come from) and ``sources`` (each folder's seed and git commit). A file of the
+    same name in ``dest`` that is not an xlprune table (no ``.provenance.json`` beside it) is refused before
+    anything is written.
     """
+    import pandas as pd
+
     src, dest = Path(src), Path(dest or results_dir())
     wanted = list(names or TABLES)
     names = [n for n in wanted if (src / f"{n}.csv").is_file()]
@@ -108,26 +115,55 @@ def collect(src, dest=None, names=None) -> list[Path]:
         raise UserError(f"{src} lacks the tables {', '.join(missing)}: did every chapter run?")
     ensure_dir(dest, "results folder")
     for name in names:                   # everything is checked before anything is written
-        check_table(src / f"{name}.csv")
+        for folder in (src, *more):
+            if (folder / f"{name}.csv").is_file():
+                check_table(folder / f"{name}.csv")
         if (dest / f"{name}.csv").exists() and not (dest / f"{name}.provenance.json").is_file():
             raise UserError(f"{dest / f'{name}.csv'} is not an xlprune results table (no provenance beside it); "
                             "nothing was changed: choose another --dest")
     written = []
     for name in names:
-        for suffix in (".csv", ".provenance.json"):
-            write_text_atomic(dest / f"{name}{suffix}", (src / f"{name}{suffix}").read_text())
+        folders = [f for f in (src, *map(Path, more)) if (f / f"{name}.csv").is_file()]
+        frame = pd.concat([pd.read_csv(f / f"{name}.csv") for f in folders], ignore_index=True)
+        prov = [json.loads((f / f"{name}.provenance.json").read_text()) for f in folders]
+        merged = {**prov[0], "rows": len(frame), "seeds": sorted({int(s) for s in frame["seed"]}),
+                  "sources": [{"seed": p["config"].get("seed"), "git_commit": p.get("git_commit")} for p in prov]}
+        write_text_atomic(dest / f"{name}.csv", frame.to_csv(index=False, float_format="%.6g"))
+        write_json_atomic(dest / f"{name}.provenance.json", merged)
         written.append(dest / f"{name}.csv")
     return written
 
 
-def make_results(profile: str = DEFAULT_PROFILE, seed: int = 0, dest=None, only=None) -> list[Path]:
-    """``make results``: execute chapters 1-5 (or the chapter numbers in ``only``) on ``profile`` (cached runs
-    reused), then collect their tables."""
+def seed_dir(profile: str, seed: int, first: bool) -> Path:
+    """Where a chapter run writes its figures and tables: the book's folder for the first seed of
+    ``make results``, a folder of its own for each further seed."""
+    base = cache_dir() / "figures" / profile
+    return base if first else base.with_name(f"{profile}-seed{seed}")
+
+
+def make_results(profile: str = DEFAULT_PROFILE, seeds=SEEDS, dest=None, only=None) -> list[Path]:
+    """``make results``: execute chapters 1-5 (or the chapter numbers in ``only``) on ``profile`` at the first
+    of ``seeds``, and the :data:`HEADLINE` chapters among them again at every further seed (cached runs reused),
+    then collect their tables: one file per table, with a ``seed`` column.
+
+    The first seed's executed chapters are the book's pages; further seeds write theirs beside their tables
+    (:func:`seed_dir`), never over the book.
+    """
     from .book import execute
 
-    only = list(only or CHAPTERS)
+    only, seeds = list(only or CHAPTERS), [seeds] if isinstance(seeds, int) else list(seeds)
     if bad := [c for c in only if c not in CHAPTERS]:
         raise UserError(f"no results table comes from chapter {bad[0]!r}; chapters: {', '.join(CHAPTERS)}")
-    execute(profile, seed, only=only, chapter_parameters=RESULTS_PARAMETERS)
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise UserError(f"--seeds must be distinct integers >= 0, got {seeds}")
+    folders = []
+    for i, seed in enumerate(seeds):
+        chapters = only if i == 0 else [c for c in only if c in HEADLINE]
+        if not chapters:
+            continue
+        out = seed_dir(profile, seed, first=i == 0)
+        execute(profile, seed, only=chapters, chapter_parameters=RESULTS_PARAMETERS, output_dir=out,
+                out_dir=None if i == 0 else out / "chapters")
+        folders.append(tables_dir(out))
     names = [n for n in TABLES if n[:2] in only]
-    return collect(tables_dir(cache_dir() / "figures" / profile), dest, names)
+    return collect(folders[0], dest, names, more=folders[1:])
