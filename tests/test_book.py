@@ -64,7 +64,8 @@ def test_chapter2_records_its_numbers_with_provenance(smoke_book):
     from xlprune_lib.config import cache_dir
 
     results = json.loads((cache_dir() / "figures" / "smoke" / "02_results.json").read_text())
-    assert set(results["weight_test_accuracy"]) == {"magnitude", "gradient", "taylor", "fisher", "movement"}
+    # every score, and the random control every score must beat (Blalock et al. 2020)
+    assert set(results["weight_test_accuracy"]) == {"magnitude", "gradient", "taylor", "fisher", "movement", "random"}
     for method, by_sparsity in results["weight_measured_sparsity"].items():
         assert by_sparsity["90%"] == pytest.approx(0.9, abs=1e-3), method     # counted from the masks
     assert results["git_commit"] and results["config"]["profile"] == "smoke"
