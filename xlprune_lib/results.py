@@ -108,22 +108,22 @@ def collect(src, dest=None, names=None, more=()) -> list[Path]:
     """
     import pandas as pd
 
-    src, dest = Path(src), Path(dest or results_dir())
+    src, dest, more = Path(src), Path(dest or results_dir()), [Path(f) for f in more]
     wanted = list(names or TABLES)
     names = [n for n in wanted if (src / f"{n}.csv").is_file()]
     if missing := [n for n in wanted if n not in names]:
         raise UserError(f"{src} lacks the tables {', '.join(missing)}: did every chapter run?")
     ensure_dir(dest, "results folder")
+    sources = {name: [f for f in (src, *more) if (f / f"{name}.csv").is_file()] for name in names}
     for name in names:                   # everything is checked before anything is written
-        for folder in (src, *more):
-            if (folder / f"{name}.csv").is_file():
-                check_table(folder / f"{name}.csv")
+        for folder in sources[name]:
+            check_table(folder / f"{name}.csv")
         if (dest / f"{name}.csv").exists() and not (dest / f"{name}.provenance.json").is_file():
             raise UserError(f"{dest / f'{name}.csv'} is not an xlprune results table (no provenance beside it); "
                             "nothing was changed: choose another --dest")
     written = []
     for name in names:
-        folders = [f for f in (src, *map(Path, more)) if (f / f"{name}.csv").is_file()]
+        folders = sources[name]
         frame = pd.concat([pd.read_csv(f / f"{name}.csv") for f in folders], ignore_index=True)
         prov = [json.loads((f / f"{name}.provenance.json").read_text()) for f in folders]
         merged = {**prov[0], "rows": len(frame), "seeds": sorted({int(s) for s in frame["seed"]}),
