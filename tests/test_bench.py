@@ -110,3 +110,27 @@ def test_cli_bench_json_and_errors(pair, tmp_path):
     (broken / "model.safetensors").write_bytes(b"not a safetensors file")
     bad = subprocess.run(run[:3] + [str(broken)] + run[4:], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def test_provenance_commit_is_dirty_for_code_changes_but_not_for_results(tmp_path, monkeypatch):
+    """`make results` rewrites data/results; its next run must still record a clean commit, while any other
+    tracked change marks the commit -dirty."""
+    from xlprune_lib import report
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    (tmp_path / "data" / "results").mkdir(parents=True)
+    (tmp_path / "data" / "results" / "01_models.csv").write_text("a\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "init")
+    monkeypatch.setattr(report, "repo_root", lambda: tmp_path)
+    clean = report.git_commit()
+    assert clean and not clean.endswith("-dirty")
+    (tmp_path / "data" / "results" / "01_models.csv").write_text("b\n")
+    assert report.git_commit() == clean
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert report.git_commit() == clean + "-dirty"

@@ -342,6 +342,10 @@ def test_warm_start_pretrains_and_fine_tunes_end_to_end(minilm_folder):
     f = json.loads((ft / "metrics.json").read_text())
     assert f["init"] == str(pre) and f["config"]["summary"] == "source-pooler"
     assert 0.0 <= f["test_ci_low"] <= f["test_accuracy"] <= f["test_ci_high"] <= 1.0
+    # another seed fine-tunes the same adapted checkpoint (one pretrained model, seeds vary what follows)
+    ft1 = dense_run(p, seed=1)
+    f1 = json.loads((ft1 / "metrics.json").read_text())
+    assert ft1 != ft and f1["init"] == str(pre) and f1["config"]["seed"] == 1
 
 
 def test_pooler_becomes_the_summary_layer():

@@ -51,9 +51,10 @@ def tokenize_split(ds, tokenizer, max_len: int):
 
 
 def majority_baseline(train_labels, test_labels) -> float:
-    """Accuracy of always predicting the training split's most frequent class."""
-    majority = np.bincount(np.asarray(train_labels)).argmax()
-    return float((np.asarray(test_labels) == majority).mean())
+    """Accuracy on ``test_labels`` of always predicting the most frequent label of ``train_labels``."""
+    from .baselines import majority_label
+
+    return float((np.asarray(test_labels) == majority_label(train_labels)).mean())
 
 
 def finetune_config(profile: Profile, seed: int, init: str | None) -> dict:
@@ -89,11 +90,13 @@ class Evaluator:
 
     For the many evaluations of a pruning sweep: examples are sorted by length so each batch pads little,
     and the forward passes run under ``torch.inference_mode`` in eval mode. ``evaluator(model)`` returns
-    ``{"<split>_accuracy": ..., ...}``, with ``intervals`` also ``<split>_ci_low`` / ``<split>_ci_high``.
+    ``{"<split>_accuracy": ..., "<split>_ci_low": ..., "<split>_ci_high": ..., ...}`` (the 95% interval of
+    ``stats.py``; ``intervals=False`` leaves it out). ``sizes`` gives the examples per split, for
+    ``stats.add_intervals`` on rows recorded earlier.
     """
 
     def __init__(self, tokenizer, splits: dict, max_len: int, glue_metric: str = "accuracy", batch: int = 64,
-                 intervals: bool = False):
+                 intervals: bool = True):
         from transformers import DataCollatorWithPadding
 
         self.glue_metric, self.batch, self.intervals = glue_metric, batch, intervals
@@ -103,6 +106,7 @@ class Evaluator:
             enc = tokenize_split(ds, tokenizer, max_len)
             rows = sorted((enc[i] for i in range(len(enc))), key=lambda r: len(r["input_ids"]))
             self.splits[name] = rows
+        self.sizes = {name: len(rows) for name, rows in self.splits.items()}
 
     def split(self, model, name: str) -> dict:
         import torch
@@ -243,15 +247,23 @@ def finetune(profile: Profile, out: Path | str | None = None, init: str | Path |
     return out
 
 
+PRETRAIN_SEED = 0   # the one adapted checkpoint the chapters fine-tune, whatever their seed (dense_run)
+
+
 def dense_run(profile: Profile, seed: int = 0, progress: bool = False) -> Path:
     """The fine-tuned model the chapters prune, as a run folder (computed and cached when missing).
 
     On a warm-start profile (``minilm``) the whole warm-start path: ``pretrain`` (map, align, permutation-LM
     adaptation), then :func:`finetune` from it; on the others the profile's own start (random weights offline,
     the hub checkpoint on ``base``). Chapter 1's ``warm-start`` row is the same run.
+
+    The adapted checkpoint is made once, at :data:`PRETRAIN_SEED`, and shared by every ``seed``, the way a
+    released pretrained model is: ``seed`` varies the fine-tuning and everything after it, which is the spread
+    ``make results`` reports over seeds.
     """
     if profile.warm_start:
         from .pretrain import pretrain
 
-        return finetune(profile, init=pretrain(profile, seed=seed, progress=progress), seed=seed, progress=progress)
+        init = pretrain(profile, seed=PRETRAIN_SEED, progress=progress)
+        return finetune(profile, init=init, seed=seed, progress=progress)
     return finetune(profile, seed=seed, progress=progress)

@@ -63,11 +63,18 @@ def format_breakdown(table: dict) -> str:
     return "\n".join(lines)
 
 
+RESULT_PATHS = ("data/results",)   # what `make results` writes: changed there is not changed code
+
+
 def git_commit() -> str | None:
+    """The checked-out commit, with ``-dirty`` when a tracked file other than :data:`RESULT_PATHS` differs
+    from it (``make results`` rewriting ``data/results`` does not make its own next run dirty); ``None``
+    outside a git checkout."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo_root(), capture_output=True, text=True,
                              timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo_root(),
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                *(f":(exclude){p}" for p in RESULT_PATHS)], cwd=repo_root(),
                                capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         return None

@@ -43,20 +43,24 @@ def tables_dir(output_dir) -> Path:
     return Path(output_dir) / "tables"
 
 
-def save_table(rows: list[dict], name: str, output_dir, config: dict) -> Path:
+def save_table(rows: list[dict], name: str, output_dir, config: dict, sizes: dict | None = None) -> Path:
     """Write ``rows`` as ``<output_dir>/tables/<name>.csv`` with its provenance, atomically; return the CSV path.
 
     ``config`` must hold ``profile`` and ``seed`` (they become the first columns, unless the rows carry their
-    own) and whatever else defines the grid.
+    own) and whatever else defines the grid. Every ``<split>_accuracy`` column must come with its 95% interval
+    (``<split>_ci_low``, ``<split>_ci_high``); with ``sizes`` (examples per split) they are computed here from
+    the accuracies (``stats.add_intervals``). Raises ``ValueError`` for an unknown table, no rows, or a
+    missing column.
     """
     import pandas as pd
 
     from .report import provenance
+    from .stats import add_intervals
 
     if name not in TABLES:
         raise ValueError(f"unknown results table {name!r}; known: {', '.join(TABLES)}")
-    frame = pd.DataFrame(rows)
-    missing = [c for c in TABLES[name] if c not in frame.columns]
+    frame = pd.DataFrame(add_intervals(rows, sizes) if sizes else rows)
+    missing = [c for c in TABLES[name] + interval_columns(frame.columns) if c not in frame.columns]
     if missing or frame.empty:
         raise ValueError(f"table {name}: {'no rows' if frame.empty else f'missing columns {missing}'}")
     for key in reversed(COMMON):      # rows may name their own (chapter 1 compares models of two profiles)
@@ -66,6 +70,12 @@ def save_table(rows: list[dict], name: str, output_dir, config: dict) -> Path:
     write_text_atomic(path, frame.to_csv(index=False, float_format="%.6g"))
     write_json_atomic(folder / f"{name}.provenance.json", {"table": name, "rows": len(frame), **provenance(config)})
     return path
+
+
+def interval_columns(columns) -> tuple:
+    """The interval columns that must sit beside the accuracy columns among ``columns``."""
+    return tuple(f"{c[:-len('_accuracy')]}_{end}" for c in columns if c.endswith("_accuracy")
+                 for end in ("ci_low", "ci_high"))
 
 
 def read_table(name: str, folder=None):
@@ -90,7 +100,7 @@ def check_table(path: Path) -> list[str]:
     import pandas as pd
 
     columns = list(pd.read_csv(path, nrows=1).columns)
-    need = COMMON + TABLES[path.stem]
+    need = COMMON + TABLES[path.stem] + interval_columns(columns)
     missing = [c for c in need if c not in columns]
     if missing:
         raise UserError(f"{path}: missing columns {missing}")
