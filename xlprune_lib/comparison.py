@@ -58,7 +58,7 @@ def model_row(profile: Profile, model: str, seed: int = 0, progress: bool = Fals
     check_models([model])
     if model in ("majority", "tfidf-logreg"):
         data = load_task(profile.task, profile.max_examples, seed)
-        row = (baselines.majority if model == "majority" else baselines.tfidf_logreg)(data, seed)
+        row = baselines.majority(data) if model == "majority" else baselines.tfidf_logreg(data, seed)
         return {"profile": profile.name, "seed": seed, "model": model, **{k: row[k] for k in COLUMNS[3:-2]},
                 "train_seconds": None, "run": None}
     if model in WARM_MODELS and not profile.warm_start:
