@@ -6,7 +6,7 @@ import copy
 import pytest
 import torch
 
-from xlprune_lib import align, warmstart
+from xlprune_lib.train import align, warmstart
 from xlprune_lib.config import UserError
 from test_warmstart import mapped, random_bert
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from xlprune_lib import baselines, comparison, stats
+from xlprune_lib.train import baselines, comparison
+from xlprune_lib.measure import stats
 from xlprune_lib.config import UserError
-from xlprune_lib.finetune import classification_metrics
+from xlprune_lib.train.finetune import classification_metrics
 
 
 def test_bootstrap_interval_brackets_the_accuracy_and_shrinks_with_n():
@@ -60,7 +61,7 @@ def test_add_intervals_puts_one_kind_of_interval_on_every_accuracy():
 
 
 def test_results_tables_refuse_an_accuracy_without_its_interval(tmp_path):
-    from xlprune_lib import results
+    from xlprune_lib.book import results
 
     rows = [{"approach": "x", "sparsity": 0.5, "validation_accuracy": 0.8, "test_accuracy": 0.7, "steps": 1,
              "seconds": 1.0}]
@@ -78,7 +79,7 @@ def test_results_tables_refuse_an_accuracy_without_its_interval(tmp_path):
 
 
 def test_committed_results_carry_intervals_on_every_accuracy():
-    from xlprune_lib import results
+    from xlprune_lib.book import results
 
     for path in sorted(results.results_dir().glob("*.csv")):
         results.check_table(path)     # raises when an *_accuracy column has no *_ci_low / *_ci_high
@@ -92,7 +93,7 @@ def test_every_evaluation_carries_its_interval():
 
 
 def test_tfidf_logreg_learns_the_real_corpus_and_chooses_on_validation(rows):
-    from xlprune_lib.data import load_offline
+    from xlprune_lib.train.data import load_offline
 
     data = load_offline(max_examples=2500, rows=rows)
     out = baselines.tfidf_logreg(data)
@@ -106,7 +107,7 @@ def test_tfidf_logreg_learns_the_real_corpus_and_chooses_on_validation(rows):
 
 
 def test_majority_predicts_the_training_majority(rows):
-    from xlprune_lib.data import load_offline
+    from xlprune_lib.train.data import load_offline
 
     data = load_offline(max_examples=500, rows=rows)
     out = baselines.majority(data)

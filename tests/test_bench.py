@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from xlprune_lib.bench import BenchSpec, bench, parse_batch_sizes, summarize
+from xlprune_lib.measure.bench import BenchSpec, bench, parse_batch_sizes, summarize
 from xlprune_lib.config import UserError
-from xlprune_lib.masks import make_permanent, prune_to
-from xlprune_lib.modeling import save_model
-from xlprune_lib.sparse import save_sparse
-from xlprune_lib.importance import structure_scores
-from xlprune_lib.structured import prune_encoder
+from xlprune_lib.prune.masks import make_permanent, prune_to
+from xlprune_lib.xlnet.modeling import save_model
+from xlprune_lib.measure.sparse import save_sparse
+from xlprune_lib.prune.importance import structure_scores
+from xlprune_lib.prune.structured import prune_encoder
 
 
 @pytest.fixture
@@ -115,7 +115,7 @@ def test_cli_bench_json_and_errors(pair, tmp_path):
 def test_provenance_commit_is_dirty_for_code_changes_but_not_for_results(tmp_path, monkeypatch):
     """`make results` rewrites data/results; its next run must still record a clean commit, while any other
     tracked change marks the commit -dirty."""
-    from xlprune_lib import report
+    from xlprune_lib.measure import report
 
     def git(*args):
         subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from xlprune_lib import book
+from xlprune_lib.book import build as book
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -92,7 +92,7 @@ def test_results_tables_keep_the_committed_columns(smoke_book, tmp_path):
     import pandas as pd
 
     from xlprune_lib.config import PROFILES, cache_dir
-    from xlprune_lib.results import TABLES, check_table, collect, read_provenance, results_dir, tables_dir
+    from xlprune_lib.book.results import TABLES, check_table, collect, read_provenance, results_dir, tables_dir
 
     produced = tables_dir(cache_dir() / "figures" / "smoke")
     for name in TABLES:

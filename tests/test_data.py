@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from xlprune_lib import data, wheels
-from xlprune_lib.warmstart import MINILM_WHEEL, source_folder
+from xlprune_lib.train import data, wheels
+from xlprune_lib.train.warmstart import MINILM_WHEEL, source_folder
 from xlprune_lib.config import UserError
 
 

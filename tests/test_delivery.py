@@ -7,10 +7,10 @@ import torch
 from conftest import tiny_config
 from test_cli import run
 
-from xlprune_lib import l0
-from xlprune_lib.delivery import TOLERANCE, delivery
-from xlprune_lib.masks import counts, prunable_parameters
-from xlprune_lib.modeling import load_saved
+from xlprune_lib.prune import l0
+from xlprune_lib.measure.delivery import TOLERANCE, delivery
+from xlprune_lib.prune.masks import counts, prunable_parameters
+from xlprune_lib.xlnet.modeling import load_saved
 
 
 @pytest.fixture

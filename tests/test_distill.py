@@ -9,8 +9,8 @@ import torch
 from transformers import XLNetForSequenceClassification
 
 from conftest import tiny_config
-from xlprune_lib.distill import distillation_loss
-from xlprune_lib.finetune import tokenize_split, train_classifier
+from xlprune_lib.train.distill import distillation_loss
+from xlprune_lib.train.finetune import tokenize_split, train_classifier
 
 
 def test_loss_is_cross_entropy_at_alpha_zero_and_zero_when_student_is_teacher_and_right():
@@ -30,7 +30,7 @@ def test_loss_is_cross_entropy_at_alpha_zero_and_zero_when_student_is_teacher_an
 
 def test_a_student_trained_on_teacher_logits_follows_the_teacher(smoke, small_tokenizer, rows):
     """With alpha = 1 the labels are ignored: a teacher that always says "negative" makes the student say it."""
-    from xlprune_lib.data import load_offline
+    from xlprune_lib.train.data import load_offline
 
     data = load_offline(max_examples=96, rows=rows)
     enc = {k: tokenize_split(data[k], small_tokenizer, 32) for k in ("train", "validation")}

@@ -6,7 +6,8 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from xlprune_lib import gates, importance, l0
+from xlprune_lib.xlnet import gates
+from xlprune_lib.prune import importance, l0
 
 INPUTS = {"input_ids": torch.tensor([[11, 25, 37, 48, 52, 4, 3], [15, 16, 29, 33, 71, 4, 3]])}
 
@@ -71,7 +72,7 @@ def test_score_gates_copy_with_the_model(model, granularity):
 
 def test_head_gate_equals_masking_the_attention_vector(model):
     """Scaling head n's slice of ``o`` is gating its attention vector: a zero gate equals removing the head."""
-    from xlprune_lib import surgery
+    from xlprune_lib.xlnet import surgery
 
     with importance.unit_gates(model, "head") as values:
         with torch.no_grad():

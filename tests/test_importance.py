@@ -4,9 +4,10 @@ import torch
 from conftest import padded_batch as _batch
 from conftest import tiny_config
 
-from xlprune_lib import importance, surgery
+from xlprune_lib.prune import importance
+from xlprune_lib.xlnet import surgery
 from xlprune_lib.config import UserError
-from xlprune_lib.masks import prunable_parameters, prune_to
+from xlprune_lib.prune.masks import prunable_parameters, prune_to
 
 
 @pytest.fixture
@@ -163,7 +164,7 @@ def test_movement_callback_accumulates_minus_w_times_g(small_tokenizer, rows, tm
     from datasets import Dataset
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, XLNetForSequenceClassification
 
-    from xlprune_lib.finetune import tokenize_split
+    from xlprune_lib.train.finetune import tokenize_split
 
     torch.manual_seed(0)
     model = XLNetForSequenceClassification(tiny_config(vocab_size=len(small_tokenizer), num_labels=2,
@@ -203,7 +204,7 @@ def test_spearman_matrix_matches_pearson_of_ranks():
 def test_random_scores_are_seeded_and_cover_every_granularity(tiny_classifier):
     """The random control (Blalock et al. 2020): same seed, same scores; another seed, other scores; every
     granularity has one score per unit, and one-shot pruning by it removes what was asked."""
-    from xlprune_lib import importance, masks
+    from xlprune_lib.prune import importance, masks
 
     model = tiny_classifier
     a = importance.weight_scores(model, "random", seed=3)

@@ -11,10 +11,10 @@ import torch
 from test_cli import assert_user_error, run
 
 from xlprune_lib.config import UserError
-from xlprune_lib.iterative import IterSpec, parse_requirement, threshold
-from xlprune_lib.masks import prunable_parameters, weight_sparsity
-from xlprune_lib.modeling import load_saved
-from xlprune_lib.rounds import read_records, same_records
+from xlprune_lib.loops.iterative import IterSpec, parse_requirement, threshold
+from xlprune_lib.prune.masks import prunable_parameters, weight_sparsity
+from xlprune_lib.xlnet.modeling import load_saved
+from xlprune_lib.loops.rounds import read_records, same_records
 
 
 def test_requirement_is_absolute_or_relative_to_dense():
@@ -57,7 +57,7 @@ def _toy_trainer(model, callbacks, steps):
 
 @pytest.mark.parametrize("method", ["magnitude", "movement"])
 def test_gradual_callback_follows_the_cubic_schedule(tiny_classifier, method, tmp_path, monkeypatch):
-    from xlprune_lib.gradual import GradualPruning, install_identity_masks
+    from xlprune_lib.loops.gradual import GradualPruning, install_identity_masks
 
     monkeypatch.chdir(tmp_path)
     model = tiny_classifier.train()
@@ -85,7 +85,7 @@ def test_gradual_callback_follows_the_cubic_schedule(tiny_classifier, method, tm
 
 def test_stop_rule_returns_the_last_round_that_met_the_requirement(smoke_runs, tmp_path, monkeypatch):
     """Accuracy is made to fall with sparsity (0.9 - 0.5 s): rounds at 0.2 and 0.4 pass 0.69, 0.6 fails."""
-    from xlprune_lib import iterative
+    from xlprune_lib.loops import iterative
 
     def falling(self, model):
         acc = 0.9 - 0.5 * weight_sparsity(prunable_parameters(model))
@@ -209,7 +209,7 @@ def test_torchrun_two_processes(smoke_runs, tmp_path, args):
 def _digest_worker(rank, world, init_file, differ, results):
     import torch.distributed as dist
 
-    from xlprune_lib.distributed import identical_across_ranks
+    from xlprune_lib.loops.distributed import identical_across_ranks
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     digest = torch.tensor([1.0, 2.0]) + (rank if differ else 0)

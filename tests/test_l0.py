@@ -6,7 +6,8 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from xlprune_lib import l0, surgery
+from xlprune_lib.prune import l0
+from xlprune_lib.xlnet import surgery
 from xlprune_lib.config import UserError
 
 
@@ -65,8 +66,8 @@ def _close_some(gates, fraction=0.4):
 
 @pytest.mark.parametrize("granularity", ["weight", "head", "neuron", "head+neuron"])
 def test_finalize_equals_the_gated_model_and_reloads(model, granularity, tmp_path):
-    from xlprune_lib.masks import prunable_parameters
-    from xlprune_lib.modeling import load_saved
+    from xlprune_lib.prune.masks import prunable_parameters
+    from xlprune_lib.xlnet.modeling import load_saved
 
     gates = l0.attach(model, granularity)
     _close_some(gates)

@@ -5,7 +5,8 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from xlprune_lib import modeling, report
+from xlprune_lib.xlnet import modeling
+from xlprune_lib.measure import report
 from xlprune_lib.config import UserError
 
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from xlprune_lib import finetune as ft_mod
-from xlprune_lib import pretrain as pre_mod
+from xlprune_lib.train import finetune as ft_mod
+from xlprune_lib.train import pretrain as pre_mod
 from xlprune_lib.config import UserError
 
 pytestmark = pytest.mark.slow
@@ -46,7 +46,7 @@ def test_finetune_writes_a_loadable_classifier_and_metrics(smoke_runs):
     logits = model(**tok(["a wonderful film"], return_tensors="pt")).logits
     assert logits.shape == (1, 2)
     # the reported test accuracy is what the saved model really scores
-    data = __import__("xlprune_lib.data", fromlist=["load_task"]).load_task("rt", 300, 0)
+    data = __import__("xlprune_lib.train.data", fromlist=["load_task"]).load_task("rt", 300, 0)
     again = ft_mod.evaluate(model.eval(), tok, data["test"], max_len=48)
     assert again["accuracy"] == pytest.approx(m["test_accuracy"])
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 from test_cli import assert_user_error, run
 
-from xlprune_lib.masks import prunable_parameters
-from xlprune_lib.modeling import load_saved
+from xlprune_lib.prune.masks import prunable_parameters
+from xlprune_lib.xlnet.modeling import load_saved
 
 pytestmark = pytest.mark.slow
 
@@ -117,7 +117,7 @@ def test_sublayer_ablation_switches_off_every_head_or_neuron(tiny_classifier):
     import torch
 
     from conftest import padded_batch
-    from xlprune_lib.oneshot import sublayer_ablation
+    from xlprune_lib.loops.oneshot import sublayer_ablation
 
     batch = padded_batch([7, 5, 3], [0, 1, 1])
     inputs = {k: v for k, v in batch.items() if k != "labels"}

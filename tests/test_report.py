@@ -6,7 +6,10 @@ import torch
 from conftest import tiny_config
 from torch.nn.utils import prune
 
-from xlprune_lib import cli, masks, report, surgery
+from xlprune_lib import cli
+from xlprune_lib.prune import masks
+from xlprune_lib.measure import report
+from xlprune_lib.xlnet import surgery
 
 L, D, H, DH, DI, V = 2, 32, 4, 8, 64, 120
 

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from xlprune_lib.config import UserError
-from xlprune_lib.results import TABLES, collect, read_table, save_table
+from xlprune_lib.book.results import TABLES, collect, read_table, save_table
 
 
 def _rows():
@@ -52,7 +52,7 @@ def test_memo_stores_arrays_and_tensors_of_any_size(tmp_path, monkeypatch):
     import numpy as np
     import torch
 
-    from xlprune_lib.runs import memo
+    from xlprune_lib.train.runs import memo
 
     monkeypatch.setenv("XLPRUNE_CACHE", str(tmp_path))
     got = memo("arrays", {}, lambda: {"correct": np.array([True, False, True]), "scores": torch.tensor([[1.0], [2.0]]),
@@ -63,7 +63,7 @@ def test_memo_stores_arrays_and_tensors_of_any_size(tmp_path, monkeypatch):
 def test_memo_computes_once_per_config_and_recovers_from_a_bad_file(tmp_path, monkeypatch):
     import numpy as np
 
-    from xlprune_lib.runs import memo
+    from xlprune_lib.train.runs import memo
 
     monkeypatch.setenv("XLPRUNE_CACHE", str(tmp_path))
     calls = []
@@ -84,7 +84,7 @@ def test_memo_computes_once_per_config_and_recovers_from_a_bad_file(tmp_path, mo
 
 def test_source_accuracy_is_measured_once_per_cached_run_only(tmp_path, monkeypatch):
     from xlprune_lib.config import get_profile
-    from xlprune_lib.runs import source_accuracy
+    from xlprune_lib.train.runs import source_accuracy
 
     monkeypatch.setenv("XLPRUNE_CACHE", str(tmp_path / "cache"))
     smoke, calls = get_profile("smoke"), []
@@ -109,7 +109,7 @@ def test_source_accuracy_is_measured_once_per_cached_run_only(tmp_path, monkeypa
 
 
 def test_results_refuses_a_chapter_without_a_table(tmp_path):
-    from xlprune_lib.results import make_results
+    from xlprune_lib.book.results import make_results
 
     with pytest.raises(UserError, match="no results table comes from chapter '06'"):
         make_results("smoke", 0, tmp_path, only=["06"])
@@ -145,7 +145,7 @@ def test_collect_appends_the_rows_of_further_seeds(tmp_path):
 
 
 def test_results_refuses_repeated_or_negative_seeds(tmp_path):
-    from xlprune_lib.results import make_results
+    from xlprune_lib.book.results import make_results
 
     for seeds in ([0, 0], [-1], []):
         with pytest.raises(UserError, match="distinct integers"):

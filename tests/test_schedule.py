@@ -2,7 +2,7 @@
 import pytest
 
 from xlprune_lib.config import UserError
-from xlprune_lib.schedule import constant, cubic, cubic_steps, geometric, one_shot, round_targets
+from xlprune_lib.prune.schedule import constant, cubic, cubic_steps, geometric, one_shot, round_targets
 
 
 def test_constant_steps_end_exactly_on_the_target():

@@ -4,9 +4,9 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from xlprune_lib import importance, masks, structured
-from xlprune_lib.gradual import GradualPruning, install_identity_masks
-from xlprune_lib.oneshot import PruneSpec, apply
+from xlprune_lib.prune import importance, masks, structured
+from xlprune_lib.loops.gradual import GradualPruning, install_identity_masks
+from xlprune_lib.loops.oneshot import PruneSpec, apply
 
 
 @pytest.fixture

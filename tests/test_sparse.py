@@ -3,10 +3,10 @@ import pytest
 import torch
 
 from xlprune_lib.config import UserError
-from xlprune_lib.masks import make_permanent, prunable_parameters, prune_to
-from xlprune_lib.modeling import save_model
-from xlprune_lib.report import checkpoint_sizes
-from xlprune_lib.sparse import SPARSE_FILE, decode, encode, load_sparse, save_sparse
+from xlprune_lib.prune.masks import make_permanent, prunable_parameters, prune_to
+from xlprune_lib.xlnet.modeling import save_model
+from xlprune_lib.measure.report import checkpoint_sizes
+from xlprune_lib.measure.sparse import SPARSE_FILE, decode, encode, load_sparse, save_sparse
 
 
 def test_encode_decode_is_exact_and_only_used_when_smaller():

@@ -6,9 +6,9 @@ import torch
 
 from conftest import tiny_config
 from xlprune_lib.config import UserError
-from xlprune_lib.importance import structure_scores
-from xlprune_lib.structured import (apply_plan, encoder_params, head_params, neuron_params, plan, prune_encoder)
-from xlprune_lib.surgery import layer_shapes, xlnet_layers
+from xlprune_lib.prune.importance import structure_scores
+from xlprune_lib.prune.structured import (apply_plan, encoder_params, head_params, neuron_params, plan, prune_encoder)
+from xlprune_lib.xlnet.surgery import layer_shapes, xlnet_layers
 
 
 def _scores(model):
@@ -56,7 +56,7 @@ def test_removes_the_lowest_scoring_units(tiny_classifier):
 
 def test_pruned_model_equals_the_gated_model(tiny_classifier):
     """Surgery after the plan computes exactly what zeroing those heads' and neurons' outputs computes."""
-    from xlprune_lib.importance import unit_gates
+    from xlprune_lib.prune.importance import unit_gates
 
     model = tiny_classifier
     removal = plan(model, *_scores(model), 0.5)
@@ -83,7 +83,7 @@ def test_fraction_errors(tiny_classifier):
 
 def test_oneshot_head_plus_neuron_spec(tiny_classifier):
     """``xlprune prune --granularity head+neuron``: the sparsity is the fraction of encoder parameters removed."""
-    from xlprune_lib.oneshot import PruneSpec, apply, score
+    from xlprune_lib.loops.oneshot import PruneSpec, apply, score
 
     spec = PruneSpec("magnitude", "head+neuron", 0.4).check()
     done = apply(tiny_classifier, spec, score(tiny_classifier, spec))

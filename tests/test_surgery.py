@@ -3,7 +3,7 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from xlprune_lib import surgery
+from xlprune_lib.xlnet import surgery
 
 
 def _inputs(seed=0, batch=3, seq=10, vocab=120):
@@ -113,7 +113,7 @@ def test_pruned_model_saves_and_reloads(tiny_classifier, tmp_path):
     """A slimmed classifier reloads with its shapes via xlprune_lib and via the Auto classes."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    from xlprune_lib.modeling import PrunedXLNetForSequenceClassification, load_saved
+    from xlprune_lib.xlnet.modeling import PrunedXLNetForSequenceClassification, load_saved
 
     _slim(tiny_classifier)
     assert type(tiny_classifier) is PrunedXLNetForSequenceClassification
@@ -128,7 +128,7 @@ def test_pruned_model_saves_and_reloads(tiny_classifier, tmp_path):
 
 
 def test_dropped_layers_reload(tiny_classifier, tmp_path):
-    from xlprune_lib.modeling import load_saved
+    from xlprune_lib.xlnet.modeling import load_saved
 
     surgery.prune_heads(tiny_classifier, {1: [3]})
     surgery.drop_layers(tiny_classifier, [0])

@@ -10,7 +10,7 @@ import torch
 from transformers import (AutoTokenizer, BertConfig, BertModel, DataCollatorForPermutationLanguageModeling,
                           XLNetForSequenceClassification)
 
-from xlprune_lib import warmstart
+from xlprune_lib.train import warmstart
 from xlprune_lib.config import UserError
 
 D, HEADS, VOCAB = 32, 4, 120
@@ -305,7 +305,7 @@ def test_relative_positions_fitted_to_bert_bring_xlnet_closer(minilm_folder, rea
     """The position lever on the real weights: BERT's positional attention, measured by offset, is mostly
     reproduced by the fitted relative term (R^2 high, the residual offsets smaller in every layer), and the
     final hidden states move towards the real BERT's."""
-    from xlprune_lib.pretrain import plm_blocks
+    from xlprune_lib.train.pretrain import plm_blocks
 
     state, cfg = warmstart.load_bert(minilm_folder)
     xlnet, _ = warmstart.bert_to_xlnet(state, cfg)
@@ -325,8 +325,8 @@ def test_warm_start_pretrains_and_fine_tunes_end_to_end(minilm_folder):
     import json
 
     from xlprune_lib.config import get_profile
-    from xlprune_lib.finetune import dense_run
-    from xlprune_lib.pretrain import pretrain
+    from xlprune_lib.train.finetune import dense_run
+    from xlprune_lib.train.pretrain import pretrain
 
     p = dataclasses.replace(get_profile("minilm"), max_examples=48, plm_block=32, plm_epochs=1.0, plm_batch=16,
                             warm_positions=True, align_steps=3,

@@ -16,6 +16,6 @@ __version__ = "0.1.0"
 
 # Pruned models (layers of different widths) are saved with model type ``xlnet-pruned``; registering it here
 # lets ``AutoModelForSequenceClassification.from_pretrained`` and ``pipeline`` load them after ``import xlprune_lib``.
-from .modeling import register_pruned_xlnet  # noqa: E402
+from .xlnet.modeling import register_pruned_xlnet  # noqa: E402
 
 register_pruned_xlnet()

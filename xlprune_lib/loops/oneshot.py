@@ -1,0 +1,327 @@
+"""One-shot pruning of a fine-tuned classifier: score, cut once, optionally fine-tune, evaluate, save.
+
+Weight granularity masks the lowest-scoring weights with ``torch.nn.utils.prune`` (``masks.prune_to``) and
+writes the zeros into the weights before saving; head, neuron and layer granularity remove the lowest-scoring
+units with surgery, so the saved model is smaller (an ``xlnet-pruned`` folder). The sparsity reached is
+always measured from the tensors: for weights, the zero fraction of the prunable set; for structures, also
+``1 - remaining / original`` parameters of the prunable set. Granularity ``head+neuron`` removes heads and
+neurons together until the requested fraction of the *encoder's* parameters is gone (``structured.py``), the
+structured pruning that chapter 5 turns into speed.
+
+``xlprune prune`` is :func:`prune_run`; the chapters use :func:`score`, :func:`apply` and :func:`curve`.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..config import Profile, UserError
+from ..prune.importance import (GRADIENT_METHODS, check_method, lowest_units, movement_finetune, remove_units,
+                         score_batches, structure_scores, total_units, weight_scores)
+from ..prune.masks import (SCOPES, check_sparsity, copy_model, counts, make_permanent, prunable_parameters, prune_to,
+                    weight_sparsity)
+from ..prune.structured import GRANULARITY as ENCODER
+
+# Part of every prune run's key: bump it when the pruning code changes what a request produces.
+PRUNE_VERSION = 3   # 3: signed scores ranked as given; L0 finalized to its target
+DEFAULT_SCORE_BATCHES = 16
+DEFAULT_SCORE_STEPS = 100
+
+
+@dataclass
+class PruneSpec:
+    """What to prune and how: the importance method, the unit, the target fraction, the threshold scope."""
+
+    method: str
+    granularity: str
+    sparsity: float | None
+    scope: str = "global"
+    finetune_epochs: float = 0.0
+    score_batches: int = DEFAULT_SCORE_BATCHES
+    score_steps: int = DEFAULT_SCORE_STEPS
+    lam: float | None = None   # L0 only: fixed trade-off instead of a target sparsity
+
+    def check(self) -> "PruneSpec":
+        if self.method == "l0":
+            return self._check_l0()
+        check_method(self.method, "head" if self.granularity == ENCODER else self.granularity)
+        if self.sparsity is None:
+            raise UserError(f"--sparsity is required for {self.method}")
+        check_sparsity(self.sparsity)
+        if self.scope not in SCOPES:
+            raise UserError(f"unknown scope {self.scope!r}; valid scopes: {', '.join(SCOPES)}")
+        if self.finetune_epochs < 0 or self.score_batches < 1 or self.score_steps < 0:
+            raise UserError("--finetune-epochs and --score-steps must be >= 0, --score-batches >= 1")
+        if self.method == "movement" and self.score_steps < 1:
+            raise UserError("movement scores are gathered while fine-tuning: --score-steps must be >= 1")
+        return self
+
+    def _check_l0(self) -> "PruneSpec":
+        from ..prune.l0 import GRANULARITIES as L0_GRANULARITIES
+
+        if self.granularity not in L0_GRANULARITIES:
+            raise UserError(f"L0 gates exist for {', '.join(L0_GRANULARITIES)}, not {self.granularity!r}")
+        if (self.lam is None) == (self.sparsity is None):
+            raise UserError("--method l0 takes either --lambda or --sparsity (a target), not both / neither")
+        if self.lam is not None and self.lam < 0:
+            raise UserError(f"lambda must be >= 0, got {self.lam}")
+        if self.sparsity is not None:
+            check_sparsity(self.sparsity)
+        if self.finetune_epochs < 0:
+            raise UserError("--finetune-epochs must be >= 0")
+        return self
+
+    @property
+    def l0_epochs(self) -> float:
+        """L0 trains weights and gates together: ``--finetune-epochs`` of it (one epoch when not given)."""
+        return self.finetune_epochs or 1.0
+
+
+def require_classifier(model) -> None:
+    """Gradient scores and accuracy need a sequence classifier (a PLM checkpoint has no labels to differentiate)."""
+    from transformers import XLNetForSequenceClassification
+
+    if not isinstance(model, XLNetForSequenceClassification):
+        raise UserError(f"pruning needs a fine-tuned XLNetForSequenceClassification, got {type(model).__name__} "
+                        "(its loss on labelled examples gives the gradients and the accuracy)")
+
+
+def score(model, spec: PruneSpec, tokenizer=None, train=None, profile: Profile | None = None, seed: int = 0,
+          progress: bool = False):
+    """The scores ``spec`` asks for. Movement first fine-tunes ``model`` in place for ``spec.score_steps``."""
+    spec.check()
+    batches = movement = None
+    if spec.method in GRADIENT_METHODS:
+        require_classifier(model)
+        if train is None or tokenizer is None or profile is None:
+            raise UserError(f"{spec.method} scores need the tokenizer, the training split and the profile")
+        if spec.method == "movement":
+            movement = movement_finetune(model, tokenizer, train, profile, spec.score_steps, seed, progress)
+        else:
+            batches = score_batches(tokenizer, train, spec.score_batches, profile.ft_batch, profile.max_seq_len,
+                                    seed)
+    if spec.granularity == "weight":
+        return weight_scores(model, spec.method, batches, movement, seed)
+    if spec.granularity == ENCODER:
+        return tuple(structure_scores(model, spec.method, g, batches, movement, seed) for g in ("head", "neuron"))
+    return structure_scores(model, spec.method, spec.granularity, batches, movement, seed)
+
+
+def apply(model, spec: PruneSpec, scores) -> dict:
+    """Prune ``model`` in place to ``spec.sparsity`` with ``scores``; return what was measured.
+
+    ``mask_sparsity``: the zero fraction of the prunable weights as the forward pass uses them (masked or
+    written in). ``delivery`` (``delivery.py``) compares the request with what the tensors show, in the request's unit:
+    the zero fraction of the prunable weights, the fraction of heads / neurons / layers removed, or the fraction
+    of the encoder's parameters removed (``head+neuron``).
+    """
+    from ..measure.delivery import delivery
+
+    before = _prunable_counts(model)[0]
+    if spec.granularity == "weight":
+        reached = prune_to(model, spec.sparsity, scores, spec.scope)
+        return {"mask_sparsity": reached, **_measured(model, before), "removed": None,
+                "delivery": delivery(spec.sparsity, reached, "prunable weights")}
+    if spec.granularity == ENCODER:  # the sparsity is a fraction of the encoder's parameters
+        from ..prune.structured import prune_encoder
+
+        done = prune_encoder(model, *scores, spec.sparsity)
+        return {**{k: v for k, v in done.items() if k != "removed"}, **_measured(model, before),
+                "mask_sparsity": weight_sparsity(prunable_parameters(model)),
+                "removed": {k: _jsonable(v) for k, v in done["removed"].items()},
+                "delivery": delivery(spec.sparsity, done["encoder_removed"], "encoder parameters")}
+    units_before = total_units(model, spec.granularity)
+    if spec.scope == "global" or spec.granularity == "layer":
+        removed = lowest_units(scores, spec.sparsity)
+    else:  # local: the same fraction of every layer's heads / neurons
+        removed = {li: lowest_units([s], spec.sparsity).get(0, []) for li, s in enumerate(scores)}
+    remove_units(model, spec.granularity, removed)
+    unit_sparsity = 1 - total_units(model, spec.granularity) / units_before
+    return {"mask_sparsity": weight_sparsity(prunable_parameters(model)), **_measured(model, before),
+            "unit_sparsity": unit_sparsity, "removed": _jsonable(removed),
+            "delivery": delivery(spec.sparsity, unit_sparsity, f"{spec.granularity}s")}
+
+
+def _prunable_counts(model) -> tuple[int, int]:
+    """Entries and nonzeros of the prunable set as the forward pass sees it (masked or sliced)."""
+    c = counts(model)
+    return c["prunable"], c["prunable_nonzero"]
+
+
+def _measured(model, before: int) -> dict:
+    """Sparsity of the prunable set now, against its ``before`` size (surgery shrinks the tensors)."""
+    after = _prunable_counts(model)[1]
+    return {"prunable_sparsity": 1 - after / before, "prunable_params_before": before,
+            "prunable_nonzero_after": after}
+
+
+def _jsonable(removed):
+    if isinstance(removed, dict):
+        return {str(k): v for k, v in removed.items()}
+    return removed
+
+
+def curve(model, spec: PruneSpec, sparsities, scores, evaluate_fn) -> list[dict]:
+    """One-shot accuracy at each sparsity, pruning a fresh copy of ``model`` each time (no fine-tuning).
+
+    ``evaluate_fn(model) -> dict`` of metrics; rows carry the requested and the measured sparsity.
+    """
+    rows = []
+    for s in sparsities:
+        pruned = copy_model(model)
+        run = PruneSpec(**{**asdict(spec), "sparsity": s}).check()
+        measured = apply(pruned, run, _rekey(scores, model, pruned))
+        rows.append({"method": spec.method, "granularity": spec.granularity, "requested": s,
+                     "sparsity": measured["prunable_sparsity"], **evaluate_fn(pruned)})
+    return rows
+
+
+def _rekey(scores, original, clone):
+    """Weight scores are keyed by ``(module, name)``; map them onto the same modules of a deep copy."""
+    if not isinstance(scores, dict):
+        return scores
+    lookup = dict(zip([id(m) for m, _ in prunable_parameters(original)],
+                      [m for m, _ in prunable_parameters(clone)]))
+    return {(lookup[id(m)], n): s for (m, n), s in scores.items()}
+
+
+def prune_config(spec: PruneSpec, source_key: str, profile: Profile, seed: int) -> dict:
+    return {"source": source_key, "profile": profile.name, "seed": seed, "prune_version": PRUNE_VERSION,
+            "recovery_lr": profile.recovery_lr, **asdict(spec)}
+
+
+def prune_run(model_dir, spec: PruneSpec, out=None, profile: Profile | None = None, seed: int = 0,
+              progress: bool = True) -> Path:
+    """``xlprune prune``: load a fine-tuned classifier, prune it, optionally fine-tune, evaluate, save.
+
+    ``out`` receives the model (safetensors; weights pruned permanently, structures removed), the tokenizer,
+    ``metrics.json`` (validation / test accuracy before and after, measured sparsity, provenance) and
+    ``report.json`` (``report.layer_report``). Refuses an ``out`` that holds a different run; ``out=None`` uses
+    the run cache, so the same request again returns the stored result.
+    """
+    from ..config import set_seed
+    from ..train.data import TASKS, load_task, load_tokenizer
+    from ..train.finetune import Evaluator, tokenize_split, train_classifier
+    from ..xlnet.modeling import load_saved
+    from ..train.runs import default_out, reuse_or_claim, run_key, source_accuracy, source_run
+
+    spec.check()
+    model_dir, source_key, profile = source_run(model_dir, profile)
+    cfg = prune_config(spec, source_key, profile, seed)
+    key = run_key("prune", cfg)
+    out = Path(out) if out else default_out("prune", profile, key)
+    if reuse_or_claim(out, key) is not None:
+        return out
+    model = load_saved(model_dir)
+    require_classifier(model)
+    tok = load_tokenizer(model_dir)
+    data = load_task(profile.task, profile.max_examples, seed)
+    glue_metric = TASKS[profile.task][2]
+
+    evaluator = Evaluator(tok, {s: data[s] for s in ("validation", "test")}, profile.max_seq_len, glue_metric)
+
+    def evaluate_all(m):
+        return {k: v for k, v in evaluator(m).items() if k.endswith("_accuracy")}
+
+    dense = source_accuracy(model_dir, source_key, profile, seed, lambda: evaluate_all(model))
+    set_seed(seed)
+    header = {"config_key": key, "profile": profile.name, "task": profile.task, "seed": seed}
+    if spec.method == "l0":
+        return _l0_run(model, tok, data, spec, profile, seed, progress, out, cfg, header, dense, evaluate_all)
+    scores = score(model, spec, tok, data["train"], profile, seed, progress)
+    scored = evaluate_all(model) if spec.method == "movement" else dense  # movement fine-tuned while scoring
+    measured = apply(model, spec, scores)
+    oneshot = evaluate_all(model)
+    metrics = {**header, "source_model": str(model_dir), "spec": asdict(spec), **measured,
+               "dense": dense, "before_pruning": scored, "one_shot": oneshot}
+    if spec.finetune_epochs > 0:
+        enc = {k: tokenize_split(data[k], tok, profile.max_seq_len) for k in ("train", "validation")}
+        set_seed(seed)
+        _, seconds = train_classifier(model, tok, enc, profile, seed, spec.finetune_epochs, glue_metric, progress,
+                                      lr=profile.recovery_lr)
+        metrics["finetune_seconds"] = seconds
+        metrics["after_finetune"] = evaluate_all(model)
+    make_permanent(model)
+    final = metrics.get("after_finetune", oneshot)
+    metrics.update(final)  # validation_accuracy / test_accuracy of the saved model
+    return _save_result(model, tok, out, profile, cfg, metrics)
+
+
+def _save_result(model, tok, out, profile, cfg, metrics: dict) -> Path:
+    """Write the pruned model, ``report.json`` and ``metrics.json`` (with the saved sparsity and provenance)."""
+    from ..xlnet.modeling import save_model
+    from ..measure.report import layer_report, provenance
+    from ..train.runs import METRICS
+
+    report = layer_report(model, profile.max_seq_len)
+    metrics["prunable_sparsity_saved"] = report["totals"]["prunable"]["sparsity"]
+    metrics.update(provenance(cfg))
+    save_model(model, tok, out, extra_files={"report.json": report, METRICS: metrics})
+    return out
+
+
+def _l0_run(model, tok, data, spec, profile, seed, progress, out, cfg, header, dense, evaluate_all) -> Path:
+    """``xlprune prune --method l0``: train gates with the weights, finalize, evaluate, save (same outputs)."""
+    from ..measure.delivery import TOLERANCE, delivery
+    from ..train.finetune import tokenize_split
+    from ..prune.l0 import finalize, train_l0
+
+    before = _prunable_counts(model)[0]
+    enc = {"train": tokenize_split(data["train"], tok, profile.max_seq_len)}
+    trainer, seconds = train_l0(model, tok, enc, profile, seed, spec.granularity, lam=spec.lam,
+                                target=spec.sparsity, epochs=spec.l0_epochs, progress=progress)
+    history = trainer.l0_history
+    gated = evaluate_all(model.eval())
+    removed = finalize(model, target=spec.sparsity)
+    final = evaluate_all(model)
+    done = _measured(model, before)
+    expected = history[-1]["expected_sparsity"] if history else None
+    why = None
+    if spec.sparsity is not None and expected is not None and spec.sparsity > expected + TOLERANCE:
+        why = f"the gates reached an expected sparsity of {expected:.4f} only"
+    metrics = {**header, "spec": asdict(spec), "dense": dense, "gated_eval": gated, **final,
+               "train_seconds": seconds, "expected_sparsity_final": expected, **done,
+               "removed": {k: _jsonable(v) for k, v in removed.items()},
+               "delivery": delivery(spec.sparsity, done["prunable_sparsity"], "prunable weights", why=why),
+               "l0_history": history[:: max(1, len(history) // 200)]}
+    return _save_result(model, tok, out, profile, cfg, metrics)
+
+
+def sensitivity(model, sparsities, evaluate_fn, parts=("attention", "ffn")) -> list[dict]:
+    """Per-layer sensitivity scan: prune one layer's attention or FFN weights alone (magnitude, local) at each
+    sparsity and evaluate; everything else stays dense (Han et al. 2015, Fig. 5; Li et al. 2017, Fig. 2)."""
+    from ..xlnet.surgery import HEAD_PARAMS, xlnet_layers
+
+    rows = []
+    for li in range(len(xlnet_layers(model))):
+        for part in parts:
+            for s in sparsities:
+                pruned = copy_model(model)
+                layer = xlnet_layers(pruned)[li]
+                pairs = ([(layer.rel_attn, n) for n in HEAD_PARAMS] if part == "attention"
+                         else [(layer.ff.layer_1, "weight"), (layer.ff.layer_2, "weight")])
+                reached = prune_to(pruned, s, scope="local", pairs=pairs)
+                rows.append({"layer": li, "part": part, "requested": s, "sparsity": reached, **evaluate_fn(pruned)})
+    return rows
+
+
+ABLATIONS = {"all-heads-off": "head", "all-ffn-off": "neuron"}
+
+
+def sublayer_ablation(model, evaluate_fn) -> list[dict]:
+    """``dense``, ``all-heads-off`` and ``all-ffn-off`` rows (``data/results/02_ablation.csv``): every head, or
+    every FFN neuron, switched off at once through zero gates (``gates.py``, the same as removing them), no
+    fine-tuning; ``evaluate_fn(model)`` gives the accuracy columns. What survives is what the residual stream,
+    the LayerNorms and the classifier head decide without that kind of sublayer (Michel et al. 2019 ablate
+    heads one at a time; here all at once, as a first check that the encoder matters)."""
+    import torch
+
+    from ..prune.importance import unit_gates
+
+    rows = [{"ablation": "dense", **evaluate_fn(model)}]
+    for name, granularity in ABLATIONS.items():
+        with unit_gates(model, granularity) as gates, torch.no_grad():
+            for g in gates:
+                g.zero_()
+            rows.append({"ablation": name, **evaluate_fn(model)})
+    return rows

@@ -1,0 +1,474 @@
+"""Importance scores: which weights, FFN neurons, attention heads and layers a classifier can lose.
+
+Every score is "higher = keep". Weight-level scores are ``{(module, name): tensor}`` dicts over the prunable
+set of ``masks.prunable_parameters`` (the shape ``masks.prune_to`` takes); structure scores are one tensor per
+layer (heads, neurons) or one tensor over layers.
+
+Weights (``w``: the effective, masked weight; ``g_b``: the gradient of the mean loss of batch ``b``):
+
+* magnitude ``|w|`` (Han et al. 2015, "Learning both Weights and Connections");
+* gradient ``mean_b |g_b|``;
+* Taylor ``mean_b |w * g_b|``: the first-order estimate of the loss change when ``w`` is set to zero
+  (Molchanov et al. 2017/2019, "Importance Estimation for Neural Network Pruning", eq. 3-4);
+* Fisher ``mean_i (d log p(y_i | x_i) / dw)^2``: the diagonal of the *empirical* Fisher (true labels ``y_i``,
+  not labels sampled from the model), per example, as in LeCun et al. 1990 / Kirkpatrick et al. 2017. Each
+  example of a batch is run forward and backward alone (its padding stripped), so memory holds one gradient
+  of the model at a time, never per-example gradients of the whole model;
+* movement ``-sum_t w_t * g_t`` accumulated at every optimizer step of fine-tuning (Sanh et al. 2020,
+  "Movement Pruning", eq. 5 with the straight-through estimator), by :class:`MovementCallback`. Without
+  training, :func:`frozen_movement` gives its zero-step limit ``-w * sum_b g_b`` (a signed Taylor score).
+
+Structures (heads, FFN neurons, layers) get a multiplicative gate ``xi = 1`` on their output, put into the
+``transformers`` XLNet (which has no ``head_mask``) by ``gates.py``: a head's slice of the output projection
+``o`` (the same as gating its attention vector), a neuron's column of ``layer_2``, a layer's update
+``h + xi * (layer(h) - h)``.
+Then (Michel et al. 2019, "Are Sixteen Heads Really Better than One?", eq. 2):
+
+* gradient = Taylor ``mean_b |dL_b / d xi|`` (at ``xi = 1``, ``|xi * g| = |g|``: the two coincide; for a
+  neuron this is the Taylor score of its activation, Molchanov et al. 2017, eq. 5);
+* Fisher ``mean_i (d log p(y_i|x_i) / d xi)^2`` (the mask Fisher of Kwon et al. 2022, "A Fast Post-Training
+  Pruning Framework for Transformers", eq. 6);
+* magnitude: the L2 norm of the unit's weights (for a neuron: its ``layer_1`` row and ``layer_2`` column);
+* movement: the weight movement scores summed over the unit's weights.
+
+Random (every granularity): independent uniform scores from a seeded generator, the control every pruning
+result is compared with (Blalock et al. 2020, "What is the State of Neural Network Pruning?", Sec. 7): a score
+that does not beat random at the same sparsity has not found which weights matter.
+
+For a layer, ``|dL/d xi|`` is the first-order estimate of the loss increase when the layer is skipped;
+:func:`layer_skip_loss` measures that increase exactly (one forward pass per layer).
+"""
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import TrainerCallback
+
+from ..config import UserError
+from .masks import check_sparsity, current_weight, prunable_parameters
+from ..xlnet.surgery import HEAD_PARAMS, xlnet_layers
+
+METHODS = ("magnitude", "gradient", "taylor", "fisher", "movement", "random")
+GRANULARITIES = ("weight", "neuron", "head", "layer")
+GRADIENT_METHODS = ("gradient", "taylor", "fisher", "movement")
+
+
+def check_method(method: str, granularity: str = "weight") -> None:
+    if method not in METHODS:
+        raise UserError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
+    if granularity not in GRANULARITIES:
+        raise UserError(f"unknown granularity {granularity!r}; valid: {', '.join(GRANULARITIES)}")
+
+
+def score_batches(tokenizer, dataset, n_batches: int, batch_size: int, max_len: int, seed: int = 0) -> list[dict]:
+    """``n_batches`` padded batches (with ``labels``) drawn without replacement from a ``text``/``label`` split."""
+    from transformers import DataCollatorWithPadding
+
+    from ..train.finetune import tokenize_split
+
+    n = min(len(dataset), n_batches * batch_size)
+    enc = tokenize_split(dataset.shuffle(seed=seed).select(range(n)), tokenizer, max_len)
+    collate = DataCollatorWithPadding(tokenizer, return_tensors="pt")
+    rows = [enc[i] for i in range(n)]
+    return [dict(collate(rows[i:i + batch_size])) for i in range(0, n, batch_size)]
+
+
+def _device_batch(model, batch: dict) -> dict:
+    device = next(model.parameters()).device
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def _param(module, name: str) -> nn.Parameter:
+    """The trainable tensor behind ``module.name`` (``name_orig`` once ``torch.nn.utils.prune`` masks it)."""
+    return getattr(module, f"{name}_orig") if hasattr(module, f"{name}_orig") else getattr(module, name)
+
+
+@contextlib.contextmanager
+def _eval_mode(model):
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+        model.zero_grad(set_to_none=True)
+
+
+def _log_likelihood(model, batch: dict) -> torch.Tensor:
+    """``log p(y_i | x_i)`` of each example (the classifier's log-softmax at the true label)."""
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    logits = model(**inputs).logits
+    return torch.log_softmax(logits.float(), -1).gather(1, batch["labels"].view(-1, 1)).squeeze(1)
+
+
+def _inputs(params) -> list[torch.Tensor]:
+    """The tensors to differentiate: a list, or a callable read after each forward pass (:func:`_weights_used`)."""
+    return params() if callable(params) else params
+
+
+def _weights_used(pairs):
+    """The weights as the last forward pass used them. With live ``torch.nn.utils.prune`` masks that is the
+    masked tensor ``w_orig * mask`` computed by the forward pre-hook, so gradients are taken with respect to
+    the effective weight, masked entries included, exactly as on the same model made permanent."""
+    return lambda: [current_weight(*p) for p in pairs]
+
+
+def _batch_means(model, batches, params, combine) -> list[torch.Tensor]:
+    """``mean_b combine(i, g_b[i])`` over batches, ``g_b`` the gradients of batch ``b``'s mean loss."""
+    totals = [torch.zeros_like(p, dtype=torch.float32) for p in _inputs(params)]
+    with _eval_mode(model):
+        for batch in batches:
+            loss = model(**_device_batch(model, batch)).loss
+            for i, (t, g) in enumerate(zip(totals, torch.autograd.grad(loss, _inputs(params)))):
+                t += combine(i, g.float())
+    return [t / max(1, len(batches)) for t in totals]
+
+
+def _examples(batch: dict):
+    """The examples of a padded batch one at a time, padding removed (XLNet pads on the left; the attention
+    mask hides the pads, so an example alone gives the same log-likelihood)."""
+    mask = batch.get("attention_mask")
+    for i in range(len(batch["labels"])):
+        keep = mask[i].bool() if mask is not None else slice(None)
+        yield {k: (v[i:i + 1] if k == "labels" else v[i:i + 1, keep]) for k, v in batch.items()}
+
+
+def _example_fisher(model, batches, params) -> list[torch.Tensor]:
+    """``mean_i (d log p(y_i|x_i) / d param)^2``, per example, one gradient in memory at a time.
+
+    Each example gets its own forward and backward pass without its padding, so the cost is one small
+    forward/backward per example (not one full-batch backward per example, as slicing a batched graph
+    would cost).
+    """
+    totals = [torch.zeros_like(p, dtype=torch.float32) for p in _inputs(params)]
+    n = 0
+    with _eval_mode(model):
+        for batch in batches:
+            for example in _examples(_device_batch(model, batch)):
+                logp = _log_likelihood(model, example)[0]
+                for t, g in zip(totals, torch.autograd.grad(logp, _inputs(params))):
+                    t += g.float() ** 2
+                n += 1
+    return [t / max(1, n) for t in totals]
+
+
+# --- weight-level scores -------------------------------------------------------------------------------
+
+def magnitude(model, pairs=None) -> dict:
+    """``|w|`` (Han et al. 2015)."""
+    pairs = pairs if pairs is not None else prunable_parameters(model)
+    return {p: current_weight(*p).detach().abs().float() for p in pairs}
+
+
+def random_scores(model, seed: int = 0, pairs=None) -> dict:
+    """Uniform ``[0, 1)`` scores of the shape of each prunable weight, from ``torch.Generator`` seeded with ``seed``
+    (the same seed gives the same scores; Blalock et al. 2020's random baseline)."""
+    pairs = pairs if pairs is not None else prunable_parameters(model)
+    g = torch.Generator().manual_seed(seed)
+    return {p: torch.rand(current_weight(*p).shape, generator=g) for p in pairs}
+
+
+def _weight_scores(model, batches, pairs, combine) -> dict:
+    pairs = pairs if pairs is not None else prunable_parameters(model)
+    weights = [current_weight(*p).detach().float() for p in pairs]
+    return dict(zip(pairs, _batch_means(model, batches, _weights_used(pairs), lambda i, g: combine(weights[i], g))))
+
+
+def gradient(model, batches, pairs=None) -> dict:
+    """``mean_b |g_b|``: how strongly the loss reacts to each weight."""
+    return _weight_scores(model, batches, pairs, lambda w, g: g.abs())
+
+
+def taylor(model, batches, pairs=None) -> dict:
+    """``mean_b |w * g_b|`` (Molchanov et al. 2019, eq. 3-4): first-order loss change of zeroing ``w``."""
+    return _weight_scores(model, batches, pairs, lambda w, g: (w * g).abs())
+
+
+def frozen_movement(model, batches, pairs=None) -> dict:
+    """``-w * mean_b g_b``: movement (Sanh et al. 2020, eq. 5) in the limit of a zero learning rate."""
+    return _weight_scores(model, batches, pairs, lambda w, g: -w * g)
+
+
+def fisher(model, batches, pairs=None) -> dict:
+    """Diagonal empirical Fisher ``mean_i (d log p(y_i|x_i) / dw)^2``, per example (see the module docstring)."""
+    pairs = pairs if pairs is not None else prunable_parameters(model)
+    return dict(zip(pairs, _example_fisher(model, batches, _weights_used(pairs))))
+
+
+class MovementCallback(TrainerCallback):
+    """Trainer callback accumulating movement scores ``S -= w * g`` at every optimizer step (Sanh et al. 2020).
+
+    ``g`` is the gradient after clipping, read in ``on_pre_optimizer_step``; ``w`` the effective weight the
+    forward pass used. ``scores`` is a ``{(module, name): tensor}`` dict like the other weight scores.
+    """
+
+    def __init__(self, pairs):
+        self.pairs = list(pairs)
+        self.scores = {p: torch.zeros_like(current_weight(*p), dtype=torch.float32) for p in self.pairs}
+        self.steps = 0
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        with torch.no_grad():
+            for p in self.pairs:
+                grad = _param(*p).grad
+                if grad is not None:
+                    self.scores[p] -= current_weight(*p).detach().float() * grad.float()
+        self.steps += 1
+
+
+def movement_finetune(model, tokenizer, train, profile, steps: int, seed: int = 0, progress: bool = False,
+                      lr: float | None = None) -> dict:
+    """Fine-tune ``model`` in place for ``steps`` optimizer steps and return the movement scores gathered.
+
+    The profile's fine-tuning learning rate, batch size and weight decay; the weights after these steps are
+    the ones movement pruning then masks (Sanh et al. 2020 score and prune the weights being fine-tuned).
+    """
+    import tempfile
+    from pathlib import Path
+
+    from transformers import DataCollatorWithPadding, Trainer
+
+    from ..train.finetune import tokenize_split
+    from ..train.runs import quiet_trainer, training_args
+
+    if steps < 1:
+        raise UserError("movement scores are accumulated during fine-tuning: give at least one scoring step")
+    callback = MovementCallback(prunable_parameters(model))
+    with tempfile.TemporaryDirectory() as tmp:
+        args = training_args(profile, Path(tmp), seed, epochs=1, batch=profile.ft_batch, lr=lr or profile.ft_lr,
+                             progress=progress, max_steps=steps)
+        trainer = Trainer(model=model, args=args, train_dataset=tokenize_split(train, tokenizer, profile.max_seq_len),
+                          data_collator=DataCollatorWithPadding(tokenizer), callbacks=[callback])
+        quiet_trainer(trainer, progress)
+        trainer.train()
+    model.eval()
+    return callback.scores
+
+
+# --- structure gates -------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def unit_gates(model, granularity: str):
+    """Multiplicative gates ``xi`` (ones, trainable) on every head, FFN neuron or layer; yields their list.
+
+    The gates are modules of the model while the block runs (``gates.py``: a head's slice of the output
+    projection ``o``, a neuron's column of ``layer_2``, a layer's update ``h + xi * (layer(h) - h)``), so a deep
+    copy made inside the block carries its own gates. Setting a gate to 0 removes the unit from the
+    computation, exactly as surgery does. On exit the model is as before.
+    """
+    from ..xlnet import gates as unit_gate
+
+    device = next(model.parameters()).device
+    values = [nn.Parameter(torch.ones(n, device=device)) for n in unit_counts(model, granularity)]
+    unit_gate.install(model, granularity, values)
+    try:
+        yield values
+    finally:
+        unit_gate.remove(model, granularity)
+
+
+def unit_counts(model, granularity: str) -> list:
+    """Heads or neurons per layer, or ``()`` (one scalar gate) per layer."""
+    layers = xlnet_layers(model)
+    if granularity == "head":
+        return [int(layer.rel_attn.q.shape[1]) for layer in layers]
+    if granularity == "neuron":
+        return [int(layer.ff.layer_1.out_features) for layer in layers]
+    if granularity == "layer":
+        return [() for _ in layers]
+    raise UserError(f"gates exist for heads, neurons and layers, not {granularity!r}")
+
+
+def total_units(model, granularity: str) -> int:
+    """Heads, neurons or layers of the whole model as it is now (counted from the tensors)."""
+    per_layer = unit_counts(model, granularity)
+    return len(per_layer) if granularity == "layer" else sum(per_layer)
+
+
+def gate_gradient(model, batches, granularity: str) -> list[torch.Tensor]:
+    """Michel et al. 2019, eq. 2: ``mean_b |dL_b / d xi|`` for every head / neuron / layer gate."""
+    with unit_gates(model, granularity) as gates:
+        return _batch_means(model, batches, gates, lambda i, g: g.abs())
+
+
+def gate_fisher(model, batches, granularity: str) -> list[torch.Tensor]:
+    """Kwon et al. 2022, eq. 6: ``mean_i (d log p(y_i|x_i) / d xi)^2`` per gate, per example."""
+    with unit_gates(model, granularity) as gates:
+        return _example_fisher(model, batches, gates)
+
+
+def mean_loss(model, batches) -> float:
+    """Mean classification loss over ``batches`` (no gradients)."""
+    with torch.no_grad(), _eval_mode(model):
+        return sum(float(model(**_device_batch(model, b)).loss) for b in batches) / max(1, len(batches))
+
+
+def layer_skip_loss(model, batches) -> torch.Tensor:
+    """Loss increase when each layer alone is skipped (its gate set to 0): the exact layer importance."""
+    base = mean_loss(model, batches)
+    out = []
+    with unit_gates(model, "layer") as gates:
+        for gate in gates:
+            with torch.no_grad():
+                gate.zero_()
+            out.append(mean_loss(model, batches) - base)
+            with torch.no_grad():
+                gate.fill_(1.0)
+    return torch.tensor(out)
+
+
+# --- aggregating weight scores over structures ---------------------------------------------------------
+
+def unit_sums(model, scores: dict, granularity: str) -> list[torch.Tensor]:
+    """Sum a weight-level score over each head / neuron / layer's weights (one tensor per layer)."""
+    out = []
+    for layer in xlnet_layers(model):
+        attn, ff = layer.rel_attn, layer.ff
+        if granularity == "head":
+            out.append(sum(scores[(attn, n)].sum(dim=(0, 2)) for n in HEAD_PARAMS))
+        elif granularity == "neuron":
+            out.append(scores[(ff.layer_1, "weight")].sum(1) + scores[(ff.layer_2, "weight")].sum(0))
+        elif granularity == "layer":
+            pairs = [(attn, n) for n in HEAD_PARAMS] + [(ff.layer_1, "weight"), (ff.layer_2, "weight")]
+            out.append(sum(scores[p].sum() for p in pairs))
+        else:
+            raise UserError(f"unit sums exist for heads, neurons and layers, not {granularity!r}")
+    return out
+
+
+def structure_scores(model, method: str, granularity: str, batches=None, movement: dict | None = None,
+                     seed: int = 0):
+    """Scores of every head, neuron or layer for one method (see the module docstring for the definitions).
+
+    ``batches``: from :func:`score_batches` (all methods but magnitude); ``movement``: the weight-level movement
+    scores (from :func:`movement_finetune` or :func:`frozen_movement`); ``seed``: the random score's generator.
+    Layers come back as one 1-D tensor, heads and neurons as one tensor per layer.
+    """
+    check_method(method, granularity)
+    if method == "random":
+        g = torch.Generator().manual_seed(seed)
+        return torch.rand(len(xlnet_layers(model)), generator=g) if granularity == "layer" else \
+            [torch.rand(int(n), generator=g) for n in unit_counts(model, granularity)]
+    if method in GRADIENT_METHODS and method != "movement" and not batches:
+        raise UserError(f"{method} scores need batches of labelled examples")
+    if method == "magnitude":
+        squares = {p: w ** 2 for p, w in magnitude(model).items()}
+        out = [s.sqrt() for s in unit_sums(model, squares, granularity)]
+    elif method in ("gradient", "taylor"):
+        out = gate_gradient(model, batches, granularity)
+    elif method == "fisher":
+        out = gate_fisher(model, batches, granularity)
+    else:
+        if movement is None:
+            raise UserError("movement scores of structures need the weight movement scores")
+        out = unit_sums(model, movement, granularity)
+    return torch.stack([o.reshape(()) for o in out]) if granularity == "layer" else out
+
+
+def weight_scores(model, method: str, batches=None, movement: dict | None = None, seed: int = 0) -> dict:
+    """Weight-level scores over the prunable set for one method name (``seed``: the random score's generator)."""
+    check_method(method)
+    if method == "magnitude":
+        return magnitude(model)
+    if method == "random":
+        return random_scores(model, seed)
+    if method == "movement":
+        if movement is None:
+            raise UserError("movement scores are accumulated during fine-tuning (movement_finetune)")
+        return movement
+    if not batches:
+        raise UserError(f"{method} scores need batches of labelled examples")
+    return {"gradient": gradient, "taylor": taylor, "fisher": fisher}[method](model, batches)
+
+
+# --- choosing what to remove ---------------------------------------------------------------------------
+
+def layer_normalized(scores) -> list[torch.Tensor]:
+    """Per-layer unit scores divided by their layer's L2 norm (Michel et al. 2019, Sec. 4.2), so that a layer
+    with large gradients does not keep everything, for non-negative scores.
+
+    Signed scores (movement, Sanh et al. 2020) are returned as given: their sign and size are the ranking
+    (the most negative goes first), and dividing each layer by its own norm would re-weigh the layers and let a
+    unit at -1 go before one at -100.
+    """
+    scores = [s.float() for s in scores]
+    if any(bool((s < 0).any()) for s in scores):
+        return scores
+    return [s / (s.norm() + 1e-12) for s in scores]
+
+
+def lowest_units(scores, fraction: float, normalize: bool = True) -> dict[int, list[int]] | list[int]:
+    """The ``round(fraction * total)`` lowest-scoring units, ranked across all layers at once.
+
+    Heads / neurons (a list of per-layer tensors) give ``{layer: [indices]}``; with ``normalize`` non-negative
+    scores are first divided by their layer's L2 norm (:func:`layer_normalized`; signed scores are ranked as
+    given). Layers (one 1-D tensor) give a list of layer indices.
+    """
+    check_sparsity(fraction)
+    if isinstance(scores, torch.Tensor):
+        k = round(fraction * len(scores))
+        return sorted(torch.argsort(scores.float(), stable=True)[:k].tolist())
+    per_layer = layer_normalized(scores) if normalize else [s.float() for s in scores]
+    flat = torch.cat(per_layer)
+    owner = torch.cat([torch.full((len(s),), i) for i, s in enumerate(per_layer)])
+    index = torch.cat([torch.arange(len(s)) for s in per_layer])
+    k = round(fraction * len(flat))
+    chosen = torch.argsort(flat, stable=True)[:k]
+    out: dict[int, list[int]] = {}
+    for c in chosen.tolist():
+        out.setdefault(int(owner[c]), []).append(int(index[c]))
+    return {li: sorted(v) for li, v in sorted(out.items())}
+
+
+def remove_units(model, granularity: str, remove) -> None:
+    """Apply a removal plan from :func:`lowest_units` with surgery (in place)."""
+    from ..xlnet import surgery
+
+    if granularity == "head":
+        surgery.prune_heads(model, remove)
+    elif granularity == "neuron":
+        surgery.prune_neurons(model, remove)
+    elif granularity == "layer":
+        if len(remove) >= len(xlnet_layers(model)):
+            raise UserError("cannot remove every layer")
+        surgery.drop_layers(model, remove)
+    else:
+        raise UserError(f"surgery removes heads, neurons or layers, not {granularity!r}")
+
+
+# --- comparing scores ------------------------------------------------------------------------------------
+
+def flatten(scores: dict, pairs) -> torch.Tensor:
+    """One vector of a weight score over ``pairs`` (in that order), for rankings and correlations."""
+    return torch.cat([scores[p].reshape(-1).float() for p in pairs])
+
+
+def _centred_ranks(a: torch.Tensor) -> torch.Tensor:
+    """Ranks 0..n-1 of ``a`` (ties broken by position), centred, in float64."""
+    ranks = torch.empty(len(a), dtype=torch.float64)
+    ranks.scatter_(0, torch.argsort(a, stable=True), torch.arange(len(a), dtype=torch.float64))
+    return ranks - ranks.mean()
+
+
+def spearman_matrix(vectors: list[torch.Tensor]) -> np.ndarray:
+    """Spearman rank correlations of every pair of score vectors (Pearson correlation of the ranks).
+
+    Each vector is ranked once, so k vectors of n scores cost k sorts, not k² (chapter 2 compares five scores
+    of every prunable weight).
+    """
+    ranks = [_centred_ranks(v) for v in vectors]
+    norms = [r.norm() for r in ranks]
+    k = len(ranks)
+    out = np.eye(k)
+    for i in range(k):
+        for j in range(i + 1, k):
+            out[i, j] = out[j, i] = float((ranks[i] @ ranks[j]) / (norms[i] * norms[j]))
+    return out
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Spearman rank correlation of two score vectors (ties broken by position)."""
+    return float(spearman_matrix([a, b])[0, 1])
