@@ -49,7 +49,7 @@ from transformers import TrainerCallback
 
 from ..config import UserError
 from .masks import check_sparsity, current_weight, prunable_parameters
-from ..xlnet.surgery import HEAD_PARAMS, xlnet_layers
+from ..xlnet.structure import XLNetStructure
 
 METHODS = ("magnitude", "gradient", "taylor", "fisher", "movement", "random")
 GRANULARITIES = ("weight", "neuron", "head", "layer")
@@ -271,21 +271,16 @@ def unit_gates(model, granularity: str):
 
 
 def unit_counts(model, granularity: str) -> list:
-    """Heads or neurons per layer, or ``()`` (one scalar gate) per layer."""
-    layers = xlnet_layers(model)
-    if granularity == "head":
-        return [int(layer.rel_attn.q.shape[1]) for layer in layers]
-    if granularity == "neuron":
-        return [int(layer.ff.layer_1.out_features) for layer in layers]
-    if granularity == "layer":
-        return [() for _ in layers]
-    raise UserError(f"gates exist for heads, neurons and layers, not {granularity!r}")
+    """Heads or neurons per layer, or ``()`` (one scalar gate) per layer (``XLNetStructure.unit_counts``)."""
+    if granularity not in ("head", "neuron", "layer"):
+        raise UserError(f"gates exist for heads, neurons and layers, not {granularity!r}")
+    return XLNetStructure(model).unit_counts(granularity)
 
 
 def total_units(model, granularity: str) -> int:
     """Heads, neurons or layers of the whole model as it is now (counted from the tensors)."""
-    per_layer = unit_counts(model, granularity)
-    return len(per_layer) if granularity == "layer" else sum(per_layer)
+    unit_counts(model, granularity)   # validates the name
+    return XLNetStructure(model).total_units(granularity)
 
 
 def gate_gradient(model, batches, granularity: str) -> list[torch.Tensor]:
@@ -324,16 +319,15 @@ def layer_skip_loss(model, batches) -> torch.Tensor:
 
 def unit_sums(model, scores: dict, granularity: str) -> list[torch.Tensor]:
     """Sum a weight-level score over each head / neuron / layer's weights (one tensor per layer)."""
-    out = []
-    for layer in xlnet_layers(model):
-        attn, ff = layer.rel_attn, layer.ff
+    s, out = XLNetStructure(model), []
+    for i in range(len(s.layers)):
         if granularity == "head":
-            out.append(sum(scores[(attn, n)].sum(dim=(0, 2)) for n in HEAD_PARAMS))
+            out.append(sum(scores[p].sum(dim=(0, 2)) for p in s.prunable(part="attention", layer=i)))
         elif granularity == "neuron":
-            out.append(scores[(ff.layer_1, "weight")].sum(1) + scores[(ff.layer_2, "weight")].sum(0))
+            (w1, n1), (w2, n2) = s.prunable(part="ffn", layer=i)
+            out.append(scores[(w1, n1)].sum(1) + scores[(w2, n2)].sum(0))
         elif granularity == "layer":
-            pairs = [(attn, n) for n in HEAD_PARAMS] + [(ff.layer_1, "weight"), (ff.layer_2, "weight")]
-            out.append(sum(scores[p].sum() for p in pairs))
+            out.append(sum(scores[p].sum() for p in s.prunable(layer=i)))
         else:
             raise UserError(f"unit sums exist for heads, neurons and layers, not {granularity!r}")
     return out
@@ -350,7 +344,7 @@ def structure_scores(model, method: str, granularity: str, batches=None, movemen
     check_method(method, granularity)
     if method == "random":
         g = torch.Generator().manual_seed(seed)
-        return torch.rand(len(xlnet_layers(model)), generator=g) if granularity == "layer" else \
+        return torch.rand(len(XLNetStructure(model).layers), generator=g) if granularity == "layer" else \
             [torch.rand(int(n), generator=g) for n in unit_counts(model, granularity)]
     if method in GRADIENT_METHODS and method != "movement" and not batches:
         raise UserError(f"{method} scores need batches of labelled examples")

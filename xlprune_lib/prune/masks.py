@@ -21,25 +21,19 @@ import torch
 from torch.nn.utils import prune
 
 from ..config import UserError
-from ..xlnet.surgery import HEAD_PARAMS, xlnet_layers
+from ..xlnet.structure import XLNetStructure
 
 SCOPES = ("local", "global")
 
 
 def prunable_parameters(model, include_embeddings: bool = False) -> list[tuple[torch.nn.Module, str]]:
-    """``(module, name)`` pairs of the default prunable set.
+    """``(module, name)`` pairs of the default prunable set (``XLNetStructure.prunable``).
 
     Per layer: ``rel_attn.{q,k,v,o,r}`` (shape ``(d_model, n_head, d_head)``) and ``ff.layer_1.weight`` /
     ``ff.layer_2.weight``. Embeddings, LayerNorm, biases and the classifier head are excluded (the word
     embedding only when asked: it is a lookup table, pruning it saves storage, not compute).
     """
-    pairs = []
-    for layer in xlnet_layers(model):
-        pairs += [(layer.rel_attn, name) for name in HEAD_PARAMS]
-        pairs += [(layer.ff.layer_1, "weight"), (layer.ff.layer_2, "weight")]
-    if include_embeddings:
-        pairs.append((getattr(model, "transformer", model).word_embedding, "weight"))
-    return pairs
+    return XLNetStructure(model).prunable(include_embeddings)
 
 
 def current_weight(module, name: str) -> torch.Tensor:

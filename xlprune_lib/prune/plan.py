@@ -26,6 +26,7 @@ import torch
 from torch.nn.utils import prune
 
 from ..xlnet import surgery
+from ..xlnet.modeling import record_plan
 from ..xlnet.structure import XLNetStructure
 
 PLAN_FIELD = "pruning_plan"      # the config field that carries :meth:`PruningPlan.to_config`
@@ -256,8 +257,6 @@ class PruningPlan:
 
         ``model`` must realise a plan this one refines. Raises ``ValueError`` otherwise.
         """
-        from ..xlnet.modeling import record_plan
-
         now = PruningPlan.of(model, weights=False)
         gone = [p for p, L in enumerate(now.layers) if L not in self.layers]
         if set(self.layers) - set(now.layers):
@@ -270,14 +269,15 @@ class PruningPlan:
                     raise ValueError(f"the plan keeps {kind}s of layer {L} the model no longer has")
                 removal[p] = [j for j, u in enumerate(theirs[L]) if u not in mine[L]]
             (surgery.prune_heads if kind == "head" else surgery.prune_neurons)(model, removal)
-        with torch.no_grad():
+        with torch.no_grad():   # weight masks become zeros; live masks on tensors the plan has none for stay live
             for name, (module, attr) in zip(self.names(), XLNetStructure(model).prunable()):
                 keep = self.weights.get(name)
+                if keep is None:
+                    continue
                 if prune.is_pruned(module) and hasattr(module, f"{attr}_orig"):
                     prune.remove(module, attr)
-                if keep is not None:
-                    getattr(module, attr).mul_(keep.to(getattr(module, attr).dtype))
-        record_plan(model, self)
+                getattr(module, attr).mul_(keep.to(getattr(module, attr).device, getattr(module, attr).dtype))
+        record_plan(model, self.to_config())
 
     def _masks_on(self, now: "PruningPlan", model) -> dict:
         """Keep-masks, by name, over the prunable tensors of ``model`` (which realises ``now``) that express this

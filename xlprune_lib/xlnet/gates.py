@@ -26,6 +26,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ..config import UserError
+from .structure import XLNetStructure
 
 GRANULARITIES = ("head", "neuron", "layer")
 
@@ -89,22 +90,17 @@ def _tensor_name(module, name: str) -> str:
 
 
 def _gated_weights(model, granularity: str):
-    """``(module, name, axis)`` of the tensor each layer's head or neuron gate scales."""
-    from .surgery import xlnet_layers
-
-    if granularity == "head":
-        return [(layer.rel_attn, "o", 1) for layer in xlnet_layers(model)]
-    return [(layer.ff.layer_2, "weight", 1) for layer in xlnet_layers(model)]
+    """``(module, name, axis)`` of the tensor each layer's head or neuron gate scales (``XLNetStructure.GATED``)."""
+    s = XLNetStructure(model)
+    return [s.gated_tensor(i, granularity) for i in range(len(s.layers))]
 
 
 def install(model, granularity: str, gates) -> None:
     """Put one gate per layer (a tensor or module of that layer's unit count, a scalar for a layer) on ``model``."""
-    from .surgery import _base
-
     if granularity not in GRANULARITIES:
         raise UserError(f"gates exist for heads, neurons and layers, not {granularity!r}")
     if granularity == "layer":
-        base = _base(model)
+        base = XLNetStructure.base_of(model)
         base.layer = nn.ModuleList(GatedLayer(layer, gate) for layer, gate in zip(base.layer, gates))
         return
     for (module, name, axis), gate in zip(_gated_weights(model, granularity), gates):
@@ -114,10 +110,8 @@ def install(model, granularity: str, gates) -> None:
 def remove(model, granularity: str, keep_values: bool = False) -> None:
     """Take the gates of ``granularity`` off ``model``. ``keep_values``: write ``W * xi`` into the weights (the gate
     values as they are now) instead of restoring ``W``. Layer gates are always simply removed."""
-    from .surgery import _base
-
     if granularity == "layer":
-        base = _base(model)
+        base = XLNetStructure.base_of(model)
         base.layer = nn.ModuleList(m.layer if isinstance(m, GatedLayer) else m for m in base.layer)
         return
     for module, name, _ in _gated_weights(model, granularity):

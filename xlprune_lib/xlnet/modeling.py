@@ -6,9 +6,11 @@ memory, and two-stream attention for permutation-LM pretraining. Its attention w
 3-D parameters of shape ``(d_model, n_head, d_head)``; later chapters prune along the head axis.
 
 A model after surgery (``surgery.py``) has layers of different widths, which ``XLNetConfig`` cannot describe.
-It becomes a ``Pruned*`` model here: the config type ``xlnet-pruned`` adds ``heads_per_layer`` and
-``inner_per_layer``, and the model classes build the full XLNet and then slice every layer down to those
-widths, so ``from_pretrained`` finds tensors of the saved shapes. Importing ``xlprune_lib`` registers the type
+It becomes a ``Pruned*`` model here: the config type ``xlnet-pruned`` adds ``pruning_plan`` (the
+``PruningPlan`` that made it: which original layers, heads and neurons survive) and, for reading,
+``heads_per_layer`` and ``inner_per_layer``. The model classes build the full XLNet and then cut every layer
+down to exactly the recorded units (the way distiller replays a thinning recipe before loading the weights),
+so ``from_pretrained`` finds tensors of the saved shapes. Importing ``xlprune_lib`` registers the type
 with ``AutoConfig`` / ``AutoModel*``, so ``AutoModelForSequenceClassification.from_pretrained(dir)`` and
 ``pipeline("text-classification", dir)`` work on a pruned folder.
 """
@@ -22,33 +24,42 @@ from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoModel
                           XLNetConfig, XLNetForSequenceClassification, XLNetLMHeadModel, XLNetModel)
 
 from ..config import Profile, UserError, atomic_dir
+from .structure import XLNetStructure
+from .surgery import prune_heads, prune_neurons
 
 PRUNED_MODEL_TYPE = "xlnet-pruned"
 
 
 @strict
 class PrunedXLNetConfig(XLNetConfig):
-    """``XLNetConfig`` plus the per-layer widths left by surgery (``None``: the layer is as wide as ``n_head`` /
-    ``d_inner`` say). ``n_layer`` counts the layers that remain after whole layers are dropped."""
+    """``XLNetConfig`` plus what pruning left. ``pruning_plan``: ``PruningPlan.to_config()``, the original
+    layers, heads and neurons kept; ``heads_per_layer`` / ``inner_per_layer``: the widths of the layers kept
+    (``None``: as wide as ``n_head`` / ``d_inner``). ``n_layer`` counts the layers kept. A folder saved before
+    plans were recorded has widths only, and loads keeping the first units."""
 
     model_type = PRUNED_MODEL_TYPE
     heads_per_layer: list[int] | None = None
     inner_per_layer: list[int] | None = None
+    pruning_plan: dict | None = None
 
 
 def _shrink_to_config(model) -> None:
-    """Slice a freshly built XLNet down to the widths its ``PrunedXLNetConfig`` records (keeps the first ones;
-    ``from_pretrained`` then overwrites every tensor with the saved, already-pruned values)."""
-    from .surgery import prune_heads, prune_neurons, xlnet_layers
-
-    cfg, layers = model.config, xlnet_layers(model)
-    heads_per_layer, inner_per_layer = getattr(cfg, "heads_per_layer", None), getattr(cfg, "inner_per_layer", None)
-    heads = {i: range(h, cfg.n_head) for i, h in enumerate(heads_per_layer or []) if h < cfg.n_head}
-    inner = {i: range(n, cfg.d_inner) for i, n in enumerate(inner_per_layer or []) if n < cfg.d_inner}
-    if len(heads_per_layer or layers) != len(layers) or len(inner_per_layer or layers) != len(layers):
-        raise ValueError(f"{PRUNED_MODEL_TYPE} config lists widths for a different number of layers than n_layer")
-    prune_heads(model, heads)
-    prune_neurons(model, inner)
+    """Cut a freshly built XLNet (``n_layer`` layers, full width) down to the units its ``PrunedXLNetConfig``
+    records: layer ``i`` keeps the original heads ``pruning_plan["heads"][i]`` and neurons
+    ``pruning_plan["neurons"][i]`` (their original indices are positions in a full layer); without a plan, the
+    first ``heads_per_layer[i]`` / ``inner_per_layer[i]``. ``from_pretrained`` then loads the saved tensors."""
+    cfg = model.config
+    n = len(XLNetStructure(model).layers)
+    plan = getattr(cfg, "pruning_plan", None)
+    if plan:
+        kept_heads, kept_neurons = plan["heads"], plan["neurons"]
+    else:
+        kept_heads = [range(h) for h in (cfg.heads_per_layer or [cfg.n_head] * n)]
+        kept_neurons = [range(k) for k in (cfg.inner_per_layer or [cfg.d_inner] * n)]
+    if len(kept_heads) != n or len(kept_neurons) != n:
+        raise ValueError(f"{PRUNED_MODEL_TYPE} config lists units for a different number of layers than n_layer")
+    prune_heads(model, {i: sorted(set(range(cfg.n_head)) - set(k)) for i, k in enumerate(kept_heads)})
+    prune_neurons(model, {i: sorted(set(range(cfg.d_inner)) - set(k)) for i, k in enumerate(kept_neurons)})
 
 
 class PrunedXLNetModel(XLNetModel):
@@ -90,14 +101,17 @@ def register_pruned_xlnet() -> None:
     AutoModelForSequenceClassification.register(PrunedXLNetConfig, PrunedXLNetForSequenceClassification)
 
 
-def as_pruned(model, heads_per_layer: list[int], inner_per_layer: list[int]):
-    """Turn an XLNet model (after surgery) into its ``Pruned*`` class with a config recording the widths."""
+def record_plan(model, plan: dict):
+    """Turn an XLNet model cut to ``plan`` (``PruningPlan.to_config()``) into its ``Pruned*`` class, with a config
+    recording the plan and the widths it leaves (``PruningPlan.finalize`` calls this). Returns ``model``."""
     if not isinstance(model.config, PrunedXLNetConfig):
         fields = {k: v for k, v in model.config.to_dict().items() if k not in ("model_type", "transformers_version")}
         model.config = PrunedXLNetConfig(**fields)
-        getattr(model, "transformer", model).config = model.config
-    model.config.heads_per_layer, model.config.inner_per_layer = list(heads_per_layer), list(inner_per_layer)
-    model.config.n_layer = len(heads_per_layer)
+        XLNetStructure.base_of(model).config = model.config
+    model.config.pruning_plan = plan
+    model.config.heads_per_layer = [len(h) for h in plan["heads"]]
+    model.config.inner_per_layer = [len(k) for k in plan["neurons"]]
+    model.config.n_layer = len(plan["layers"])
     for plain, pruned in PRUNED_CLASSES.items():
         if type(model) is plain:
             model.__class__ = pruned

@@ -1,15 +1,18 @@
 """Physical removal of attention heads, FFN neurons and whole layers from a ``transformers`` XLNet.
 
-Masks (``masks.py``) only zero weights; surgery makes the tensors smaller so that every matrix multiplication
-gets cheaper. Layers are pruned independently, so after surgery layers may have different head and neuron
-counts.
+Masks (``prune/masks.py``) only zero weights; surgery makes the tensors smaller so that every matrix
+multiplication gets cheaper. Layers are pruned independently, so after surgery layers may have different head
+and neuron counts. These are the low-level cuts, in the positions the model has *now*; they do not touch the
+config. Pruning code removes units through a plan (``PruningPlan.finalize``), which calls them and records in
+the config which original units survive.
 
 Heads (Michel et al. 2019, "Are Sixteen Heads Really Better than One?"). XLNet stores its projections as
 ``(d_model, n_head, d_head)`` tensors and computes, per head n, ``q_n = h W_q[:, n, :]`` (and likewise k, v, r);
 the per-head biases ``r_w_bias``, ``r_r_bias``, ``r_s_bias`` and ``seg_embed`` index the same axis, and the
 output is ``sum_n attn_vec_n W_o[:, n, :]^T``. Removing head n is therefore slicing index n out of the head
 axis of all nine tensors; nothing in ``XLNetRelativeAttention.forward`` depends on ``n_head`` except through
-those shapes. The scale ``1 / sqrt(d_head)`` is unchanged.
+those shapes. The scale ``1 / sqrt(d_head)`` is unchanged. Which tensors carry a head or neuron axis is
+declared once, in ``XLNetStructure``.
 
 FFN neurons: neuron j is row j of ``layer_1`` (weight and bias) and column j of ``layer_2``'s weight.
 
@@ -25,8 +28,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-HEAD_PARAMS = ("q", "k", "v", "o", "r")
-HEAD_BIASES = ("r_r_bias", "r_s_bias", "r_w_bias")
+from .structure import XLNetStructure
 
 
 def _keep_index(n: int, remove) -> torch.Tensor:
@@ -61,66 +63,32 @@ def _slice_tensor(module: nn.Module, name: str, dim: int, keep: torch.Tensor) ->
     setattr(module, name, new)
 
 
-def _base(model):
-    """The ``XLNetModel`` inside any XLNet model (base model, LM head or classifier)."""
-    return getattr(model, "transformer", model)
-
-
-def xlnet_layers(model) -> nn.ModuleList:
-    """The ``XLNetLayer`` list of any XLNet model."""
-    return _base(model).layer
-
-
 def prune_heads(model, heads: dict[int, list[int]]) -> None:
-    """Remove heads in place: ``{layer_index: [head indices of that layer as it is now]}``."""
-    layers = xlnet_layers(model)
+    """Remove heads in place: ``{layer position: [head positions of that layer as it is now]}``."""
+    s = XLNetStructure(model)
     for li, remove in heads.items():
-        attn = layers[li].rel_attn
-        keep = _keep_index(attn.q.shape[1], remove)
-        for name in HEAD_PARAMS:
-            _slice_param(attn, name, 1, keep)
-        for name in HEAD_BIASES:
-            _slice_param(attn, name, 0, keep)
-        _slice_param(attn, "seg_embed", 1, keep)
-        attn.n_head = len(keep)
-    _sync_config(model)
+        keep = _keep_index(s.heads(li), remove)
+        for module, name, axis in s.head_tensors(li):
+            _slice_param(module, name, axis, keep)
+        s.layers[li].rel_attn.n_head = len(keep)
 
 
 def prune_neurons(model, neurons: dict[int, list[int]]) -> None:
-    """Remove FFN neurons in place: ``{layer_index: [neuron indices of that layer as it is now]}``."""
-    layers = xlnet_layers(model)
+    """Remove FFN neurons in place: ``{layer position: [neuron positions of that layer as it is now]}``."""
+    s = XLNetStructure(model)
     for li, remove in neurons.items():
-        ff = layers[li].ff
-        keep = _keep_index(ff.layer_1.out_features, remove)
-        _slice_param(ff.layer_1, "weight", 0, keep)
-        _slice_param(ff.layer_1, "bias", 0, keep)
-        _slice_param(ff.layer_2, "weight", 1, keep)
+        keep = _keep_index(s.neurons(li), remove)
+        for module, name, axis in s.neuron_tensors(li):
+            _slice_param(module, name, axis, keep)
+        ff = s.layers[li].ff
         ff.layer_1.out_features = ff.layer_2.in_features = len(keep)
-    _sync_config(model)
 
 
 def drop_layers(model, remove: list[int]) -> None:
     """Remove whole layers in place (Sajjad et al. 2023, "On the effect of dropping layers")."""
-    layers = xlnet_layers(model)
-    keep = _keep_index(len(layers), remove)
+    s = XLNetStructure(model)
+    keep = _keep_index(len(s.layers), remove)
     if len(keep) == 0:
         raise ValueError("cannot drop every layer of the model")
-    base = _base(model)
-    base.layer = nn.ModuleList([layers[i] for i in keep.tolist()])
-    base.n_layer = len(keep)
-    _sync_config(model)
-
-
-def layer_shapes(model) -> list[dict]:
-    """Per layer: heads and FFN neurons as they are now (counted from the tensors)."""
-    return [{"heads": int(layer.rel_attn.q.shape[1]), "neurons": int(layer.ff.layer_1.out_features)}
-            for layer in xlnet_layers(model)]
-
-
-def _sync_config(model) -> None:
-    """Record the per-layer shapes in an ``xlnet-pruned`` config (``modeling.as_pruned``), so the saved model
-    reloads with them through ``from_pretrained``."""
-    from .modeling import as_pruned
-
-    shapes = layer_shapes(model)
-    as_pruned(model, [s["heads"] for s in shapes], [s["neurons"] for s in shapes])
+    s.base.layer = nn.ModuleList([s.layers[i] for i in keep.tolist()])
+    s.base.n_layer = len(keep)
