@@ -22,7 +22,8 @@ from transformers import TrainerCallback
 from ..config import UserError
 from .distributed import barrier, is_main
 from ..prune.importance import MovementCallback
-from ..prune.masks import check_sparsity, make_permanent, prunable_parameters, prune_to
+from ..prune.masks import check_sparsity, make_permanent, prunable_parameters, weight_sparsity
+from ..prune.select import WeightSparsity
 from ..prune.schedule import cubic
 
 GRADUAL_METHODS = ("magnitude", "movement")
@@ -32,7 +33,7 @@ class GradualPruning(TrainerCallback):
     """Cubic-schedule pruning during training (Zhu & Gupta 2017, eq. 1), masks updated every ``dt`` steps.
 
     At step ``t`` with ``t0 < t <= t0 + n dt`` and ``(t - t0) % dt == 0`` it masks the prunable set to
-    ``s_t`` with ``masks.prune_to`` (cumulative: pruned weights stay pruned). Call
+    ``s_t`` (``select.WeightSparsity``, applied as live masks; cumulative: pruned weights stay pruned). Call
     :func:`install_identity_masks` before the Trainer is built, so the parameter set does not change after the
     Trainer (or DistributedDataParallel) has seen it; later updates only replace mask buffers.
     """
@@ -59,7 +60,8 @@ class GradualPruning(TrainerCallback):
         t = state.global_step
         if self.t0 < t <= self.t0 + self.n * self.dt and (t - self.t0) % self.dt == 0:
             scores = self.movement.scores if self.movement is not None else None
-            self.history.append((t, prune_to(model, self.target(t), scores, self.scope)))
+            WeightSparsity(self.target(t), self.scope)(model, scores).apply_masks(model)
+            self.history.append((t, weight_sparsity(prunable_parameters(model))))
 
 
 def install_identity_masks(model) -> None:

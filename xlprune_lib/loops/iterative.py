@@ -28,12 +28,15 @@ from ..config import UserError, write_json_atomic
 from .distributed import (average_across_ranks, barrier, identical_across_ranks, init_distributed, is_main,
                           plan_digest, rank_and_world)
 from .gradual import GRADUAL_METHODS
-from ..prune.importance import GRADIENT_METHODS, MovementCallback, check_method, total_units, unit_counts
-from ..prune.masks import SCOPES, check_sparsity, counts, measured, prunable_parameters, prune_to
+from ..prune.importance import GRADIENT_METHODS, MovementCallback, check_method
+from ..prune.masks import SCOPES, check_sparsity, counts, measured, prunable_parameters
+from ..prune.plan import PruningPlan
+from ..prune.select import WeightSparsity, lowest_units
+from ..xlnet.structure import XLNetStructure
 from .rounds import RUN, SUMMARY, append_record, claim, load_checkpoint, read_records, save_checkpoint
 from ..prune.schedule import check_schedule, round_targets
 
-ITERATE_VERSION = 2   # 2: signed movement scores ranked as given
+ITERATE_VERSION = 3   # 2: signed movement scores ranked as given. 3: plans (removed units in original indices)
 
 
 # --- the requirement -------------------------------------------------------------------------------------
@@ -181,8 +184,8 @@ class _Run:
                "config_key": self.cfg["config_key"], "config": self.cfg["config"], "git_commit": git_commit()}
         if not first:
             rec["start"] = start
-            rec["units"] = {g: unit_counts(model, g) for g in ("head", "neuron")} | {"layer": len(
-                unit_counts(model, "layer"))}
+            s = XLNetStructure(model)
+            rec["units"] = {g: s.unit_counts(g) for g in ("head", "neuron")} | {"layer": len(s.layers)}
         return rec
 
     def unit_sparsity(self, model, first: dict | None) -> dict:
@@ -192,7 +195,7 @@ class _Run:
         if g == "weight" or first is None:
             return {"unit_sparsity": 0.0} if g != "weight" else {}
         start = first["units"][g]                    # per layer (heads, neurons) or a count (layers)
-        return {"unit_sparsity": 1 - total_units(model, g) / (start if g == "layer" else sum(start))}
+        return {"unit_sparsity": 1 - XLNetStructure(model).total_units(g) / (start if g == "layer" else sum(start))}
 
     def commit(self, rec: dict) -> None:
         append_record(self.out, rec)
@@ -327,18 +330,17 @@ def _scores(run: _Run, model, movement, k: int):
 
 
 def _prune(run: _Run, model, target: float, scores):
-    """Cumulative pruning to ``target`` of the *original* prunable weights or units; returns what was removed."""
-    from ..prune.importance import lowest_units, remove_units
-
+    """Cumulative pruning to ``target`` of the *original* prunable weights or units, through a
+    :class:`PruningPlan` (weights masked, units cut); returns the units removed, in original indices."""
     spec = run.spec
     if spec.granularity == "weight":
-        prune_to(model, target, scores, spec.scope)
+        WeightSparsity(target, spec.scope)(model, scores).apply_masks(model)
         return None
     original = run.records[0]["units"][spec.granularity]
     if spec.granularity == "layer":
-        original, current = [original], [len(unit_counts(model, "layer"))]
+        original, current = [original], [len(XLNetStructure(model).layers)]
     else:
-        current = unit_counts(model, spec.granularity)
+        current = XLNetStructure(model).unit_counts(spec.granularity)
 
     def fraction(n0, n):  # of what remains, so that round(target * n0) of the original units are gone
         return max(0, round(target * n0) - (n0 - n)) / n if n else 0.0
@@ -348,7 +350,9 @@ def _prune(run: _Run, model, target: float, scores):
     else:
         removed = {li: lowest_units([s], fraction(n0, n)).get(0, []) for li, (s, n0, n)
                    in enumerate(zip(scores, original, current))}
-    remove_units(model, spec.granularity, removed)
-    return {str(k): v for k, v in removed.items()} if isinstance(removed, dict) else removed
+    start = PruningPlan.of(model, weights=False)
+    plan = start.without(spec.granularity, removed)
+    plan.finalize(model)
+    return plan.removed_since(start)
 
 

@@ -5,7 +5,7 @@ writes the zeros into the weights before saving; head, neuron and layer granular
 units with surgery, so the saved model is smaller (an ``xlnet-pruned`` folder). The sparsity reached is
 always measured from the tensors: for weights, the zero fraction of the prunable set; for structures, also
 ``1 - remaining / original`` parameters of the prunable set. Granularity ``head+neuron`` removes heads and
-neurons together until the requested fraction of the *encoder's* parameters is gone (``structured.py``), the
+neurons together until the requested fraction of the *encoder's* parameters is gone (``select.EncoderBudget``), the
 structured pruning that chapter 5 turns into speed.
 
 ``xlprune prune`` is :func:`prune_run`; the chapters use :func:`score`, :func:`apply` and :func:`curve`.
@@ -16,14 +16,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..config import Profile, UserError
-from ..prune.importance import (GRADIENT_METHODS, check_method, lowest_units, movement_finetune, remove_units,
-                         score_batches, structure_scores, total_units, weight_scores)
-from ..prune.masks import (SCOPES, check_sparsity, copy_model, counts, make_permanent, prunable_parameters, prune_to,
-                    weight_sparsity)
-from ..prune.structured import GRANULARITY as ENCODER
+from ..prune.importance import (GRADIENT_METHODS, check_method, movement_finetune, score_batches,
+                                structure_scores, weight_scores)
+from ..prune.masks import SCOPES, check_sparsity, copy_model, counts, make_permanent, prunable_parameters, weight_sparsity
+from ..prune.plan import PruningPlan
+from ..prune.select import ENCODER, EncoderBudget, UnitFraction, WeightSparsity
+from ..xlnet.structure import XLNetStructure
 
 # Part of every prune run's key: bump it when the pruning code changes what a request produces.
-PRUNE_VERSION = 3   # 3: signed scores ranked as given; L0 finalized to its target
+PRUNE_VERSION = 4   # 3: signed scores ranked as given; L0 finalized to its target. 4: plans (removed units in
+                    # original indices, the plan recorded in the saved config)
 DEFAULT_SCORE_BATCHES = 16
 DEFAULT_SCORE_STEPS = 100
 
@@ -107,39 +109,57 @@ def score(model, spec: PruneSpec, tokenizer=None, train=None, profile: Profile |
     return structure_scores(model, spec.method, spec.granularity, batches, movement, seed)
 
 
+def rule(spec: PruneSpec):
+    """The threshold rule (``prune/select.py``) a spec asks for."""
+    if spec.granularity == "weight":
+        return WeightSparsity(spec.sparsity, spec.scope)
+    if spec.granularity == ENCODER:      # the sparsity is a fraction of the encoder's parameters
+        return EncoderBudget(spec.sparsity)
+    return UnitFraction(spec.granularity, spec.sparsity, spec.scope)
+
+
 def apply(model, spec: PruneSpec, scores) -> dict:
     """Prune ``model`` in place to ``spec.sparsity`` with ``scores``; return what was measured.
 
-    ``mask_sparsity``: the zero fraction of the prunable weights as the forward pass uses them (masked or
-    written in). ``delivery`` (``delivery.py``) compares the request with what the tensors show, in the request's unit:
-    the zero fraction of the prunable weights, the fraction of heads / neurons / layers removed, or the fraction
-    of the encoder's parameters removed (``head+neuron``).
+    The spec's rule makes a :class:`PruningPlan`; weights are masked to it (live ``torch.nn.utils.prune``
+    masks), units are cut by surgery. ``mask_sparsity``: the zero fraction of the prunable weights as the
+    forward pass uses them. ``delivery`` (``measure/delivery.py``) compares the request with what the tensors
+    show, in the request's unit: the zero fraction of the prunable weights, the fraction of heads / neurons /
+    layers removed, or the fraction of the encoder's parameters removed (``head+neuron``). ``removed``: what
+    the plan removed, in original indices (``PruningPlan.removed``).
     """
     from ..measure.delivery import delivery
 
     before = _prunable_counts(model)[0]
+    start = PruningPlan.of(model, weights=False)
+    units_before = None if spec.granularity in ("weight", ENCODER) else \
+        XLNetStructure(model).total_units(spec.granularity)
+    encoder_before = XLNetStructure(model).encoder_params()
+    made = rule(spec)
+    if spec.granularity == ENCODER:
+        plan, info = made.plan_with_share(model, scores)
+    else:
+        plan, info = made(model, scores), {}
     if spec.granularity == "weight":
-        reached = prune_to(model, spec.sparsity, scores, spec.scope)
-        return {"mask_sparsity": reached, **_measured(model, before), "removed": None,
-                "delivery": delivery(spec.sparsity, reached, "prunable weights")}
-    if spec.granularity == ENCODER:  # the sparsity is a fraction of the encoder's parameters
-        from ..prune.structured import prune_encoder
+        plan.apply_masks(model)
+    else:
+        plan.finalize(model)
+    out = {"mask_sparsity": weight_sparsity(prunable_parameters(model)), **_measured(model, before),
+           "removed": None if spec.granularity == "weight" else plan.removed_since(start)}
+    if spec.granularity == "weight":
+        out["delivery"] = delivery(spec.sparsity, out["mask_sparsity"], "prunable weights")
+    elif spec.granularity == ENCODER:
+        after = XLNetStructure(model).encoder_params()
+        out.update({"encoder_params_before": encoder_before, "encoder_params_after": after,
+                    "encoder_removed": 1 - after / encoder_before, "share": info["share"]})
+        out["delivery"] = delivery(spec.sparsity, out["encoder_removed"], "encoder parameters")
+    else:
+        out["unit_sparsity"] = 1 - XLNetStructure(model).total_units(spec.granularity) / units_before
+        out["delivery"] = delivery(spec.sparsity, out["unit_sparsity"], f"{spec.granularity}s")
+    return out
 
-        done = prune_encoder(model, *scores, spec.sparsity)
-        return {**{k: v for k, v in done.items() if k != "removed"}, **_measured(model, before),
-                "mask_sparsity": weight_sparsity(prunable_parameters(model)),
-                "removed": {k: _jsonable(v) for k, v in done["removed"].items()},
-                "delivery": delivery(spec.sparsity, done["encoder_removed"], "encoder parameters")}
-    units_before = total_units(model, spec.granularity)
-    if spec.scope == "global" or spec.granularity == "layer":
-        removed = lowest_units(scores, spec.sparsity)
-    else:  # local: the same fraction of every layer's heads / neurons
-        removed = {li: lowest_units([s], spec.sparsity).get(0, []) for li, s in enumerate(scores)}
-    remove_units(model, spec.granularity, removed)
-    unit_sparsity = 1 - total_units(model, spec.granularity) / units_before
-    return {"mask_sparsity": weight_sparsity(prunable_parameters(model)), **_measured(model, before),
-            "unit_sparsity": unit_sparsity, "removed": _jsonable(removed),
-            "delivery": delivery(spec.sparsity, unit_sparsity, f"{spec.granularity}s")}
+
+
 
 
 def _prunable_counts(model) -> tuple[int, int]:
@@ -159,30 +179,6 @@ def _jsonable(removed):
     if isinstance(removed, dict):
         return {str(k): v for k, v in removed.items()}
     return removed
-
-
-def curve(model, spec: PruneSpec, sparsities, scores, evaluate_fn) -> list[dict]:
-    """One-shot accuracy at each sparsity, pruning a fresh copy of ``model`` each time (no fine-tuning).
-
-    ``evaluate_fn(model) -> dict`` of metrics; rows carry the requested and the measured sparsity.
-    """
-    rows = []
-    for s in sparsities:
-        pruned = copy_model(model)
-        run = PruneSpec(**{**asdict(spec), "sparsity": s}).check()
-        measured = apply(pruned, run, _rekey(scores, model, pruned))
-        rows.append({"method": spec.method, "granularity": spec.granularity, "requested": s,
-                     "sparsity": measured["prunable_sparsity"], **evaluate_fn(pruned)})
-    return rows
-
-
-def _rekey(scores, original, clone):
-    """Weight scores are keyed by ``(module, name)``; map them onto the same modules of a deep copy."""
-    if not isinstance(scores, dict):
-        return scores
-    lookup = dict(zip([id(m) for m, _ in prunable_parameters(original)],
-                      [m for m, _ in prunable_parameters(clone)]))
-    return {(lookup[id(m)], n): s for (m, n), s in scores.items()}
 
 
 def prune_config(spec: PruneSpec, source_key: str, profile: Profile, seed: int) -> dict:
@@ -272,7 +268,7 @@ def _l0_run(model, tok, data, spec, profile, seed, progress, out, cfg, header, d
                                 target=spec.sparsity, epochs=spec.l0_epochs, progress=progress)
     history = trainer.l0_history
     gated = evaluate_all(model.eval())
-    removed = finalize(model, target=spec.sparsity)
+    plan = finalize(model, target=spec.sparsity)
     final = evaluate_all(model)
     done = _measured(model, before)
     expected = history[-1]["expected_sparsity"] if history else None
@@ -281,47 +277,7 @@ def _l0_run(model, tok, data, spec, profile, seed, progress, out, cfg, header, d
         why = f"the gates reached an expected sparsity of {expected:.4f} only"
     metrics = {**header, "spec": asdict(spec), "dense": dense, "gated_eval": gated, **final,
                "train_seconds": seconds, "expected_sparsity_final": expected, **done,
-               "removed": {k: _jsonable(v) for k, v in removed.items()},
+               "removed": plan.removed(),
                "delivery": delivery(spec.sparsity, done["prunable_sparsity"], "prunable weights", why=why),
                "l0_history": history[:: max(1, len(history) // 200)]}
     return _save_result(model, tok, out, profile, cfg, metrics)
-
-
-def sensitivity(model, sparsities, evaluate_fn, parts=("attention", "ffn")) -> list[dict]:
-    """Per-layer sensitivity scan: prune one layer's attention or FFN weights alone (magnitude, local) at each
-    sparsity and evaluate; everything else stays dense (Han et al. 2015, Fig. 5; Li et al. 2017, Fig. 2)."""
-    from ..xlnet.surgery import HEAD_PARAMS, xlnet_layers
-
-    rows = []
-    for li in range(len(xlnet_layers(model))):
-        for part in parts:
-            for s in sparsities:
-                pruned = copy_model(model)
-                layer = xlnet_layers(pruned)[li]
-                pairs = ([(layer.rel_attn, n) for n in HEAD_PARAMS] if part == "attention"
-                         else [(layer.ff.layer_1, "weight"), (layer.ff.layer_2, "weight")])
-                reached = prune_to(pruned, s, scope="local", pairs=pairs)
-                rows.append({"layer": li, "part": part, "requested": s, "sparsity": reached, **evaluate_fn(pruned)})
-    return rows
-
-
-ABLATIONS = {"all-heads-off": "head", "all-ffn-off": "neuron"}
-
-
-def sublayer_ablation(model, evaluate_fn) -> list[dict]:
-    """``dense``, ``all-heads-off`` and ``all-ffn-off`` rows (``data/results/02_ablation.csv``): every head, or
-    every FFN neuron, switched off at once through zero gates (``gates.py``, the same as removing them), no
-    fine-tuning; ``evaluate_fn(model)`` gives the accuracy columns. What survives is what the residual stream,
-    the LayerNorms and the classifier head decide without that kind of sublayer (Michel et al. 2019 ablate
-    heads one at a time; here all at once, as a first check that the encoder matters)."""
-    import torch
-
-    from ..prune.importance import unit_gates
-
-    rows = [{"ablation": "dense", **evaluate_fn(model)}]
-    for name, granularity in ABLATIONS.items():
-        with unit_gates(model, granularity) as gates, torch.no_grad():
-            for g in gates:
-                g.zero_()
-            rows.append({"ablation": name, **evaluate_fn(model)})
-    return rows

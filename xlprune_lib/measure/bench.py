@@ -187,7 +187,7 @@ def static_measures(model, model_dir, seq_len: int) -> dict:
     """Parameters, nonzeros, encoder FLOPs per token and bytes on disk (dense file and sparse format)."""
     from .report import checkpoint_sizes, layer_report
     from .sparse import SPARSE_FILE, save_sparse
-    from ..prune.structured import encoder_params
+    from ..xlnet.structure import XLNetStructure
 
     rep = layer_report(model, seq_len)["totals"]
     with tempfile.TemporaryDirectory() as tmp:
@@ -196,7 +196,7 @@ def static_measures(model, model_dir, seq_len: int) -> dict:
         sparse_bytes = (sparse / SPARSE_FILE).stat().st_size
     return {"params": rep["model"]["params"], "nonzero": rep["model"]["nonzero"],
             "prunable_params": rep["prunable"]["params"], "prunable_nonzero": rep["prunable"]["nonzero"],
-            "prunable_sparsity": rep["prunable"]["sparsity"], "encoder_params": encoder_params(model),
+            "prunable_sparsity": rep["prunable"]["sparsity"], "encoder_params": XLNetStructure(model).encoder_params(),
             "flops_per_token": rep["flops_per_token"],
             "flops_per_token_sparse": rep["flops_per_token_sparse"],
             "file_bytes": checkpoint_sizes(model_dir)["file_bytes"], "sparse_file_bytes": sparse_bytes}

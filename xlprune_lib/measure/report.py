@@ -14,7 +14,7 @@ from pathlib import Path
 from ..config import UserError, repo_root
 from ..prune.masks import current_weight, prunable_parameters
 from ..train.runs import METRICS
-from ..xlnet.surgery import xlnet_layers
+from ..xlnet.structure import XLNetStructure
 
 # Component of an XLNet parameter, from its name (first match wins). Order is the order of the printed table.
 COMPONENTS = OrderedDict([
@@ -219,9 +219,9 @@ def layer_report(model, seq_len: int = 128) -> dict:
     embedding lookup is 0 FLOPs and the classifier head, applied once per sequence, is excluded).
     """
     seq_len = check_seq_len(seq_len)
-    layers = [_layer_entry(layer, seq_len) for layer in xlnet_layers(model)]
+    layers = [_layer_entry(layer, seq_len) for layer in XLNetStructure(model).layers]
     everything = list(effective_parameters(model))
-    layer_ids = {id(layer) for layer in xlnet_layers(model)}
+    layer_ids = {id(layer) for layer in XLNetStructure(model).layers}
     prefixes = tuple(f"{name}." for name, mod in model.named_modules() if id(mod) in layer_ids)
     outside = [t for name, t in everything if not name.startswith(prefixes)]
     totals = {

@@ -49,6 +49,7 @@ from transformers import TrainerCallback
 
 from ..config import UserError
 from .masks import check_sparsity, current_weight, prunable_parameters
+from ..xlnet.gates import unit_gates
 from ..xlnet.structure import XLNetStructure
 
 METHODS = ("magnitude", "gradient", "taylor", "fisher", "movement", "random")
@@ -250,39 +251,6 @@ def movement_finetune(model, tokenizer, train, profile, steps: int, seed: int = 
 
 # --- structure gates -------------------------------------------------------------------------------------
 
-@contextlib.contextmanager
-def unit_gates(model, granularity: str):
-    """Multiplicative gates ``xi`` (ones, trainable) on every head, FFN neuron or layer; yields their list.
-
-    The gates are modules of the model while the block runs (``gates.py``: a head's slice of the output
-    projection ``o``, a neuron's column of ``layer_2``, a layer's update ``h + xi * (layer(h) - h)``), so a deep
-    copy made inside the block carries its own gates. Setting a gate to 0 removes the unit from the
-    computation, exactly as surgery does. On exit the model is as before.
-    """
-    from ..xlnet import gates as unit_gate
-
-    device = next(model.parameters()).device
-    values = [nn.Parameter(torch.ones(n, device=device)) for n in unit_counts(model, granularity)]
-    unit_gate.install(model, granularity, values)
-    try:
-        yield values
-    finally:
-        unit_gate.remove(model, granularity)
-
-
-def unit_counts(model, granularity: str) -> list:
-    """Heads or neurons per layer, or ``()`` (one scalar gate) per layer (``XLNetStructure.unit_counts``)."""
-    if granularity not in ("head", "neuron", "layer"):
-        raise UserError(f"gates exist for heads, neurons and layers, not {granularity!r}")
-    return XLNetStructure(model).unit_counts(granularity)
-
-
-def total_units(model, granularity: str) -> int:
-    """Heads, neurons or layers of the whole model as it is now (counted from the tensors)."""
-    unit_counts(model, granularity)   # validates the name
-    return XLNetStructure(model).total_units(granularity)
-
-
 def gate_gradient(model, batches, granularity: str) -> list[torch.Tensor]:
     """Michel et al. 2019, eq. 2: ``mean_b |dL_b / d xi|`` for every head / neuron / layer gate."""
     with unit_gates(model, granularity) as gates:
@@ -345,7 +313,7 @@ def structure_scores(model, method: str, granularity: str, batches=None, movemen
     if method == "random":
         g = torch.Generator().manual_seed(seed)
         return torch.rand(len(XLNetStructure(model).layers), generator=g) if granularity == "layer" else \
-            [torch.rand(int(n), generator=g) for n in unit_counts(model, granularity)]
+            [torch.rand(int(n), generator=g) for n in XLNetStructure(model).unit_counts(granularity)]
     if method in GRADIENT_METHODS and method != "movement" and not batches:
         raise UserError(f"{method} scores need batches of labelled examples")
     if method == "magnitude":
@@ -376,61 +344,6 @@ def weight_scores(model, method: str, batches=None, movement: dict | None = None
     if not batches:
         raise UserError(f"{method} scores need batches of labelled examples")
     return {"gradient": gradient, "taylor": taylor, "fisher": fisher}[method](model, batches)
-
-
-# --- choosing what to remove ---------------------------------------------------------------------------
-
-def layer_normalized(scores) -> list[torch.Tensor]:
-    """Per-layer unit scores divided by their layer's L2 norm (Michel et al. 2019, Sec. 4.2), so that a layer
-    with large gradients does not keep everything, for non-negative scores.
-
-    Signed scores (movement, Sanh et al. 2020) are returned as given: their sign and size are the ranking
-    (the most negative goes first), and dividing each layer by its own norm would re-weigh the layers and let a
-    unit at -1 go before one at -100.
-    """
-    scores = [s.float() for s in scores]
-    if any(bool((s < 0).any()) for s in scores):
-        return scores
-    return [s / (s.norm() + 1e-12) for s in scores]
-
-
-def lowest_units(scores, fraction: float, normalize: bool = True) -> dict[int, list[int]] | list[int]:
-    """The ``round(fraction * total)`` lowest-scoring units, ranked across all layers at once.
-
-    Heads / neurons (a list of per-layer tensors) give ``{layer: [indices]}``; with ``normalize`` non-negative
-    scores are first divided by their layer's L2 norm (:func:`layer_normalized`; signed scores are ranked as
-    given). Layers (one 1-D tensor) give a list of layer indices.
-    """
-    check_sparsity(fraction)
-    if isinstance(scores, torch.Tensor):
-        k = round(fraction * len(scores))
-        return sorted(torch.argsort(scores.float(), stable=True)[:k].tolist())
-    per_layer = layer_normalized(scores) if normalize else [s.float() for s in scores]
-    flat = torch.cat(per_layer)
-    owner = torch.cat([torch.full((len(s),), i) for i, s in enumerate(per_layer)])
-    index = torch.cat([torch.arange(len(s)) for s in per_layer])
-    k = round(fraction * len(flat))
-    chosen = torch.argsort(flat, stable=True)[:k]
-    out: dict[int, list[int]] = {}
-    for c in chosen.tolist():
-        out.setdefault(int(owner[c]), []).append(int(index[c]))
-    return {li: sorted(v) for li, v in sorted(out.items())}
-
-
-def remove_units(model, granularity: str, remove) -> None:
-    """Apply a removal plan from :func:`lowest_units` with surgery (in place)."""
-    from ..xlnet import surgery
-
-    if granularity == "head":
-        surgery.prune_heads(model, remove)
-    elif granularity == "neuron":
-        surgery.prune_neurons(model, remove)
-    elif granularity == "layer":
-        if len(remove) >= len(xlnet_layers(model)):
-            raise UserError("cannot remove every layer")
-        surgery.drop_layers(model, remove)
-    else:
-        raise UserError(f"surgery removes heads, neurons or layers, not {granularity!r}")
 
 
 # --- comparing scores ------------------------------------------------------------------------------------

@@ -29,9 +29,9 @@ from transformers import Trainer
 
 from ..config import UserError
 from ..xlnet import gates as unit_gate
-from .importance import unit_counts
+from ..xlnet.structure import XLNetStructure
 from .masks import check_sparsity, prunable_parameters
-from ..xlnet.surgery import HEAD_PARAMS, xlnet_layers
+from .plan import PruningPlan
 
 BETA, GAMMA, ZETA = 2.0 / 3.0, -0.1, 1.1
 GRANULARITIES = ("weight", "neuron", "head", "head+neuron")
@@ -93,8 +93,7 @@ class L0Gates(nn.Module):
             raise UserError(f"unknown L0 granularity {granularity!r}; valid: {', '.join(GRANULARITIES)}")
         self.granularity = granularity
         self.total = sum(getattr(m, n).numel() for m, n in prunable_parameters(model))
-        layers = xlnet_layers(model)
-        d_model = model.config.d_model
+        s = XLNetStructure(model)
         self.weights = nn.ModuleList()
         self.heads = nn.ModuleList()
         self.neurons = nn.ModuleList()
@@ -102,18 +101,16 @@ class L0Gates(nn.Module):
         if granularity == "weight":
             for m, n in prunable_parameters(model):
                 self.weights.append(HardConcrete(tuple(getattr(m, n).shape), init_keep))
-        if "head" in granularity:
-            counts = unit_counts(model, "head")
+        for kind, group in (("head", self.heads), ("neuron", self.neurons)):
+            if kind not in granularity:
+                continue
+            counts = s.unit_counts(kind)
             if not any(counts):
-                raise UserError("this model has no attention heads left to gate")
-            self.heads.extend(HardConcrete(c, init_keep) for c in counts)
-            self.costs["head"] = [len(HEAD_PARAMS) * d_model * int(layer.rel_attn.q.shape[2]) for layer in layers]
-        if "neuron" in granularity:
-            counts = unit_counts(model, "neuron")
-            if not any(counts):
-                raise UserError("this model has no FFN neurons left to gate")
-            self.neurons.extend(HardConcrete(c, init_keep) for c in counts)
-            self.costs["neuron"] = [2 * d_model for _ in layers]
+                raise UserError(f"this model has no {'attention heads' if kind == 'head' else 'FFN neurons'} "
+                                "left to gate")
+            group.extend(HardConcrete(c, init_keep) for c in counts)
+            # what one open gate keeps of the prunable set (what the target sparsity counts)
+            self.costs[kind] = [s.unit_cost(i, kind, within="prunable") for i in range(len(counts))]
 
     def expected_kept(self) -> torch.Tensor:
         """Expected number of prunable parameters the gates keep (the expected L0 norm, eq. 12)."""
@@ -210,26 +207,25 @@ def _lowest_within(order: torch.Tensor, cost: torch.Tensor, need: float) -> torc
     return torch.tensor(chosen, dtype=torch.long)
 
 
-def finalize(model, target: float | None = None) -> dict:
-    """Replace the gates by fixed values, for good (in place); return what was removed.
+def finalize(model, target: float | None = None) -> PruningPlan:
+    """Replace the gates by fixed values, for good (in place); return the plan the model now realises.
 
     The values are :func:`final_gates`: the test-time gates (eq. 13), or with ``target`` the units ranked by
     their gates until ``target`` of the prunable set is gone. Weights: ``w <- w * z`` (exact zeros where
     ``z = 0``). Heads: each head's slice of ``o`` is scaled by its gate and heads with ``z = 0`` are removed by
-    surgery; neurons likewise through ``layer_2``'s columns. Without a target the result computes what the
-    gated model computes in eval mode; it saves and reloads like any pruned model.
+    surgery (a :class:`PruningPlan` without them, finalized); neurons likewise through ``layer_2``'s columns.
+    Without a target the result computes what the gated model computes in eval mode; it saves and reloads
+    like any pruned model.
     """
-    from ..xlnet.surgery import prune_heads, prune_neurons
-
     gates: L0Gates = model.l0_gates
     values = dict(zip([id(g) for g, _ in gates.all_gates()], final_gates(gates, target)))
-    removed = {}
+    plan = PruningPlan.of(model, weights=False)
     with torch.no_grad():
         for (m, n), g in zip(prunable_parameters(model), gates.weights):
             name = unit_gate._tensor_name(m, n)
             unit_gate.unparametrize(m, name)
             getattr(m, name).mul_(values[id(g)])
-        for kind, group, cut in (("head", gates.heads, prune_heads), ("neuron", gates.neurons, prune_neurons)):
+        for kind, group in (("head", gates.heads), ("neuron", gates.neurons)):
             if not group:
                 continue
             unit_gate.remove(model, kind)
@@ -237,10 +233,10 @@ def finalize(model, target: float | None = None) -> dict:
             for (module, name, axis), zl in zip(unit_gate._gated_weights(model, kind), z):
                 weight = getattr(module, unit_gate._tensor_name(module, name))
                 weight.mul_(unit_gate.along(zl, weight, axis))
-            removed[kind] = {i: torch.nonzero(zl == 0).flatten().tolist() for i, zl in enumerate(z)}
-            cut(model, removed[kind])
+            plan = plan.without(kind, {i: torch.nonzero(zl == 0).flatten().tolist() for i, zl in enumerate(z)})
     del model.l0_gates
-    return removed
+    plan.finalize(model)
+    return plan
 
 
 class L0Trainer(Trainer):

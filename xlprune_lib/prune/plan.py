@@ -153,6 +153,16 @@ class PruningPlan:
                     out[kind][str(L)] = gone
         return out
 
+    def removed_since(self, start: "PruningPlan") -> dict:
+        """The layers, heads and neurons this plan removes that ``start`` still had (the format of
+        :meth:`removed`, without weights): what one pruning step did, in original indices."""
+        before, after = start.removed(), self.removed()
+        out = {"layers": sorted(set(after["layers"]) - set(before["layers"]))}
+        for kind in ("heads", "neurons"):
+            out[kind] = {L: gone for L, units in after[kind].items()
+                         if (gone := sorted(set(units) - set(before[kind].get(L, []))))}
+        return out
+
     def to_config(self) -> dict:
         """The structural plan as a JSON-ready dict (the weight masks stay in the saved weights as zeros):
         ``{"n_layer", "n_head", "d_inner", "layers": [L...], "heads": [[h...] per kept layer], "neurons": [...]}``."""

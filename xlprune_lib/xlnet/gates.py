@@ -21,6 +21,8 @@ multiplies the gated tensor by the mask), so gates and live masks combine.
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
@@ -139,3 +141,23 @@ def unparametrize(module, name: str, keep_values: bool = False) -> None:
 def is_gated(model) -> bool:
     """Whether any head, neuron or layer gate of this module is on ``model``."""
     return any(isinstance(m, (AxisGate, GatedLayer)) for m in model.modules())
+
+
+@contextlib.contextmanager
+def unit_gates(model, granularity: str):
+    """Multiplicative gates ``xi`` (ones, trainable) on every head, FFN neuron or layer; yields their list.
+
+    The gates are modules of the model while the block runs (a head's slice of the output
+    projection ``o``, a neuron's column of ``layer_2``, a layer's update ``h + xi * (layer(h) - h)``), so a deep
+    copy made inside the block carries its own gates. Setting a gate to 0 removes the unit from the
+    computation, exactly as surgery does. On exit the model is as before.
+    """
+    if granularity not in GRANULARITIES:
+        raise UserError(f"gates exist for heads, neurons and layers, not {granularity!r}")
+    device = next(model.parameters()).device
+    values = [nn.Parameter(torch.ones(n, device=device)) for n in XLNetStructure(model).unit_counts(granularity)]
+    install(model, granularity, values)
+    try:
+        yield values
+    finally:
+        remove(model, granularity)

@@ -14,7 +14,7 @@ attention output is ``sum_n attn_vec_n o[:, n, :]^T``, so scaling ``o[:, n, :]``
 column gates it. Layers are ``transformer.layer``.
 
 Costs come in two currencies: ``"encoder"`` counts every parameter a unit owns (the request of
-encoder-budget pruning, ``structured.py``: a head owns ``5 * d_model * d_head`` projection entries plus
+encoder-budget pruning, ``select.EncoderBudget``: a head owns ``5 * d_model * d_head`` projection entries plus
 ``5 * d_head`` bias and segment entries, a neuron ``2 * d_model + 1``); ``"prunable"`` counts only the
 entries of the prunable set (what a target weight sparsity counts, ``l0.py``: ``5 * d_model * d_head`` and
 ``2 * d_model``).
