@@ -55,7 +55,7 @@ def test_l0_copy_is_independent_and_finalizes_alone(model, granularity):
 
 @pytest.mark.parametrize("granularity", ["head", "neuron", "layer"])
 def test_score_gates_copy_with_the_model(model, granularity):
-    with importance.unit_gates(model, granularity) as values:
+    with gates.unit_gates(model, granularity) as values:
         clone = copy.deepcopy(model)
         before = logits(clone)
         with torch.no_grad():
@@ -74,7 +74,7 @@ def test_head_gate_equals_masking_the_attention_vector(model):
     """Scaling head n's slice of ``o`` is gating its attention vector: a zero gate equals removing the head."""
     from xlprune_lib.xlnet import surgery
 
-    with importance.unit_gates(model, "head") as values:
+    with gates.unit_gates(model, "head") as values:
         with torch.no_grad():
             values[0][2] = 0.0
         gated = logits(model)

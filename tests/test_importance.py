@@ -6,6 +6,8 @@ from conftest import tiny_config
 
 from xlprune_lib.prune import importance
 from xlprune_lib.xlnet import surgery
+from xlprune_lib.xlnet.gates import unit_gates
+from xlprune_lib.xlnet.structure import XLNetStructure
 from xlprune_lib.config import UserError
 from xlprune_lib.prune.masks import prunable_parameters, prune_to
 
@@ -115,7 +117,7 @@ def test_zero_gates_equal_surgery(model, batches):
     cases = [("head", {0: [1, 3]}, surgery.prune_heads), ("neuron", {1: list(range(0, 64, 2))}, surgery.prune_neurons),
              ("layer", [0], surgery.drop_layers)]
     for granularity, remove, cut in cases:
-        with importance.unit_gates(model, granularity) as gates, torch.no_grad():
+        with unit_gates(model, granularity) as gates, torch.no_grad():
             for li, idx in (remove.items() if isinstance(remove, dict) else [(i, None) for i in remove]):
                 gates[li][idx if idx is not None else ()] = 0.0
             gated = model(**b).logits
@@ -148,11 +150,6 @@ def test_structure_scores_and_selection(model, batches):
         neurons = importance.structure_scores(model, method, "neuron", batches, movement=mov)
         assert [h.shape for h in heads] == [torch.Size([4])] * 2
         assert [n.shape for n in neurons] == [torch.Size([64])] * 2
-    heads = [torch.tensor([4.0, 1.0, 3.0, 2.0]), torch.tensor([0.5, 9.0, 9.0, 9.0])]
-    assert importance.lowest_units(heads, 0.25, normalize=False) == {0: [1], 1: [0]}
-    assert importance.lowest_units(torch.tensor([3.0, 1.0, 2.0]), 0.6) == [1, 2]
-    with pytest.raises(UserError):
-        importance.lowest_units(heads, 1.0)
     with pytest.raises(UserError, match="unknown method"):
         importance.weight_scores(model, "entropy", batches)
     with pytest.raises(UserError, match="need batches"):
@@ -216,6 +213,6 @@ def test_random_scores_are_seeded_and_cover_every_granularity(tiny_classifier):
         assert v.shape == masks.current_weight(*k).shape
     for granularity in ("head", "neuron"):
         s = importance.structure_scores(model, "random", granularity, seed=1)
-        assert [len(x) for x in s] == [int(n) for n in importance.unit_counts(model, granularity)]
+        assert [len(x) for x in s] == [int(n) for n in XLNetStructure(model).unit_counts(granularity)]
     layers = importance.structure_scores(model, "random", "layer", seed=1)
-    assert layers.shape == (len(importance.unit_counts(model, "layer")),)
+    assert layers.shape == (len(XLNetStructure(model).layers),)

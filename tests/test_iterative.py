@@ -12,6 +12,7 @@ from test_cli import assert_user_error, run
 
 from xlprune_lib.config import UserError
 from xlprune_lib.loops.iterative import IterSpec, parse_requirement, threshold
+from xlprune_lib.prune.plan import PruningPlan
 from xlprune_lib.prune.masks import prunable_parameters, weight_sparsity
 from xlprune_lib.xlnet.modeling import load_saved
 from xlprune_lib.loops.rounds import read_records, same_records
@@ -178,7 +179,13 @@ def test_heads_removed_round_by_round(smoke_runs, tmp_path):
     records = read_records(out)
     final = load_saved(json.loads((out / "summary.json").read_text())["final_model"])
     assert sum(final.config.heads_per_layer) == 4                       # smoke: 8 heads, half removed in 2 rounds
-    assert [sum(len(v) for v in r["removed"].values()) for r in records[1:]] == [2, 2]
+    assert [sum(len(v) for v in r["removed"]["heads"].values()) for r in records[1:]] == [2, 2]
+    # rounds name heads in original indices: together they are exactly what the final model's plan lacks
+    both = {}
+    for r in records[1:]:
+        for layer, heads in r["removed"]["heads"].items():
+            both.setdefault(layer, []).extend(heads)
+    assert PruningPlan.of(final).removed()["heads"] == {k: sorted(v) for k, v in both.items()}
     attention, ffn = 5 * 64 * 64, 2 * 64 * 256          # per layer: q, k, v, o, r and the two FFN matrices
     assert records[-1]["prunable_sparsity"] == pytest.approx(0.5 * attention / (attention + ffn))
     assert 0 < records[-1]["model_sparsity"] < records[-1]["prunable_sparsity"]

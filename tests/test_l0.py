@@ -7,7 +7,9 @@ import torch
 from conftest import tiny_config
 
 from xlprune_lib.prune import l0
+from xlprune_lib.prune.plan import PruningPlan
 from xlprune_lib.xlnet import surgery
+from xlprune_lib.xlnet.structure import XLNetStructure
 from xlprune_lib.config import UserError
 
 
@@ -74,13 +76,15 @@ def test_finalize_equals_the_gated_model_and_reloads(model, granularity, tmp_pat
     model.eval()
     with torch.no_grad():
         gated = model(**_inputs()).logits
-    removed = l0.finalize(model)
+    plan = l0.finalize(model)
+    removed = plan.removed()
     assert not hasattr(model, "l0_gates")
     with torch.no_grad():
         torch.testing.assert_close(model(**_inputs()).logits, gated, rtol=1e-5, atol=1e-6)
     if "head" in granularity:
-        assert sum(map(len, removed["head"].values())) > 0
-        assert sum(s["heads"] for s in surgery.layer_shapes(model)) == 8 - sum(map(len, removed["head"].values()))
+        assert sum(map(len, removed["heads"].values())) > 0
+        assert XLNetStructure(model).total_units("head") == 8 - sum(map(len, removed["heads"].values()))
+        assert PruningPlan.of(model) == plan
     if granularity == "weight":
         zeros = sum(int((getattr(m, n) == 0).sum()) for m, n in prunable_parameters(model))
         assert zeros > 0.3 * sum(getattr(m, n).numel() for m, n in prunable_parameters(model))

@@ -40,7 +40,9 @@ def test_head_pruning_saves_a_smaller_model(smoke_runs, tmp_path):
     assert proc.returncode == 0, proc.stderr
     model, m = load_saved(out), _metrics(out)
     assert sum(model.config.heads_per_layer) == 4            # smoke: 2 layers x 4 heads, half removed
-    assert sum(len(v) for v in m["removed"].values()) == 4
+    assert sum(len(v) for v in m["removed"]["heads"].values()) == 4
+    assert model.config.pruning_plan["heads"] == [[h for h in range(4) if h not in m["removed"]["heads"].get(str(L), [])]
+                                                  for L in range(2)]   # the saved config names the heads kept
     assert "after_finetune" in m and m["test_accuracy"] == m["after_finetune"]["test_accuracy"]
     with torch.no_grad():
         model(input_ids=torch.tensor([[10, 11, 12, 4, 3]]))

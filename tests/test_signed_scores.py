@@ -4,7 +4,8 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from xlprune_lib.prune import importance, masks, structured
+from xlprune_lib.prune import importance, masks, select
+from xlprune_lib.xlnet.structure import XLNetStructure
 from xlprune_lib.loops.gradual import GradualPruning, install_identity_masks
 from xlprune_lib.loops.oneshot import PruneSpec, apply
 
@@ -89,31 +90,33 @@ def test_structures_ranked_by_signed_summed_scores(model):
     """Head, neuron and layer movement scores are sums of signed weight scores: the most negative go first."""
     scores = signed_scores(model, seed=6)
     heads = importance.unit_sums(model, scores, "head")
-    removed = importance.lowest_units(heads, 0.25)
+    removed = select.lowest_units(heads, 0.25)
     flat = torch.cat(heads)
     want = lowest(flat, 2).nonzero().flatten().tolist()
     assert sorted(li * 4 + h for li, hs in removed.items() for h in hs) == sorted(want)
     layers = torch.stack([s.reshape(()) for s in importance.unit_sums(model, scores, "layer")])
-    assert importance.lowest_units(layers, 0.5) == [int(torch.argmin(layers))]
+    assert select.lowest_units(layers, 0.5) == [int(torch.argmin(layers))]
     neurons = importance.unit_sums(model, scores, "neuron")
-    plan = structured.plan(model, heads, neurons, 0.3)
-    for li, units in plan["neuron"].items():                # within a layer, the lowest signed scores first
-        kept = [u for u in range(len(neurons[li])) if u not in units]
-        assert max(neurons[li][units]) <= min(neurons[li][kept])
+    plan = select.EncoderBudget(0.3)(model, (heads, neurons))
+    for li, units in plan.removed()["neurons"].items():    # within a layer, the lowest signed scores first
+        kept = [u for u in range(len(neurons[int(li)])) if u not in units]
+        assert max(neurons[int(li)][units]) <= min(neurons[int(li)][kept])
 
 
 def test_signed_structure_scores_are_not_renormalized_per_layer(model):
     """A layer norm would rescale -1 in a quiet layer below -100 in a loud one; signed scores rank as given."""
     heads = [torch.tensor([-1.0, -1.0, -1.0, -1.0]), torch.tensor([-100.0, 300.0, 300.0, 300.0])]
     done = apply(model, PruneSpec("movement", "head", 0.125), heads)       # one head of eight
-    assert done["removed"] == {"1": [0]}
-    assert [s["heads"] for s in __import__("xlprune_lib").surgery.layer_shapes(model)] == [4, 3]
+    assert done["removed"] == {"layers": [], "heads": {"1": [0]}, "neurons": {}}
+    assert XLNetStructure(model).unit_counts("head") == [4, 3]
     positive = [torch.tensor([1.0, 1.0, 1.0, 1.0]), torch.tensor([100.0, 300.0, 300.0, 300.0])]
-    assert importance.lowest_units(positive, 0.125) == {1: [0]}           # Michel et al.'s normalisation:
-    assert importance.lowest_units([positive[0], positive[1] * 1e3], 0.125) == {1: [0]}   # scale-free per layer
+    assert select.lowest_units(positive, 0.125) == {1: [0]}           # Michel et al.'s normalisation:
+    assert select.lowest_units([positive[0], positive[1] * 1e3], 0.125) == {1: [0]}   # scale-free per layer
     neurons = [torch.linspace(-1, 1, 64), torch.linspace(-50, 50, 64)]
-    plan = structured.plan(model, heads, neurons, 0.05)
+    fresh = XLNetStructure(model)
+    removed = select.EncoderBudget(0.05)(model, ([torch.ones(n) for n in fresh.unit_counts("head")],
+                                                 neurons)).removed()["neurons"]
     flat = torch.cat(neurons)
-    n = sum(map(len, plan["neuron"].values()))
-    assert sorted(li * 64 + u for li, us in plan["neuron"].items() for u in us) == \
+    n = sum(map(len, removed.values()))
+    assert sorted(int(li) * 64 + u for li, us in removed.items() for u in us) == \
         sorted(lowest(flat, n).nonzero().flatten().tolist())

@@ -3,7 +3,14 @@ import pytest
 import torch
 from conftest import tiny_config
 
+from xlprune_lib.prune.plan import PruningPlan
 from xlprune_lib.xlnet import surgery
+from xlprune_lib.xlnet.structure import XLNetStructure
+
+
+def _shapes(model):
+    s = XLNetStructure(model)
+    return [{"heads": h, "neurons": n} for h, n in zip(s.unit_counts("head"), s.unit_counts("neuron"))]
 
 
 def _inputs(seed=0, batch=3, seq=10, vocab=120):
@@ -66,8 +73,7 @@ def test_head_surgery_equals_masking(lm, heads):
     got = _lm_outputs(lm)
     for a, b in zip(ref, got):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-    assert [s["heads"] for s in surgery.layer_shapes(lm)] == [4 - len(heads.get(0, [])), 4 - len(heads.get(1, []))]
-    assert lm.config.heads_per_layer == [s["heads"] for s in surgery.layer_shapes(lm)]
+    assert [s["heads"] for s in _shapes(lm)] == [4 - len(heads.get(0, [])), 4 - len(heads.get(1, []))]
 
 
 def test_neuron_surgery_equals_masking(lm, tiny_classifier):
@@ -80,7 +86,7 @@ def test_neuron_surgery_equals_masking(lm, tiny_classifier):
     for a, b in zip(ref_lm, _lm_outputs(lm)):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(ref_cls, _outputs(tiny_classifier), rtol=1e-5, atol=1e-5)
-    assert tiny_classifier.config.inner_per_layer == [64 - 22, 0]
+    assert XLNetStructure(tiny_classifier).unit_counts("neuron") == [64 - 22, 0]
     removed = 22 * (32 + 1 + 32) + 64 * (32 + 1 + 32)      # per neuron: a row + bias of layer_1, a column of layer_2
     from transformers import XLNetLMHeadModel
 
@@ -90,7 +96,7 @@ def test_neuron_surgery_equals_masking(lm, tiny_classifier):
 
 def test_drop_layers(tiny_classifier):
     surgery.drop_layers(tiny_classifier, [1])
-    assert len(tiny_classifier.transformer.layer) == 1 and tiny_classifier.config.n_layer == 1
+    assert len(tiny_classifier.transformer.layer) == 1 and tiny_classifier.transformer.n_layer == 1
     assert _outputs(tiny_classifier).shape == (3, 2)
     with pytest.raises(ValueError):
         surgery.drop_layers(tiny_classifier, [0])
@@ -104,8 +110,8 @@ def test_bad_indices_are_refused(tiny_classifier):
 
 
 def _slim(model):
-    surgery.prune_heads(model, {0: [1, 2], 1: [0]})
-    surgery.prune_neurons(model, {0: list(range(40)), 1: list(range(64))})
+    plan = PruningPlan.of(model).without("head", {0: [1, 2], 1: [0]})
+    plan.without("neuron", {0: list(range(40)), 1: list(range(64))}).finalize(model)
     return model
 
 
@@ -123,19 +129,19 @@ def test_pruned_model_saves_and_reloads(tiny_classifier, tmp_path):
     assert not list(tmp_path.glob("*.bin")) and list(tmp_path.glob("*.safetensors"))
     for loaded in (load_saved(tmp_path), AutoModelForSequenceClassification.from_pretrained(tmp_path)):
         assert type(loaded) is PrunedXLNetForSequenceClassification
-        assert surgery.layer_shapes(loaded) == [{"heads": 2, "neurons": 24}, {"heads": 3, "neurons": 0}]
+        assert _shapes(loaded) == [{"heads": 2, "neurons": 24}, {"heads": 3, "neurons": 0}]
         torch.testing.assert_close(_outputs(loaded.eval()), ref, rtol=1e-5, atol=1e-5)
 
 
 def test_dropped_layers_reload(tiny_classifier, tmp_path):
     from xlprune_lib.xlnet.modeling import load_saved
 
-    surgery.prune_heads(tiny_classifier, {1: [3]})
-    surgery.drop_layers(tiny_classifier, [0])
+    PruningPlan.of(tiny_classifier).without("head", {1: [3]}).without("layer", [0]).finalize(tiny_classifier)
     ref = _outputs(tiny_classifier)
     tiny_classifier.save_pretrained(tmp_path)
     loaded = load_saved(tmp_path).eval()
-    assert loaded.config.n_layer == 1 and surgery.layer_shapes(loaded) == [{"heads": 3, "neurons": 64}]
+    assert loaded.config.n_layer == 1 and _shapes(loaded) == [{"heads": 3, "neurons": 64}]
+    assert PruningPlan.of(loaded).layers == (1,) and PruningPlan.of(loaded).heads[1] == (0, 1, 2)
     torch.testing.assert_close(_outputs(loaded), ref, rtol=1e-5, atol=1e-5)
 
 
@@ -152,4 +158,4 @@ def test_pruned_model_runs_in_a_pipeline(small_tokenizer, tmp_path):
     clf = pipeline("text-classification", model=str(tmp_path), device="cpu")
     out = clf(["A gripping, beautifully acted film.", "Dull and far too long."])
     assert len(out) == 2 and all(o["label"] in ("LABEL_0", "LABEL_1") and 0 <= o["score"] <= 1 for o in out)
-    assert surgery.layer_shapes(clf.model) == [{"heads": 2, "neurons": 24}, {"heads": 3, "neurons": 0}]
+    assert _shapes(clf.model) == [{"heads": 2, "neurons": 24}, {"heads": 3, "neurons": 0}]
