@@ -237,7 +237,7 @@ def iterate(model_dir, spec: IterSpec, out=None, profile=None, seed: int = 0, pr
 
         summary = run_gradual(run)
     else:
-        summary = _rounds(run)
+        summary = run_rounds(run)
     unit = "prunable weights" if spec.granularity == "weight" else f"{spec.granularity}s"
     final = summary["final"] or run.records[0]   # no round met the requirement: the result is the dense model
     delivered = final["prunable_sparsity" if spec.granularity == "weight" else "unit_sparsity"]
@@ -254,7 +254,7 @@ def load_run(out) -> tuple[list[dict], dict]:
     return read_records(out), json.loads((out / SUMMARY).read_text())
 
 
-def _rounds(run: _Run) -> dict:
+def run_rounds(run: "_Run") -> dict:
     """Score -> prune -> fine-tune ``round_steps`` -> evaluate, until the requirement fails or the target is met."""
     from ..config import set_seed
     from ..train.finetune import train_classifier
