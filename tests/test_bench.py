@@ -15,7 +15,7 @@ from xlprune_lib.config import UserError
 from xlprune_lib.prune.masks import make_permanent, prune_to
 from xlprune_lib.xlnet.modeling import save_model
 from xlprune_lib.measure.sparse import save_sparse
-from xlprune_lib.prune.importance import structure_scores
+from xlprune_lib.prune.importance import score
 from xlprune_lib.prune.select import EncoderBudget
 
 
@@ -36,8 +36,8 @@ def pair(tmp_path, small_tokenizer):
     sparse = save_sparse(masked, tmp_path / "sparse", small_tokenizer)
     slim = XLNetForSequenceClassification(cfg).eval()
     slim.load_state_dict(dense.state_dict())
-    EncoderBudget(0.5)(slim, (structure_scores(slim, "magnitude", "head"),
-                              structure_scores(slim, "magnitude", "neuron"))).finalize(slim)
+    EncoderBudget(0.5)(slim, (score(slim, "magnitude", "head"),
+                              score(slim, "magnitude", "neuron"))).finalize(slim)
     structured = save_model(slim, small_tokenizer, tmp_path / "structured")
     return {"dense": base, "unstructured": unstructured, "sparse": sparse, "structured": structured}
 

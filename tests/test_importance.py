@@ -4,6 +4,7 @@ import torch
 from conftest import padded_batch as _batch
 from conftest import tiny_config
 
+from xlprune_lib.measure import ranks
 from xlprune_lib.prune import importance
 from xlprune_lib.xlnet import surgery
 from xlprune_lib.xlnet.gates import unit_gates
@@ -139,21 +140,21 @@ def test_layer_skip_loss_and_its_first_order_estimate(model, batches):
         slim = copy.deepcopy(model)
         surgery.drop_layers(slim, [li])
         assert float(skip[li]) == pytest.approx(importance.mean_loss(slim, batches) - base, abs=1e-6)
-    first_order = importance.structure_scores(model, "taylor", "layer", batches)
+    first_order = importance.score(model, "taylor", "layer", batches)
     assert first_order.shape == (2,) and torch.all(first_order >= 0)
 
 
 def test_structure_scores_and_selection(model, batches):
     mov = importance.frozen_movement(model, batches)
     for method in importance.METHODS:
-        heads = importance.structure_scores(model, method, "head", batches, movement=mov)
-        neurons = importance.structure_scores(model, method, "neuron", batches, movement=mov)
+        heads = importance.score(model, method, "head", batches, movement=mov)
+        neurons = importance.score(model, method, "neuron", batches, movement=mov)
         assert [h.shape for h in heads] == [torch.Size([4])] * 2
         assert [n.shape for n in neurons] == [torch.Size([64])] * 2
     with pytest.raises(UserError, match="unknown method"):
-        importance.weight_scores(model, "entropy", batches)
+        importance.score(model, "entropy", "weight", batches)
     with pytest.raises(UserError, match="need batches"):
-        importance.weight_scores(model, "fisher", None)
+        importance.score(model, "fisher", "weight", None)
 
 
 def test_movement_callback_accumulates_minus_w_times_g(small_tokenizer, rows, tmp_path):
@@ -192,10 +193,10 @@ def test_spearman_matrix_matches_pearson_of_ranks():
     vectors = [a, b, c, -a]
     ranks = np.stack([np.argsort(np.argsort(v.numpy())) for v in vectors])
     expected = np.corrcoef(ranks)
-    got = importance.spearman_matrix(vectors)
+    got = ranks.spearman_matrix(vectors)
     np.testing.assert_allclose(got, expected, atol=1e-12)
     assert got[0, 3] == pytest.approx(-1.0) and got[0, 1] > 0.8 and abs(got[0, 2]) < 0.2
-    assert importance.spearman(a, b) == pytest.approx(expected[0, 1])
+    assert ranks.spearman(a, b) == pytest.approx(expected[0, 1])
 
 
 def test_random_scores_are_seeded_and_cover_every_granularity(tiny_classifier):
@@ -204,15 +205,15 @@ def test_random_scores_are_seeded_and_cover_every_granularity(tiny_classifier):
     from xlprune_lib.prune import importance, masks
 
     model = tiny_classifier
-    a = importance.weight_scores(model, "random", seed=3)
-    b = importance.weight_scores(model, "random", seed=3)
-    c = importance.weight_scores(model, "random", seed=4)
+    a = importance.score(model, "random", "weight", seed=3)
+    b = importance.score(model, "random", "weight", seed=3)
+    c = importance.score(model, "random", "weight", seed=4)
     assert a.keys() == set(masks.prunable_parameters(model))
     assert all(torch.equal(a[k], b[k]) for k in a) and not all(torch.equal(a[k], c[k]) for k in a)
     for k, v in a.items():
         assert v.shape == masks.current_weight(*k).shape
     for granularity in ("head", "neuron"):
-        s = importance.structure_scores(model, "random", granularity, seed=1)
+        s = importance.score(model, "random", granularity, seed=1)
         assert [len(x) for x in s] == [int(n) for n in XLNetStructure(model).unit_counts(granularity)]
-    layers = importance.structure_scores(model, "random", "layer", seed=1)
+    layers = importance.score(model, "random", "layer", seed=1)
     assert layers.shape == (len(XLNetStructure(model).layers),)

@@ -145,7 +145,7 @@ def _prune_to(model, c):
 def _apply_masks(model, c):
     g = torch.Generator().manual_seed(3)
     pairs = masks.prunable_parameters(model)
-    rounds.apply_masks(model, {"0": torch.rand(masks.current_weight(*pairs[0]).shape, generator=g) > 0.5})
+    rounds.apply_masks(model, {"layer.0.rel_attn.q": torch.rand(masks.current_weight(*pairs[0]).shape, generator=g) > 0.5})
     return c.logits(model)
 
 
@@ -167,15 +167,15 @@ def _saved(model, c):
 
 
 def _budget(model, c):
-    heads = importance.structure_scores(model, "taylor", "head", c.batches)
-    neurons = importance.structure_scores(model, "taylor", "neuron", c.batches)
+    heads = importance.score(model, "taylor", "head", c.batches)
+    neurons = importance.score(model, "taylor", "neuron", c.batches)
     plan, info = select.EncoderBudget(0.25).plan_with_share(model, (heads, neurons))
     plan.finalize(model)
     return plan, info, c.logits(model), XLNetStructure(model).encoder_params()
 
 
 def _unit_rule(model, c):
-    plan = select.UnitFraction("head", 0.25)(model, importance.structure_scores(model, "magnitude", "head"))
+    plan = select.UnitFraction("head", 0.25)(model, importance.score(model, "magnitude", "head"))
     plan.finalize(model)
     return plan, c.logits(model), _shapes(model), PruningPlan.of(model)
 
@@ -264,8 +264,11 @@ TWINS = {
     "importance.mean_loss": lambda m, c: importance.mean_loss(m, c.batches),
     "importance.layer_skip_loss": lambda m, c: importance.layer_skip_loss(m, c.batches),
     "importance.unit_sums": lambda m, c: importance.unit_sums(m, importance.magnitude(m), "head"),
-    "importance.structure_scores": lambda m, c: importance.structure_scores(m, "taylor", "layer", c.batches),
-    "importance.weight_scores": lambda m, c: _values(importance.weight_scores(m, "fisher", c.batches)),
+    "importance.score (layers)": lambda m, c: importance.score(m, "taylor", "layer", c.batches),
+    "importance.score (weights)": lambda m, c: _values(importance.score(m, "fisher", "weight", c.batches)),
+    "importance.gather_inputs": lambda m, c: [
+        [b["input_ids"] for b in importance.gather_inputs(m, "fisher", c.tok, c.ds, c.profile, 2, 1)["batches"]],
+        _values(importance.gather_inputs(m, "movement", c.tok, c.ds, c.profile, 1, 2)["movement"]), c.logits(m)],
     "plan.PruningPlan.finalize": lambda m, c: (PruningPlan.of(m).without("neuron", {0: [1, 2], 1: [0]}).finalize(m),
                                                c.logits(m), _shapes(m), PruningPlan.of(m)),
     "plan.PruningPlan.apply_masks": _plan_masks,
@@ -295,7 +298,7 @@ TWINS = {
     "oneshot.score": lambda m, c: _values(oneshot.score(m, oneshot.PruneSpec("taylor", "head", 0.5, score_batches=1),
                                                         c.tok, c.ds, c.profile)),
     "oneshot.apply": lambda m, c: (oneshot.apply(m, oneshot.PruneSpec("magnitude", "head", 0.25),
-                                                 importance.structure_scores(m, "magnitude", "head")), c.logits(m)),
+                                                 importance.score(m, "magnitude", "head")), c.logits(m)),
     "experiments.curve": lambda m, c: experiments.curve(m, oneshot.PruneSpec("magnitude", "weight", 0.0), [0.5, 0.7],
                                                         importance.magnitude(m), c.loss),
     "experiments.sensitivity": lambda m, c: experiments.sensitivity(m, [0.6], c.loss),

@@ -6,7 +6,7 @@ import torch
 
 from conftest import tiny_config
 from xlprune_lib.config import UserError
-from xlprune_lib.prune.importance import structure_scores
+from xlprune_lib.prune.importance import score
 from xlprune_lib.prune.plan import PruningPlan
 from xlprune_lib.prune.select import EncoderBudget, lowest_units
 from xlprune_lib.xlnet.gates import unit_gates
@@ -14,7 +14,7 @@ from xlprune_lib.xlnet.structure import XLNetStructure
 
 
 def _scores(model):
-    return structure_scores(model, "magnitude", "head"), structure_scores(model, "magnitude", "neuron")
+    return score(model, "magnitude", "head"), score(model, "magnitude", "neuron")
 
 
 def test_unit_sizes_match_what_surgery_removes(tiny_classifier):

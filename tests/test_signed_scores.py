@@ -4,6 +4,7 @@ import pytest
 import torch
 from conftest import tiny_config
 
+from xlprune_lib.measure import ranks
 from xlprune_lib.prune import importance, masks, select
 from xlprune_lib.xlnet.structure import XLNetStructure
 from xlprune_lib.loops.gradual import GradualPruning, install_identity_masks
@@ -35,7 +36,7 @@ def lowest(values: torch.Tensor, k: int) -> torch.Tensor:
 
 def test_global_pruning_removes_exactly_the_lowest_signed_scores(model):
     scores = signed_scores(model)
-    flat = importance.flatten(scores, masks.prunable_parameters(model))
+    flat = ranks.flatten(scores, masks.prunable_parameters(model))
     reached = masks.prune_to(model, 0.3, scores, scope="global")
     k = round(0.3 * len(flat))
     assert reached == pytest.approx(k / len(flat))
@@ -58,7 +59,7 @@ def test_cumulative_pruning_ranks_only_what_is_left_by_the_raw_score(model):
     first = pruned_set(model)
     second_scores = signed_scores(model, seed=3)
     masks.prune_to(model, 0.5, second_scores)
-    flat = importance.flatten(second_scores, pairs)
+    flat = ranks.flatten(second_scores, pairs)
     flat[first] = float("inf")                          # already gone: not ranked again
     k = round(0.5 * len(flat)) - int(first.sum())
     assert torch.equal(pruned_set(model), first | lowest(flat, k))
@@ -67,7 +68,7 @@ def test_cumulative_pruning_ranks_only_what_is_left_by_the_raw_score(model):
 def test_movement_weight_pruning_through_oneshot_prunes_the_most_negative(model):
     scores = signed_scores(model, seed=4)
     apply(model, PruneSpec("movement", "weight", 0.4), scores)
-    flat = importance.flatten(scores, masks.prunable_parameters(model))
+    flat = ranks.flatten(scores, masks.prunable_parameters(model))
     assert torch.equal(pruned_set(model), lowest(flat, round(0.4 * len(flat))))
 
 
@@ -82,7 +83,7 @@ def test_gradual_movement_pruning_prunes_the_most_negative(model):
     class State:
         global_step = 1
     pruner.on_step_end(None, State(), None, model=model)
-    flat = importance.flatten(scores, masks.prunable_parameters(model))
+    flat = ranks.flatten(scores, masks.prunable_parameters(model))
     assert torch.equal(pruned_set(model), lowest(flat, round(0.5 * len(flat))))
 
 

@@ -114,6 +114,17 @@ PROFILES: dict[str, Profile] = {
 DEFAULT_PROFILE = "minilm"
 
 
+def option(default=dataclasses.MISSING, *, help: str, flag: str | None = None, parse=None,
+           metavar: str | None = None):
+    """A spec field that is also a command-line option (after nanoGPT's configurator: the CLI is derived from
+    the fields). ``help``: the option's help text; ``flag``: its name if not ``--field-name``; ``parse``: how
+    to read the string (default: from the annotation); ``metavar``: the value's name in the usage line. No
+    ``default``: the option is required. A boolean defaulting to True becomes ``--no-field`` and ``help``
+    describes that flag."""
+    return dataclasses.field(default=default, metadata={"help": help, "flag": flag, "parse": parse,
+                                                        "metavar": metavar})
+
+
 def get_profile(name: str) -> Profile:
     """Look a profile up by name; unknown names are a user error listing the valid ones."""
     try:

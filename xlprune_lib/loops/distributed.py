@@ -13,7 +13,7 @@ import os
 
 import torch
 
-from ..prune.masks import current_weight, prunable_parameters
+from ..prune.plan import PruningPlan
 
 
 def init_distributed():
@@ -59,16 +59,11 @@ def average_across_ranks(tensors, weight: float):
 
 
 def plan_digest(model) -> torch.Tensor:
-    """Two numbers that change with any pruned entry or parameter shape: what was pruned, in a checksum.
-
-    Pruned entries are the zeros of the weights the forward pass uses, so live masks and the same masks made
-    permanent give the same digest.
-    """
-    parts = [(current_weight(*p) != 0).flatten().double() for p in prunable_parameters(model)]
-    parts += [torch.tensor(p.shape, dtype=torch.double) for p in model.parameters()]
-    flat = torch.cat(parts) if parts else torch.zeros(1, dtype=torch.double)
-    position = torch.arange(1, len(flat) + 1, dtype=torch.double)
-    return torch.stack([flat.sum(), (flat * position.sqrt()).sum()])
+    """The SHA-256 of the model's :class:`PruningPlan` (its layers, heads, neurons and weight masks, which live
+    masks and the same masks made permanent share) as four int64 words, so ranks can compare it with
+    ``all_reduce``."""
+    h = PruningPlan.of(model).digest()
+    return torch.tensor([int(h[i:i + 15], 16) for i in range(0, 60, 15)], dtype=torch.int64)
 
 
 def identical_across_ranks(digest: torch.Tensor) -> bool:

@@ -24,17 +24,17 @@ from pathlib import Path
 
 import torch
 
-from ..config import UserError, write_json_atomic
+from ..config import UserError, option, write_json_atomic
 from .distributed import (average_across_ranks, barrier, identical_across_ranks, init_distributed, is_main,
                           plan_digest, rank_and_world)
 from .gradual import GRADUAL_METHODS
-from ..prune.importance import GRADIENT_METHODS, MovementCallback, check_method
+from ..prune.importance import MovementCallback, check_method, gather_inputs, score, shared_option
 from ..prune.masks import SCOPES, check_sparsity, counts, measured, prunable_parameters
 from ..prune.plan import PruningPlan
 from ..prune.select import WeightSparsity, lowest_units
 from ..xlnet.structure import XLNetStructure
 from .rounds import RUN, SUMMARY, append_record, claim, load_checkpoint, read_records, save_checkpoint
-from ..prune.schedule import check_schedule, round_targets
+from ..prune.schedule import SCHEDULES, check_schedule, round_targets
 
 ITERATE_VERSION = 3   # 2: signed movement scores ranked as given. 3: plans (removed units in original indices)
 
@@ -74,19 +74,24 @@ class IterSpec:
     steps during the first ``ramp`` of them; Zhu & Gupta leave the rest for recovery.
     """
 
-    method: str
-    granularity: str = "weight"
-    target: float = 0.9
-    schedule: str = "geometric"
-    requirement: str = "dense-0.01"
-    step: float = 0.2
-    round_steps: int = 100
-    scope: str = "global"
-    score_batches: int = 16
-    score_steps: int = 100
-    total_steps: int | None = None
-    prune_every: int = 10
-    ramp: float = 0.75
+    method: str = shared_option("method")
+    granularity: str = shared_option("granularity")
+    target: float = option(0.9, help="final sparsity in [0, 1)")
+    schedule: str = option("geometric", help=f"{', '.join(SCHEDULES)}: fixed step per round, a fraction of what "
+                           "remains per round, or gradual pruning inside fine-tuning")
+    requirement: str = option("dense-0.01", help="validation accuracy to keep: an absolute value (0.75) or "
+                              "dense minus a tolerance (dense-0.01)")
+    step: float = option(0.2, help="constant: sparsity added per round; geometric: fraction of the remaining "
+                         "weights removed per round")
+    round_steps: int = option(100, help="fine-tuning steps after each round (cubic: between records)")
+    scope: str = shared_option("scope")
+    score_batches: int = shared_option("score_batches")
+    score_steps: int = shared_option("score_steps", help="movement: fine-tuning steps that give the first "
+                                     "round's scores")
+    total_steps: int | None = option(None, help="cubic: fine-tuning steps in all (default: as many as the "
+                                     "geometric loop to the same target)")
+    prune_every: int = option(10, help="cubic: steps between mask updates, dt")
+    ramp: float = option(0.75, help="cubic: share of the steps during which the masks are updated")
 
     def check(self) -> "IterSpec":
         check_method(self.method, self.granularity)
@@ -304,28 +309,20 @@ def _drop_old_rounds(run: _Run) -> None:
 
 
 def _scores(run: _Run, model, movement, k: int):
-    """This round's importance scores; gradient-based ones averaged over every rank's share of the batches."""
-    from ..prune.importance import movement_finetune, score_batches, structure_scores, weight_scores
-
-    spec, p = run.spec, run.profile
-    batches = None
-    if spec.method == "movement" and movement is None:  # round 1: movement needs fine-tuning steps to exist
-        movement = movement_finetune(model, run.tok, run.data["train"], p, spec.score_steps, run.seed + k,
-                                     run.progress, lr=p.recovery_lr)
-    elif spec.method in GRADIENT_METHODS and spec.method != "movement":
+    """This round's importance scores; gradient-based ones averaged over every rank's share of the batches.
+    Movement scores come from the previous round's fine-tuning (round 1 fine-tunes ``score_steps`` first)."""
+    spec = run.spec
+    inputs = {"seed": run.seed + k, "movement": movement}
+    if movement is None or spec.method != "movement":
         rank, world = rank_and_world()
-        if spec.score_batches < world:
-            raise UserError(f"--score-batches ({spec.score_batches}) must be at least the number of processes")
-        batches = score_batches(run.tok, run.data["train"], spec.score_batches, p.ft_batch, p.max_seq_len,
-                                run.seed + k)[rank::world]
-    if spec.granularity == "weight":
-        scores = weight_scores(model, spec.method, batches, movement, run.seed + k)
-        tensors = list(scores.values())
-    else:
-        scores = structure_scores(model, spec.method, spec.granularity, batches, movement, run.seed + k)
-        tensors = [scores] if isinstance(scores, torch.Tensor) else list(scores)
-    if batches is not None:
-        average_across_ranks(tensors, len(batches))
+        inputs = gather_inputs(model, spec.method, run.tok, run.data["train"], run.profile, spec.score_batches,
+                               spec.score_steps, run.seed + k, lr=run.profile.recovery_lr, progress=run.progress,
+                               rank=rank, world=world)
+    scores = score(model, spec.method, spec.granularity, **inputs)
+    if inputs.get("batches") is not None:
+        tensors = list(scores.values()) if isinstance(scores, dict) else \
+            [scores] if isinstance(scores, torch.Tensor) else list(scores)
+        average_across_ranks(tensors, len(inputs["batches"]))
     return scores
 
 

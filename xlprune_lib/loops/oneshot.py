@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..config import Profile, UserError
-from ..prune.importance import (GRADIENT_METHODS, check_method, movement_finetune, score_batches,
-                                structure_scores, weight_scores)
+from ..config import Profile, UserError, option
+from ..prune.importance import GRADIENT_METHODS, GRANULARITIES, METHODS, check_method, gather_inputs, shared_option
+from ..prune.importance import score as importance_score
 from ..prune.masks import SCOPES, check_sparsity, copy_model, counts, make_permanent, prunable_parameters, weight_sparsity
 from ..prune.plan import PruningPlan
 from ..prune.select import ENCODER, EncoderBudget, UnitFraction, WeightSparsity
@@ -26,22 +26,28 @@ from ..xlnet.structure import XLNetStructure
 # Part of every prune run's key: bump it when the pruning code changes what a request produces.
 PRUNE_VERSION = 4   # 3: signed scores ranked as given; L0 finalized to its target. 4: plans (removed units in
                     # original indices, the plan recorded in the saved config)
-DEFAULT_SCORE_BATCHES = 16
-DEFAULT_SCORE_STEPS = 100
 
 
 @dataclass
 class PruneSpec:
-    """What to prune and how: the importance method, the unit, the target fraction, the threshold scope."""
+    """What to prune and how: the importance method, the unit, the target fraction, the threshold scope.
 
-    method: str
-    granularity: str
-    sparsity: float | None
-    scope: str = "global"
-    finetune_epochs: float = 0.0
-    score_batches: int = DEFAULT_SCORE_BATCHES
-    score_steps: int = DEFAULT_SCORE_STEPS
-    lam: float | None = None   # L0 only: fixed trade-off instead of a target sparsity
+    Each field is also an option of ``xlprune prune`` (``config.option``). Build it by keyword.
+    """
+
+    method: str = shared_option("method", help=f"importance score: {', '.join(METHODS)}, or l0 (trained "
+                                "hard-concrete gates)")
+    granularity: str = shared_option("granularity", help=f"unit removed: {', '.join(GRANULARITIES)}, or "
+                                     "head+neuron (--sparsity is then the fraction of the encoder's parameters)")
+    sparsity: float | None = option(None, help="fraction of the unit to remove, in [0, 1) (for l0: the target "
+                                    "expected sparsity of the prunable set)")
+    scope: str = shared_option("scope")
+    finetune_epochs: float = option(0.0, help="epochs of recovery fine-tuning after pruning (l0: epochs of "
+                                    "gate training, 0 meaning 1)")
+    score_batches: int = shared_option("score_batches")
+    score_steps: int = shared_option("score_steps")
+    lam: float | None = option(None, flag="--lambda", metavar="X",
+                               help="l0 only: fixed penalty weight instead of --sparsity")
 
     def check(self) -> "PruneSpec":
         if self.method == "l0":
@@ -90,23 +96,19 @@ def require_classifier(model) -> None:
 
 def score(model, spec: PruneSpec, tokenizer=None, train=None, profile: Profile | None = None, seed: int = 0,
           progress: bool = False):
-    """The scores ``spec`` asks for. Movement first fine-tunes ``model`` in place for ``spec.score_steps``."""
+    """The scores ``spec`` asks for (``importance.score``; ``head+neuron``: a pair, heads then neurons).
+    Movement first fine-tunes ``model`` in place for ``spec.score_steps`` (``importance.gather_inputs``)."""
     spec.check()
-    batches = movement = None
+    inputs = {"seed": seed}
     if spec.method in GRADIENT_METHODS:
         require_classifier(model)
         if train is None or tokenizer is None or profile is None:
             raise UserError(f"{spec.method} scores need the tokenizer, the training split and the profile")
-        if spec.method == "movement":
-            movement = movement_finetune(model, tokenizer, train, profile, spec.score_steps, seed, progress)
-        else:
-            batches = score_batches(tokenizer, train, spec.score_batches, profile.ft_batch, profile.max_seq_len,
-                                    seed)
-    if spec.granularity == "weight":
-        return weight_scores(model, spec.method, batches, movement, seed)
+        inputs = gather_inputs(model, spec.method, tokenizer, train, profile, spec.score_batches, spec.score_steps,
+                               seed, progress=progress)
     if spec.granularity == ENCODER:
-        return tuple(structure_scores(model, spec.method, g, batches, movement, seed) for g in ("head", "neuron"))
-    return structure_scores(model, spec.method, spec.granularity, batches, movement, seed)
+        return tuple(importance_score(model, spec.method, g, **inputs) for g in ("head", "neuron"))
+    return importance_score(model, spec.method, spec.granularity, **inputs)
 
 
 def rule(spec: PruneSpec):

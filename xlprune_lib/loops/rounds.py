@@ -19,6 +19,7 @@ from torch.nn.utils import prune
 from ..config import UserError, write_json_atomic, write_text_atomic
 from .distributed import barrier, is_main
 from ..prune.masks import current_mask, make_permanent, prunable_parameters
+from ..prune.plan import PruningPlan
 
 RECORDS = "rounds.jsonl"
 RUN = "run.json"
@@ -87,7 +88,8 @@ def save_checkpoint(model, tok, folder: Path, movement: dict | None = None) -> N
             return
         save_model(model, tok, folder, replace=True)   # a resumed round rewrites its own checkpoint
         tensors = {f"mask.{k}": v for k, v in masks.items()}
-        tensors.update({f"movement.{i}": s.contiguous() for i, s in enumerate((movement or {}).values())})
+        names = dict(zip(prunable_parameters(model), PruningPlan.of(model, weights=False).names()))
+        tensors.update({f"movement.{names[p]}": s.contiguous() for p, s in (movement or {}).items()})
         if tensors:
             save_file(tensors, str(folder / "state.safetensors"))
 
@@ -118,20 +120,27 @@ def load_checkpoint(folder: Path):
                         "start again") from None
     masks = {k[len("mask."):]: v for k, v in state.items() if k.startswith("mask.")}
     apply_masks(model, masks)
-    movement = [state[k] for k in sorted((k for k in state if k.startswith("movement.")),
-                                         key=lambda k: int(k.split(".")[1]))]
-    movement = dict(zip(prunable_parameters(model), movement)) if movement else None
-    return model, movement
+    names = PruningPlan.of(model, weights=False).names()
+    movement = {p: state[f"movement.{n}"] for p, n in zip(prunable_parameters(model), names)
+                if f"movement.{n}" in state}
+    return model, movement or None
 
 
 def masks_of(model) -> dict[str, torch.Tensor]:
-    """The current weight masks, keyed by the index of their pair in ``prunable_parameters``."""
-    return {str(i): current_mask(module, name).to(torch.uint8).contiguous()
-            for i, (module, name) in enumerate(prunable_parameters(model)) if hasattr(module, f"{name}_mask")}
+    """The live weight masks, keyed by the weight's name in the model's plan (``layer.<L>.rel_attn.q``, ``L`` the
+    original layer index: ``PruningPlan.names``)."""
+    names = PruningPlan.of(model, weights=False).names()
+    return {n: current_mask(module, name).to(torch.uint8).contiguous()
+            for n, (module, name) in zip(names, prunable_parameters(model)) if hasattr(module, f"{name}_mask")}
 
 
 def apply_masks(model, masks: dict[str, torch.Tensor]) -> None:
-    """Re-attach saved masks with ``prune.custom_from_mask`` (weights already hold zeros where masked)."""
-    for i, (module, name) in enumerate(prunable_parameters(model)):
-        if str(i) in masks:
-            prune.custom_from_mask(module, name, masks[str(i)].bool())
+    """Re-attach saved masks (by name, :func:`masks_of`) with ``prune.custom_from_mask`` (the weights already
+    hold zeros where masked). Raises ``UserError`` for a mask whose weight the model does not have."""
+    names = PruningPlan.of(model, weights=False).names()
+    unknown = set(masks) - set(names)
+    if unknown:
+        raise UserError(f"saved masks name weights this model does not have: {sorted(unknown)[0]}")
+    for n, (module, name) in zip(names, prunable_parameters(model)):
+        if n in masks:
+            prune.custom_from_mask(module, name, masks[n].bool())

@@ -37,23 +37,36 @@ from pathlib import Path
 
 import torch
 
-from ..config import UserError
+from ..config import UserError, option
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def parse_batch_sizes(text: str) -> tuple[int, ...]:
+    """``"1,32"`` -> ``(1, 32)``; anything else is a one-line user error."""
+    try:
+        sizes = tuple(int(x) for x in str(text).split(",") if x.strip())
+    except ValueError:
+        raise UserError(f"--batch-sizes takes comma-separated integers such as 1,32, got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise UserError(f"--batch-sizes takes positive integers, got {text!r}")
+    return sizes
+
+
+
 @dataclass
 class BenchSpec:
-    """What to measure: batch sizes, tokens per sequence, repetitions, device and dtype."""
+    """What to measure: batch sizes, tokens per sequence, repetitions, device and dtype (each field is also an
+    option of ``xlprune bench``)."""
 
-    batch_sizes: tuple[int, ...] = (1, 32)
-    seq_len: int = 64
-    warmup: int = 3
-    repeats: int = 15
-    device: str = "cpu"
-    dtype: str = "fp32"
-    memory: bool = True
-    seed: int = 0
+    batch_sizes: tuple[int, ...] = option((1, 32), parse=parse_batch_sizes, help="comma-separated, e.g. 1,32")
+    seq_len: int = option(64, help="tokens per sequence")
+    warmup: int = option(3, help="untimed passes first")
+    repeats: int = option(15, help="timed forward passes per model")
+    device: str = option("cpu", help="cpu or cuda")
+    dtype: str = option("fp32", help=f"{', '.join(DTYPES)} (fp16: GPU only)")
+    memory: bool = option(True, help="skip the peak-memory measurement")
+    seed: int = option(0, help="seed of the random inputs")
 
     def check(self) -> "BenchSpec":
         if not self.batch_sizes or any(int(b) < 1 for b in self.batch_sizes):
@@ -69,17 +82,6 @@ class BenchSpec:
         if self.device == "cpu" and self.dtype == "fp16":
             raise UserError("fp16 inference is a GPU format; use fp32 or bf16 on a CPU")
         return self
-
-
-def parse_batch_sizes(text: str) -> tuple[int, ...]:
-    """``"1,32"`` -> ``(1, 32)``; anything else is a one-line user error."""
-    try:
-        sizes = tuple(int(x) for x in str(text).split(",") if x.strip())
-    except ValueError:
-        raise UserError(f"--batch-sizes takes comma-separated integers such as 1,32, got {text!r}") from None
-    if not sizes or min(sizes) < 1:
-        raise UserError(f"--batch-sizes takes positive integers, got {text!r}")
-    return sizes
 
 
 def example_inputs(vocab_size: int, batch: int, seq_len: int, seed: int = 0, device: str = "cpu") -> dict:

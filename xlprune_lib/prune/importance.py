@@ -41,13 +41,14 @@ For a layer, ``|dL/d xi|`` is the first-order estimate of the loss increase when
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
+from typing import Callable
 
-import numpy as np
 import torch
 from torch import nn
 from transformers import TrainerCallback
 
-from ..config import UserError
+from ..config import UserError, option
 from .masks import check_sparsity, current_weight, prunable_parameters
 from ..xlnet.gates import unit_gates
 from ..xlnet.structure import XLNetStructure
@@ -55,6 +56,21 @@ from ..xlnet.structure import XLNetStructure
 METHODS = ("magnitude", "gradient", "taylor", "fisher", "movement", "random")
 GRANULARITIES = ("weight", "neuron", "head", "layer")
 GRADIENT_METHODS = ("gradient", "taylor", "fisher", "movement")
+
+
+# options every pruning command shares (``xlprune prune`` and ``iterate``), defined once
+OPTIONS = {
+    "method": dict(help=f"importance score: {', '.join(METHODS)}"),
+    "granularity": dict(default="weight", help=f"unit removed: {', '.join(GRANULARITIES)}"),
+    "scope": dict(default="global", help="global (one threshold over all layers) or local (per tensor / layer)"),
+    "score_batches": dict(default=16, help="training batches for gradient, Taylor and Fisher scores"),
+    "score_steps": dict(default=100, help="fine-tuning steps that accumulate movement scores"),
+}
+
+
+def shared_option(name: str, **overrides):
+    """The spec field of a shared option (:data:`OPTIONS`), with ``overrides`` (``help``, ``default``)."""
+    return option(**{**OPTIONS[name], **overrides})
 
 
 def check_method(method: str, granularity: str = "weight") -> None:
@@ -301,81 +317,95 @@ def unit_sums(model, scores: dict, granularity: str) -> list[torch.Tensor]:
     return out
 
 
-def structure_scores(model, method: str, granularity: str, batches=None, movement: dict | None = None,
-                     seed: int = 0):
-    """Scores of every head, neuron or layer for one method (see the module docstring for the definitions).
+def _magnitude_units(model, kind: str, inputs: "ScoreInputs"):
+    """The L2 norm of each unit's weights (for a neuron: its ``layer_1`` row and ``layer_2`` column)."""
+    return [s.sqrt() for s in unit_sums(model, {p: w ** 2 for p, w in magnitude(model).items()}, kind)]
 
-    ``batches``: from :func:`score_batches` (all methods but magnitude); ``movement``: the weight-level movement
-    scores (from :func:`movement_finetune` or :func:`frozen_movement`); ``seed``: the random score's generator.
-    Layers come back as one 1-D tensor, heads and neurons as one tensor per layer.
+
+def _random_units(model, kind: str, inputs: "ScoreInputs"):
+    g = torch.Generator().manual_seed(inputs.seed)
+    s = XLNetStructure(model)
+    return torch.rand(len(s.layers), generator=g) if kind == "layer" else \
+        [torch.rand(int(n), generator=g) for n in s.unit_counts(kind)]
+
+
+@dataclass(frozen=True)
+class ScoreInputs:
+    """What a score may need: ``batches`` of labelled examples (:func:`score_batches`; gradient, Taylor,
+    Fisher), the weight-level ``movement`` scores gathered while fine-tuning (:func:`movement_finetune`), the
+    ``seed`` of the random control."""
+
+    batches: list | None = None
+    movement: dict | None = None
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """One importance method, for every granularity (after Torch-Pruning's one ``Importance`` interface):
+    ``weights(model, inputs)`` gives ``{(module, name): tensor}`` over the prunable set, ``units(model, kind,
+    inputs)`` one tensor per layer (heads, neurons) or one over layers. ``needs``: ``"batches"`` or
+    ``"movement"`` when the method cannot score without them; ``signed``: scores may be negative (ranked as
+    given, never normalised per layer)."""
+
+    name: str
+    weights: Callable
+    units: Callable
+    needs: str | None = None
+    signed: bool = False
+
+
+SCORERS = {s.name: s for s in (
+    Scorer("magnitude", lambda m, x: magnitude(m), _magnitude_units),
+    Scorer("gradient", lambda m, x: gradient(m, x.batches), lambda m, k, x: gate_gradient(m, x.batches, k),
+           needs="batches"),
+    # at xi = 1, |xi * dL/dxi| = |dL/dxi|: for units the Taylor and gradient scores coincide (module docstring)
+    Scorer("taylor", lambda m, x: taylor(m, x.batches), lambda m, k, x: gate_gradient(m, x.batches, k),
+           needs="batches"),
+    Scorer("fisher", lambda m, x: fisher(m, x.batches), lambda m, k, x: gate_fisher(m, x.batches, k),
+           needs="batches"),
+    Scorer("movement", lambda m, x: x.movement, lambda m, k, x: unit_sums(m, x.movement, k), needs="movement",
+           signed=True),
+    Scorer("random", lambda m, x: random_scores(m, x.seed), _random_units),
+)}
+
+
+def score(model, method: str, kind: str = "weight", batches=None, movement: dict | None = None, seed: int = 0):
+    """The ``method`` scores of every weight, head, neuron or layer (``kind``) of ``model``: the one entry point
+    for every method and granularity (definitions in the module docstring; what each needs: :class:`Scorer`,
+    and :func:`gather_inputs` to get it). Weights come back as ``{(module, name): tensor}`` of the weights'
+    shapes, heads and neurons as one tensor per layer (``(n_head,)``, ``(d_inner,)`` as the layer is now),
+    layers as one tensor of shape ``(n_layer,)``.
+
+    Raises ``UserError`` for an unknown method or kind, or when the method needs batches or movement scores
+    it was not given.
     """
-    check_method(method, granularity)
-    if method == "random":
-        g = torch.Generator().manual_seed(seed)
-        return torch.rand(len(XLNetStructure(model).layers), generator=g) if granularity == "layer" else \
-            [torch.rand(int(n), generator=g) for n in XLNetStructure(model).unit_counts(granularity)]
-    if method in GRADIENT_METHODS and method != "movement" and not batches:
+    check_method(method, kind)
+    scorer, inputs = SCORERS[method], ScoreInputs(batches, movement, seed)
+    if scorer.needs == "batches" and not inputs.batches:
         raise UserError(f"{method} scores need batches of labelled examples")
-    if method == "magnitude":
-        squares = {p: w ** 2 for p, w in magnitude(model).items()}
-        out = [s.sqrt() for s in unit_sums(model, squares, granularity)]
-    elif method in ("gradient", "taylor"):
-        out = gate_gradient(model, batches, granularity)
-    elif method == "fisher":
-        out = gate_fisher(model, batches, granularity)
-    else:
-        if movement is None:
-            raise UserError("movement scores of structures need the weight movement scores")
-        out = unit_sums(model, movement, granularity)
-    return torch.stack([o.reshape(()) for o in out]) if granularity == "layer" else out
+    if scorer.needs == "movement" and inputs.movement is None:
+        raise UserError("movement scores are accumulated during fine-tuning (movement_finetune)")
+    if kind == "weight":
+        return scorer.weights(model, inputs)
+    out = scorer.units(model, kind, inputs)
+    return torch.stack([o.reshape(()) for o in out]) if kind == "layer" and not isinstance(out, torch.Tensor) \
+        else out
 
 
-def weight_scores(model, method: str, batches=None, movement: dict | None = None, seed: int = 0) -> dict:
-    """Weight-level scores over the prunable set for one method name (``seed``: the random score's generator)."""
-    check_method(method)
-    if method == "magnitude":
-        return magnitude(model)
-    if method == "random":
-        return random_scores(model, seed)
-    if method == "movement":
-        if movement is None:
-            raise UserError("movement scores are accumulated during fine-tuning (movement_finetune)")
-        return movement
-    if not batches:
-        raise UserError(f"{method} scores need batches of labelled examples")
-    return {"gradient": gradient, "taylor": taylor, "fisher": fisher}[method](model, batches)
-
-
-# --- comparing scores ------------------------------------------------------------------------------------
-
-def flatten(scores: dict, pairs) -> torch.Tensor:
-    """One vector of a weight score over ``pairs`` (in that order), for rankings and correlations."""
-    return torch.cat([scores[p].reshape(-1).float() for p in pairs])
-
-
-def _centred_ranks(a: torch.Tensor) -> torch.Tensor:
-    """Ranks 0..n-1 of ``a`` (ties broken by position), centred, in float64."""
-    ranks = torch.empty(len(a), dtype=torch.float64)
-    ranks.scatter_(0, torch.argsort(a, stable=True), torch.arange(len(a), dtype=torch.float64))
-    return ranks - ranks.mean()
-
-
-def spearman_matrix(vectors: list[torch.Tensor]) -> np.ndarray:
-    """Spearman rank correlations of every pair of score vectors (Pearson correlation of the ranks).
-
-    Each vector is ranked once, so k vectors of n scores cost k sorts, not k² (chapter 2 compares five scores
-    of every prunable weight).
-    """
-    ranks = [_centred_ranks(v) for v in vectors]
-    norms = [r.norm() for r in ranks]
-    k = len(ranks)
-    out = np.eye(k)
-    for i in range(k):
-        for j in range(i + 1, k):
-            out[i, j] = out[j, i] = float((ranks[i] @ ranks[j]) / (norms[i] * norms[j]))
-    return out
-
-
-def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Spearman rank correlation of two score vectors (ties broken by position)."""
-    return float(spearman_matrix([a, b])[0, 1])
+def gather_inputs(model, method: str, tokenizer, train, profile, n_batches: int, score_steps: int, seed: int = 0,
+                  lr: float | None = None, progress: bool = False, rank: int = 0, world: int = 1) -> dict:
+    """What ``method`` needs before it can score: ``n_batches`` training batches (this rank's share of them,
+    every ``world``-th from ``rank``), or for movement ``score_steps`` fine-tuning steps of ``model`` (in place,
+    at ``lr``, default the profile's fine-tuning rate), as the keyword arguments of :func:`score`. Raises
+    ``UserError`` when the batches cannot be shared among the processes."""
+    needs = SCORERS[method].needs if method in SCORERS else None
+    if needs == "movement":
+        movement = movement_finetune(model, tokenizer, train, profile, score_steps, seed, progress, lr=lr)
+        return {"movement": movement, "seed": seed}
+    if needs == "batches":
+        if n_batches < world:
+            raise UserError(f"--score-batches ({n_batches}) must be at least the number of processes")
+        batches = score_batches(tokenizer, train, n_batches, profile.ft_batch, profile.max_seq_len, seed)
+        return {"batches": batches[rank::world], "seed": seed}
+    return {"seed": seed}
