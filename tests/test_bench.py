@@ -12,7 +12,7 @@ import torch
 from conftest import tiny_config
 from xlprune_lib.measure.bench import BenchSpec, bench, parse_batch_sizes, summarize
 from xlprune_lib.config import UserError
-from xlprune_lib.prune.masks import make_permanent, prune_to
+from xlprune_lib.xlnet.masks import make_permanent, prune_to
 from xlprune_lib.xlnet.modeling import save_model
 from xlprune_lib.measure.sparse import save_sparse
 from xlprune_lib.prune.importance import score

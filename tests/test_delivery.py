@@ -9,7 +9,7 @@ from test_cli import run
 
 from xlprune_lib.prune import l0
 from xlprune_lib.measure.delivery import TOLERANCE, delivery
-from xlprune_lib.prune.masks import counts, prunable_parameters
+from xlprune_lib.xlnet.masks import counts, prunable_parameters
 from xlprune_lib.xlnet.modeling import load_saved
 
 

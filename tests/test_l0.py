@@ -68,7 +68,7 @@ def _close_some(gates, fraction=0.4):
 
 @pytest.mark.parametrize("granularity", ["weight", "head", "neuron", "head+neuron"])
 def test_finalize_equals_the_gated_model_and_reloads(model, granularity, tmp_path):
-    from xlprune_lib.prune.masks import prunable_parameters
+    from xlprune_lib.xlnet.masks import prunable_parameters
     from xlprune_lib.xlnet.modeling import load_saved
 
     gates = l0.attach(model, granularity)

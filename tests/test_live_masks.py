@@ -18,7 +18,8 @@ from conftest import padded_batch, tiny_config
 import xlprune_lib
 from xlprune_lib.loops import distributed, experiments, gradual, oneshot, rounds
 from xlprune_lib.measure import bench, report, sparse
-from xlprune_lib.prune import importance, l0, masks, select
+from xlprune_lib.prune import importance, l0, select
+from xlprune_lib.xlnet import masks
 from xlprune_lib.prune.plan import PruningPlan
 from xlprune_lib.train import finetune, pretrain
 from xlprune_lib.xlnet import gates, modeling, surgery

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch.nn.utils import prune
 
-from xlprune_lib.prune import masks
+from xlprune_lib.xlnet import masks
 from xlprune_lib.config import UserError
 
 

@@ -86,4 +86,4 @@ def test_hub_model_without_network_fails_fast(monkeypatch):
     monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     with pytest.raises(UserError, match="needs the model hub"):
-        modeling.load_classifier("xlnet-base-cased")
+        modeling.load_classifier("xlnet-base-cased", ["negative", "positive"])

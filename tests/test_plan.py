@@ -6,7 +6,7 @@ import torch
 from conftest import tiny_config
 
 from xlprune_lib.prune import select
-from xlprune_lib.prune.masks import make_permanent, prune_to
+from xlprune_lib.xlnet.masks import make_permanent, prune_to
 from xlprune_lib.prune.plan import PruningPlan
 from xlprune_lib.xlnet.modeling import load_saved, save_model
 from xlprune_lib.xlnet.structure import XLNetStructure
@@ -22,7 +22,7 @@ def _logits(model, seed=0):
 
 
 def _clone(model):
-    from xlprune_lib.prune.masks import copy_model
+    from xlprune_lib.xlnet.masks import copy_model
 
     return copy_model(model)
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from test_cli import assert_user_error, run
 
-from xlprune_lib.prune.masks import prunable_parameters
+from xlprune_lib.xlnet.masks import prunable_parameters
 from xlprune_lib.xlnet.modeling import load_saved
 
 pytestmark = pytest.mark.slow

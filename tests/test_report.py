@@ -7,7 +7,7 @@ from conftest import tiny_config
 from torch.nn.utils import prune
 
 from xlprune_lib import cli
-from xlprune_lib.prune import masks
+from xlprune_lib.xlnet import masks
 from xlprune_lib.measure import report
 from xlprune_lib.xlnet import surgery
 

@@ -5,7 +5,8 @@ import torch
 from conftest import tiny_config
 
 from xlprune_lib.measure import ranks
-from xlprune_lib.prune import importance, masks, select
+from xlprune_lib.prune import importance, select
+from xlprune_lib.xlnet import masks
 from xlprune_lib.xlnet.structure import XLNetStructure
 from xlprune_lib.loops.gradual import GradualPruning, install_identity_masks
 from xlprune_lib.loops.oneshot import PruneSpec, apply

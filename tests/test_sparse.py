@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from xlprune_lib.config import UserError
-from xlprune_lib.prune.masks import make_permanent, prunable_parameters, prune_to
+from xlprune_lib.xlnet.masks import make_permanent, prunable_parameters, prune_to
 from xlprune_lib.xlnet.modeling import save_model
 from xlprune_lib.measure.report import checkpoint_sizes
 from xlprune_lib.measure.sparse import SPARSE_FILE, decode, encode, load_sparse, save_sparse

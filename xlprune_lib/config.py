@@ -22,9 +22,11 @@ import json
 import os
 import random
 import shutil
+import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 
 class UserError(Exception):
@@ -285,3 +287,24 @@ def write_text_atomic(path: Path | str, text: str) -> None:
 def write_json_atomic(path: Path | str, payload) -> None:
     """Write JSON atomically (:func:`write_text_atomic`)."""
     write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def require_hub(what: str, timeout: float = 5.0) -> None:
+    """Fail fast, with one clear line, when the model hub cannot be reached.
+
+    ``transformers`` and ``datasets`` retry for tens of seconds before giving up; a single connection
+    attempt tells the same in a few. With ``HF_HUB_OFFLINE=1`` the libraries read their local cache instead,
+    so no probe is made.
+    """
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return
+    url = urlparse(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
+    except OSError as exc:
+        raise UserError(f"{what} needs the model hub ({url.hostname}), which cannot be reached ({exc}); "
+                        f"use an offline profile ('smoke', 'minilm', 'tiny'), or set HF_HUB_OFFLINE=1 with a filled "
+                        f"Hugging Face cache") from None

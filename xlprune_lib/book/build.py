@@ -39,8 +39,6 @@ def execute(profile: str = DEFAULT_PROFILE, seed: int = 0, root: Path | None = N
 
     spec = get_profile(profile)  # validate the name before minutes of work
     if spec.hub_model:  # `base` reads the model and the task from the hub: stop now, not in chapter 1's third cell
-        from ..train.data import require_hub
-
         require_hub(f"profile {profile!r} ({spec.hub_model}, {spec.task})")
     root = root or repo_root()
     out_dir = out_dir or root / "book" / "chapters"
@@ -63,35 +61,3 @@ def execute(profile: str = DEFAULT_PROFILE, seed: int = 0, root: Path | None = N
         log(f"[book] {nb.name}: {time.perf_counter() - start:.0f} s")
         done.append(target)
     return done
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m xlprune_lib.book")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("execute", help="execute the chapters with papermill into book/chapters")
-    p.add_argument("--profile", default=DEFAULT_PROFILE)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--only", nargs="*", help="chapter number prefixes, e.g. 01 03")
-    r = sub.add_parser("results", help="execute chapters 1-5 and copy their tables to data/results")
-    r.add_argument("--profile", default=DEFAULT_PROFILE)
-    r.add_argument("--seeds", type=int, nargs="+", default=None,
-                   help="seeds; chapters 2, 4 and 5 run at each, the others at the first (default: 0 1 2)")
-    r.add_argument("--dest", help="where the CSVs go (default: data/results)")
-    r.add_argument("--only", nargs="+", help="chapter numbers to run (default: 01 02 03 04 05)")
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "results":
-            from .results import SEEDS, make_results
-
-            for path in make_results(args.profile, args.seeds or SEEDS, args.dest, args.only):
-                print(f"wrote {path}")
-        else:
-            execute(args.profile, args.seed, only=args.only)
-    except UserError as exc:
-        print(f"xlprune: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

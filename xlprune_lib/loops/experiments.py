@@ -7,7 +7,7 @@ from dataclasses import asdict
 
 import torch
 
-from ..prune.masks import copy_model, prunable_parameters, prune_to
+from ..xlnet.masks import copy_model, prunable_parameters, prune_to
 from ..xlnet.gates import unit_gates
 from ..xlnet.structure import XLNetStructure
 from .oneshot import PruneSpec, apply

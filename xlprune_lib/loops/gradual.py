@@ -22,7 +22,7 @@ from transformers import TrainerCallback
 from ..config import UserError
 from .distributed import barrier, is_main
 from ..prune.importance import MovementCallback
-from ..prune.masks import check_sparsity, make_permanent, prunable_parameters, weight_sparsity
+from ..xlnet.masks import check_sparsity, make_permanent, prunable_parameters, weight_sparsity
 from ..prune.select import WeightSparsity
 from ..prune.schedule import cubic
 

@@ -29,7 +29,7 @@ from .distributed import (average_across_ranks, barrier, identical_across_ranks,
                           plan_digest, rank_and_world)
 from .gradual import GRADUAL_METHODS
 from ..prune.importance import MovementCallback, check_method, gather_inputs, score, shared_option
-from ..prune.masks import SCOPES, check_sparsity, counts, measured, prunable_parameters
+from ..xlnet.masks import SCOPES, check_sparsity, counts, measured, prunable_parameters
 from ..prune.plan import PruningPlan
 from ..prune.select import WeightSparsity, lowest_units
 from ..xlnet.structure import XLNetStructure

@@ -18,7 +18,7 @@ from pathlib import Path
 from ..config import Profile, UserError, option
 from ..prune.importance import GRADIENT_METHODS, GRANULARITIES, METHODS, check_method, gather_inputs, shared_option
 from ..prune.importance import score as importance_score
-from ..prune.masks import SCOPES, check_sparsity, copy_model, counts, make_permanent, prunable_parameters, weight_sparsity
+from ..xlnet.masks import SCOPES, check_sparsity, copy_model, counts, make_permanent, prunable_parameters, weight_sparsity
 from ..prune.plan import PruningPlan
 from ..prune.select import ENCODER, EncoderBudget, UnitFraction, WeightSparsity
 from ..xlnet.structure import XLNetStructure

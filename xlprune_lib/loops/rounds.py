@@ -18,7 +18,7 @@ from torch.nn.utils import prune
 
 from ..config import UserError, write_json_atomic, write_text_atomic
 from .distributed import barrier, is_main
-from ..prune.masks import current_mask, make_permanent, prunable_parameters
+from ..xlnet.masks import current_mask, make_permanent, prunable_parameters
 from ..prune.plan import PruningPlan
 
 RECORDS = "rounds.jsonl"

@@ -12,8 +12,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 from ..config import UserError, repo_root
-from ..prune.masks import current_weight, prunable_parameters
-from ..train.runs import METRICS
+from ..xlnet.masks import current_weight, prunable_parameters
 from ..xlnet.structure import XLNetStructure
 
 # Component of an XLNet parameter, from its name (first match wins). Order is the order of the printed table.
@@ -98,6 +97,9 @@ def provenance(config: dict) -> dict:
                     "torch_threads": torch.get_num_threads(),
                     "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
     }
+
+
+METRICS = "metrics.json"   # every run folder's record: measurements, config and provenance
 
 
 def load_metrics(run_dir) -> dict:

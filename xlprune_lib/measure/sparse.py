@@ -52,7 +52,7 @@ def save_sparse(model, out: Path | str, tokenizer=None) -> Path:
     from safetensors.torch import save_file
     from transformers import XLNetForSequenceClassification
 
-    from ..prune.masks import effective_state_dict
+    from ..xlnet.masks import effective_state_dict
     from ..xlnet.modeling import check_saveable
 
     out = Path(out)

@@ -49,7 +49,7 @@ from torch import nn
 from transformers import TrainerCallback
 
 from ..config import UserError, option
-from .masks import check_sparsity, current_weight, prunable_parameters
+from ..xlnet.masks import check_sparsity, current_weight, prunable_parameters
 from ..xlnet.gates import unit_gates
 from ..xlnet.structure import XLNetStructure
 

@@ -30,7 +30,7 @@ from transformers import Trainer
 from ..config import UserError
 from ..xlnet import gates as unit_gate
 from ..xlnet.structure import XLNetStructure
-from .masks import check_sparsity, prunable_parameters
+from ..xlnet.masks import check_sparsity, prunable_parameters
 from .plan import PruningPlan
 
 BETA, GAMMA, ZETA = 2.0 / 3.0, -0.1, 1.1

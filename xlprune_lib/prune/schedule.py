@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 from ..config import UserError
-from .masks import check_sparsity
+from ..xlnet.masks import check_sparsity
 
 SCHEDULES = ("constant", "geometric", "cubic")
 ROUND_SCHEDULES = ("constant", "geometric")

@@ -26,7 +26,7 @@ from torch.nn.utils import prune
 
 from ..config import UserError
 from ..xlnet.structure import XLNetStructure
-from .masks import SCOPES, check_sparsity, current_mask, current_weight, prune_to
+from ..xlnet.masks import SCOPES, check_sparsity, current_mask, current_weight, prune_to
 from .plan import PruningPlan
 
 ENCODER = "head+neuron"    # the granularity name of encoder-budget pruning

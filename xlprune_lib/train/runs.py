@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 
 from ..config import Profile, UserError, cache_dir, cache_key, write_json_atomic
+from ..measure.report import METRICS
 
-METRICS = "metrics.json"
 # Part of every run's key: bump it when a change to the training code changes what a configuration produces,
 # so cached runs made by the older code are not reused.
 RUNS_VERSION = 3   # 3: saved classifiers carry label names and use_mems_eval=False

@@ -82,9 +82,7 @@ def source_folder(source: str | Path | None = None, cache: Path | None = None) -
     if Path(source).exists():
         folder = Path(source)
     else:
-        from huggingface_hub import snapshot_download
-
-        from .data import require_hub
+        from huggingface_hub import snapshot_download   # only when the weights come from the hub
 
         require_hub(f"pretrained weights {source!r}")
         folder = Path(snapshot_download(str(source), allow_patterns=list(SOURCE_FILES)))
@@ -368,9 +366,7 @@ def xlnet_tokenizer(folder: Path | str, out: Path | str):
         model_input_names=["input_ids", "token_type_ids", "attention_mask"])
     with atomic_dir(Path(out), replace=True) as tmp:
         fast.save_pretrained(str(tmp))
-    from .data import load_tokenizer
-
-    return load_tokenizer(out)
+    return AutoTokenizer.from_pretrained(str(out))
 
 
 # --------------------------------------------------------------------------- relative positions from BERT's

@@ -149,14 +149,11 @@ def classifier_fields(label_names) -> dict:
             "label2id": {n: i for i, n in enumerate(names)}, "use_mems_eval": False}
 
 
-def build_classifier(profile: Profile, vocab_size: int, seed: int, label_names=None):
-    """A randomly initialised ``XLNetForSequenceClassification`` (the no-pretraining baseline)."""
-    from ..config import set_seed
-    from ..train.data import LABEL_NAMES
-
+def build_classifier(profile: Profile, vocab_size: int, seed: int, label_names):
+    """A randomly initialised ``XLNetForSequenceClassification`` (the no-pretraining baseline) with these
+    ``label_names`` (``data.LABEL_NAMES`` for the book's task)."""
     set_seed(seed)
-    return XLNetForSequenceClassification(xlnet_config(profile, vocab_size,
-                                                       **classifier_fields(label_names or LABEL_NAMES)))
+    return XLNetForSequenceClassification(xlnet_config(profile, vocab_size, **classifier_fields(label_names)))
 
 
 def check_model_dir(path: Path | str) -> Path:
@@ -173,12 +170,11 @@ def check_model_dir(path: Path | str) -> Path:
     return path
 
 
-def load_classifier(source: str | Path, label_names=None):
+def load_classifier(source: str | Path, label_names):
     """``XLNetForSequenceClassification`` from a local folder or a hub name (fails fast without hub access), with
-    :func:`classifier_fields` (a new classification head when the source is a language model)."""
-    from ..train.data import LABEL_NAMES
-
-    return _load(XLNetForSequenceClassification, source, **classifier_fields(label_names or LABEL_NAMES))
+    :func:`classifier_fields` of ``label_names`` (a new classification head when the source is a language
+    model)."""
+    return _load(XLNetForSequenceClassification, source, **classifier_fields(label_names))
 
 
 def load_lm(source: str | Path):
@@ -189,8 +185,6 @@ def _load(cls, source, **kwargs):
     if Path(source).exists() or str(source).startswith((".", "/")):
         source = check_model_dir(source)
     else:
-        from ..train.data import require_hub
-
         require_hub(f"model {source!r}")
     from safetensors import SafetensorError
     from transformers.utils import logging as hf_logging
@@ -222,7 +216,7 @@ def save_model(model, tokenizer, out: Path | str, extra_files: dict | None = Non
     """
     from ..config import write_json_atomic
 
-    from ..prune.masks import effective_state_dict
+    from .masks import effective_state_dict
 
     out = Path(out)
     check_saveable(model)

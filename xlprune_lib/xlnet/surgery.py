@@ -1,6 +1,6 @@
 """Physical removal of attention heads, FFN neurons and whole layers from a ``transformers`` XLNet.
 
-Masks (``prune/masks.py``) only zero weights; surgery makes the tensors smaller so that every matrix
+Masks (``masks.py``) only zero weights; surgery makes the tensors smaller so that every matrix
 multiplication gets cheaper. Layers are pruned independently, so after surgery layers may have different head
 and neuron counts. These are the low-level cuts, in the positions the model has *now*; they do not touch the
 config. Pruning code removes units through a plan (``PruningPlan.finalize``), which calls them and records in

@@ -21,7 +21,7 @@ import torch
 from torch.nn.utils import prune
 
 from ..config import UserError
-from ..xlnet.structure import XLNetStructure
+from .structure import XLNetStructure
 
 SCOPES = ("local", "global")
 
