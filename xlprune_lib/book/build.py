@@ -10,13 +10,11 @@ The committed notebooks in ``notebooks/`` carry no outputs. ``execute`` runs eac
 """
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
-from ..config import DEFAULT_PROFILE, UserError, cache_dir, ensure_dir, get_profile, repo_root
+from ..config import DEFAULT_PROFILE, cache_dir, ensure_dir, get_profile, repo_root, require_hub
 
 
 def chapters(root: Path | None = None) -> list[Path]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+from ..config import ensure_dir
 
 PALETTE = "colorblind"
 SEQUENTIAL = "rocket_r"
@@ -43,7 +44,6 @@ def save(fig, output_dir: str | Path | None, name: str) -> Path | None:
     """Also write the figure as ``output_dir/name.png`` (skipped when ``output_dir`` is empty)."""
     if not output_dir:
         return None
-    from ..config import ensure_dir
 
     path = ensure_dir(output_dir, "output_dir") / f"{name}.png"
     fig.savefig(path)

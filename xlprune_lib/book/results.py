@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..config import (DEFAULT_PROFILE, UserError, cache_dir, ensure_dir, repo_root, write_json_atomic,
-                     write_text_atomic)
+from .build import execute
+from ..config import DEFAULT_PROFILE, UserError, cache_dir, ensure_dir, repo_root, write_json_atomic, write_text_atomic
+from ..measure.report import provenance
+from ..measure.stats import add_intervals
 
 # table name -> columns every row must have (more may follow)
 TABLES = {
@@ -54,8 +56,6 @@ def save_table(rows: list[dict], name: str, output_dir, config: dict, sizes: dic
     """
     import pandas as pd
 
-    from ..measure.report import provenance
-    from ..measure.stats import add_intervals
 
     if name not in TABLES:
         raise ValueError(f"unknown results table {name!r}; known: {', '.join(TABLES)}")
@@ -159,8 +159,6 @@ def make_results(profile: str = DEFAULT_PROFILE, seeds=SEEDS, dest=None, only=No
     The first seed's executed chapters are the book's pages; further seeds write theirs beside their tables
     (:func:`seed_dir`), never over the book.
     """
-    from .build import execute
-
     only, seeds = list(only or CHAPTERS), [seeds] if isinstance(seeds, int) else list(seeds)
     if bad := [c for c in only if c not in CHAPTERS]:
         raise UserError(f"no results table comes from chapter {bad[0]!r}; chapters: {', '.join(CHAPTERS)}")

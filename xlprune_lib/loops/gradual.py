@@ -19,12 +19,14 @@ from pathlib import Path
 from torch.nn.utils import prune
 from transformers import TrainerCallback
 
-from ..config import UserError
 from .distributed import barrier, is_main
+from ..config import UserError, set_seed
 from ..prune.importance import MovementCallback
-from ..xlnet.masks import check_sparsity, make_permanent, prunable_parameters, weight_sparsity
-from ..prune.select import WeightSparsity
 from ..prune.schedule import cubic
+from ..prune.select import WeightSparsity
+from ..train.finetune import train_classifier
+from ..xlnet.masks import check_sparsity, make_permanent, prunable_parameters, weight_sparsity
+from ..xlnet.modeling import save_model
 
 GRADUAL_METHODS = ("magnitude", "movement")
 
@@ -37,7 +39,6 @@ class GradualPruning(TrainerCallback):
     :func:`install_identity_masks` before the Trainer is built, so the parameter set does not change after the
     Trainer (or DistributedDataParallel) has seen it; later updates only replace mask buffers.
     """
-
     def __init__(self, s_f: float, n: int, dt: int, t0: int = 0, s_i: float = 0.0, method: str = "magnitude",
                  scope: str = "global", pairs=None):
         if method not in GRADUAL_METHODS:
@@ -77,7 +78,6 @@ class _Recorder(TrainerCallback):
     Listed *before* :class:`GradualPruning`, so at a step where both act the record shows the model as it
     stands (pruned at the previous update, trained since), before the new masks.
     """
-
     def __init__(self, run, pruner: GradualPruning, every: int):
         self.run, self.pruner, self.every, self.pending = run, pruner, every, None
 
@@ -113,9 +113,6 @@ def run_gradual(run) -> dict:
     ``round_steps``. ``run`` is the loop's ``iterative._Run`` (data, evaluator, records)."""
     import shutil
 
-    from ..config import set_seed
-    from ..train.finetune import train_classifier
-    from ..xlnet.modeling import save_model
 
     spec = run.spec
     total, n, dt = spec.gradual_plan()

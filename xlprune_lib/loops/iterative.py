@@ -24,17 +24,24 @@ from pathlib import Path
 
 import torch
 
-from ..config import UserError, option, write_json_atomic
 from .distributed import (average_across_ranks, barrier, identical_across_ranks, init_distributed, is_main,
                           plan_digest, rank_and_world)
-from .gradual import GRADUAL_METHODS
-from ..prune.importance import MovementCallback, check_method, gather_inputs, score, shared_option
-from ..xlnet.masks import SCOPES, check_sparsity, counts, measured, prunable_parameters
-from ..prune.plan import PruningPlan
-from ..prune.select import WeightSparsity, lowest_units
-from ..xlnet.structure import XLNetStructure
+from .gradual import GRADUAL_METHODS, run_gradual
+from .oneshot import require_classifier
 from .rounds import RUN, SUMMARY, append_record, claim, load_checkpoint, read_records, save_checkpoint
+from ..config import UserError, option, set_seed, write_json_atomic
+from ..measure.delivery import delivery
+from ..measure.report import git_commit
+from ..prune.importance import MovementCallback, check_method, gather_inputs, score, shared_option
+from ..prune.plan import PruningPlan
 from ..prune.schedule import SCHEDULES, check_schedule, round_targets
+from ..prune.select import WeightSparsity, lowest_units
+from ..train.data import TASKS, load_task, load_tokenizer
+from ..train.finetune import Evaluator, tokenize_split, train_classifier
+from ..train.runs import default_out, quiet_libraries, run_key, source_run
+from ..xlnet.masks import SCOPES, check_sparsity, counts, measured, prunable_parameters
+from ..xlnet.modeling import load_saved
+from ..xlnet.structure import XLNetStructure
 
 ITERATE_VERSION = 3   # 2: signed movement scores ranked as given. 3: plans (removed units in original indices)
 
@@ -73,7 +80,6 @@ class IterSpec:
     many as the geometric loop to the same target would spend), updating the masks every ``prune_every``
     steps during the first ``ramp`` of them; Zhu & Gupta leave the rest for recovery.
     """
-
     method: str = shared_option("method")
     granularity: str = shared_option("granularity")
     target: float = option(0.9, help="final sparsity in [0, 1)")
@@ -138,11 +144,8 @@ def iterate_config(spec: IterSpec, source_key: str, profile, seed: int) -> dict:
 
 class _Run:
     """What every round needs: the run folder, the data, the evaluator, the starting sizes, the printer."""
-
     def __init__(self, model_dir: Path, spec: IterSpec, out: Path, profile, seed: int, progress: bool,
                  report: bool = True):
-        from ..train.data import TASKS, load_task, load_tokenizer
-        from ..train.finetune import Evaluator, tokenize_split
 
         self.model_dir, self.spec, self.out, self.profile, self.seed = model_dir, spec, out, profile, seed
         self.progress, self.report = progress, report
@@ -158,9 +161,6 @@ class _Run:
 
     def start(self):
         """The source classifier and, on a fresh run, its round-0 record (the dense accuracy)."""
-        from ..xlnet.modeling import load_saved
-        from .oneshot import require_classifier
-
         model = load_saved(self.model_dir)
         require_classifier(model)
         if not self.records:
@@ -172,8 +172,6 @@ class _Run:
 
     def record(self, model, **fields) -> dict:
         """Measure, evaluate and append one record (after its checkpoint is on disk)."""
-        from ..measure.report import git_commit
-
         if not identical_across_ranks(plan_digest(model)):
             raise RuntimeError("the processes disagree on what was pruned (masks or shapes differ across ranks)")
         first = self.records[0] if self.records else None
@@ -222,9 +220,6 @@ def iterate(model_dir, spec: IterSpec, out=None, profile=None, seed: int = 0, pr
     configuration; refuses a folder that holds anything else. ``progress``: the Trainer's progress bars;
     ``report``: one printed line per round.
     """
-    from ..measure.delivery import delivery
-    from ..train.runs import default_out, quiet_libraries, run_key, source_run
-
     init_distributed()
     spec.check()
     model_dir, source_key, profile = source_run(model_dir, profile)
@@ -238,7 +233,6 @@ def iterate(model_dir, spec: IterSpec, out=None, profile=None, seed: int = 0, pr
         quiet_libraries()
     run = _Run(model_dir, spec, out, profile, seed, progress, report)
     if spec.schedule == "cubic":
-        from .gradual import run_gradual
 
         summary = run_gradual(run)
     else:
@@ -261,9 +255,6 @@ def load_run(out) -> tuple[list[dict], dict]:
 
 def run_rounds(run: "_Run") -> dict:
     """Score -> prune -> fine-tune ``round_steps`` -> evaluate, until the requirement fails or the target is met."""
-    from ..config import set_seed
-    from ..train.finetune import train_classifier
-
     spec, targets = run.spec, run.spec.rounds()
     last = run.records[-1] if run.records else None
     if last and last["round"] > 0:

@@ -15,12 +15,20 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..config import Profile, UserError, option
-from ..prune.importance import GRADIENT_METHODS, GRANULARITIES, METHODS, check_method, gather_inputs, shared_option
-from ..prune.importance import score as importance_score
-from ..xlnet.masks import SCOPES, check_sparsity, copy_model, counts, make_permanent, prunable_parameters, weight_sparsity
+from ..config import Profile, UserError, option, set_seed
+from ..measure.delivery import TOLERANCE, delivery
+from ..measure.report import layer_report, provenance
+from ..prune.importance import (GRADIENT_METHODS, GRANULARITIES, METHODS, check_method, gather_inputs,
+                                score as importance_score, shared_option)
+from ..prune.l0 import GRANULARITIES as L0_GRANULARITIES, finalize, train_l0
 from ..prune.plan import PruningPlan
 from ..prune.select import ENCODER, EncoderBudget, UnitFraction, WeightSparsity
+from ..train.data import TASKS, load_task, load_tokenizer
+from ..train.finetune import Evaluator, tokenize_split, train_classifier
+from ..train.runs import METRICS, default_out, reuse_or_claim, run_key, source_accuracy, source_run
+from ..xlnet.masks import (SCOPES, check_sparsity, copy_model, counts, make_permanent, prunable_parameters,
+                           weight_sparsity)
+from ..xlnet.modeling import load_saved, save_model
 from ..xlnet.structure import XLNetStructure
 
 # Part of every prune run's key: bump it when the pruning code changes what a request produces.
@@ -34,7 +42,6 @@ class PruneSpec:
 
     Each field is also an option of ``xlprune prune`` (``config.option``). Build it by keyword.
     """
-
     method: str = shared_option("method", help=f"importance score: {', '.join(METHODS)}, or l0 (trained "
                                 "hard-concrete gates)")
     granularity: str = shared_option("granularity", help=f"unit removed: {', '.join(GRANULARITIES)}, or "
@@ -65,7 +72,6 @@ class PruneSpec:
         return self
 
     def _check_l0(self) -> "PruneSpec":
-        from ..prune.l0 import GRANULARITIES as L0_GRANULARITIES
 
         if self.granularity not in L0_GRANULARITIES:
             raise UserError(f"L0 gates exist for {', '.join(L0_GRANULARITIES)}, not {self.granularity!r}")
@@ -130,8 +136,6 @@ def apply(model, spec: PruneSpec, scores) -> dict:
     layers removed, or the fraction of the encoder's parameters removed (``head+neuron``). ``removed``: what
     the plan removed, in original indices (``PruningPlan.removed``).
     """
-    from ..measure.delivery import delivery
-
     before = _prunable_counts(model)[0]
     start = PruningPlan.of(model, weights=False)
     units_before = None if spec.granularity in ("weight", ENCODER) else \
@@ -197,12 +201,6 @@ def prune_run(model_dir, spec: PruneSpec, out=None, profile: Profile | None = No
     ``report.json`` (``report.layer_report``). Refuses an ``out`` that holds a different run; ``out=None`` uses
     the run cache, so the same request again returns the stored result.
     """
-    from ..config import set_seed
-    from ..train.data import TASKS, load_task, load_tokenizer
-    from ..train.finetune import Evaluator, tokenize_split, train_classifier
-    from ..xlnet.modeling import load_saved
-    from ..train.runs import default_out, reuse_or_claim, run_key, source_accuracy, source_run
-
     spec.check()
     model_dir, source_key, profile = source_run(model_dir, profile)
     cfg = prune_config(spec, source_key, profile, seed)
@@ -247,10 +245,6 @@ def prune_run(model_dir, spec: PruneSpec, out=None, profile: Profile | None = No
 
 def _save_result(model, tok, out, profile, cfg, metrics: dict) -> Path:
     """Write the pruned model, ``report.json`` and ``metrics.json`` (with the saved sparsity and provenance)."""
-    from ..xlnet.modeling import save_model
-    from ..measure.report import layer_report, provenance
-    from ..train.runs import METRICS
-
     report = layer_report(model, profile.max_seq_len)
     metrics["prunable_sparsity_saved"] = report["totals"]["prunable"]["sparsity"]
     metrics.update(provenance(cfg))
@@ -260,10 +254,6 @@ def _save_result(model, tok, out, profile, cfg, metrics: dict) -> Path:
 
 def _l0_run(model, tok, data, spec, profile, seed, progress, out, cfg, header, dense, evaluate_all) -> Path:
     """``xlprune prune --method l0``: train gates with the weights, finalize, evaluate, save (same outputs)."""
-    from ..measure.delivery import TOLERANCE, delivery
-    from ..train.finetune import tokenize_split
-    from ..prune.l0 import finalize, train_l0
-
     before = _prunable_counts(model)[0]
     enc = {"train": tokenize_split(data["train"], tok, profile.max_seq_len)}
     trainer, seconds = train_l0(model, tok, enc, profile, seed, spec.granularity, lam=spec.lam,

@@ -16,10 +16,12 @@ from pathlib import Path
 import torch
 from torch.nn.utils import prune
 
-from ..config import UserError, write_json_atomic, write_text_atomic
 from .distributed import barrier, is_main
-from ..xlnet.masks import current_mask, make_permanent, prunable_parameters
+from ..config import UserError, check_output_dir, write_json_atomic, write_text_atomic
+from ..measure.report import provenance
 from ..prune.plan import PruningPlan
+from ..xlnet.masks import current_mask, make_permanent, prunable_parameters
+from ..xlnet.modeling import load_saved, save_model
 
 RECORDS = "rounds.jsonl"
 RUN = "run.json"
@@ -30,9 +32,6 @@ TIMING_KEYS = ("seconds", "total_seconds")   # the only record fields that diffe
 def claim(out: Path, key: str, cfg: dict) -> None:
     """Make ``out`` this run's folder: new or empty folders are claimed (``run.json``), the same run's folder is
     resumed, and anything else is refused without touching it. Every rank looks before rank 0 writes."""
-    from ..config import check_output_dir
-    from ..measure.report import provenance
-
     run = out / RUN
     fresh = not run.is_file()
     if not fresh:
@@ -81,7 +80,6 @@ def save_checkpoint(model, tok, folder: Path, movement: dict | None = None) -> N
     the model (safetensors), the tokenizer, and the weight masks and movement scores in ``state.safetensors``."""
     from safetensors.torch import save_file
 
-    from ..xlnet.modeling import save_model
 
     with _masks_written(model) as masks:
         if not is_main():
@@ -110,7 +108,6 @@ def load_checkpoint(folder: Path):
     """``(model, movement scores)`` from :func:`save_checkpoint`, the weight masks re-attached to the model."""
     from safetensors.torch import load_file
 
-    from ..xlnet.modeling import load_saved
 
     model = load_saved(folder)
     try:

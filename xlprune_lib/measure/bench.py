@@ -37,7 +37,10 @@ from pathlib import Path
 
 import torch
 
+from .report import checkpoint_sizes, layer_report, load_metrics, provenance
+from .sparse import SPARSE_FILE, load_model, save_sparse
 from ..config import UserError, option
+from ..xlnet.structure import XLNetStructure
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -58,7 +61,6 @@ def parse_batch_sizes(text: str) -> tuple[int, ...]:
 class BenchSpec:
     """What to measure: batch sizes, tokens per sequence, repetitions, device and dtype (each field is also an
     option of ``xlprune bench``)."""
-
     batch_sizes: tuple[int, ...] = option((1, 32), parse=parse_batch_sizes, help="comma-separated, e.g. 1,32")
     seq_len: int = option(64, help="tokens per sequence")
     warmup: int = option(3, help="untimed passes first")
@@ -151,7 +153,6 @@ def _cpu_peak_child(model_dir: str, batch: int, seq_len: int, dtype: str, seed: 
     """In a fresh process: the resident high-water mark of one forward pass above the imported runtime."""
     import transformers  # noqa: F401  (part of the runtime baseline, not of the model)
 
-    from .sparse import load_model
 
     base = _rss_kib("VmRSS")
     model = load_model(model_dir).to(DTYPES[dtype]).eval()
@@ -187,10 +188,6 @@ def cuda_peak_memory(model, inputs: dict) -> dict:
 
 def static_measures(model, model_dir, seq_len: int) -> dict:
     """Parameters, nonzeros, encoder FLOPs per token and bytes on disk (dense file and sparse format)."""
-    from .report import checkpoint_sizes, layer_report
-    from .sparse import SPARSE_FILE, save_sparse
-    from ..xlnet.structure import XLNetStructure
-
     rep = layer_report(model, seq_len)["totals"]
     with tempfile.TemporaryDirectory() as tmp:
         sparse = Path(tmp) / "sparse"
@@ -210,9 +207,6 @@ RATIO_KEYS = ("params", "nonzero", "encoder_params", "flops_per_token", "flops_p
 
 def bench(model_dir, baseline_dir, spec: BenchSpec | None = None) -> dict:
     """Measure ``model_dir`` against ``baseline_dir`` (see the module docstring); return one JSON-able dict."""
-    from .report import provenance
-    from .sparse import load_model
-
     spec = (spec or BenchSpec()).check()
     dirs = {"model": Path(model_dir), "baseline": Path(baseline_dir)}
     models = {k: load_model(d).eval() for k, d in dirs.items()}
@@ -324,8 +318,6 @@ def latency_sweep(models: dict, vocab_size: int, batch: int, seq_len: int, warmu
 
 def comparison_row(name: str, run_dir, result: dict) -> dict:
     """One row of the chapter-5 table: accuracy from the run's ``metrics.json``, the rest from :func:`bench`."""
-    from .report import load_metrics
-
     metrics = load_metrics(run_dir) if (Path(run_dir) / "metrics.json").is_file() else {}
     m, r, spec = result["model"], result["ratios"], result["spec"]
     b = result["baseline"]

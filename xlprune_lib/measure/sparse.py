@@ -19,6 +19,8 @@ import numpy as np
 import torch
 
 from ..config import UserError, atomic_dir
+from ..xlnet.masks import effective_state_dict
+from ..xlnet.modeling import check_saveable, consumer_ready, load_saved, saved_class
 
 SPARSE_FILE = "model.sparse.safetensors"
 
@@ -52,8 +54,6 @@ def save_sparse(model, out: Path | str, tokenizer=None) -> Path:
     from safetensors.torch import save_file
     from transformers import XLNetForSequenceClassification
 
-    from ..xlnet.masks import effective_state_dict
-    from ..xlnet.modeling import check_saveable
 
     out = Path(out)
     check_saveable(model)
@@ -87,7 +87,6 @@ def load_sparse(folder: Path | str):
     """The model saved by :func:`save_sparse`, every tensor restored exactly, in eval mode."""
     from safetensors import safe_open
 
-    from ..xlnet.modeling import consumer_ready, saved_class
 
     folder = Path(folder)
     path = folder / SPARSE_FILE
@@ -116,8 +115,6 @@ def load_sparse(folder: Path | str):
 
 def load_model(folder: Path | str):
     """Any saved model folder: a sparse checkpoint through :func:`load_sparse`, else ``modeling.load_saved``."""
-    from ..xlnet.modeling import load_saved
-
     folder = Path(folder)
     if (folder / SPARSE_FILE).is_file() and not (folder / "model.safetensors").is_file():
         return load_sparse(folder)

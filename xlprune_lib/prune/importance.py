@@ -49,8 +49,10 @@ from torch import nn
 from transformers import TrainerCallback
 
 from ..config import UserError, option
-from ..xlnet.masks import check_sparsity, current_weight, prunable_parameters
+from ..train.finetune import tokenize_split
+from ..train.runs import quiet_trainer, training_args
 from ..xlnet.gates import unit_gates
+from ..xlnet.masks import check_sparsity, current_weight, prunable_parameters
 from ..xlnet.structure import XLNetStructure
 
 METHODS = ("magnitude", "gradient", "taylor", "fisher", "movement", "random")
@@ -84,7 +86,6 @@ def score_batches(tokenizer, dataset, n_batches: int, batch_size: int, max_len: 
     """``n_batches`` padded batches (with ``labels``) drawn without replacement from a ``text``/``label`` split."""
     from transformers import DataCollatorWithPadding
 
-    from ..train.finetune import tokenize_split
 
     n = min(len(dataset), n_batches * batch_size)
     enc = tokenize_split(dataset.shuffle(seed=seed).select(range(n)), tokenizer, max_len)
@@ -221,7 +222,6 @@ class MovementCallback(TrainerCallback):
     ``g`` is the gradient after clipping, read in ``on_pre_optimizer_step``; ``w`` the effective weight the
     forward pass used. ``scores`` is a ``{(module, name): tensor}`` dict like the other weight scores.
     """
-
     def __init__(self, pairs):
         self.pairs = list(pairs)
         self.scores = {p: torch.zeros_like(current_weight(*p), dtype=torch.float32) for p in self.pairs}
@@ -248,8 +248,6 @@ def movement_finetune(model, tokenizer, train, profile, steps: int, seed: int = 
 
     from transformers import DataCollatorWithPadding, Trainer
 
-    from ..train.finetune import tokenize_split
-    from ..train.runs import quiet_trainer, training_args
 
     if steps < 1:
         raise UserError("movement scores are accumulated during fine-tuning: give at least one scoring step")
@@ -334,7 +332,6 @@ class ScoreInputs:
     """What a score may need: ``batches`` of labelled examples (:func:`score_batches`; gradient, Taylor,
     Fisher), the weight-level ``movement`` scores gathered while fine-tuning (:func:`movement_finetune`), the
     ``seed`` of the random control."""
-
     batches: list | None = None
     movement: dict | None = None
     seed: int = 0
@@ -347,7 +344,6 @@ class Scorer:
     inputs)`` one tensor per layer (heads, neurons) or one over layers. ``needs``: ``"batches"`` or
     ``"movement"`` when the method cannot score without them; ``signed``: scores may be negative (ranked as
     given, never normalised per layer)."""
-
     name: str
     weights: Callable
     units: Callable

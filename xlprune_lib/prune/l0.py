@@ -27,11 +27,12 @@ from torch import nn
 from torch.nn.utils import parametrize
 from transformers import Trainer
 
-from ..config import UserError
-from ..xlnet import gates as unit_gate
-from ..xlnet.structure import XLNetStructure
-from ..xlnet.masks import check_sparsity, prunable_parameters
 from .plan import PruningPlan
+from ..config import UserError
+from ..train.runs import quiet_trainer, training_args
+from ..xlnet import gates as unit_gate
+from ..xlnet.masks import check_sparsity, prunable_parameters
+from ..xlnet.structure import XLNetStructure
 
 BETA, GAMMA, ZETA = 2.0 / 3.0, -0.1, 1.1
 GRANULARITIES = ("weight", "neuron", "head", "head+neuron")
@@ -43,7 +44,6 @@ class HardConcrete(nn.Module):
     In training mode each call draws a fresh sample; in eval mode it returns the deterministic test-time gate.
     ``init_keep`` sets ``log_alpha`` so that a gate starts open with about that probability.
     """
-
     def __init__(self, shape, init_keep: float = 0.9):
         super().__init__()
         self.log_alpha = nn.Parameter(torch.full(torch.Size(shape if isinstance(shape, tuple) else (shape,)),
@@ -70,7 +70,6 @@ class HardConcrete(nn.Module):
 
 class _WeightGate(nn.Module):
     """Parametrization ``w -> w * z`` for one weight tensor (``torch.nn.utils.parametrize``)."""
-
     def __init__(self, gate: HardConcrete):
         super().__init__()
         self.gate = gate
@@ -86,7 +85,6 @@ class L0Gates(nn.Module):
     ``d_model x d_head`` slices of q, k, v, o, r for a head, a ``layer_1`` row and a ``layer_2`` column for a
     neuron). Attach with :func:`attach`; it registers as ``model.l0_gates`` so the Trainer moves and trains it.
     """
-
     def __init__(self, model, granularity: str, init_keep: float = 0.9):
         super().__init__()
         if granularity not in GRANULARITIES:
@@ -252,7 +250,6 @@ class L0Trainer(Trainer):
     L0, expected sparsity and lambda are logged with the loss (``state.log_history``, progress bar), and every
     step is kept in ``l0_history``.
     """
-
     def __init__(self, *args, lam: float | None = None, target: float | None = None, l0_lr: float = 0.1,
                  target_warmup: float = 0.5, dual_lr: float = 1.0, quadratic_init: float = 10.0, **kwargs):
         super().__init__(*args, **kwargs)
@@ -357,7 +354,6 @@ def train_l0(model, tokenizer, enc: dict, profile, seed: int, granularity: str, 
 
     from transformers import DataCollatorWithPadding
 
-    from ..train.runs import quiet_trainer, training_args
 
     attach(model, granularity)
     with tempfile.TemporaryDirectory() as tmp:

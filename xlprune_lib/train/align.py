@@ -22,6 +22,7 @@ from __future__ import annotations
 import random
 import time
 
+from .warmstart import is_fresh
 from ..config import UserError
 
 
@@ -109,7 +110,6 @@ def align(lm, teacher, tokenizer, texts: list[str], heldout: list[str], *, steps
     """
     import torch
 
-    from .warmstart import is_fresh
 
     if steps < 0 or batch < 1:
         raise UserError("alignment steps must be >= 0 and its batch >= 1")

@@ -21,8 +21,13 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from ..config import Profile, UserError, get_profile
+from . import baselines
+from .data import load_task
+from .finetune import dense_run, finetune
+from .pretrain import pretrain
 from .runs import METRICS
+from .warmstart import SOURCE_INIT
+from ..config import Profile, UserError, get_profile
 
 MODELS = ("majority", "tfidf-logreg", "source-bert", "mapped", "mapped-positions", "aligned", "warm-start",
           "random-init", "plm-scratch")
@@ -49,12 +54,6 @@ def _run_row(profile: Profile, seed: int, model: str, run) -> dict:
 
 def model_row(profile: Profile, model: str, seed: int = 0, progress: bool = False) -> dict:
     """The row of one model (computing and caching its runs when they do not exist yet)."""
-    from . import baselines
-    from .data import load_task
-    from .finetune import dense_run, finetune
-    from .pretrain import pretrain
-    from .warmstart import SOURCE_INIT
-
     check_models([model])
     if model in ("majority", "tfidf-logreg"):
         data = load_task(profile.task, profile.max_examples, seed)

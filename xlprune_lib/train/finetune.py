@@ -14,9 +14,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import Profile, set_seed
-from .warmstart import MINILM_WHEEL, SOURCE_INIT
+from .baselines import majority_label
+from .data import TASKS, load_task, load_tokenizer, profile_tokenizer
+from .distill import DistillationTrainer, TEACHER_COLUMN, WithTeacher, teacher_logits
+from .pretrain import pretrain
 from .runs import METRICS, default_out, loss_curve, quiet_trainer, reuse_or_claim, run_key, training_args
+from .warmstart import MINILM_WHEEL, SOURCE_INIT, pooler_into_summary, source_classifier, source_tokenizer
+from ..config import Profile, set_seed
+from ..measure.report import provenance
+from ..measure.stats import accuracy_ci
+from ..xlnet.modeling import build_classifier, check_model_dir, load_classifier, save_model
 
 
 def matthews_corrcoef(y_true: np.ndarray, y_pred: np.ndarray) -> float:
@@ -37,7 +44,6 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, glue_metric: 
     correct = pred == labels
     out = {"accuracy": float(correct.mean())}
     if intervals:
-        from ..measure.stats import accuracy_ci
 
         out["ci_low"], out["ci_high"] = accuracy_ci(correct)
     if glue_metric == "matthews_correlation":
@@ -52,8 +58,6 @@ def tokenize_split(ds, tokenizer, max_len: int):
 
 def majority_baseline(train_labels, test_labels) -> float:
     """Accuracy on ``test_labels`` of always predicting the most frequent label of ``train_labels``."""
-    from .baselines import majority_label
-
     return float((np.asarray(test_labels) == majority_label(train_labels)).mean())
 
 
@@ -94,7 +98,6 @@ class Evaluator:
     ``stats.py``; ``intervals=False`` leaves it out). ``sizes`` gives the examples per split, for
     ``stats.add_intervals`` on rows recorded earlier.
     """
-
     def __init__(self, tokenizer, splits: dict, max_len: int, glue_metric: str = "accuracy", batch: int = 64,
                  intervals: bool = True):
         from transformers import DataCollatorWithPadding
@@ -150,7 +153,6 @@ def train_classifier(model, tokenizer, enc: dict, profile: Profile, seed: int, e
     """
     from transformers import DataCollatorWithPadding, Trainer
 
-    from .distill import TEACHER_COLUMN, DistillationTrainer, WithTeacher
 
     train, cls, extra, collator = enc["train"], Trainer, {}, DataCollatorWithPadding(tokenizer)
     if teacher is not None:
@@ -186,10 +188,6 @@ def finetune(profile: Profile, out: Path | str | None = None, init: str | Path |
     metric where the task has one, ``train_seconds``, the loss curve and provenance. Reuses ``out`` when it
     already holds this configuration.
     """
-    from .data import TASKS, load_task, load_tokenizer, profile_tokenizer
-    from ..xlnet.modeling import build_classifier, check_model_dir, load_classifier, save_model
-    from ..measure.report import provenance
-
     if init is not None and init != SOURCE_INIT:
         init = check_model_dir(init)
     cfg = finetune_config(profile, seed, init and str(init))
@@ -202,13 +200,11 @@ def finetune(profile: Profile, out: Path | str | None = None, init: str | Path |
     names = getattr(data["train"].features["label"], "names", None)  # saved as id2label: pipelines show them
     set_seed(seed)  # the new classifier head of a pretrained model is initialised from this state
     if init == SOURCE_INIT:
-        from .warmstart import source_classifier, source_tokenizer
 
         tok, model = source_tokenizer(), source_classifier(names)
     elif init is not None:
         tok, model = load_tokenizer(init), load_classifier(init, names)
         if profile.warm_start:   # the source's pooler is the same function as XLNet's summary layer
-            from .warmstart import pooler_into_summary
 
             pooler_into_summary(model)
     elif profile.hub_model:
@@ -221,7 +217,6 @@ def finetune(profile: Profile, out: Path | str | None = None, init: str | Path |
 
     teacher = None
     if distills(profile, init):
-        from .distill import teacher_logits
 
         teacher_run = finetune(profile, init=SOURCE_INIT, seed=seed, progress=progress)
         teacher = teacher_logits(teacher_run, list(data["train"]["text"]), profile.max_seq_len)
@@ -262,7 +257,6 @@ def dense_run(profile: Profile, seed: int = 0, progress: bool = False) -> Path:
     ``make results`` reports over seeds.
     """
     if profile.warm_start:
-        from .pretrain import pretrain
 
         init = pretrain(profile, seed=PRETRAIN_SEED, progress=progress)
         return finetune(profile, init=init, seed=seed, progress=progress)

@@ -16,8 +16,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..config import Profile, UserError, set_seed
+from .align import align, source_bert
+from .data import load_corpus_rows, load_offline, pretraining_texts, profile_tokenizer
 from .runs import METRICS, default_out, loss_curve, quiet_trainer, reuse_or_claim, run_key, training_args
+from .warmstart import is_fresh, load_bert, source_folder, unigram_log_probs, warm_lm
+from ..config import Profile, UserError, set_seed
+from ..measure.report import parameter_breakdown, provenance
+from ..xlnet.modeling import build_lm, save_model
 
 
 class PartialPrediction:
@@ -31,7 +36,6 @@ class PartialPrediction:
     attends only to the content stream, never to another query position, so the loss is unchanged
     (tested) while the query stream and the softmax shrink to about ``plm_probability`` of the positions.
     """
-
     def __init__(self, collator):
         self.collator = collator
 
@@ -80,7 +84,6 @@ def fresh_rate_optimizer(model, profile: Profile):
     import torch
     from transformers import Trainer
 
-    from .warmstart import is_fresh
 
     decay = set(Trainer.get_decay_parameter_names(None, model))
     groups: dict[tuple, list] = {}
@@ -101,9 +104,6 @@ def align_to_source(model, tok, texts: list[str], heldout: list[str], profile: P
                     progress: bool) -> dict:
     """``profile.align_steps`` of hidden-state alignment of the mapped ``model`` to the source BERT
     (``align.align``), at ``plm_batch`` texts per step; returns its report."""
-    from .align import align, source_bert
-    from .warmstart import load_bert, source_folder
-
     set_seed(seed)
     teacher = source_bert(*load_bert(source_folder()))
     return align(model, teacher, tok, texts, heldout[:ALIGN_HELDOUT], steps=profile.align_steps,
@@ -134,9 +134,6 @@ def pretrain(profile: Profile, out: Path | str | None = None, seed: int = 0, pro
     from datasets import Dataset
     from transformers import DataCollatorForPermutationLanguageModeling, Trainer
 
-    from .data import load_corpus_rows, load_offline, pretraining_texts, profile_tokenizer
-    from ..xlnet.modeling import build_lm, save_model
-    from ..measure.report import parameter_breakdown, provenance
 
     if profile.hub_model:
         raise UserError(f"profile {profile.name!r} starts from the published {profile.hub_model}; "
@@ -160,7 +157,6 @@ def pretrain(profile: Profile, out: Path | str | None = None, seed: int = 0, pro
     if profile.warm_start:
         import torch
 
-        from .warmstart import unigram_log_probs, warm_lm
 
         calibration = torch.tensor(train["input_ids"][:CALIBRATION_BLOCKS])
         model, warm_report = warm_lm(profile, seed, output_bias=unigram_log_probs(texts, tok),

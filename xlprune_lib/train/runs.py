@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..config import Profile, UserError, cache_dir, cache_key, write_json_atomic
+from ..config import Profile, UserError, cache_dir, cache_key, check_output_dir, get_profile, write_json_atomic
 from ..measure.report import METRICS
+from ..xlnet.modeling import check_model_dir
 
 # Part of every run's key: bump it when a change to the training code changes what a configuration produces,
 # so cached runs made by the older code are not reused.
@@ -28,8 +29,6 @@ def reuse_or_claim(out: Path, key: str) -> dict | None:
     Checked before any work: an ``out`` that is a file, a folder holding files that are not an xlprune result,
     or a location that cannot be written is refused with a one-line ``UserError`` and left untouched.
     """
-    from ..config import check_output_dir
-
     out = Path(out)
     metrics = out / METRICS
     if not metrics.is_file():
@@ -48,9 +47,6 @@ def reuse_or_claim(out: Path, key: str) -> dict | None:
 def source_run(model_dir, profile: Profile | None = None) -> tuple[Path, str, Profile]:
     """A saved model folder to start from: ``(folder, the config key it was made with (else its path), the profile
     to use (the given one, else the one it was made with))``."""
-    from ..config import get_profile
-    from ..xlnet.modeling import check_model_dir
-
     model_dir = check_model_dir(model_dir)
     source = json.loads((model_dir / METRICS).read_text()) if (model_dir / METRICS).is_file() else {}
     profile = profile or get_profile(source.get("profile", "tiny"))

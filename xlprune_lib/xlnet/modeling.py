@@ -23,9 +23,11 @@ from huggingface_hub.dataclasses import strict
 from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification,
                           XLNetConfig, XLNetForSequenceClassification, XLNetLMHeadModel, XLNetModel)
 
-from ..config import Profile, UserError, atomic_dir
+from .gates import is_gated
+from .masks import effective_state_dict
 from .structure import XLNetStructure
 from .surgery import prune_heads, prune_neurons
+from ..config import Profile, UserError, atomic_dir, require_hub, set_seed, write_json_atomic
 
 PRUNED_MODEL_TYPE = "xlnet-pruned"
 
@@ -36,7 +38,6 @@ class PrunedXLNetConfig(XLNetConfig):
     layers, heads and neurons kept; ``heads_per_layer`` / ``inner_per_layer``: the widths of the layers kept
     (``None``: as wide as ``n_head`` / ``d_inner``). ``n_layer`` counts the layers kept. A folder saved before
     plans were recorded has widths only, and loads keeping the first units."""
-
     model_type = PRUNED_MODEL_TYPE
     heads_per_layer: list[int] | None = None
     inner_per_layer: list[int] | None = None
@@ -128,8 +129,6 @@ def xlnet_config(profile: Profile, vocab_size: int | None = None, **overrides):
 
 def build_lm(profile: Profile, vocab_size: int, seed: int):
     """A randomly initialised ``XLNetLMHeadModel`` of the profile's shape (for PLM pretraining)."""
-    from ..config import set_seed
-
     set_seed(seed)
     return XLNetLMHeadModel(xlnet_config(profile, vocab_size))
 
@@ -200,8 +199,6 @@ def check_saveable(model) -> None:
     """Refuse (``UserError``) a model that still carries gates: its state holds gate parameters and
     parametrizations that no loader rebuilds. Live ``torch.nn.utils.prune`` masks are fine (they are saved as
     the masked tensors)."""
-    from .gates import is_gated
-
     if hasattr(model, "l0_gates") or is_gated(model):
         raise UserError("this model still carries gates: call l0.finalize(model) (or leave the unit_gates block) "
                         "before saving")
@@ -214,9 +211,6 @@ def save_model(model, tokenizer, out: Path | str, extra_files: dict | None = Non
     a gated model is refused (:func:`check_saveable`). A sequence classifier is saved with ``use_mems_eval=False``
     (:func:`consumer_ready`). ``out`` must be absent or empty unless ``replace`` (``config.atomic_dir``).
     """
-    from ..config import write_json_atomic
-
-    from .masks import effective_state_dict
 
     out = Path(out)
     check_saveable(model)
