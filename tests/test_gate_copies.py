@@ -7,7 +7,7 @@ import torch
 from conftest import tiny_config
 
 from xlprune_lib.xlnet import gates
-from xlprune_lib.prune import importance, l0
+from xlprune_lib.prune import l0
 
 INPUTS = {"input_ids": torch.tensor([[11, 25, 37, 48, 52, 4, 3], [15, 16, 29, 33, 71, 4, 3]])}
 

@@ -191,8 +191,8 @@ def test_spearman_matrix_matches_pearson_of_ranks():
     b = a + 0.5 * torch.rand(500, generator=g)     # correlated with a
     c = torch.rand(500, generator=g)
     vectors = [a, b, c, -a]
-    ranks = np.stack([np.argsort(np.argsort(v.numpy())) for v in vectors])
-    expected = np.corrcoef(ranks)
+    ranked = np.stack([np.argsort(np.argsort(v.numpy())) for v in vectors])
+    expected = np.corrcoef(ranked)
     got = ranks.spearman_matrix(vectors)
     np.testing.assert_allclose(got, expected, atol=1e-12)
     assert got[0, 3] == pytest.approx(-1.0) and got[0, 1] > 0.8 and abs(got[0, 2]) < 0.2

@@ -3,7 +3,6 @@ import json
 
 import pytest
 import torch
-from conftest import tiny_config
 
 from xlprune_lib.prune import select
 from xlprune_lib.xlnet.masks import make_permanent, prune_to

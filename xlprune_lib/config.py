@@ -28,6 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from huggingface_hub import constants
+from transformers import set_seed as hf_set_seed
+
 
 class UserError(Exception):
     """A mistake the user can fix (bad name, missing file, no network). The CLI prints it on one line, exit 2."""
@@ -201,8 +204,6 @@ def cache_key(payload: dict) -> str:
 
 def set_seed(seed: int) -> None:
     """Seed Python, NumPy and torch (``transformers.set_seed`` does all three)."""
-    from transformers import set_seed as hf_set_seed
-
     random.seed(seed)
     hf_set_seed(seed)
 
@@ -296,7 +297,6 @@ def require_hub(what: str, timeout: float = 5.0) -> None:
     attempt tells the same in a few. With ``HF_HUB_OFFLINE=1`` the libraries read their local cache instead,
     so no probe is made.
     """
-    from huggingface_hub import constants
 
     if constants.HF_HUB_OFFLINE:
         return

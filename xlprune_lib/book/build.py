@@ -14,6 +14,8 @@ import os
 import time
 from pathlib import Path
 
+import papermill as pm
+
 from ..config import DEFAULT_PROFILE, cache_dir, ensure_dir, get_profile, repo_root, require_hub
 
 
@@ -33,8 +35,6 @@ def execute(profile: str = DEFAULT_PROFILE, seed: int = 0, root: Path | None = N
     go (``<cache>/figures/<profile>``). ``chapter_parameters`` maps a chapter's number ("01") to extra papermill
     parameters for it.
     """
-    import papermill as pm
-
     spec = get_profile(profile)  # validate the name before minutes of work
     if spec.hub_model:  # `base` reads the model and the task from the hub: stop now, not in chapter 1's third cell
         require_hub(f"profile {profile!r} ({spec.hub_model}, {spec.task})")

@@ -8,6 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+
 from ..config import ensure_dir
 
 PALETTE = "colorblind"
@@ -19,8 +23,6 @@ METHOD_ORDER = ("magnitude", "gradient", "taylor", "fisher", "movement", "skip l
 
 def hue_palette(values) -> dict | None:
     """Fixed colours for score names so a method looks the same in every chapter (``None``: seaborn's default)."""
-    import seaborn as sns
-
     values = list(dict.fromkeys(values))
     if not all(v in METHOD_ORDER for v in values):
         return None
@@ -30,8 +32,6 @@ def hue_palette(values) -> dict | None:
 
 def use_house_style() -> None:
     """Seaborn ``whitegrid`` theme, colour-blind-safe palette, readable sizes, tight layouts."""
-    import seaborn as sns
-
     sns.set_theme(style="whitegrid", context="notebook", palette=PALETTE)
     matplotlib.rcParams.update({
         "figure.figsize": (7.0, 4.0), "figure.dpi": 110, "savefig.dpi": 150, "savefig.bbox": "tight",
@@ -52,10 +52,6 @@ def save(fig, output_dir: str | Path | None, name: str) -> Path | None:
 
 def component_bars(tables: dict[str, dict], title: str = "Where the parameters live"):
     """Horizontal bars of parameter share per component, one hue per model (``report.parameter_breakdown``)."""
-    import matplotlib.pyplot as plt
-    import pandas as pd
-    import seaborn as sns
-
     rows = [{"model": model, "component": comp, "share": c["params"] / t["total"]["params"],
              "parameters": c["params"]}
             for model, t in tables.items() for comp, c in t["components"].items()]
@@ -71,9 +67,6 @@ def weight_mapping(mapping, title: str = "Where MiniLM's tensors go in XLNet"):
     """Two columns of tensor names, BERT on the left and XLNet on the right, joined by a line coloured by how
     the tensor moved (``warmstart.MAPPING``: ``(bert name or None, xlnet name or None, how)``); a tensor with no
     partner sits alone on its side with its fate written in the middle."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
     kinds = list(dict.fromkeys(how for _, _, how in mapping))
     colours = dict(zip(kinds, sns.color_palette(PALETTE, len(kinds))))
     fig, ax = plt.subplots(figsize=(10.5, 0.42 * len(mapping) + 1.2))
@@ -99,9 +92,6 @@ def weight_mapping(mapping, title: str = "Where MiniLM's tensors go in XLNet"):
 
 def mask_heatmaps(panels: dict[str, "object"], tokens: list[str], title: str | None = None):
     """Side-by-side 0/1 heatmaps (e.g. ``perm_mask`` and ``target_mapping``) over the same tokens."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
     n = len(panels)
     fig, axes = plt.subplots(1, n, figsize=(5.2 * n, 5.0), squeeze=False)
     for ax, (name, mat) in zip(axes[0], panels.items()):
@@ -117,8 +107,6 @@ def mask_heatmaps(panels: dict[str, "object"], tokens: list[str], title: str | N
 def loss_curves(curves: dict[str, list[list[float]]], ylabel: str = "loss", title: str | None = None,
                 hlines: dict[str, float] | None = None):
     """Line plot of ``[[step, value], ...]`` curves, optional labelled horizontal reference lines."""
-    import matplotlib.pyplot as plt
-
     fig, ax = plt.subplots()
     for name, pts in curves.items():
         steps, vals = zip(*pts)
@@ -133,9 +121,6 @@ def loss_curves(curves: dict[str, list[list[float]]], ylabel: str = "loss", titl
 def heatmap(matrix, title: str, xlabel: str = "", ylabel: str = "", xticklabels="auto", yticklabels="auto",
             fmt: str = ".2f", annot: bool = True, cmap: str = SEQUENTIAL, center=None, cbar_label: str = ""):
     """An annotated heatmap (score correlations, head importances, sensitivity grids)."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
     fig, ax = plt.subplots(figsize=(7.0, 4.6))
     sns.heatmap(matrix, ax=ax, annot=annot, fmt=fmt, cmap=cmap, center=center, xticklabels=xticklabels,
                 yticklabels=yticklabels, linewidths=0.5, linecolor="white", annot_kws={"size": 8},
@@ -152,10 +137,6 @@ def sparsity_curves(rows, y: str = "validation_accuracy", hue: str = "method", t
 
     ``spread``: rows of several seeds; ``x`` is rounded to 0.1 point so that the seeds' measurements of one
     grid point meet, the line is their mean and the band their range (min to max)."""
-    import matplotlib.pyplot as plt
-    import pandas as pd
-    import seaborn as sns
-
     df = pd.DataFrame(rows)
     if spread:
         df[x] = df[x].round(3)
@@ -174,10 +155,6 @@ def sparsity_curves(rows, y: str = "validation_accuracy", hue: str = "method", t
 def schedule_steps(rows, title: str | None = None):
     """Sparsity against optimizer step for several schedules (rows: ``schedule``, ``step``, ``sparsity``),
     drawn as steps: the masks hold their value until the next update."""
-    import matplotlib.pyplot as plt
-    import pandas as pd
-    import seaborn as sns
-
     df = pd.DataFrame(rows)
     fig, ax = plt.subplots()
     colours = sns.color_palette(PALETTE, df["schedule"].nunique())
@@ -192,10 +169,6 @@ def schedule_steps(rows, title: str | None = None):
 
 def distributions(samples: dict, xlabel: str, title: str, bins: int = 40):
     """Overlaid step histograms (density) of several samples, e.g. hard-concrete gates for several log_alpha."""
-    import matplotlib.pyplot as plt
-    import pandas as pd
-    import seaborn as sns
-
     df = pd.concat([pd.DataFrame({"value": list(map(float, v)), "sample": k}) for k, v in samples.items()])
     fig, ax = plt.subplots()
     sns.histplot(df, x="value", hue="sample", bins=bins, stat="probability", element="step", fill=False,
@@ -207,10 +180,6 @@ def distributions(samples: dict, xlabel: str, title: str, bins: int = 40):
 def grouped_bars(rows, x: str, y: str, hue: str, title: str | None = None, ylabel: str | None = None,
                  hline: tuple[str, float] | None = None, fmt: str = "{:.2f}", log: bool = False):
     """Bars of ``y`` per ``x`` category, one colour per ``hue`` value, each bar labelled with its value."""
-    import matplotlib.pyplot as plt
-    import pandas as pd
-    import seaborn as sns
-
     df = pd.DataFrame(rows)
     fig, ax = plt.subplots()
     sns.barplot(df, x=x, y=y, hue=hue, ax=ax, palette=hue_palette(df[hue]) or PALETTE)
@@ -228,10 +197,6 @@ def grouped_bars(rows, x: str, y: str, hue: str, title: str | None = None, ylabe
 def tradeoff(rows, x: str, y: str, hue: str = "method", title: str | None = None, xlabel: str | None = None,
              ylabel: str | None = None, hlines: dict[str, float] | None = None, label: str | None = None):
     """One point per model (e.g. accuracy against measured speedup), optionally annotated with ``label``."""
-    import matplotlib.pyplot as plt
-    import pandas as pd
-    import seaborn as sns
-
     df = pd.DataFrame(rows)
     fig, ax = plt.subplots()
     sns.scatterplot(df, x=x, y=y, hue=hue, style=hue, s=70, ax=ax, palette=hue_palette(df[hue]))
@@ -251,10 +216,6 @@ def accuracy_intervals(rows, y: str = "model", value: str = "test_accuracy", low
                        reference: dict[str, float] | None = None):
     """One horizontal bar per row with its 95% interval as an error bar (``stats.py``) and the value printed;
     ``reference`` draws labelled vertical lines (e.g. the majority class). Rows are dicts or a DataFrame."""
-    import matplotlib.pyplot as plt
-    import pandas as pd
-    import seaborn as sns
-
     df = pd.DataFrame(rows).reset_index(drop=True)
     colours = sns.color_palette(PALETTE, max(3, df[hue].nunique() if hue else len(df)))
     keys = list(dict.fromkeys(df[hue])) if hue else list(df.index)

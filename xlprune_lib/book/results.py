@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
+
 from .build import execute
 from ..config import DEFAULT_PROFILE, UserError, cache_dir, ensure_dir, repo_root, write_json_atomic, write_text_atomic
 from ..measure.report import provenance
@@ -54,8 +56,6 @@ def save_table(rows: list[dict], name: str, output_dir, config: dict, sizes: dic
     the accuracies (``stats.add_intervals``). Raises ``ValueError`` for an unknown table, no rows, or a
     missing column.
     """
-    import pandas as pd
-
 
     if name not in TABLES:
         raise ValueError(f"unknown results table {name!r}; known: {', '.join(TABLES)}")
@@ -80,8 +80,6 @@ def interval_columns(columns) -> tuple:
 
 def read_table(name: str, folder=None):
     """A results table as a DataFrame (from ``data/results`` unless ``folder`` is given)."""
-    import pandas as pd
-
     path = Path(folder or results_dir()) / f"{name}.csv"
     if not path.is_file():
         raise UserError(f"{path} is missing; run `make results` to produce it")
@@ -97,8 +95,6 @@ def read_provenance(name: str, folder=None) -> dict:
 
 def check_table(path: Path) -> list[str]:
     """The columns of a results CSV, after checking it has the ones its table requires."""
-    import pandas as pd
-
     columns = list(pd.read_csv(path, nrows=1).columns)
     need = COMMON + TABLES[path.stem] + interval_columns(columns)
     missing = [c for c in need if c not in columns]
@@ -116,8 +112,6 @@ def collect(src, dest=None, names=None, more=()) -> list[Path]:
     same name in ``dest`` that is not an xlprune table (no ``.provenance.json`` beside it) is refused before
     anything is written.
     """
-    import pandas as pd
-
     src, dest, more = Path(src), Path(dest or results_dir()), [Path(f) for f in more]
     wanted = list(names or TABLES)
     names = [n for n in wanted if (src / f"{n}.csv").is_file()]

@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 
 import torch
+import torch.distributed as dist
+from accelerate import PartialState
 
 from ..prune.plan import PruningPlan
 
@@ -19,13 +21,11 @@ from ..prune.plan import PruningPlan
 def init_distributed():
     """Join the process group when started by ``torchrun`` (gloo on CPU, nccl on GPUs); no-op otherwise."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        from accelerate import PartialState
 
         PartialState(cpu=not torch.cuda.is_available())
 
 
 def _dist():
-    import torch.distributed as dist
 
     return dist if dist.is_available() and dist.is_initialized() else None
 

@@ -14,8 +14,10 @@ RNG state, plus the movement scores kept here in safetensors.
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
+from safetensors.torch import load_file, save_file
 from torch.nn.utils import prune
 from transformers import TrainerCallback
 
@@ -87,7 +89,6 @@ class _Recorder(TrainerCallback):
             self.pending = self.run.record(model, round=t // self.every, step=t, target=self.pruner.target(t - 1))
 
     def on_save(self, args, state, control, **kwargs):
-        from safetensors.torch import save_file
 
         if self.pending is None or self.pending["step"] != state.global_step:
             return
@@ -100,7 +101,6 @@ class _Recorder(TrainerCallback):
         self.pending = None
 
     def restore(self, folder: Path) -> None:
-        from safetensors.torch import load_file
 
         if self.pruner.movement is not None:
             saved = load_file(str(folder / "movement.safetensors"))
@@ -111,8 +111,6 @@ class _Recorder(TrainerCallback):
 def run_gradual(run) -> dict:
     """One fine-tuning run of ``total_steps`` with :class:`GradualPruning`; records and checkpoints every
     ``round_steps``. ``run`` is the loop's ``iterative._Run`` (data, evaluator, records)."""
-    import shutil
-
 
     spec = run.spec
     total, n, dt = spec.gradual_plan()

@@ -18,6 +18,7 @@ round. Under ``torchrun`` the gradient-based scores are averaged across ranks (`
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -291,7 +292,6 @@ def _drop_old_rounds(run: _Run) -> None:
     """Keep the checkpoints a resume or the result needs: the latest round and the last one that passed."""
     if not is_main():
         return
-    import shutil
 
     keep = {run.records[-1]["round"]} | {max((r["round"] for r in run.records if r["passed"]), default=0)}
     for folder in run.out.glob("round-*"):

@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from transformers import XLNetForSequenceClassification
+
 from ..config import Profile, UserError, option, set_seed
 from ..measure.delivery import TOLERANCE, delivery
 from ..measure.report import layer_report, provenance
@@ -26,8 +28,7 @@ from ..prune.select import ENCODER, EncoderBudget, UnitFraction, WeightSparsity
 from ..train.data import TASKS, load_task, load_tokenizer
 from ..train.finetune import Evaluator, tokenize_split, train_classifier
 from ..train.runs import METRICS, default_out, reuse_or_claim, run_key, source_accuracy, source_run
-from ..xlnet.masks import (SCOPES, check_sparsity, copy_model, counts, make_permanent, prunable_parameters,
-                           weight_sparsity)
+from ..xlnet.masks import SCOPES, check_sparsity, counts, make_permanent, prunable_parameters, weight_sparsity
 from ..xlnet.modeling import load_saved, save_model
 from ..xlnet.structure import XLNetStructure
 
@@ -93,8 +94,6 @@ class PruneSpec:
 
 def require_classifier(model) -> None:
     """Gradient scores and accuracy need a sequence classifier (a PLM checkpoint has no labels to differentiate)."""
-    from transformers import XLNetForSequenceClassification
-
     if not isinstance(model, XLNetForSequenceClassification):
         raise UserError(f"pruning needs a fine-tuned XLNetForSequenceClassification, got {type(model).__name__} "
                         "(its loss on labelled examples gives the gradients and the accuracy)")

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch.nn.utils import prune
 
 from .distributed import barrier, is_main
@@ -78,8 +79,6 @@ def save_checkpoint(model, tok, folder: Path, movement: dict | None = None) -> N
     """Write the pruned entries into the weights on every rank (so the model in memory is exactly what a reload
     of the checkpoint gives, and an interrupted, resumed run continues from the same state); rank 0 then saves
     the model (safetensors), the tokenizer, and the weight masks and movement scores in ``state.safetensors``."""
-    from safetensors.torch import save_file
-
 
     with _masks_written(model) as masks:
         if not is_main():
@@ -106,8 +105,6 @@ def _masks_written(model):
 
 def load_checkpoint(folder: Path):
     """``(model, movement scores)`` from :func:`save_checkpoint`, the weight masks re-attached to the model."""
-    from safetensors.torch import load_file
-
 
     model = load_saved(folder)
     try:

@@ -11,6 +11,11 @@ import subprocess
 from collections import OrderedDict
 from pathlib import Path
 
+import datasets
+import numpy
+import torch
+import transformers
+
 from ..config import UserError, repo_root
 from ..xlnet.masks import current_weight, prunable_parameters
 from ..xlnet.structure import XLNetStructure
@@ -82,11 +87,6 @@ def git_commit() -> str | None:
 
 def provenance(config: dict) -> dict:
     """What a result record carries about where it came from: config, git commit, versions, machine."""
-    import datasets
-    import numpy
-    import torch
-    import transformers
-
     return {
         "config": config,
         "git_commit": git_commit(),

@@ -17,6 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from transformers import XLNetForSequenceClassification
 
 from ..config import UserError, atomic_dir
 from ..xlnet.masks import effective_state_dict
@@ -51,9 +54,6 @@ def save_sparse(model, out: Path | str, tokenizer=None) -> Path:
     A model with live ``torch.nn.utils.prune`` masks is stored as its masked tensors, byte for byte what the
     same model made permanent gives; a gated model is refused (``modeling.check_saveable``).
     """
-    from safetensors.torch import save_file
-    from transformers import XLNetForSequenceClassification
-
 
     out = Path(out)
     check_saveable(model)
@@ -85,8 +85,6 @@ def save_sparse(model, out: Path | str, tokenizer=None) -> Path:
 
 def load_sparse(folder: Path | str):
     """The model saved by :func:`save_sparse`, every tensor restored exactly, in eval mode."""
-    from safetensors import safe_open
-
 
     folder = Path(folder)
     path = folder / SPARSE_FILE

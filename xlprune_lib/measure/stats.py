@@ -15,6 +15,8 @@ from __future__ import annotations
 import re
 
 import numpy as np
+from scipy.stats import binom
+
 
 CONFIDENCE = 0.95
 _ACCURACY = re.compile(r"^(?P<split>.+)_accuracy$")
@@ -26,8 +28,6 @@ def interval(accuracy: float, n: int, confidence: float = CONFIDENCE) -> tuple[f
 
     Raises ``ValueError`` if ``n < 1`` or the accuracy is outside [0, 1].
     """
-    from scipy.stats import binom
-
     if n < 1:
         raise ValueError(f"an accuracy needs at least one example, got n={n}")
     if not 0.0 <= accuracy <= 1.0:

@@ -41,18 +41,20 @@ For a layer, ``|dL/d xi|`` is the first-order estimate of the loss increase when
 from __future__ import annotations
 
 import contextlib
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
-from transformers import TrainerCallback
+from transformers import DataCollatorWithPadding, Trainer, TrainerCallback
 
 from ..config import UserError, option
 from ..train.finetune import tokenize_split
 from ..train.runs import quiet_trainer, training_args
 from ..xlnet.gates import unit_gates
-from ..xlnet.masks import check_sparsity, current_weight, prunable_parameters
+from ..xlnet.masks import current_weight, prunable_parameters
 from ..xlnet.structure import XLNetStructure
 
 METHODS = ("magnitude", "gradient", "taylor", "fisher", "movement", "random")
@@ -84,8 +86,6 @@ def check_method(method: str, granularity: str = "weight") -> None:
 
 def score_batches(tokenizer, dataset, n_batches: int, batch_size: int, max_len: int, seed: int = 0) -> list[dict]:
     """``n_batches`` padded batches (with ``labels``) drawn without replacement from a ``text``/``label`` split."""
-    from transformers import DataCollatorWithPadding
-
 
     n = min(len(dataset), n_batches * batch_size)
     enc = tokenize_split(dataset.shuffle(seed=seed).select(range(n)), tokenizer, max_len)
@@ -243,10 +243,6 @@ def movement_finetune(model, tokenizer, train, profile, steps: int, seed: int = 
     The profile's fine-tuning learning rate, batch size and weight decay; the weights after these steps are
     the ones movement pruning then masks (Sanh et al. 2020 score and prune the weights being fine-tuned).
     """
-    import tempfile
-    from pathlib import Path
-
-    from transformers import DataCollatorWithPadding, Trainer
 
 
     if steps < 1:

@@ -21,11 +21,15 @@ expected L0 norm divided by the number of gated parameters, which keeps it on th
 from __future__ import annotations
 
 import math
+import tempfile
+import time
+from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
-from transformers import Trainer
+from torch.optim.lr_scheduler import LambdaLR
+from transformers import DataCollatorWithPadding, Trainer
 
 from .plan import PruningPlan
 from ..config import UserError
@@ -285,8 +289,6 @@ class L0Trainer(Trainer):
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         """The profile's schedule (linear with warmup) for the model; a constant rate for gates and multipliers,
         which must keep moving until the last step for the sparsity to settle on its target."""
-        from torch.optim.lr_scheduler import LambdaLR
-
         optimizer = optimizer or self.optimizer
         warmup = self.args.get_warmup_steps(num_training_steps)
 
@@ -348,11 +350,6 @@ def train_l0(model, tokenizer, enc: dict, profile, seed: int, granularity: str, 
 
     Returns ``(trainer, seconds)``; call :func:`finalize` to turn the gates into a smaller model.
     """
-    import tempfile
-    import time
-    from pathlib import Path
-
-    from transformers import DataCollatorWithPadding
 
 
     attach(model, granularity)

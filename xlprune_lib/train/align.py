@@ -22,14 +22,15 @@ from __future__ import annotations
 import random
 import time
 
+import torch
+from transformers import BertModel
+
 from .warmstart import is_fresh
 from ..config import UserError
 
 
 def source_bert(state: dict, bert_config):
     """The source ``BertModel`` (no pooler) in eval mode, the alignment's teacher; ``state`` without ``bert.``."""
-    from transformers import BertModel
-
     teacher = BertModel(bert_config, add_pooling_layer=False)
     teacher.load_state_dict({k: v for k, v in state.items() if not k.startswith("pooler.")}, strict=False)
     return teacher.eval()
@@ -41,8 +42,6 @@ def aligned_batch(tokenizer, texts: list[str], max_len: int) -> dict:
     (BERT's ``[CLS] x [SEP]``, right padded) and ``order``: the teacher position of each student position
     (padding points at 0 and is masked). Raises ``UserError`` if the tokenizer does not end sequences with
     ``<sep> <cls>`` (alignment needs ``warmstart.xlnet_tokenizer``)."""
-    import torch
-
     cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
     enc = [tokenizer(t, truncation=True, max_length=max_len) for t in texts]
     if any(e["input_ids"][-2:] != [sep, cls] for e in enc):
@@ -69,8 +68,6 @@ def layer_fvu(teacher, student, batch: dict):
     ``teacher``: a ``BertModel``; ``student``: an ``XLNetModel`` (or an ``XLNetLMHeadModel``'s
     ``transformer``) of the same depth and width; ``batch``: :func:`aligned_batch`. Gradients flow into the
     student only."""
-    import torch
-
     with torch.no_grad():
         target = teacher(input_ids=batch["teacher_ids"], attention_mask=batch["teacher_mask"],
                          output_hidden_states=True).hidden_states
@@ -89,8 +86,6 @@ def layer_fvu(teacher, student, batch: dict):
 
 def heldout_fvu(teacher, student, batches: list[dict]) -> list[float]:
     """Per-layer FVU averaged over held-out ``batches`` (eval mode, no gradients)."""
-    import torch
-
     was = student.training
     student.eval()
     with torch.no_grad():
@@ -108,8 +103,6 @@ def align(lm, teacher, tokenizer, texts: list[str], heldout: list[str], *, steps
     Returns ``{"steps", "seconds", "fvu_before", "fvu_after", "loss_curve"}``: per-layer FVU on ``heldout``
     texts (never the evaluation splits) before and after, and ``[step, loss]`` every 10 steps.
     """
-    import torch
-
 
     if steps < 0 or batch < 1:
         raise UserError("alignment steps must be >= 0 and its batch >= 1")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
 
 from ..measure.stats import with_ci
 
@@ -39,9 +41,6 @@ def tfidf_logreg(data, seed: int = 0) -> dict:
     ``data``: a ``DatasetDict`` with train / validation / test (``text``, ``label``). Returns the accuracies with
     95% intervals, the chosen ``ngram_range`` and ``C``, and the per-example test correctness (``test_correct``).
     """
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-
     y = {s: np.asarray(data[s]["label"]) for s in ("train", "validation", "test")}
     best = None
     for ngrams, c in itertools.product(NGRAMS, C_GRID):

@@ -17,6 +17,11 @@ import hashlib
 import io
 from pathlib import Path
 
+import datasets
+import sentencepiece as spm
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+from transformers import AutoTokenizer, XLNetTokenizer
+
 from . import wheels
 from .warmstart import MINILM_WHEEL, source_folder, xlnet_tokenizer
 from .wheels import PinnedWheel
@@ -80,8 +85,6 @@ def load_offline(max_examples: int | None = None, seed: int = 0, rows: list[dict
 
     ``max_examples`` caps each split (the smoke profile); validation and test get a fifth of it.
     """
-    from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
-
     rows = rows if rows is not None else load_corpus_rows()
     feats = Features({"text": Value("string"), "label": ClassLabel(names=LABEL_NAMES)})
     parts = {"train": [], "validation": [], "test": []}
@@ -124,7 +127,6 @@ def load_task(task: str, max_examples: int | None = None, seed: int = 0, source:
     source = source or repo
     if not _is_local(source):
         require_hub(f"task {task!r}")
-    import datasets
 
     raw = datasets.load_dataset(source, config)
     if "sentence" in raw["train"].column_names:
@@ -157,9 +159,6 @@ def train_tokenizer(texts: list[str], vocab_size: int, out_dir: Path):
     the XLNet classes and the permutation-LM collator expect. The folder is written atomically and holds
     ``spiece.model`` plus the ``transformers`` tokenizer files (``AutoTokenizer.from_pretrained`` works).
     """
-    import sentencepiece as spm
-    from transformers import XLNetTokenizer
-
     with atomic_dir(out_dir, replace=True) as tmp:   # a cache folder of this library (incomplete: retrained)
         spm.SentencePieceTrainer.train(
             sentence_iterator=iter(texts), model_prefix=str(tmp / "spiece"), vocab_size=vocab_size,
@@ -180,7 +179,6 @@ def check_tokenizer(tok, vocab_size: int) -> None:
 
 
 def load_tokenizer(path: Path | str):
-    from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(path))
 
@@ -197,7 +195,6 @@ def profile_tokenizer(profile):
         return xlnet_tokenizer(source_folder(), path)
     if profile.hub_model:
         require_hub(f"profile {profile.name!r} ({profile.hub_model})")
-        from transformers import AutoTokenizer
 
         return AutoTokenizer.from_pretrained(profile.hub_model)
     path = cache_dir() / "tokenizers" / f"spm-unigram-{profile.vocab_size}-{WHEEL_SHA256[:8]}"

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.nn import functional as F
-from transformers import Trainer
+from transformers import AutoModelForSequenceClassification, Trainer
+
 from .data import load_tokenizer
 from ..xlnet.modeling import _load
 
@@ -70,8 +71,6 @@ class WithTeacher:
 
 def teacher_logits(run_dir: Path | str, texts: list[str], max_len: int, batch: int = 64) -> np.ndarray:
     """Logits ``(len(texts), classes)`` of the classifier saved in ``run_dir`` (its own tokenizer), in order."""
-    from transformers import AutoModelForSequenceClassification
-
     tok = load_tokenizer(run_dir)
     model = _load(AutoModelForSequenceClassification, run_dir).eval()
     out = []

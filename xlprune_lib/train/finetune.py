@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
+from transformers import DataCollatorWithPadding, Trainer
 
 from .baselines import majority_label
 from .data import TASKS, load_task, load_tokenizer, profile_tokenizer
@@ -100,7 +102,6 @@ class Evaluator:
     """
     def __init__(self, tokenizer, splits: dict, max_len: int, glue_metric: str = "accuracy", batch: int = 64,
                  intervals: bool = True):
-        from transformers import DataCollatorWithPadding
 
         self.glue_metric, self.batch, self.intervals = glue_metric, batch, intervals
         self.collate = DataCollatorWithPadding(tokenizer, return_tensors="pt")
@@ -112,7 +113,6 @@ class Evaluator:
         self.sizes = {name: len(rows) for name, rows in self.splits.items()}
 
     def split(self, model, name: str) -> dict:
-        import torch
 
         rows, device = self.splits[name], next(model.parameters()).device
         logits, labels = [], []
@@ -151,8 +151,6 @@ def train_classifier(model, tokenizer, enc: dict, profile: Profile, seed: int, e
     a teacher on ``enc["train"]``, in order; the loss is then ``distill.distillation_loss`` with the profile's
     ``distill_alpha`` and ``distill_temperature`` (Hinton et al. 2015).
     """
-    from transformers import DataCollatorWithPadding, Trainer
-
 
     train, cls, extra, collator = enc["train"], Trainer, {}, DataCollatorWithPadding(tokenizer)
     if teacher is not None:

@@ -16,6 +16,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+import torch
+from datasets import Dataset
+from transformers import DataCollatorForPermutationLanguageModeling, Trainer
+
 from .align import align, source_bert
 from .data import load_corpus_rows, load_offline, pretraining_texts, profile_tokenizer
 from .runs import METRICS, default_out, loss_curve, quiet_trainer, reuse_or_claim, run_key, training_args
@@ -40,7 +45,6 @@ class PartialPrediction:
         self.collator = collator
 
     def __call__(self, examples):
-        import torch
 
         batch = self.collator(examples)
         labels, mapping = batch["labels"], batch["target_mapping"]
@@ -81,9 +85,6 @@ def fresh_rate_optimizer(model, profile: Profile):
     (``warmstart.FRESH_PARAMETERS``: relative positions, segment terms, query-stream input, LM head) at
     ``plm_fresh_lr`` and the mapped pretrained tensors at ``plm_lr``; no weight decay on biases and LayerNorms,
     as the Trainer does. The Trainer adds its linear schedule (warm-up, decay) to every group."""
-    import torch
-    from transformers import Trainer
-
 
     decay = set(Trainer.get_decay_parameter_names(None, model))
     groups: dict[tuple, list] = {}
@@ -131,9 +132,6 @@ def pretrain(profile: Profile, out: Path | str | None = None, seed: int = 0, pro
     before and after the PLM steps), the loss curve, ``train_seconds`` (PLM steps only), ``warm_start`` (what the
     mapping lost, the position fit, the alignment report with its own ``seconds``) and provenance.
     """
-    from datasets import Dataset
-    from transformers import DataCollatorForPermutationLanguageModeling, Trainer
-
 
     if profile.hub_model:
         raise UserError(f"profile {profile.name!r} starts from the published {profile.hub_model}; "
@@ -155,7 +153,6 @@ def pretrain(profile: Profile, out: Path | str | None = None, seed: int = 0, pro
 
     optimizers, warm_report = (None, None), {}
     if profile.warm_start:
-        import torch
 
 
         calibration = torch.tensor(train["input_ids"][:CALIBRATION_BLOCKS])
@@ -204,9 +201,6 @@ def permutation_example(tokenizer, text: str, block: int = 16, seed: int = 0, pl
     ``<sep> <cls>``. On a short block the collator may pick no target at all; the seeds ``seed, seed + 1, ...``
     are tried until at least ``min_predicted`` tokens are predicted, so the picture shows something.
     """
-    import torch
-    from transformers import DataCollatorForPermutationLanguageModeling
-
     ids = tokenizer(text, add_special_tokens=False)["input_ids"][: block - 2]
     ids = ids + [tokenizer.pad_token_id] * (block - 2 - len(ids)) + [tokenizer.sep_token_id, tokenizer.cls_token_id]
     collator = DataCollatorForPermutationLanguageModeling(
@@ -232,8 +226,6 @@ def unigram_entropy(texts: list[str], tokenizer) -> float:
     A PLM loss near this value means the model has learned which pieces are frequent, not how context
     predicts them; it is the reference line for the pretraining curve.
     """
-    import numpy as np
-
     counts = np.bincount(np.concatenate([np.asarray(ids, dtype=np.int64) for ids in
                                          tokenizer(texts, add_special_tokens=False)["input_ids"] if ids]),
                          minlength=len(tokenizer)).astype(float)

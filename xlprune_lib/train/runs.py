@@ -10,6 +10,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import datasets
+import torch
+from transformers import PrinterCallback, TrainingArguments
+from transformers.utils import logging as hf_logging
+
 from ..config import Profile, UserError, cache_dir, cache_key, check_output_dir, get_profile, write_json_atomic
 from ..measure.report import METRICS
 from ..xlnet.modeling import check_model_dir
@@ -74,8 +79,6 @@ def run_key(kind: str, config: dict) -> str:
 def precision(profile: Profile) -> str:
     """The precision a run really uses: fp32 on a CPU; on a GPU the profile's, bf16 falling back to fp16 where
     the GPU lacks bf16 (before Ampere)."""
-    import torch
-
     if not torch.cuda.is_available() or profile.precision == "fp32":
         return "fp32"
     if profile.precision == "bf16" and not torch.cuda.is_bf16_supported():
@@ -90,9 +93,6 @@ def training_args(profile: Profile, out: Path, seed: int, *, epochs: float, batc
     Checkpoints are saved by us at the end, except where ``extra`` turns the Trainer's own saving on (gradual
     pruning resumes from those).
     """
-    import torch
-    from transformers import TrainingArguments
-
     on_gpu = torch.cuda.is_available()
     mixed = precision(profile)
     kwargs = dict(
@@ -113,9 +113,6 @@ def loss_curve(log_history: list[dict], key: str = "loss") -> list[list[float]]:
 
 def quiet_libraries() -> None:
     """Silence transformers' and datasets' progress bars and warnings (notebooks, tests)."""
-    import datasets
-    from transformers.utils import logging as hf_logging
-
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     datasets.disable_progress_bars()
@@ -124,7 +121,6 @@ def quiet_libraries() -> None:
 def quiet_trainer(trainer, progress: bool):
     """Without progress output, drop the Trainer's printed log lines (they stay in ``state.log_history``)."""
     if not progress:
-        from transformers import PrinterCallback
 
         trainer.remove_callback(PrinterCallback)
         quiet_libraries()

@@ -31,10 +31,19 @@ How a BERT layer lives in an XLNet layer (:func:`bert_to_xlnet`; tests prove eve
 """
 from __future__ import annotations
 
+import copy
 import io
 import json
 import os
 from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from tokenizers import Tokenizer
+from transformers import (AutoTokenizer, BertConfig, BertForSequenceClassification, BertModel, PreTrainedTokenizerFast,
+                          XLNetConfig, XLNetLMHeadModel)
 
 from . import wheels
 from .wheels import PinnedWheel
@@ -93,13 +102,9 @@ def source_folder(source: str | Path | None = None, cache: Path | None = None) -
     return folder
 
 
-def load_bert(folder: Path | str) -> tuple[dict, "transformers.BertConfig"]:
+def load_bert(folder: Path | str) -> tuple[dict, BertConfig]:
     """``(state_dict, BertConfig)`` of a BERT folder; keys without the ``bert.`` prefix. ``UserError`` if the
     weights or config cannot be read."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-    from transformers import BertConfig
-
     folder = Path(folder)
     try:
         state = load_file(str(folder / "model.safetensors"))
@@ -122,8 +127,6 @@ def _extracted_intact(folder: Path) -> bool:
 
 def xlnet_config_for(bert_config, dropout: float = 0.1):
     """The ``XLNetConfig`` that holds a BERT of this shape (special-token ids as :func:`xlnet_tokenizer` gives)."""
-    from transformers import XLNetConfig
-
     c = bert_config
     if c.hidden_size % c.num_attention_heads:
         raise ValueError("hidden size must be a multiple of the number of heads")
@@ -143,9 +146,6 @@ OUTPUT_SCALE = 0.01
 
 def unigram_log_probs(texts: list[str], tokenizer, smoothing: float = 0.5):
     """``(vocab,)`` log frequencies of the pieces of ``texts`` (add-``smoothing``), the context-free predictor."""
-    import numpy as np
-    import torch
-
     ids = [np.asarray(x, dtype=np.int64) for x in tokenizer(texts, add_special_tokens=False)["input_ids"] if x]
     counts = np.bincount(np.concatenate(ids), minlength=len(tokenizer)).astype(np.float64) + smoothing
     return torch.tensor(np.log(counts / counts.sum()), dtype=torch.float32)
@@ -157,8 +157,6 @@ def fold_embeddings(state: dict, eps: float, position_fold: int | None = 64):
     Row t is ``LayerNorm(E[t] + T[0] + p)`` with ``p`` the mean of the first ``position_fold`` position
     embeddings (``None``: no position term). Exact for every token wherever BERT's position is ``p``.
     """
-    import torch
-
     word = state["embeddings.word_embeddings.weight"]
     x = word + state["embeddings.token_type_embeddings.weight"][0]
     if position_fold:
@@ -180,9 +178,6 @@ def bert_to_xlnet(state: dict, bert_config, position_fold: int | None = 64, drop
     and the norm of the key bias (dropped exactly). Raises ``ValueError`` when the hidden size is not a multiple
     of the heads, ``KeyError`` when ``state`` is not a ``BertModel``'s.
     """
-    import torch
-    from transformers import XLNetLMHeadModel
-
     cfg = xlnet_config_for(bert_config, dropout)
     model = XLNetLMHeadModel(cfg)
     d, n, e = cfg.d_model, cfg.n_head, cfg.d_head
@@ -286,8 +281,6 @@ def pooler_into_summary(classifier, state: dict | None = None) -> bool:
     (``Linear(d, d)`` + tanh on ``<cls>``): the same function, so the classifier starts from the source's
     pretrained pooler instead of a random one. ``state``: the source state dict (default: the pinned source).
     Returns whether a pooler was there to copy."""
-    import torch
-
     state = state if state is not None else load_bert(source_folder())[0]
     if "pooler.dense.weight" not in state:
         return False
@@ -304,8 +297,6 @@ SOURCE_INIT = "source-bert"   # finetune(init=SOURCE_INIT): the source model fin
 def source_classifier(label_names):
     """The source weights as ``BertForSequenceClassification`` (its pooler and a new head): the ceiling a warm
     start can approach, fine-tuned with the same settings as the XLNet models."""
-    from transformers import BertForSequenceClassification
-
 
     fields = {k: v for k, v in classifier_fields(label_names).items() if k != "use_mems_eval"}
     return BertForSequenceClassification.from_pretrained(str(source_folder()), **fields)
@@ -313,11 +304,8 @@ def source_classifier(label_names):
 
 def source_tokenizer():
     """The source's own WordPiece tokenizer, BERT conventions (``[CLS] ... [SEP]``, right padding)."""
-    from transformers import PreTrainedTokenizerFast
-
     spec = json.loads((source_folder() / "tokenizer.json").read_text())
     spec["padding"] = spec["truncation"] = None
-    from tokenizers import Tokenizer
 
     return PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(spec)), pad_token="[PAD]",
                                    unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
@@ -334,9 +322,6 @@ def xlnet_tokenizer(folder: Path | str, out: Path | str):
     truncation. Works with ``DataCollatorForPermutationLanguageModeling``. Padding gets token type 0 (XLNet's
     SentencePiece tokenizer uses 3; padded positions are masked, so no output depends on it).
     """
-    from tokenizers import Tokenizer
-    from transformers import PreTrainedTokenizerFast
-
     spec = json.loads((Path(folder) / "tokenizer.json").read_text())
     vocab = spec["model"]["vocab"]
     ids = {}
@@ -372,8 +357,6 @@ def xlnet_tokenizer(folder: Path | str, out: Path | str):
 def _centred_log_attention(probs, mask):
     """``log p`` of attention rows, minus their mean over the real keys: the scores up to each row's constant.
     ``probs``: ``(batch, heads, q, k)``; ``mask``: ``(batch, k)`` (1 = real token)."""
-    import torch
-
     logp = torch.log(probs.clamp_min(1e-30))
     m = mask[:, None, None, :].to(logp)
     mean = (logp * m).sum(-1, keepdim=True) / m.sum(-1, keepdim=True)
@@ -388,8 +371,6 @@ def position_offsets(bert, xlnet, ids, mask) -> "torch.Tensor":
     ``i - j`` (index ``i - j + L - 1``), on token blocks ``ids`` ``(batch, L)`` with ``mask``. This is the part of
     BERT's attention that XLNet must get from its relative-position term ``bd`` (Dai et al. 2019, eq. 2 (b)).
     """
-    import torch
-
     with torch.no_grad():
         a = bert(input_ids=ids, attention_mask=mask, output_attentions=True).attentions
         b = xlnet.transformer(input_ids=ids, attention_mask=mask, output_attentions=True).attentions
@@ -420,8 +401,6 @@ def fit_relative_positions(xlnet, offsets, q_samples=None, ridge: float = 1e-3, 
     the learning rate per step whatever its size, and ``|u_n|`` multiplies those moves in the score. Returns
     the fit's R^2 per layer and head.
     """
-    import torch
-
     n_pos = offsets.shape[-1]
     L = (n_pos + 1) // 2
     tr = xlnet.transformer
@@ -463,10 +442,6 @@ def init_relative_positions(xlnet, state: dict, bert_config, ids) -> dict:
     the mean |offset| per layer before and after, and the mean cosine similarity of the final hidden states to
     the real BERT (with positions) before and after: what the lever buys, measured.
     """
-    import copy
-
-    import torch
-    from transformers import BertModel
 
     cfg = copy.deepcopy(bert_config)
     cfg._attn_implementation = "eager"          # attention probabilities are needed

@@ -17,6 +17,8 @@ mask is for), and :func:`live_masks` / ``rounds.masks_of`` report the masks them
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch.nn.utils import prune
 
@@ -173,7 +175,6 @@ def copy_model(model):
     with autograd on it is a non-leaf tensor, which ``deepcopy`` refuses. The recomputed tensors are replaced
     by detached ones first (the next forward recomputes them anyway), then the model is copied.
     """
-    import copy
 
     with torch.no_grad():
         for module, name in live_masks(model):

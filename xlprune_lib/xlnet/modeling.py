@@ -19,9 +19,12 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
+import transformers
 from huggingface_hub.dataclasses import strict
+from safetensors import SafetensorError
 from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification,
                           XLNetConfig, XLNetForSequenceClassification, XLNetLMHeadModel, XLNetModel)
+from transformers.utils import logging as hf_logging
 
 from .gates import is_gated
 from .masks import effective_state_dict
@@ -185,8 +188,6 @@ def _load(cls, source, **kwargs):
         source = check_model_dir(source)
     else:
         require_hub(f"model {source!r}")
-    from safetensors import SafetensorError
-    from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # a bar per checkpoint load is noise, and it would precede error lines
     try:
@@ -211,7 +212,6 @@ def save_model(model, tokenizer, out: Path | str, extra_files: dict | None = Non
     a gated model is refused (:func:`check_saveable`). A sequence classifier is saved with ``use_mems_eval=False``
     (:func:`consumer_ready`). ``out`` must be absent or empty unless ``replace`` (``config.atomic_dir``).
     """
-
     out = Path(out)
     check_saveable(model)
     with atomic_dir(out, replace=replace) as tmp, _saved_config(model):
@@ -246,8 +246,6 @@ def consumer_ready(model):
 
 def saved_class(path: Path | str):
     """``(model class, config)`` that a saved folder's ``config.json`` names (LM head, classifier, pruned, ...)."""
-    import transformers
-
     try:
         config = transformers.AutoConfig.from_pretrained(str(path))
     except (OSError, ValueError) as exc:
