@@ -13,7 +13,7 @@ import pytest
 
 from xlprune_lib.book import build as book
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 

@@ -42,48 +42,6 @@ def test_spec_errors(kwargs, message):
     assert message in str(err.value)
 
 
-def _toy_trainer(model, callbacks, steps):
-    """A real ``transformers`` Trainer on random token ids (fixed length, so no tokenizer is needed)."""
-    from datasets import Dataset
-    from transformers import Trainer, TrainingArguments, default_data_collator
-
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(10, 100, (64, 12), generator=g)
-    ds = Dataset.from_dict({"input_ids": ids.tolist(), "labels": (ids[:, 0] % 2).tolist()})
-    args = TrainingArguments(output_dir="unused", max_steps=steps, per_device_train_batch_size=8, learning_rate=1e-2,
-                             report_to="none", save_strategy="no", use_cpu=True, disable_tqdm=True, seed=0)
-    return Trainer(model=model, args=args, train_dataset=ds, data_collator=default_data_collator,
-                   callbacks=callbacks)
-
-
-@pytest.mark.parametrize("method", ["magnitude", "movement"])
-def test_gradual_callback_follows_the_cubic_schedule(tiny_classifier, method, tmp_path, monkeypatch):
-    from xlprune_lib.loops.gradual import GradualPruning, install_identity_masks
-
-    monkeypatch.chdir(tmp_path)
-    model = tiny_classifier.train()
-    install_identity_masks(model)
-    pruner = GradualPruning(0.6, n=3, dt=4, method=method, pairs=prunable_parameters(model))
-    seen = {}
-    from transformers import TrainerCallback
-
-    class Snapshot(TrainerCallback):  # the masks after every step, to check that pruning is cumulative
-        def on_step_end(self, args, state, control, model=None, **kw):
-            seen[state.global_step] = [getattr(m, f"{n}_mask").clone() for m, n in prunable_parameters(model)]
-
-    _toy_trainer(model, [pruner, Snapshot()], steps=16).train()
-    assert [t for t, _ in pruner.history] == [4, 8, 12]
-    for t, reached in pruner.history:
-        expected = 0.6 + (0.0 - 0.6) * (1 - t / 12) ** 3
-        assert reached == pytest.approx(expected, abs=1e-3)
-    assert weight_sparsity(prunable_parameters(model)) == pytest.approx(0.6, abs=1e-3)
-    for a, b in ((4, 8), (8, 12), (12, 16)):
-        assert all(bool((nb <= na).all()) for na, nb in zip(seen[a], seen[b]))   # a pruned weight stays pruned
-    if method == "movement":
-        assert pruner.movement.steps == 16
-        assert any(float(s.abs().sum()) > 0 for s in pruner.movement.scores.values())
-
-
 def test_stop_rule_returns_the_last_round_that_met_the_requirement(smoke_runs, tmp_path, monkeypatch):
     """Accuracy is made to fall with sparsity (0.9 - 0.5 s): rounds at 0.2 and 0.4 pass 0.69, 0.6 fails."""
     from xlprune_lib.loops import iterative
@@ -189,49 +147,6 @@ def test_heads_removed_round_by_round(smoke_runs, tmp_path):
     attention, ffn = 5 * 64 * 64, 2 * 64 * 256          # per layer: q, k, v, o, r and the two FFN matrices
     assert records[-1]["prunable_sparsity"] == pytest.approx(0.5 * attention / (attention + ffn))
     assert 0 < records[-1]["model_sparsity"] < records[-1]["prunable_sparsity"]
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("args", [
-    ["--method", "taylor", "--score-batches", "2", "--target", "0.6", "--schedule", "constant", "--step", "0.3",
-     "--round-steps", "4"],
-    ["--method", "movement", "--target", "0.6", "--schedule", "cubic", "--total-steps", "16", "--prune-every", "2",
-     "--round-steps", "4"],
-], ids=["rounds-taylor", "cubic-movement"])
-def test_torchrun_two_processes(smoke_runs, tmp_path, args):
-    """Two CPU processes (gloo): the Trainer runs DDP, scores are averaged, every rank prunes the same weights
-    (the loop checks a checksum of masks and shapes across ranks after every round and fails otherwise)."""
-    out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "xlprune_lib", "iterate",
-           "--model", str(smoke_runs["ft"]), *args, "--requirement", "0", "--out", str(out), "--quiet"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy(), timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    records = read_records(out)
-    assert len(records) >= 3 and all(r["processes"] == 2 for r in records)
-    assert proc.stdout.count("round  1 ") == 1                        # only rank 0 reports
-    final = load_saved(json.loads((out / "summary.json").read_text())["final_model"])
-    assert weight_sparsity(prunable_parameters(final)) == pytest.approx(0.6, abs=1e-3)
-
-
-def _digest_worker(rank, world, init_file, differ, results):
-    import torch.distributed as dist
-
-    from xlprune_lib.loops.distributed import identical_across_ranks
-
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    digest = torch.tensor([1.0, 2.0]) + (rank if differ else 0)
-    results[rank] = identical_across_ranks(digest)
-    dist.destroy_process_group()
-
-
-@pytest.mark.parametrize("differ", [False, True])
-def test_mask_agreement_check_detects_a_difference(tmp_path, differ):
-    import torch.multiprocessing as mp
-
-    with mp.Manager() as manager:
-        results = manager.dict()
-        mp.spawn(_digest_worker, args=(2, str(tmp_path / "init"), differ, results), nprocs=2)
-        assert dict(results) == {0: not differ, 1: not differ}
 
 
 @pytest.mark.parametrize("args, message", [
