@@ -65,23 +65,26 @@ def _slice_tensor(module: nn.Module, name: str, dim: int, keep: torch.Tensor) ->
 
 def prune_heads(model, heads: dict[int, list[int]]) -> None:
     """Remove heads in place: ``{layer position: [head positions of that layer as it is now]}``."""
-    s = XLNetStructure(model)
-    for li, remove in heads.items():
-        keep = _keep_index(s.heads(li), remove)
-        for module, name, axis in s.head_tensors(li):
-            _slice_param(module, name, axis, keep)
-        s.layers[li].rel_attn.n_head = len(keep)
+    _cut(model, "head", heads)
 
 
 def prune_neurons(model, neurons: dict[int, list[int]]) -> None:
     """Remove FFN neurons in place: ``{layer position: [neuron positions of that layer as it is now]}``."""
+    _cut(model, "neuron", neurons)
+
+
+def _cut(model, kind: str, removal: dict[int, list[int]]) -> None:
+    """Slice the ``kind`` axis of every tensor that carries it (``XLNetStructure``), layer by layer."""
     s = XLNetStructure(model)
-    for li, remove in neurons.items():
-        keep = _keep_index(s.neurons(li), remove)
-        for module, name, axis in s.neuron_tensors(li):
+    for li, remove in removal.items():
+        keep = _keep_index(s.unit_counts(kind)[li], remove)
+        for module, name, axis in s.unit_tensors(li, kind):
             _slice_param(module, name, axis, keep)
-        ff = s.layers[li].ff
-        ff.layer_1.out_features = ff.layer_2.in_features = len(keep)
+        layer = s.layers[li]
+        if kind == "head":
+            layer.rel_attn.n_head = len(keep)
+        else:
+            layer.ff.layer_1.out_features = layer.ff.layer_2.in_features = len(keep)
 
 
 def drop_layers(model, remove: list[int]) -> None:
