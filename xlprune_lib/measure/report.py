@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import json
 import platform
-import re
 import subprocess
-from collections import OrderedDict
 from pathlib import Path
 
 import datasets
@@ -20,38 +18,15 @@ from ..config import UserError, repo_root
 from ..xlnet.masks import current_weight, prunable_parameters
 from ..xlnet.structure import XLNetStructure
 
-# Component of an XLNet parameter, from its name (first match wins). Order is the order of the printed table.
-COMPONENTS = OrderedDict([
-    ("embeddings", r"(word_embedding\.weight|mask_emb)$"),
-    ("attention.q", r"rel_attn\.q$"),
-    ("attention.k", r"rel_attn\.k$"),
-    ("attention.v", r"rel_attn\.v$"),
-    ("attention.o", r"rel_attn\.o$"),
-    ("attention.r", r"rel_attn\.r$"),
-    ("relative_biases", r"rel_attn\.(r_r_bias|r_s_bias|r_w_bias|seg_embed)$"),
-    ("ffn", r"ff\.layer_[12]\.(weight|bias)$"),
-    ("layer_norm", r"layer_norm\.(weight|bias)$"),
-    ("head", r"^(sequence_summary|logits_proj|lm_loss|classifier)\."),
-])
-
-
-def component_of(name: str) -> str:
-    """Map a parameter name of an XLNet model to its component (see ``COMPONENTS``)."""
-    for comp, pattern in COMPONENTS.items():
-        if re.search(pattern, name):
-            return comp
-    raise ValueError(f"unclassified XLNet parameter {name!r}")
-
-
 def parameter_breakdown(model) -> dict:
-    """Parameters and nonzeros per component, counted from the tensors.
+    """Parameters and nonzeros per component (``XLNetStructure.COMPONENTS``), counted from the tensors.
 
     Tied weights (the LM head's decoder shares the word embedding) are counted once, as
     ``model.parameters()`` does. Returns ``{"components": {name: {"params", "nonzero"}}, "total": ...}``.
     """
-    comps = {c: {"params": 0, "nonzero": 0} for c in COMPONENTS}
+    comps = {c: {"params": 0, "nonzero": 0} for c in XLNetStructure.COMPONENTS}
     for name, p in effective_parameters(model):   # live masks: the masked tensor under its own name
-        c = comps[component_of(name)]
+        c = comps[XLNetStructure.component_of(name)]
         c["params"] += p.numel()
         c["nonzero"] += int((p.detach() != 0).sum())
     total = {k: sum(c[k] for c in comps.values()) for k in ("params", "nonzero")}
@@ -185,7 +160,7 @@ def layer_flops(layer, seq_len: int) -> dict:
 def _layer_entry(layer, seq_len: int) -> dict:
     parts = {p: [] for p in ("attention", "ffn", "layer_norm")}
     for name, t in effective_parameters(layer):
-        parts[LAYER_PARTS[component_of(name)]].append(t)
+        parts[LAYER_PARTS[XLNetStructure.component_of(name)]].append(t)
     flops = layer_flops(layer, seq_len)
     return {**{p: _count(ts) for p, ts in parts.items()},
             "heads": int(current_weight(layer.rel_attn, "q").shape[1]),

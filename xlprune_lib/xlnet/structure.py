@@ -21,6 +21,8 @@ entries of the prunable set (what a target weight sparsity counts, ``l0.py``: ``
 """
 from __future__ import annotations
 
+import re
+
 from torch import nn
 
 UNIT_KINDS = ("head", "neuron", "layer")
@@ -44,6 +46,28 @@ class XLNetStructure:
     FFN_MATRICES = (("layer_1", "weight"), ("layer_2", "weight"))
     # the tensor whose slices gate a unit: a head's slice of ``o``, a neuron's column of ``layer_2``
     GATED = {"head": ("rel_attn", "o", 1), "neuron": ("ff.layer_2", "weight", 1)}
+    # the component of every parameter, from its name (first match wins; the order of the printed tables)
+    COMPONENTS = {
+        "embeddings": r"(word_embedding\.weight|mask_emb)$",
+        "attention.q": r"rel_attn\.q$",
+        "attention.k": r"rel_attn\.k$",
+        "attention.v": r"rel_attn\.v$",
+        "attention.o": r"rel_attn\.o$",
+        "attention.r": r"rel_attn\.r$",
+        "relative_biases": r"rel_attn\.(r_r_bias|r_s_bias|r_w_bias|seg_embed)$",
+        "ffn": r"ff\.layer_[12]\.(weight|bias)$",
+        "layer_norm": r"layer_norm\.(weight|bias)$",
+        "head": r"^(sequence_summary|logits_proj|lm_loss|classifier)\.",
+    }
+
+    @classmethod
+    def component_of(cls, name: str) -> str:
+        """The component (:attr:`COMPONENTS`) of a parameter, from its name; ``ValueError`` for a name no
+        pattern matches (nothing is silently dropped from a count)."""
+        for component, pattern in cls.COMPONENTS.items():
+            if re.search(pattern, name):
+                return component
+        raise ValueError(f"unclassified XLNet parameter {name!r}")
 
     def __init__(self, model: nn.Module):
         self.model = model
