@@ -21,13 +21,14 @@ from safetensors.torch import load_file, save_file
 from torch.nn.utils import prune
 from transformers import TrainerCallback
 
+from .. import validate
 from .distributed import barrier, is_main
 from ..config import UserError, set_seed
 from ..prune.importance import MovementCallback
 from ..prune.schedule import cubic
 from ..prune.select import WeightSparsity
 from ..train.finetune import train_classifier
-from ..xlnet.masks import check_sparsity, make_permanent, prunable_parameters, weight_sparsity
+from ..xlnet.masks import make_permanent, prunable_parameters, weight_sparsity
 from ..xlnet.modeling import save_model
 
 GRADUAL_METHODS = ("magnitude", "movement")
@@ -47,7 +48,7 @@ class GradualPruning(TrainerCallback):
             raise UserError(f"gradual pruning ranks by {' or '.join(GRADUAL_METHODS)}, not {method!r}")
         if n < 1 or dt < 1 or t0 < 0:
             raise UserError("gradual pruning needs n >= 1 pruning steps, dt >= 1 and t0 >= 0")
-        self.s_f, self.s_i, self.t0, self.n, self.dt = check_sparsity(s_f), check_sparsity(s_i), t0, n, dt
+        self.s_f, self.s_i, self.t0, self.n, self.dt = validate.sparsity(s_f), validate.sparsity(s_i), t0, n, dt
         self.method, self.scope = method, scope
         self.movement = MovementCallback(pairs) if method == "movement" else None
         self.history: list[tuple[int, float]] = []   # (step, measured sparsity) after every mask update

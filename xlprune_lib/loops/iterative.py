@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from .. import validate
 from .distributed import (average_across_ranks, barrier, identical_across_ranks, init_distributed, is_main,
                           plan_digest, rank_and_world)
 from .gradual import GRADUAL_METHODS, run_gradual
@@ -40,7 +41,7 @@ from ..prune.select import WeightSparsity, lowest_units
 from ..train.data import TASKS, load_task, load_tokenizer
 from ..train.finetune import Evaluator, tokenize_split, train_classifier
 from ..train.runs import default_out, quiet_libraries, run_key, source_run
-from ..xlnet.masks import SCOPES, check_sparsity, counts, measured, prunable_parameters
+from ..xlnet.masks import counts, measured, prunable_parameters
 from ..xlnet.modeling import load_saved
 from ..xlnet.structure import XLNetStructure
 
@@ -103,12 +104,11 @@ class IterSpec:
     def check(self) -> "IterSpec":
         check_method(self.method, self.granularity)
         check_schedule(self.schedule)
-        check_sparsity(self.target, "--target")
+        validate.sparsity(self.target, "--target")
         parse_requirement(self.requirement)
-        if self.scope not in SCOPES:
-            raise UserError(f"unknown scope {self.scope!r}; valid scopes: {', '.join(SCOPES)}")
-        if self.round_steps < 1 or self.score_batches < 1 or self.score_steps < 1 or self.prune_every < 1:
-            raise UserError("--round-steps, --score-batches, --score-steps and --prune-every must be >= 1")
+        validate.scope(self.scope)
+        validate.at_least(1, round_steps=self.round_steps, score_batches=self.score_batches,
+                          score_steps=self.score_steps, prune_every=self.prune_every)
         if not 0.0 < self.ramp <= 1.0:
             raise UserError(f"--ramp must be in (0, 1], got {self.ramp}")
         if self.schedule == "cubic":
@@ -118,8 +118,7 @@ class IterSpec:
             if self.round_steps % self.prune_every:
                 raise UserError(f"--round-steps ({self.round_steps}) must be a multiple of --prune-every "
                                 f"({self.prune_every}): records and checkpoints fall on mask updates")
-            if self.total_steps is not None and self.total_steps < 1:
-                raise UserError("--total-steps must be >= 1")
+            validate.at_least(1, total_steps=self.total_steps)
         else:
             round_targets(self.schedule, self.step, self.target)
         return self

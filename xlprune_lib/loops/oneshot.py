@@ -17,6 +17,7 @@ from pathlib import Path
 
 from transformers import XLNetForSequenceClassification
 
+from .. import validate
 from ..config import Profile, UserError, option, set_seed
 from ..measure.delivery import TOLERANCE, delivery
 from ..measure.report import layer_report, provenance
@@ -28,7 +29,7 @@ from ..prune.select import ENCODER, EncoderBudget, UnitFraction, WeightSparsity
 from ..train.data import TASKS, load_task, load_tokenizer
 from ..train.finetune import Evaluator, tokenize_split, train_classifier
 from ..train.runs import METRICS, default_out, reuse_or_claim, run_key, source_accuracy, source_run
-from ..xlnet.masks import SCOPES, check_sparsity, counts, make_permanent, prunable_parameters, weight_sparsity
+from ..xlnet.masks import counts, make_permanent, prunable_parameters, weight_sparsity
 from ..xlnet.modeling import load_saved, save_model
 from ..xlnet.structure import XLNetStructure
 
@@ -63,11 +64,10 @@ class PruneSpec:
         check_method(self.method, "head" if self.granularity == ENCODER else self.granularity)
         if self.sparsity is None:
             raise UserError(f"--sparsity is required for {self.method}")
-        check_sparsity(self.sparsity)
-        if self.scope not in SCOPES:
-            raise UserError(f"unknown scope {self.scope!r}; valid scopes: {', '.join(SCOPES)}")
-        if self.finetune_epochs < 0 or self.score_batches < 1 or self.score_steps < 0:
-            raise UserError("--finetune-epochs and --score-steps must be >= 0, --score-batches >= 1")
+        validate.sparsity(self.sparsity)
+        validate.scope(self.scope)
+        validate.at_least(0, finetune_epochs=self.finetune_epochs, score_steps=self.score_steps)
+        validate.at_least(1, score_batches=self.score_batches)
         if self.method == "movement" and self.score_steps < 1:
             raise UserError("movement scores are gathered while fine-tuning: --score-steps must be >= 1")
         return self
@@ -76,14 +76,8 @@ class PruneSpec:
 
         if self.granularity not in L0_GRANULARITIES:
             raise UserError(f"L0 gates exist for {', '.join(L0_GRANULARITIES)}, not {self.granularity!r}")
-        if (self.lam is None) == (self.sparsity is None):
-            raise UserError("--method l0 takes either --lambda or --sparsity (a target), not both / neither")
-        if self.lam is not None and self.lam < 0:
-            raise UserError(f"lambda must be >= 0, got {self.lam}")
-        if self.sparsity is not None:
-            check_sparsity(self.sparsity)
-        if self.finetune_epochs < 0:
-            raise UserError("--finetune-epochs must be >= 0")
+        validate.lam_or_target(self.lam, self.sparsity)
+        validate.at_least(0, finetune_epochs=self.finetune_epochs)
         return self
 
     @property

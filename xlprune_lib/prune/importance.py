@@ -50,6 +50,7 @@ import torch
 from torch import nn
 from transformers import DataCollatorWithPadding, Trainer, TrainerCallback
 
+from .. import validate
 from ..config import UserError, option
 from ..train.finetune import tokenize_split
 from ..train.runs import quiet_trainer, training_args
@@ -78,10 +79,8 @@ def shared_option(name: str, **overrides):
 
 
 def check_method(method: str, granularity: str = "weight") -> None:
-    if method not in METHODS:
-        raise UserError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
-    if granularity not in GRANULARITIES:
-        raise UserError(f"unknown granularity {granularity!r}; valid: {', '.join(GRANULARITIES)}")
+    validate.choice(method, METHODS, "method")
+    validate.choice(granularity, GRANULARITIES, "granularity", "granularities")
 
 
 def score_batches(tokenizer, dataset, n_batches: int, batch_size: int, max_len: int, seed: int = 0) -> list[dict]:

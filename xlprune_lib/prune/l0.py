@@ -31,11 +31,12 @@ from torch.nn.utils import parametrize
 from torch.optim.lr_scheduler import LambdaLR
 from transformers import DataCollatorWithPadding, Trainer
 
+from .. import validate
 from .plan import PruningPlan
 from ..config import UserError
 from ..train.runs import quiet_trainer, training_args
 from ..xlnet import gates as unit_gate
-from ..xlnet.masks import check_sparsity, prunable_parameters
+from ..xlnet.masks import prunable_parameters
 from ..xlnet.structure import XLNetStructure
 
 BETA, GAMMA, ZETA = 2.0 / 3.0, -0.1, 1.1
@@ -257,12 +258,7 @@ class L0Trainer(Trainer):
     def __init__(self, *args, lam: float | None = None, target: float | None = None, l0_lr: float = 0.1,
                  target_warmup: float = 0.5, dual_lr: float = 1.0, quadratic_init: float = 10.0, **kwargs):
         super().__init__(*args, **kwargs)
-        if (lam is None) == (target is None):
-            raise UserError("give either a fixed lambda or a target sparsity, not both / neither")
-        if lam is not None and lam < 0:
-            raise UserError(f"lambda must be >= 0, got {lam}")
-        if target is not None:
-            check_sparsity(target, "target sparsity")
+        validate.lam_or_target(lam, target)
         self.lam, self.target, self.l0_lr, self.target_warmup = lam, target, l0_lr, target_warmup
         self.dual_lr = dual_lr
         self.gates: L0Gates = self.model.l0_gates

@@ -12,27 +12,25 @@
 """
 from __future__ import annotations
 
+from .. import validate
 from ..config import UserError
-from ..xlnet.masks import check_sparsity
 
 SCHEDULES = ("constant", "geometric", "cubic")
 ROUND_SCHEDULES = ("constant", "geometric")
 
 
 def check_schedule(name: str) -> str:
-    if name not in SCHEDULES:
-        raise UserError(f"unknown schedule {name!r}; valid schedules: {', '.join(SCHEDULES)}")
-    return name
+    return validate.choice(name, SCHEDULES, "schedule")
 
 
 def one_shot(target: float) -> list[float]:
     """A single round straight to ``target``."""
-    return [check_sparsity(target, "target sparsity")]
+    return [validate.sparsity(target, "target sparsity")]
 
 
 def _until(target: float, step: float, reached) -> list[float]:
     """``reached(k)`` for rounds ``k = 1, 2, ...``, capped at ``target``; the last round lands on it exactly."""
-    check_sparsity(target, "target sparsity")
+    validate.sparsity(target, "target sparsity")
     if not 0.0 < step < 1.0:
         raise UserError(f"--step must be in (0, 1), got {step}")
     out, k = [], 1

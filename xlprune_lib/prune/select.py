@@ -24,9 +24,10 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
+from .. import validate
 from ..config import UserError
 from ..xlnet.structure import XLNetStructure
-from ..xlnet.masks import SCOPES, check_sparsity, current_mask, current_weight, prune_to
+from ..xlnet.masks import current_mask, current_weight, prune_to
 from .plan import PruningPlan
 
 ENCODER = "head+neuron"    # the granularity name of encoder-budget pruning
@@ -64,7 +65,7 @@ def lowest_units(scores, fraction: float, normalize: bool = True) -> dict[int, l
     Heads / neurons (a list of per-layer tensors) give ``{layer: [indices]}`` (:func:`ranked_units`). Layers
     (one 1-D tensor) give a list of layer indices. Raises ``UserError`` for a fraction outside [0, 1).
     """
-    check_sparsity(fraction)
+    validate.sparsity(fraction)
     if isinstance(scores, torch.Tensor):
         k = round(fraction * len(scores))
         return sorted(torch.argsort(scores.float(), stable=True)[:k].tolist())
@@ -76,11 +77,6 @@ def lowest_units(scores, fraction: float, normalize: bool = True) -> dict[int, l
 
 
 # --- rules ---------------------------------------------------------------------------------------------------
-
-def _check_scope(scope: str) -> None:
-    if scope not in SCOPES:
-        raise UserError(f"unknown scope {scope!r}; valid scopes: {', '.join(SCOPES)}")
-
 
 @dataclass(frozen=True)
 class UnitFraction:
@@ -98,8 +94,8 @@ class UnitFraction:
     def __post_init__(self):
         if self.kind not in ("head", "neuron", "layer"):
             raise UserError(f"unit rules remove heads, neurons or layers, not {self.kind!r}")
-        check_sparsity(self.fraction)
-        _check_scope(self.scope)
+        validate.sparsity(self.fraction)
+        validate.scope(self.scope)
 
     def __call__(self, model, scores) -> PruningPlan:
         if self.scope == "global" or self.kind == "layer":
@@ -125,7 +121,7 @@ class EncoderBudget:
     fraction: float
 
     def __post_init__(self):
-        check_sparsity(self.fraction)
+        validate.sparsity(self.fraction)
 
     def __call__(self, model, scores) -> PruningPlan:
         return self.plan_with_share(model, scores)[0]
@@ -171,8 +167,8 @@ class WeightSparsity:
     scope: str = "global"
 
     def __post_init__(self):
-        check_sparsity(self.target)
-        _check_scope(self.scope)
+        validate.sparsity(self.target)
+        validate.scope(self.scope)
 
     def __call__(self, model, scores=None) -> PruningPlan:
         plan = PruningPlan.of(model)

@@ -22,11 +22,8 @@ import copy
 import torch
 from torch.nn.utils import prune
 
-from ..config import UserError
+from .. import validate
 from .structure import XLNetStructure
-
-SCOPES = ("local", "global")
-
 
 def prunable_parameters(model, include_embeddings: bool = False) -> list[tuple[torch.nn.Module, str]]:
     """``(module, name)`` pairs of the default prunable set (``XLNetStructure.prunable``).
@@ -62,13 +59,6 @@ def sparsity(pairs) -> float:
 def weight_sparsity(pairs) -> float:
     """Fraction of exact zeros in the weights the forward pass uses (masked, or made permanent)."""
     return _zero_fraction(current_weight(m, n) for m, n in pairs)
-
-
-def check_sparsity(value: float, what: str = "sparsity") -> float:
-    """A sparsity (or fraction of units) must lie in [0, 1): one-line user error otherwise."""
-    if not 0.0 <= value < 1.0:
-        raise UserError(f"{what} must be in [0, 1), got {value}")
-    return value
 
 
 class LowestScore(prune.BasePruningMethod):
@@ -116,9 +106,8 @@ def prune_to(model, target: float, scores: dict | None = None, scope: str = "glo
     model gets the same masks whether its earlier pruning is live or written in. Returns the zero fraction of
     the prunable weights the forward pass now uses (at least ``target``).
     """
-    check_sparsity(target)
-    if scope not in SCOPES:
-        raise UserError(f"unknown scope {scope!r}; valid scopes: {', '.join(SCOPES)}")
+    validate.sparsity(target)
+    validate.scope(scope)
     pairs = pairs if pairs is not None else prunable_parameters(model)
     scores = scores or {}
     importance = {p: _zeros_first(p, scores.get(p)) for p in pairs}
