@@ -25,13 +25,13 @@ from ..prune.importance import (GRADIENT_METHODS, GRANULARITIES, METHODS, check_
                                 score as importance_score, shared_option)
 from ..prune.l0 import GRANULARITIES as L0_GRANULARITIES, finalize, train_l0
 from ..prune.plan import PruningPlan
-from ..prune.select import ENCODER, EncoderBudget, UnitFraction, WeightSparsity
+from ..prune.select import EncoderBudget, UnitFraction, WeightSparsity
 from ..train.data import TASKS, load_task, load_tokenizer
 from ..train.finetune import Evaluator, tokenize_split, train_classifier
 from ..train.runs import METRICS, default_out, reuse_or_claim, run_key, source_accuracy, source_run
 from ..xlnet.masks import counts, make_permanent, prunable_parameters, weight_sparsity
 from ..xlnet.modeling import load_saved, save_model
-from ..xlnet.structure import XLNetStructure
+from ..xlnet.structure import ENCODER, XLNetStructure
 
 # Part of every prune run's key: bump it when the pruning code changes what a request produces.
 PRUNE_VERSION = 4   # 3: signed scores ranked as given; L0 finalized to its target. 4: plans (removed units in

@@ -56,10 +56,10 @@ from ..train.finetune import tokenize_split
 from ..train.runs import quiet_trainer, training_args
 from ..xlnet.gates import unit_gates
 from ..xlnet.masks import current_weight, prunable_parameters
-from ..xlnet.structure import XLNetStructure
+from ..xlnet.structure import KINDS, XLNetStructure
 
 METHODS = ("magnitude", "gradient", "taylor", "fisher", "movement", "random")
-GRANULARITIES = ("weight", "neuron", "head", "layer")
+GRANULARITIES = KINDS
 GRADIENT_METHODS = ("gradient", "taylor", "fisher", "movement")
 
 

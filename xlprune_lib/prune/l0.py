@@ -37,10 +37,10 @@ from ..config import UserError
 from ..train.runs import quiet_trainer, training_args
 from ..xlnet import gates as unit_gate
 from ..xlnet.masks import prunable_parameters
-from ..xlnet.structure import XLNetStructure
+from ..xlnet.structure import ENCODER, KINDS, XLNetStructure
 
 BETA, GAMMA, ZETA = 2.0 / 3.0, -0.1, 1.1
-GRANULARITIES = ("weight", "neuron", "head", "head+neuron")
+GRANULARITIES = KINDS[:3] + (ENCODER,)   # weights, neurons, heads, or heads and neurons together (CoFi)
 
 
 class HardConcrete(nn.Module):

@@ -70,6 +70,13 @@ class PruningPlan:
                    (tuple(range(d_inner)),) * n_layer)
 
     @classmethod
+    def select(cls, model, scores, rule) -> "PruningPlan":
+        """The plan a threshold ``rule`` (``select.py``: ``UnitFraction``, ``EncoderBudget``, ``WeightSparsity``,
+        ``NM``) makes from ``scores`` (``importance.score``) on ``model``, starting from the plan the model
+        realises now. The model is not changed."""
+        return rule(model, scores)
+
+    @classmethod
     def of(cls, model, weights: bool = True) -> "PruningPlan":
         """The plan ``model`` realises now: its structure from its config (a dense model: everything) and, with
         ``weights``, a keep-mask for every prunable weight that has pruned entries (a live

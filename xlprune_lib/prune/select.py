@@ -30,7 +30,6 @@ from ..xlnet.structure import XLNetStructure
 from ..xlnet.masks import current_mask, current_weight, prune_to
 from .plan import PruningPlan
 
-ENCODER = "head+neuron"    # the granularity name of encoder-budget pruning
 
 
 # --- ranking units -----------------------------------------------------------------------------------------

@@ -28,9 +28,9 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ..config import UserError
-from .structure import XLNetStructure
+from .structure import UNIT_KINDS, XLNetStructure
 
-GRANULARITIES = ("head", "neuron", "layer")
+GRANULARITIES = UNIT_KINDS
 
 
 def gate_value(gate):

@@ -25,8 +25,11 @@ import re
 
 from torch import nn
 
-UNIT_KINDS = ("head", "neuron", "layer")
-KINDS = ("weight",) + UNIT_KINDS
+# the one vocabulary of what pruning removes: single weights, FFN neurons, attention heads, whole layers; and
+# heads and neurons together under an encoder budget (``select.EncoderBudget``, L0's CoFi-style gates)
+KINDS = ("weight", "neuron", "head", "layer")
+UNIT_KINDS = KINDS[1:]
+ENCODER = "head+neuron"
 COSTS = ("encoder", "prunable")
 
 
