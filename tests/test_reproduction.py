@@ -38,7 +38,7 @@ def weights_digest(folder) -> str:
     from safetensors.torch import load_file
 
     h = hashlib.sha256()
-    for f in sorted(Path(folder).glob("*.safetensors")):
+    for f in sorted(Path(folder).glob("model*.safetensors")):   # the model; a round's state file keys masks by name
         tensors = load_file(str(f))
         for name in sorted(tensors):
             t = tensors[name].contiguous()

@@ -152,7 +152,7 @@ class PruningPlan:
         """What is gone, in original indices: ``{"layers": [...], "heads": {L: [...]}, "neurons": {L: [...]},
         "weights": {name: pruned entries}}`` (only non-empty entries; JSON-ready with string keys)."""
         out = {"layers": [L for L in range(self.n_layer) if L not in self.layers], "heads": {}, "neurons": {},
-               "weights": {k: int((~v).sum()) for k, v in self.weights.items() if not bool(v.all())}}
+               "weights": {k: int((~v).sum()) for k, v in self.pruned_weights().items()}}
         for kind, kept, size in (("heads", self.heads, self.n_head), ("neurons", self.neurons, self.d_inner)):
             for L, k in enumerate(kept):
                 gone = sorted(set(range(size)) - set(k))
@@ -181,8 +181,9 @@ class PruningPlan:
         """SHA-256 of the structure and every weight mask: equal digests, equal plans (the check that every
         process of a distributed run pruned the same units)."""
         h = hashlib.sha256(json.dumps(self.to_config(), sort_keys=True).encode())
-        for name in sorted(self.weights):
-            mask = self.weights[name]
+        pruned = self.pruned_weights()
+        for name in sorted(pruned):
+            mask = pruned[name]
             h.update(name.encode() + str(tuple(mask.shape)).encode())
             h.update(mask.reshape(-1).to(torch.uint8).numpy().tobytes())
         return h.hexdigest()
@@ -190,8 +191,14 @@ class PruningPlan:
     def __eq__(self, other) -> bool:
         if not isinstance(other, PruningPlan):
             return NotImplemented
-        return self.to_config() == other.to_config() and self.weights.keys() == other.weights.keys() and all(
-            torch.equal(v, other.weights[k]) for k, v in self.weights.items())
+        mine, theirs = self.pruned_weights(), other.pruned_weights()
+        return self.to_config() == other.to_config() and mine.keys() == theirs.keys() and all(
+            torch.equal(v, theirs[k]) for k, v in mine.items())
+
+    def pruned_weights(self) -> dict:
+        """The weight masks that remove something (an all-True mask keeps its tensor whole: it says the tensor is
+        masked, which ``apply_masks`` needs to line parameters up as ``masks.prune_to`` does, and nothing else)."""
+        return {k: v for k, v in self.weights.items() if not bool(v.all())}
 
     __hash__ = None
 
@@ -264,7 +271,9 @@ class PruningPlan:
         target = self._masks_on(now, model)
         for name, (module, attr) in zip(now.names(), XLNetStructure(model).prunable()):
             keep = target.get(name)
-            if keep is not None and not bool(keep.all()):
+            # every tensor the plan has a mask for is masked, all-True ones included, in the order of the prunable
+            # set: the model's parameters (``w_orig``) then line up exactly as after ``masks.prune_to``
+            if keep is not None:
                 prune.custom_from_mask(module, attr, keep.to(_device(module, attr)))
 
     def finalize(self, model) -> None:
