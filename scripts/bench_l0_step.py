@@ -18,10 +18,11 @@ from pathlib import Path
 
 from transformers import DataCollatorWithPadding, Trainer
 
-from xlprune_lib import data, finetune, l0, runs
+from xlprune_lib.train import data, finetune, runs
+from xlprune_lib.prune import l0
 from xlprune_lib.config import DEFAULT_PROFILE, get_profile, set_seed
-from xlprune_lib.modeling import load_saved
-from xlprune_lib.report import provenance
+from xlprune_lib.xlnet.modeling import load_saved
+from xlprune_lib.measure.report import provenance
 
 
 def seconds_per_step(model, tok, train, profile, steps, granularity=None):

@@ -1,7 +1,7 @@
 """One-shot vs iterative vs gradual magnitude pruning, and gradual movement pruning, at equal fine-tuning budgets.
 
 For each approach: the highest weight sparsity whose final model stays within ``--tolerance`` of the dense
-validation accuracy, and the wall time of each run. Every run goes through ``xlprune_lib.iterative.iterate``
+validation accuracy, and the wall time of each run. Every run goes through ``xlprune_lib.loops.iterative.iterate``
 (cached in the run cache, so a second call only reads the results):
 
 * one-shot: one round straight to the sparsity, then ``--budget`` fine-tuning steps;
@@ -22,10 +22,10 @@ import sys
 
 def main(argv=None) -> int:
     from xlprune_lib.config import DEFAULT_PROFILE, UserError, get_profile, write_text_atomic
-    from xlprune_lib.finetune import dense_run
-    from xlprune_lib.iterative import IterSpec, iterate
-    from xlprune_lib.report import git_commit
-    from xlprune_lib.rounds import SUMMARY, read_records
+    from xlprune_lib.train.finetune import dense_run
+    from xlprune_lib.loops.iterative import IterSpec, iterate
+    from xlprune_lib.measure.report import git_commit
+    from xlprune_lib.loops.rounds import SUMMARY, read_records
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default=DEFAULT_PROFILE)

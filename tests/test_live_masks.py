@@ -16,8 +16,14 @@ import torch
 from conftest import padded_batch, tiny_config
 
 import xlprune_lib
-from xlprune_lib import (bench, distributed, finetune, gates, gradual, importance, l0, masks, modeling, oneshot,
-                         pretrain, report, rounds, sparse, structured, surgery)
+from xlprune_lib.loops import distributed, experiments, gradual, oneshot, rounds
+from xlprune_lib.measure import bench, report, sparse
+from xlprune_lib.prune import importance, l0, select
+from xlprune_lib.xlnet import masks
+from xlprune_lib.prune.plan import PruningPlan
+from xlprune_lib.train import finetune, pretrain
+from xlprune_lib.xlnet import gates, modeling, surgery
+from xlprune_lib.xlnet.structure import XLNetStructure
 from xlprune_lib.config import get_profile
 
 TEXTS = ["a moving, funny film", "dull and far too long", "the cast is wonderful", "a mess of a script",
@@ -81,7 +87,8 @@ def _values(scores):
 
 
 def _shapes(model):
-    return surgery.layer_shapes(model)
+    s = XLNetStructure(model)
+    return s.unit_counts("head"), s.unit_counts("neuron")
 
 
 def _seeded_gates(model, granularity):
@@ -102,14 +109,14 @@ def _save_and_read(model, c, fn):
 
 
 def _gated_logits(model, c, granularity):
-    with importance.unit_gates(model, granularity) as g:
+    with gates.unit_gates(model, granularity) as g:
         with torch.no_grad():
             g[0].mul_(0.5)
         return c.logits(model)
 
 
 def _installed(model, c):
-    gates.install(model, "head", [torch.full((n,), 0.5) for n in importance.unit_counts(model, "head")])
+    gates.install(model, "head", [torch.full((n,), 0.5) for n in XLNetStructure(model).unit_counts("head")])
     return c.logits(model)
 
 
@@ -139,7 +146,7 @@ def _prune_to(model, c):
 def _apply_masks(model, c):
     g = torch.Generator().manual_seed(3)
     pairs = masks.prunable_parameters(model)
-    rounds.apply_masks(model, {"0": torch.rand(masks.current_weight(*pairs[0]).shape, generator=g) > 0.5})
+    rounds.apply_masks(model, {"layer.0.rel_attn.q": torch.rand(masks.current_weight(*pairs[0]).shape, generator=g) > 0.5})
     return c.logits(model)
 
 
@@ -160,18 +167,30 @@ def _saved(model, c):
     return tensors, sizes, c.logits(modeling.load_saved(c.tmp / "out"))
 
 
-def _structured(model, c):
-    heads = importance.structure_scores(model, "magnitude", "head")
-    neurons = importance.structure_scores(model, "magnitude", "neuron")
-    done = structured.prune_encoder(model, heads, neurons, 0.3)
-    return done, c.logits(model)
+def _budget(model, c):
+    heads = importance.score(model, "taylor", "head", c.batches)
+    neurons = importance.score(model, "taylor", "neuron", c.batches)
+    plan, info = select.EncoderBudget(0.25).plan_with_share(model, (heads, neurons))
+    plan.finalize(model)
+    return plan, info, c.logits(model), XLNetStructure(model).encoder_params()
 
 
-def _plan_and_apply(model, c):
-    heads = importance.structure_scores(model, "taylor", "head", c.batches)
-    neurons = importance.structure_scores(model, "taylor", "neuron", c.batches)
-    plan = structured.plan(model, heads, neurons, 0.25)
-    return plan, structured.apply_plan(model, plan), c.logits(model)
+def _unit_rule(model, c):
+    plan = select.UnitFraction("head", 0.25)(model, importance.score(model, "magnitude", "head"))
+    plan.finalize(model)
+    return plan, c.logits(model), _shapes(model), PruningPlan.of(model)
+
+
+def _weight_rule(model, c, rule):
+    plan = rule(model, _signed(model))
+    plan.apply_masks(model)
+    return plan, c.logits(model), PruningPlan.of(model) == plan
+
+
+def _plan_masks(model, c):
+    plan = PruningPlan.of(model).without("head", {0: [1, 2]}).without("neuron", {1: [3]})
+    plan.apply_masks(model)
+    return c.logits(model), PruningPlan.of(model).digest()
 
 
 def _signed(model, seed=5):
@@ -187,8 +206,8 @@ def _timed(model, c, fn):
 
 
 def _unparametrized(model, c):
-    gates.install(model, "neuron", [torch.full((n,), 0.5) for n in importance.unit_counts(model, "neuron")])
-    for layer in surgery.xlnet_layers(model):
+    gates.install(model, "neuron", [torch.full((n,), 0.5) for n in XLNetStructure(model).unit_counts("neuron")])
+    for layer in XLNetStructure(model).layers:
         ff = layer.ff.layer_2
         gates.unparametrize(ff, "weight_orig" if hasattr(ff, "weight_orig") else "weight", keep_values=True)
     return c.logits(model)
@@ -215,9 +234,13 @@ TWINS = {
                                       c.logits(m)),
     "gates.unparametrize": _unparametrized,
     "report.effective_parameters": lambda m, c: dict(sorted(report.effective_parameters(m))),
-    "report.layer_flops": lambda m, c: [report.layer_flops(layer, 16) for layer in surgery.xlnet_layers(m)],
-    "structured.head_params": lambda m, c: [structured.head_params(la) for la in surgery.xlnet_layers(m)],
-    "structured.neuron_params": lambda m, c: [structured.neuron_params(la) for la in surgery.xlnet_layers(m)],
+    "report.layer_flops": lambda m, c: [report.layer_flops(layer, 16) for layer in XLNetStructure(m).layers],
+    "structure.XLNetStructure (costs, counts)": lambda m, c: [
+        [XLNetStructure(m).unit_cost(i, k, w) for i in range(2) for k in ("head", "neuron") for w in ("encoder",
+                                                                                                  "prunable")],
+        XLNetStructure(m).encoder_params(), [XLNetStructure(m).total_units(k) for k in ("head", "neuron", "layer")],
+        [XLNetStructure(m).unit_counts(k) for k in ("head", "neuron", "layer")]],
+    "structure.XLNetStructure.base_of": lambda m, c: type(XLNetStructure.base_of(m)).__name__,
     "bench.static_measures": lambda m, c: bench.static_measures(m, c.saved, 16),
     "distributed.plan_digest": lambda m, c: distributed.plan_digest(m),
     "finetune.evaluate": lambda m, c: finetune.evaluate(m, c.tok, c.ds, max_len=16),
@@ -227,7 +250,8 @@ TWINS = {
     "gradual.install_identity_masks": lambda m, c: (gradual.install_identity_masks(m), c.logits(m)),
     "importance.magnitude": lambda m, c: _values(importance.magnitude(m)),
     "importance.random_scores": lambda m, c: _values(importance.random_scores(m, 3)),
-    "oneshot.sublayer_ablation": lambda m, c: oneshot.sublayer_ablation(m, lambda mm: {"logits": c.logits(mm)}),
+    "experiments.sublayer_ablation": lambda m, c: experiments.sublayer_ablation(m, lambda mm: {"logits":
+                                                                                              c.logits(mm)}),
     "pretrain.fresh_rate_optimizer": lambda m, c: [
         (g["lr"], g["weight_decay"], sum(p.numel() for p in g["params"]))
         for g in pretrain.fresh_rate_optimizer(m, dataclasses.replace(c.profile, plm_fresh_lr=1e-2)).param_groups],
@@ -235,18 +259,26 @@ TWINS = {
     "importance.taylor": lambda m, c: _values(importance.taylor(m, c.batches)),
     "importance.frozen_movement": lambda m, c: _values(importance.frozen_movement(m, c.batches)),
     "importance.fisher": lambda m, c: _values(importance.fisher(m, c.batches)),
-    "importance.unit_gates": lambda m, c: _gated_logits(m, c, "neuron"),
-    "importance.unit_counts": lambda m, c: [importance.unit_counts(m, g) for g in ("head", "neuron", "layer")],
-    "importance.total_units": lambda m, c: [importance.total_units(m, g) for g in ("head", "neuron", "layer")],
+    "gates.unit_gates": lambda m, c: _gated_logits(m, c, "neuron"),
     "importance.gate_gradient": lambda m, c: importance.gate_gradient(m, c.batches, "head"),
     "importance.gate_fisher": lambda m, c: importance.gate_fisher(m, c.batches, "neuron"),
     "importance.mean_loss": lambda m, c: importance.mean_loss(m, c.batches),
     "importance.layer_skip_loss": lambda m, c: importance.layer_skip_loss(m, c.batches),
     "importance.unit_sums": lambda m, c: importance.unit_sums(m, importance.magnitude(m), "head"),
-    "importance.structure_scores": lambda m, c: importance.structure_scores(m, "taylor", "layer", c.batches),
-    "importance.weight_scores": lambda m, c: _values(importance.weight_scores(m, "fisher", c.batches)),
-    "importance.remove_units": lambda m, c: (importance.remove_units(m, "neuron", {0: [1, 2], 1: [0]}),
-                                             c.logits(m), _shapes(m)),
+    "importance.score (layers)": lambda m, c: importance.score(m, "taylor", "layer", c.batches),
+    "importance.score (weights)": lambda m, c: _values(importance.score(m, "fisher", "weight", c.batches)),
+    "importance.gather_inputs": lambda m, c: [
+        [b["input_ids"] for b in importance.gather_inputs(m, "fisher", c.tok, c.ds, c.profile, 2, 1)["batches"]],
+        _values(importance.gather_inputs(m, "movement", c.tok, c.ds, c.profile, 1, 2)["movement"]), c.logits(m)],
+    "plan.PruningPlan.finalize": lambda m, c: (PruningPlan.of(m).without("neuron", {0: [1, 2], 1: [0]}).finalize(m),
+                                               c.logits(m), _shapes(m), PruningPlan.of(m)),
+    "plan.PruningPlan.apply_masks": _plan_masks,
+    "plan.PruningPlan.check_model": lambda m, c: PruningPlan.of(m).check_model(m),
+    "select.UnitFraction.__call__": _unit_rule,
+    "select.EncoderBudget.__call__": _budget,
+    "select.EncoderBudget.plan_with_share": _budget,
+    "select.WeightSparsity.__call__": lambda m, c: _weight_rule(m, c, select.WeightSparsity(0.6)),
+    "select.NM.__call__": lambda m, c: _weight_rule(m, c, select.NM(2, 4)),
     "l0.L0Gates": lambda m, c: float(l0.L0Gates(m, "head+neuron").expected_sparsity().detach()),
     "l0.attach": lambda m, c: (_seeded_gates(m, "head"), c.logits(m))[1],
     "l0.finalize": _l0_finalized,
@@ -258,8 +290,8 @@ TWINS = {
     "masks.measured": lambda m, c: masks.measured(m, masks.counts(m)),
     "masks.effective_state_dict": lambda m, c: masks.effective_state_dict(m),
     "masks.copy_model": lambda m, c: c.logits(masks.copy_model(m)),
-    "modeling.as_pruned": lambda m, c: (modeling.as_pruned(m, [4, 4], [64, 64]).config.heads_per_layer,
-                                        c.logits(m)),
+    "modeling.record_plan": lambda m, c: (modeling.record_plan(m, PruningPlan.of(m).to_config()).config.heads_per_layer,
+                                          c.logits(m)),
     "modeling.save_model": _saved,
     "modeling.consumer_ready": lambda m, c: modeling.consumer_ready(m).config.use_mems_eval,
     "modeling.check_saveable": lambda m, c: modeling.check_saveable(m),
@@ -267,25 +299,19 @@ TWINS = {
     "oneshot.score": lambda m, c: _values(oneshot.score(m, oneshot.PruneSpec("taylor", "head", 0.5, score_batches=1),
                                                         c.tok, c.ds, c.profile)),
     "oneshot.apply": lambda m, c: (oneshot.apply(m, oneshot.PruneSpec("magnitude", "head", 0.25),
-                                                 importance.structure_scores(m, "magnitude", "head")), c.logits(m)),
-    "oneshot.curve": lambda m, c: oneshot.curve(m, oneshot.PruneSpec("magnitude", "weight", 0.0), [0.5, 0.7],
-                                                importance.magnitude(m), c.loss),
-    "oneshot.sensitivity": lambda m, c: oneshot.sensitivity(m, [0.6], c.loss),
+                                                 importance.score(m, "magnitude", "head")), c.logits(m)),
+    "experiments.curve": lambda m, c: experiments.curve(m, oneshot.PruneSpec("magnitude", "weight", 0.0), [0.5, 0.7],
+                                                        importance.magnitude(m), c.loss),
+    "experiments.sensitivity": lambda m, c: experiments.sensitivity(m, [0.6], c.loss),
     "report.parameter_breakdown": lambda m, c: report.parameter_breakdown(m),
     "report.layer_report": lambda m, c: report.layer_report(m, 16),
     "report.tensor_sizes": lambda m, c: report.tensor_sizes(m),
     "rounds.save_checkpoint": _checkpoint,
     "rounds.apply_masks": _apply_masks,
     "sparse.save_sparse": _sparse,
-    "structured.encoder_params": lambda m, c: structured.encoder_params(m),
-    "structured.plan": _plan_and_apply,
-    "structured.apply_plan": _plan_and_apply,
-    "structured.prune_encoder": _structured,
-    "surgery.xlnet_layers": lambda m, c: len(surgery.xlnet_layers(m)),
     "surgery.prune_heads": lambda m, c: (surgery.prune_heads(m, {0: [1]}), c.logits(m), _shapes(m)),
     "surgery.prune_neurons": lambda m, c: (surgery.prune_neurons(m, {1: [0, 5, 7]}), c.logits(m)),
     "surgery.drop_layers": lambda m, c: (surgery.drop_layers(m, [0]), c.logits(m)),
-    "surgery.layer_shapes": lambda m, c: _shapes(m),
 }
 
 # entry points that train: live masks keep the pruned entries at zero (the point of keeping them live)
@@ -369,10 +395,11 @@ MODEL_ARGS = ("model", "module", "layer", "models")   # a model, one of its modu
 def _public_model_functions():
     """``module.function`` (and ``module.Class.method``) of every public callable whose first argument is a model."""
     found = set()
-    for info in pkgutil.iter_modules(xlprune_lib.__path__):
-        if info.name == "__main__":
+    for info in pkgutil.walk_packages(xlprune_lib.__path__, "xlprune_lib."):
+        if info.ispkg or info.name.endswith("__main__"):
             continue
-        module = importlib.import_module(f"xlprune_lib.{info.name}")
+        module = importlib.import_module(info.name)
+        short = info.name.rsplit(".", 1)[-1]      # module basenames are unique across the subpackages
         for name, obj in vars(module).items():
             if name.startswith("_") or not callable(obj) or getattr(obj, "__module__", None) != module.__name__:
                 continue
@@ -386,7 +413,7 @@ def _public_model_functions():
                 except (TypeError, ValueError):
                     continue
                 if params and params[0] in MODEL_ARGS:
-                    found.add(f"{info.name}.{label}")
+                    found.add(f"{short}.{label}")
     return found
 
 

@@ -11,7 +11,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from xlprune_lib import cli, config, plots, sparse  # noqa: E402
+from xlprune_lib import cli, config, sparse  # noqa: E402
+from xlprune_lib.book import plots
 from xlprune_lib.config import UserError  # noqa: E402
 
 

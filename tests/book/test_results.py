@@ -1,0 +1,152 @@
+"""Reference-result tables: required columns, provenance, atomic writes, clear errors."""
+import json
+
+import pytest
+
+from xlprune_lib.config import UserError
+from xlprune_lib.book.results import TABLES, collect, read_table, save_table
+
+
+def _rows():
+    return [{"run": "target", "lambda": None, "sparsity": 0.5, "test_accuracy": 0.7},
+            {"run": "λ = 0.3", "lambda": 0.3, "sparsity": 0.61, "test_accuracy": 0.69}]
+
+
+def test_save_table_writes_csv_with_provenance(tmp_path):
+    path = save_table(_rows(), "03_l0", tmp_path, {"profile": "smoke", "seed": 3, "lambdas": [0.3]})
+    frame = read_table("03_l0", path.parent)
+    assert list(frame.columns[:2]) == ["profile", "seed"] and (frame.seed == 3).all() and len(frame) == 2
+    assert frame.sparsity.tolist() == [0.5, 0.61]
+    prov = json.loads((path.parent / "03_l0.provenance.json").read_text())
+    assert prov["rows"] == 2 and prov["config"]["lambdas"] == [0.3] and {"versions", "machine"} <= prov.keys()
+    assert not list(path.parent.glob(".*"))                  # no temporary files left behind
+
+
+def test_save_table_refuses_missing_columns_and_unknown_names(tmp_path):
+    with pytest.raises(ValueError, match="missing columns"):
+        save_table([{"run": "x"}], "03_l0", tmp_path, {"profile": "smoke", "seed": 0})
+    with pytest.raises(ValueError, match="unknown results table"):
+        save_table(_rows(), "99_nothing", tmp_path, {"profile": "smoke", "seed": 0})
+    assert not (tmp_path / "tables" / "03_l0.csv").exists()
+
+
+def test_collect_needs_every_table_and_keeps_the_old_ones(tmp_path):
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    save_table(_rows(), "03_l0", src, {"profile": "smoke", "seed": 0})
+    dest.mkdir()
+    (dest / "03_l0.csv").write_text("old")
+    with pytest.raises(UserError, match="lacks the tables"):
+        collect(src / "tables", dest)
+    assert (dest / "03_l0.csv").read_text() == "old"          # nothing replaced by a partial collection
+    assert set(TABLES) >= {"02_oneshot_weights", "03_l0", "04_iterative", "05_speed"}
+
+
+def test_missing_reference_file_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="make results"):
+        read_table("05_speed", tmp_path)
+
+
+def test_memo_stores_arrays_and_tensors_of_any_size(tmp_path, monkeypatch):
+    """A measurement may hold per-example arrays (baselines.tfidf_logreg's ``*_correct``) or tensors, not only
+    scalars: they are stored as lists, and a scalar stays a number."""
+    import numpy as np
+    import torch
+
+    from xlprune_lib.train.runs import memo
+
+    monkeypatch.setenv("XLPRUNE_CACHE", str(tmp_path))
+    got = memo("arrays", {}, lambda: {"correct": np.array([True, False, True]), "scores": torch.tensor([[1.0], [2.0]]),
+                                       "one": np.array([0.25]), "n": torch.tensor(4)})
+    assert got == {"correct": [True, False, True], "scores": [[1.0], [2.0]], "one": [0.25], "n": 4}
+
+
+def test_memo_computes_once_per_config_and_recovers_from_a_bad_file(tmp_path, monkeypatch):
+    import numpy as np
+
+    from xlprune_lib.train.runs import memo
+
+    monkeypatch.setenv("XLPRUNE_CACHE", str(tmp_path))
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return [{"sparsity": np.float32(0.5), "n": np.int64(3)}]
+
+    first = memo("demo", {"grid": [0.5]}, compute)
+    assert first == [{"sparsity": 0.5, "n": 3}] and memo("demo", {"grid": [0.5]}, compute) == first
+    assert len(calls) == 1
+    memo("demo", {"grid": [0.9]}, compute)                    # another grid is another entry
+    assert len(calls) == 2
+    for path in (tmp_path / "memo").glob("demo-*.json"):
+        path.write_text("{ truncated")
+    assert memo("demo", {"grid": [0.5]}, compute) == first and len(calls) == 3
+
+
+def test_source_accuracy_is_measured_once_per_cached_run_only(tmp_path, monkeypatch):
+    from xlprune_lib.config import get_profile
+    from xlprune_lib.train.runs import source_accuracy
+
+    monkeypatch.setenv("XLPRUNE_CACHE", str(tmp_path / "cache"))
+    smoke, calls = get_profile("smoke"), []
+    accuracy = {"validation_accuracy": 0.75, "test_accuracy": 0.5}
+
+    def measure():
+        calls.append(1)
+        return accuracy
+
+    run = tmp_path / "finetune-smoke-abc"
+    run.mkdir()
+    assert source_accuracy(run, "abc", smoke, 0, measure) == accuracy
+    assert source_accuracy(run, "abc", smoke, 0, measure) == accuracy
+    assert len(calls) == 1                                    # a cached run (it has a key): measured once
+    source_accuracy(run, "abc", smoke, 1, measure)            # another seed draws other splits: measured again
+    assert len(calls) == 2
+    other = tmp_path / "from-elsewhere"                       # no config key: its key is its path
+    other.mkdir()
+    source_accuracy(other, str(other.resolve()), smoke, 0, measure)
+    source_accuracy(other, str(other.resolve()), smoke, 0, measure)
+    assert len(calls) == 4
+
+
+def test_results_refuses_a_chapter_without_a_table(tmp_path):
+    from xlprune_lib.book.results import make_results
+
+    with pytest.raises(UserError, match="no results table comes from chapter '06'"):
+        make_results("smoke", 0, tmp_path, only=["06"])
+
+
+def test_collect_can_take_one_table(tmp_path):
+    """`make results --only 01` copies chapter 1's table alone, checked like the others."""
+    src = tmp_path / "tables"
+    save_table([{"model": "majority", "validation_accuracy": 0.5, "test_accuracy": 0.6, "test_ci_low": 0.55,
+                 "test_ci_high": 0.65}], "01_models", tmp_path, {"profile": "minilm", "seed": 0})
+    written = collect(src, tmp_path / "dest", ["01_models"])
+    assert [p.name for p in written] == ["01_models.csv"]
+    assert read_table("01_models", tmp_path / "dest").model.tolist() == ["majority"]
+
+
+def test_collect_appends_the_rows_of_further_seeds(tmp_path):
+    """`make results` at seeds 0 1 2: one file per table with every seed's rows; tables made at the first seed
+    only (chapter 1) keep its rows; the provenance names every source."""
+    ablation = [{"ablation": "dense", "validation_accuracy": 0.8, "validation_ci_low": 0.78,
+                 "validation_ci_high": 0.82, "test_accuracy": 0.79}]
+    model = [{"model": "majority", "validation_accuracy": 0.5, "test_accuracy": 0.6, "test_ci_low": 0.55,
+              "test_ci_high": 0.65}]
+    for seed in (0, 1):
+        save_table(ablation, "02_ablation", tmp_path / f"s{seed}", {"profile": "minilm", "seed": seed})
+    save_table(model, "01_models", tmp_path / "s0", {"profile": "minilm", "seed": 0})
+    dest = tmp_path / "dest"
+    collect(tmp_path / "s0" / "tables", dest, ["01_models", "02_ablation"], more=[tmp_path / "s1" / "tables"])
+    assert read_table("02_ablation", dest).seed.tolist() == [0, 1]
+    assert read_table("01_models", dest).seed.tolist() == [0]
+    prov = json.loads((dest / "02_ablation.provenance.json").read_text())
+    assert prov["seeds"] == [0, 1] and prov["rows"] == 2 and [s["seed"] for s in prov["sources"]] == [0, 1]
+    assert prov["config"]["profile"] == "minilm"
+
+
+def test_results_refuses_repeated_or_negative_seeds(tmp_path):
+    from xlprune_lib.book.results import make_results
+
+    for seeds in ([0, 0], [-1], []):
+        with pytest.raises(UserError, match="distinct integers"):
+            make_results("smoke", seeds, tmp_path, only=["02"])

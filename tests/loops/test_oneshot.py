@@ -1,0 +1,143 @@
+"""`xlprune prune` on the smoke classifier (real corpus): measured sparsity, saved models, one-line errors."""
+import json
+
+import pytest
+import torch
+from test_cli import assert_user_error, run
+
+from xlprune_lib.xlnet.masks import prunable_parameters
+from xlprune_lib.xlnet.modeling import load_saved
+
+pytestmark = pytest.mark.slow
+
+
+def _metrics(out):
+    return json.loads((out / "metrics.json").read_text())
+
+
+def test_weight_pruning_writes_zeros_and_measures_them(smoke_runs, tmp_path):
+    out = tmp_path / "w"
+    proc = run("prune", "--model", str(smoke_runs["ft"]), "--method", "taylor", "--sparsity", "0.6",
+               "--out", str(out), "--score-batches", "2", "--quiet", timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    m = _metrics(out)
+    model = load_saved(out)
+    zeros = sum(int((getattr(mod, n) == 0).sum()) for mod, n in prunable_parameters(model))
+    total = sum(getattr(mod, n).numel() for mod, n in prunable_parameters(model))
+    assert m["prunable_sparsity"] == pytest.approx(zeros / total) and abs(zeros / total - 0.6) < 1e-3
+    assert 0 <= m["test_accuracy"] <= 1 and m["dense"]["test_accuracy"] == pytest.approx(
+        _metrics(smoke_runs["ft"])["test_accuracy"])
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["totals"]["prunable"]["nonzero"] == total - zeros
+    assert m["git_commit"] and m["config"]["method"] == "taylor"
+
+
+def test_head_pruning_saves_a_smaller_model(smoke_runs, tmp_path):
+    out = tmp_path / "h"
+    proc = run("prune", "--model", str(smoke_runs["ft"]), "--method", "fisher", "--granularity", "head",
+               "--sparsity", "0.5", "--out", str(out), "--score-batches", "1", "--finetune-epochs", "0.5",
+               "--quiet", timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    model, m = load_saved(out), _metrics(out)
+    assert sum(model.config.heads_per_layer) == 4            # smoke: 2 layers x 4 heads, half removed
+    assert sum(len(v) for v in m["removed"]["heads"].values()) == 4
+    assert model.config.pruning_plan["heads"] == [[h for h in range(4) if h not in m["removed"]["heads"].get(str(L), [])]
+                                                  for L in range(2)]   # the saved config names the heads kept
+    assert "after_finetune" in m and m["test_accuracy"] == m["after_finetune"]["test_accuracy"]
+    with torch.no_grad():
+        model(input_ids=torch.tensor([[10, 11, 12, 4, 3]]))
+
+
+def test_movement_pruning_of_neurons(smoke_runs, tmp_path):
+    out = tmp_path / "m"
+    proc = run("prune", "--model", str(smoke_runs["ft"]), "--method", "movement", "--granularity", "neuron",
+               "--sparsity", "0.25", "--scope", "local", "--score-steps", "3", "--out", str(out), "--quiet",
+               timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert load_saved(out).config.inner_per_layer == [192, 192]   # smoke d_inner 256, a quarter per layer
+
+
+BAD = [
+    (["--method", "taylor", "--sparsity", "1.0"], "sparsity must be in [0, 1)"),
+    (["--method", "taylor", "--sparsity", "-0.1"], "sparsity must be in [0, 1)"),
+    (["--method", "snip", "--sparsity", "0.5"], "unknown method 'snip'"),
+    (["--method", "taylor", "--granularity", "block", "--sparsity", "0.5"], "unknown granularity"),
+    (["--method", "taylor", "--sparsity", "half"], "invalid float value"),
+    (["--method", "taylor", "--scope", "layerwise", "--sparsity", "0.5"], "unknown scope"),
+    (["--method", "movement", "--score-steps", "0", "--sparsity", "0.5"], "--score-steps"),
+    (["--method", "taylor"], "--sparsity is required"),
+    (["--method", "l0", "--granularity", "head", "--lambda", "-1"], "lambda must be >= 0"),
+    (["--method", "l0", "--granularity", "head", "--lambda", "1", "--sparsity", "0.5"], "not both"),
+    (["--method", "l0", "--granularity", "head"], "not both / neither"),
+    (["--method", "l0", "--granularity", "layer", "--sparsity", "0.5"], "L0 gates exist for"),
+    (["--method", "l0", "--granularity", "neuron", "--sparsity", "1.2"], "sparsity must be in [0, 1)"),
+]
+
+
+@pytest.mark.parametrize("args,fragment", BAD)
+def test_prune_refuses_bad_input(smoke_runs, tmp_path, args, fragment):
+    assert_user_error(run("prune", "--model", str(smoke_runs["ft"]), "--out", str(tmp_path / "x"), *args), fragment)
+    assert not (tmp_path / "x").exists()
+
+
+def test_prune_refuses_a_model_it_cannot_score(smoke_runs, tmp_path):
+    out = str(tmp_path / "x")
+    assert_user_error(run("prune", "--model", str(smoke_runs["pre"]), "--method", "fisher", "--sparsity", "0.5",
+                          "--out", out), "XLNetForSequenceClassification")     # a PLM checkpoint: no labels
+    assert_user_error(run("prune", "--model", str(tmp_path / "nope"), "--method", "magnitude",
+                          "--sparsity", "0.5", "--out", out), "does not exist")
+    assert not (tmp_path / "x").exists()
+
+
+def test_prune_never_overwrites_another_result(smoke_runs, tmp_path):
+    out = tmp_path / "keep"
+    args = ["prune", "--model", str(smoke_runs["ft"]), "--method", "magnitude", "--out", str(out), "--quiet"]
+    assert run(*args, "--sparsity", "0.3", timeout=600).returncode == 0
+    before = (out / "metrics.json").read_text()
+    assert_user_error(run(*args, "--sparsity", "0.7", timeout=600), "already holds a different run")
+    assert (out / "metrics.json").read_text() == before
+
+
+def test_l0_pruning_of_heads_and_neurons(smoke_runs, tmp_path):
+    """Trained gates, finalized by surgery: the saved model is smaller and its report counts what went."""
+    out = tmp_path / "l0"
+    proc = run("prune", "--model", str(smoke_runs["ft"]), "--method", "l0", "--granularity", "head+neuron",
+               "--lambda", "5", "--finetune-epochs", "1", "--out", str(out), "--quiet", timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    m, model = _metrics(out), load_saved(out)
+    assert m["l0_history"] and {"expected_l0", "expected_sparsity", "lambda"} <= set(m["l0_history"][-1])
+    kept = sum(model.config.heads_per_layer) * 5 * 64 * 16 + sum(model.config.inner_per_layer) * 2 * 64
+    assert m["prunable_nonzero_after"] <= kept and m["prunable_sparsity"] == pytest.approx(
+        1 - m["prunable_nonzero_after"] / m["prunable_params_before"])
+    rep = json.loads((out / "report.json").read_text())
+    assert [layer["heads"] for layer in rep["layers"]] == model.config.heads_per_layer
+
+
+def test_sublayer_ablation_switches_off_every_head_or_neuron(tiny_classifier):
+    """The blunt ablation of chapter 2: all heads off equals an attention output of zero, all FFN neurons off
+    equals an FFN output of its bias only; the model is unchanged afterwards."""
+    import torch
+
+    from conftest import padded_batch
+    from xlprune_lib.loops.oneshot import sublayer_ablation
+
+    batch = padded_batch([7, 5, 3], [0, 1, 1])
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+
+    def logits(m):
+        with torch.no_grad():
+            return {"logits": m(**inputs).logits.clone()}
+
+    before = logits(tiny_classifier)["logits"]
+    rows = sublayer_ablation(tiny_classifier, logits)
+    assert [r["ablation"] for r in rows] == ["dense", "all-heads-off", "all-ffn-off"]
+    assert torch.equal(rows[0]["logits"], before) and torch.equal(logits(tiny_classifier)["logits"], before)
+    no_heads, no_ffn = [__import__("copy").deepcopy(tiny_classifier) for _ in range(2)]
+    with torch.no_grad():
+        for layer in no_heads.transformer.layer:
+            layer.rel_attn.o.zero_()
+        for layer in no_ffn.transformer.layer:
+            layer.ff.layer_2.weight.zero_()
+    assert torch.allclose(rows[1]["logits"], logits(no_heads)["logits"], atol=1e-5)
+    assert torch.allclose(rows[2]["logits"], logits(no_ffn)["logits"], atol=1e-5)
+    assert (rows[1]["logits"] - before).abs().max() > 1e-6 and (rows[2]["logits"] - before).abs().max() > 1e-6

@@ -1,0 +1,162 @@
+"""PruningPlan: one record of what survives, in original indices; it masks, cuts, saves and reloads."""
+import json
+
+import pytest
+import torch
+
+from xlprune_lib.prune import select
+from xlprune_lib.xlnet.masks import make_permanent, prune_to
+from xlprune_lib.prune.plan import PruningPlan
+from xlprune_lib.xlnet.modeling import load_saved, save_model
+from xlprune_lib.xlnet.structure import XLNetStructure
+
+
+def _logits(model, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(10, 120, (3, 9), generator=g)
+    tt = torch.zeros_like(ids)
+    tt[:, 5:] = 1
+    with torch.no_grad():
+        return model.eval()(input_ids=ids, token_type_ids=tt).logits
+
+
+def _clone(model):
+    from xlprune_lib.xlnet.masks import copy_model
+
+    return copy_model(model)
+
+
+def test_dense_plan_of_an_unpruned_model(tiny_classifier):
+    plan = PruningPlan.of(tiny_classifier)
+    assert plan == PruningPlan.dense(2, 4, 64) and plan.is_dense() and not plan.weights
+    assert plan.removed() == {"layers": [], "heads": {}, "neurons": {}, "weights": {}}
+    assert plan.names()[:2] == ["layer.0.rel_attn.q", "layer.0.rel_attn.k"] and len(plan.names()) == 14
+
+
+def test_two_rounds_of_head_pruning_keep_original_indices_through_save_and_reload(tiny_classifier, tmp_path):
+    """Round 1 removes original head 1 of layer 0; round 2 removes position 1 of layer 0 *as it is now*, which
+    is original head 2. The saved config records [0, 3]; reloading cuts exactly those heads and computes the
+    same logits. A plan that kept widths only would reload heads [0, 1]."""
+    model = tiny_classifier
+    PruningPlan.of(model).without("head", {0: [1]}).finalize(model)
+    assert PruningPlan.of(model).heads[0] == (0, 2, 3)
+    PruningPlan.of(model).without("head", {0: [1], 1: [0, 3]}).finalize(model)
+    plan = PruningPlan.of(model)
+    assert plan.heads == ((0, 3), (1, 2)) and plan.removed()["heads"] == {"0": [1, 2], "1": [0, 3]}
+    save_model(model, None, tmp_path / "m")
+    saved = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert saved["pruning_plan"]["heads"] == [[0, 3], [1, 2]] and saved["heads_per_layer"] == [2, 2]
+    loaded = load_saved(tmp_path / "m")
+    assert PruningPlan.of(loaded) == plan
+    assert torch.allclose(_logits(loaded), _logits(model), atol=1e-6)
+
+
+def test_reload_cuts_the_recorded_units_not_the_first_ones(tiny_classifier, tmp_path):
+    """Build the reference by hand: the original model with heads 1, 2 of layer 0 zeroed at ``o`` computes what
+    the reloaded pruned model computes."""
+    reference = _clone(tiny_classifier)
+    with torch.no_grad():
+        reference.transformer.layer[0].rel_attn.o[:, [1, 2], :] = 0
+        reference.transformer.layer[1].ff.layer_2.weight[:, [5, 60]] = 0
+    plan = PruningPlan.of(tiny_classifier).without("head", {0: [1, 2]}).without("neuron", {1: [5, 60]})
+    plan.finalize(tiny_classifier)
+    save_model(tiny_classifier, None, tmp_path / "m")
+    loaded = load_saved(tmp_path / "m")
+    assert torch.allclose(_logits(loaded), _logits(reference), atol=1e-5)
+    assert loaded.config.pruning_plan["neurons"][1] == [j for j in range(64) if j not in (5, 60)]
+
+
+def test_layers_keep_original_indices_and_weight_masks_follow_the_units(tiny_classifier):
+    model = _clone(tiny_classifier)
+    prune_to(model, 0.5)                                    # live masks on every prunable weight
+    plan = PruningPlan.of(model)
+    assert set(plan.weights) == set(plan.names())
+    smaller = plan.without("head", {1: [0]}).without("layer", [0])
+    assert smaller.layers == (1,) and smaller.heads[1] == (1, 2, 3)
+    assert smaller.weights["layer.1.rel_attn.q"].shape == (32, 3, 8)
+    assert torch.equal(smaller.weights["layer.1.rel_attn.q"], plan.weights["layer.1.rel_attn.q"][:, 1:, :])
+    smaller.finalize(model)
+    assert PruningPlan.of(model) == smaller
+    assert model.config.n_layer == 1 and model.config.pruning_plan["layers"] == [1]
+
+
+def test_apply_masks_computes_what_finalize_computes(tiny_classifier):
+    plan = PruningPlan.of(tiny_classifier).without("head", {0: [0, 3]}).without("neuron", {1: list(range(10))})
+    masked, cut = _clone(tiny_classifier), _clone(tiny_classifier)
+    plan.apply_masks(masked)
+    plan.finalize(cut)
+    assert torch.allclose(_logits(masked), _logits(cut), atol=1e-5)
+    with pytest.raises(ValueError, match="finalize"):
+        plan.without("layer", [1]).apply_masks(_clone(tiny_classifier))
+
+
+def test_weight_rule_equals_prune_to_and_leaves_the_model_alone(tiny_classifier):
+    """WeightSparsity computes on stand-ins exactly the masks prune_to puts on the model, also on top of
+    earlier live masks and of zeros made permanent."""
+    for scope in ("global", "local"):
+        model = _clone(tiny_classifier)
+        prune_to(model, 0.3)
+        make_permanent(model)
+        prune_to(model, 0.5, scope=scope)
+        before = PruningPlan.of(model)
+        plan = select.WeightSparsity(0.8, scope)(model)
+        assert PruningPlan.of(model) == before                      # not changed
+        reference = _clone(model)
+        prune_to(reference, 0.8, scope=scope)
+        assert plan == PruningPlan.of(reference)
+        plan.apply_masks(model)
+        assert PruningPlan.of(model) == plan
+
+
+def test_plan_digest_and_equality_see_every_difference(tiny_classifier):
+    plan = PruningPlan.of(tiny_classifier)
+    a = plan.without("neuron", {0: [3]})
+    assert a.digest() == plan.without("neuron", {0: [3]}).digest() != plan.digest()
+    w = select.WeightSparsity(0.5)(tiny_classifier)
+    flipped = dict(w.weights)
+    name = next(iter(flipped))
+    m = flipped[name].clone()
+    m.view(-1)[0] = ~m.view(-1)[0]
+    flipped[name] = m
+    assert w.digest() != w.with_weights(flipped).digest() and w != w.with_weights(flipped)
+
+
+def test_plan_records_and_validation():
+    plan = PruningPlan.dense(3, 4, 8).without("layer", [1]).without("head", {1: [2]})
+    assert PruningPlan.from_config(json.loads(json.dumps(plan.to_config()))) == plan
+    assert plan.to_config()["layers"] == [0, 2] and plan.heads[2] == (0, 1, 3)
+    with pytest.raises(ValueError, match="out of range"):
+        PruningPlan(2, 4, 8, (0, 1), ((0, 4), (0,)), ((0,), (0,)))
+    with pytest.raises(ValueError, match="out of range"):
+        plan.without("head", {2: [0]})                  # only two layers are kept
+    with pytest.raises(ValueError, match="at least one layer"):
+        plan.without("layer", [0, 1])
+    with pytest.raises(ValueError, match="malformed"):
+        PruningPlan.from_config({"layers": [0]})
+
+
+def test_unit_rules_and_encoder_budget_produce_plans(tiny_classifier):
+    s = XLNetStructure(tiny_classifier)
+    heads = [torch.tensor([4.0, 1.0, 3.0, 2.0]), torch.tensor([1.0, 5.0, 6.0, 7.0])]
+    plan = select.UnitFraction("head", 0.25)(tiny_classifier, heads)
+    assert plan.removed()["heads"] == {str(k): v for k, v in select.lowest_units(heads, 0.25).items()}
+    assert sum(plan.widths()[0]) == 6
+    local = select.UnitFraction("head", 0.25, "local")(tiny_classifier, heads)
+    assert local.removed()["heads"] == {"0": [1], "1": [0]}
+    neurons = [torch.arange(64.0), torch.arange(64.0).flip(0)]
+    before = s.encoder_params()
+    budget, info = select.EncoderBudget(0.3).plan_with_share(tiny_classifier, (heads, neurons))
+    budget.finalize(tiny_classifier)
+    after = XLNetStructure(tiny_classifier).encoder_params()
+    assert before - after == info["params"] and abs((before - after) / before - 0.3) < 0.02
+
+
+def test_n_of_m_keeps_n_in_every_group(tiny_classifier):
+    plan = select.NM(2, 4)(tiny_classifier)
+    q = plan.weights["layer.0.rel_attn.q"]                 # (d_model, n_head, d_head): groups along d_model
+    groups = q.movedim(0, -1).reshape(4, 8, 8, 4)
+    assert bool((groups.sum(-1) == 2).all())
+    l2 = plan.weights["layer.1.ff.layer_2.weight"]         # (d_model, d_inner): groups along d_inner
+    assert bool((l2.reshape(32, 16, 4).sum(-1) == 2).all())
+    with pytest.raises(Exception, match="0 < n < m"):
+        select.NM(4, 4)

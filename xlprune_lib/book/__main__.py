@@ -1,0 +1,40 @@
+"""``python -m xlprune_lib.book``: ``execute`` the chapters (what ``make book`` runs) or make the reference
+``results`` (``make results``)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..config import DEFAULT_PROFILE, UserError
+from .build import execute
+from .results import SEEDS, make_results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m xlprune_lib.book")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("execute", help="execute the chapters with papermill into book/chapters")
+    p.add_argument("--profile", default=DEFAULT_PROFILE)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--only", nargs="*", help="chapter number prefixes, e.g. 01 03")
+    r = sub.add_parser("results", help="execute chapters 1-5 and copy their tables to data/results")
+    r.add_argument("--profile", default=DEFAULT_PROFILE)
+    r.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="seeds; chapters 2, 4 and 5 run at each, the others at the first (default: 0 1 2)")
+    r.add_argument("--dest", help="where the CSVs go (default: data/results)")
+    r.add_argument("--only", nargs="+", help="chapter numbers to run (default: 01 02 03 04 05)")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "results":
+            for path in make_results(args.profile, args.seeds or SEEDS, args.dest, args.only):
+                print(f"wrote {path}")
+        else:
+            execute(args.profile, args.seed, only=args.only)
+    except UserError as exc:
+        print(f"xlprune: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

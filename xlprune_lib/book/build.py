@@ -1,0 +1,61 @@
+"""Execute the chapters with papermill; the book shows these executed copies.
+
+The committed notebooks in ``notebooks/`` carry no outputs. ``execute`` runs each one with papermill, injecting
+``profile`` / ``seed`` / ``output_dir`` into its ``parameters`` cell, and writes the executed copy to
+``book/chapters/`` (git-ignored), which ``_toc.yml`` points at. Jupyter Book itself executes nothing
+(``execute_notebooks: "off"`` in ``_config.yml``).
+
+``python -m xlprune_lib.book execute --profile minilm`` is what ``make book`` runs; ``... results`` is
+``make results`` (``results.make_results``).
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import papermill as pm
+
+from ..config import DEFAULT_PROFILE, cache_dir, ensure_dir, get_profile, repo_root, require_hub
+
+
+def chapters(root: Path | None = None) -> list[Path]:
+    """The committed chapter notebooks, in reading order."""
+    return sorted(((root or repo_root()) / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def execute(profile: str = DEFAULT_PROFILE, seed: int = 0, root: Path | None = None, out_dir: Path | None = None,
+            only: list[str] | None = None, log=print, chapter_parameters: dict | None = None,
+            output_dir: Path | None = None) -> list[Path]:
+    """Run every chapter with papermill; return the executed copies' paths.
+
+    Each copy is written to a temporary name and renamed when papermill finishes, so a failed chapter never
+    leaves a half-executed page that the book would publish. ``out_dir``: where the executed copies go (the
+    book's ``book/chapters``); ``output_dir``: the chapters' ``output_dir`` parameter, where figures and tables
+    go (``<cache>/figures/<profile>``). ``chapter_parameters`` maps a chapter's number ("01") to extra papermill
+    parameters for it.
+    """
+    spec = get_profile(profile)  # validate the name before minutes of work
+    if spec.hub_model:  # `base` reads the model and the task from the hub: stop now, not in chapter 1's third cell
+        require_hub(f"profile {profile!r} ({spec.hub_model}, {spec.task})")
+    root = root or repo_root()
+    out_dir = out_dir or root / "book" / "chapters"
+    ensure_dir(out_dir)
+    done = []
+    for nb in chapters(root):
+        if only and not any(nb.stem.startswith(o) for o in only):
+            continue
+        target = out_dir / nb.name
+        tmp = out_dir / f".{nb.stem}.running.ipynb"
+        start = time.perf_counter()
+        log(f"[book] executing {nb.name} (profile {profile})")
+        pm.execute_notebook(
+            str(nb), str(tmp), cwd=str(root), kernel_name="python3", progress_bar=False,
+            parameters={"profile": profile, "seed": seed,
+                        "output_dir": str(output_dir or cache_dir() / "figures" / profile),
+                        **(chapter_parameters or {}).get(nb.stem[:2], {})},
+        )
+        os.replace(tmp, target)
+        log(f"[book] {nb.name}: {time.perf_counter() - start:.0f} s")
+        done.append(target)
+    return done

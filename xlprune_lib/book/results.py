@@ -1,0 +1,171 @@
+"""Reference results: each chapter's experiment grid as a tidy CSV table with a provenance sidecar.
+
+Chapters 1 to 5 call :func:`save_table` on their main grid (one row per model or measurement, measured
+values only). ``make results`` (``python -m xlprune_lib.book results``) executes those chapters on a
+profile, so every cached run is reused and missing ones are trained, and copies the tables into
+``data/results/``: ``<name>.csv`` plus ``<name>.provenance.json`` (the chapter's configuration, git commit,
+library versions, machine). Those files are committed; the book's results page draws its figures from them,
+and a test checks that the smoke profile still produces tables with the same columns.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from .build import execute
+from ..config import DEFAULT_PROFILE, UserError, cache_dir, ensure_dir, repo_root, write_json_atomic, write_text_atomic
+from ..measure.report import provenance
+from ..measure.stats import add_intervals
+
+# table name -> columns every row must have (more may follow)
+TABLES = {
+    "01_models": ("model", "validation_accuracy", "test_accuracy", "test_ci_low", "test_ci_high"),
+    "02_oneshot_weights": ("method", "requested", "sparsity", "validation_accuracy", "test_accuracy",
+                           "test_ci_low", "test_ci_high"),
+    "02_ablation": ("ablation", "validation_accuracy", "test_accuracy", "validation_ci_low", "validation_ci_high"),
+    "03_l0": ("run", "lambda", "sparsity", "test_accuracy"),
+    "04_iterative": ("approach", "sparsity", "validation_accuracy", "test_accuracy", "steps", "seconds"),
+    "05_speed": ("method", "prunable_removed", "params_ratio", "flops_ratio", "file_ratio", "sparse_file_ratio",
+                 "validation_accuracy", "test_accuracy", "latency_ratio_b1", "latency_ratio_b32"),
+}
+COMMON = ("profile", "seed")
+CHAPTERS = ("01", "02", "03", "04", "05")
+SEEDS = (0, 1, 2)
+HEADLINE = ("02", "04", "05")   # chapters whose grids `make results` repeats at every seed (one-shot curves,
+                                # chapter 4's approaches, chapter 5's speed table); the others run at the first
+# chapter parameters for `make results`: chapter 1 trains its comparison models instead of reading them
+RESULTS_PARAMETERS = {"01": {"live_comparison": True}}
+
+
+def results_dir() -> Path:
+    return repo_root() / "data" / "results"
+
+
+def tables_dir(output_dir) -> Path:
+    return Path(output_dir) / "tables"
+
+
+def save_table(rows: list[dict], name: str, output_dir, config: dict, sizes: dict | None = None) -> Path:
+    """Write ``rows`` as ``<output_dir>/tables/<name>.csv`` with its provenance, atomically; return the CSV path.
+
+    ``config`` must hold ``profile`` and ``seed`` (they become the first columns, unless the rows carry their
+    own) and whatever else defines the grid. Every ``<split>_accuracy`` column must come with its 95% interval
+    (``<split>_ci_low``, ``<split>_ci_high``); with ``sizes`` (examples per split) they are computed here from
+    the accuracies (``stats.add_intervals``). Raises ``ValueError`` for an unknown table, no rows, or a
+    missing column.
+    """
+
+    if name not in TABLES:
+        raise ValueError(f"unknown results table {name!r}; known: {', '.join(TABLES)}")
+    frame = pd.DataFrame(add_intervals(rows, sizes) if sizes else rows)
+    missing = [c for c in TABLES[name] + interval_columns(frame.columns) if c not in frame.columns]
+    if missing or frame.empty:
+        raise ValueError(f"table {name}: {'no rows' if frame.empty else f'missing columns {missing}'}")
+    for key in reversed(COMMON):      # rows may name their own (chapter 1 compares models of two profiles)
+        frame.insert(0, key, frame.pop(key) if key in frame else config[key])
+    folder = tables_dir(output_dir)
+    path = folder / f"{name}.csv"
+    write_text_atomic(path, frame.to_csv(index=False, float_format="%.6g"))
+    write_json_atomic(folder / f"{name}.provenance.json", {"table": name, "rows": len(frame), **provenance(config)})
+    return path
+
+
+def interval_columns(columns) -> tuple:
+    """The interval columns that must sit beside the accuracy columns among ``columns``."""
+    return tuple(f"{c[:-len('_accuracy')]}_{end}" for c in columns if c.endswith("_accuracy")
+                 for end in ("ci_low", "ci_high"))
+
+
+def read_table(name: str, folder=None):
+    """A results table as a DataFrame (from ``data/results`` unless ``folder`` is given)."""
+    path = Path(folder or results_dir()) / f"{name}.csv"
+    if not path.is_file():
+        raise UserError(f"{path} is missing; run `make results` to produce it")
+    return pd.read_csv(path)
+
+
+def read_provenance(name: str, folder=None) -> dict:
+    path = Path(folder or results_dir()) / f"{name}.provenance.json"
+    if not path.is_file():
+        raise UserError(f"{path} is missing; run `make results` to produce it")
+    return json.loads(path.read_text())
+
+
+def check_table(path: Path) -> list[str]:
+    """The columns of a results CSV, after checking it has the ones its table requires."""
+    columns = list(pd.read_csv(path, nrows=1).columns)
+    need = COMMON + TABLES[path.stem] + interval_columns(columns)
+    missing = [c for c in need if c not in columns]
+    if missing:
+        raise UserError(f"{path}: missing columns {missing}")
+    return columns
+
+
+def collect(src, dest=None, names=None, more=()) -> list[Path]:
+    """Copy every table in ``src`` (a ``tables`` folder; or only ``names``) to ``dest`` (``data/results``),
+    checked, atomically; the rows of the same table in the folders ``more`` (other seeds) are appended.
+
+    ``src`` must hold every wanted table; a table from several folders gets the provenance of ``src``'s, plus
+    ``seeds`` (the seeds its rows come from) and ``sources`` (each folder's seed and git commit). A file of the
+    same name in ``dest`` that is not an xlprune table (no ``.provenance.json`` beside it) is refused before
+    anything is written.
+    """
+    src, dest, more = Path(src), Path(dest or results_dir()), [Path(f) for f in more]
+    wanted = list(names or TABLES)
+    names = [n for n in wanted if (src / f"{n}.csv").is_file()]
+    if missing := [n for n in wanted if n not in names]:
+        raise UserError(f"{src} lacks the tables {', '.join(missing)}: did every chapter run?")
+    ensure_dir(dest, "results folder")
+    sources = {name: [f for f in (src, *more) if (f / f"{name}.csv").is_file()] for name in names}
+    for name in names:                   # everything is checked before anything is written
+        for folder in sources[name]:
+            check_table(folder / f"{name}.csv")
+        if (dest / f"{name}.csv").exists() and not (dest / f"{name}.provenance.json").is_file():
+            raise UserError(f"{dest / f'{name}.csv'} is not an xlprune results table (no provenance beside it); "
+                            "nothing was changed: choose another --dest")
+    written = []
+    for name in names:
+        folders = sources[name]
+        frame = pd.concat([pd.read_csv(f / f"{name}.csv") for f in folders], ignore_index=True)
+        prov = [json.loads((f / f"{name}.provenance.json").read_text()) for f in folders]
+        merged = {**prov[0], "rows": len(frame), "seeds": sorted({int(s) for s in frame["seed"]}),
+                  "sources": [{"seed": p["config"].get("seed"), "git_commit": p.get("git_commit")} for p in prov]}
+        write_text_atomic(dest / f"{name}.csv", frame.to_csv(index=False, float_format="%.6g"))
+        write_json_atomic(dest / f"{name}.provenance.json", merged)
+        written.append(dest / f"{name}.csv")
+    return written
+
+
+def seed_dir(profile: str, seed: int, first: bool) -> Path:
+    """Where a chapter run writes its figures and tables: the book's folder for the first seed of
+    ``make results``, a folder of its own for each further seed."""
+    base = cache_dir() / "figures" / profile
+    return base if first else base.with_name(f"{profile}-seed{seed}")
+
+
+def make_results(profile: str = DEFAULT_PROFILE, seeds=SEEDS, dest=None, only=None) -> list[Path]:
+    """``make results``: execute chapters 1-5 (or the chapter numbers in ``only``) on ``profile`` at the first
+    of ``seeds``, and the :data:`HEADLINE` chapters among them again at every further seed (cached runs reused),
+    then collect their tables: one file per table, with a ``seed`` column.
+
+    The first seed's executed chapters are the book's pages; further seeds write theirs beside their tables
+    (:func:`seed_dir`), never over the book.
+    """
+    only, seeds = list(only or CHAPTERS), [seeds] if isinstance(seeds, int) else list(seeds)
+    if bad := [c for c in only if c not in CHAPTERS]:
+        raise UserError(f"no results table comes from chapter {bad[0]!r}; chapters: {', '.join(CHAPTERS)}")
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise UserError(f"--seeds must be distinct integers >= 0, got {seeds}")
+    folders = []
+    for i, seed in enumerate(seeds):
+        chapters = only if i == 0 else [c for c in only if c in HEADLINE]
+        if not chapters:
+            continue
+        out = seed_dir(profile, seed, first=i == 0)
+        execute(profile, seed, only=chapters, chapter_parameters=RESULTS_PARAMETERS, output_dir=out,
+                out_dir=None if i == 0 else out / "chapters")
+        folders.append(tables_dir(out))
+    names = [n for n in TABLES if n[:2] in only]
+    return collect(folders[0], dest, names, more=folders[1:])

@@ -1,0 +1,345 @@
+"""The prune -> fine-tune -> evaluate loop (the flowchart of chapter 4), with checkpoints and resume.
+
+Round-based loop (iterative pruning, Han et al. 2015, "Learning both Weights and Connections", sec. 3.3):
+start from a trained classifier; score importance (any method and granularity of ``importance``); prune to
+the round's sparsity (``schedule.round_targets``: a constant step, or a fixed fraction of what remains);
+fine-tune for a budget of optimizer steps; evaluate on the validation split; if the requirement (an absolute
+accuracy, or the dense accuracy minus a tolerance) still holds, go round again, otherwise stop. The result is
+the *last round that met the requirement*, never the first one that failed. ``--schedule cubic`` prunes
+gradually inside one fine-tuning run instead (``gradual.py``); one-shot pruning is ``oneshot.py``.
+
+Sparsity is cumulative and counted against the *starting* model: round ``k`` of weight pruning masks the
+lowest-scoring weights until the round's fraction of the original prunable set is zero; round ``k`` of head,
+neuron or layer pruning removes units (surgery) until that fraction of the original units is gone.
+Movement scores come from the previous round's fine-tuning (the first round fine-tunes ``score_steps`` to
+get them). Every round is checkpointed (``rounds.py``); the same command resumes after the last complete
+round. Under ``torchrun`` the gradient-based scores are averaged across ranks (``distributed.py``).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from .. import validate
+from .distributed import (average_across_ranks, barrier, identical_across_ranks, init_distributed, is_main,
+                          plan_digest, rank_and_world)
+from .gradual import GRADUAL_METHODS, run_gradual
+from .oneshot import require_classifier
+from .rounds import RUN, SUMMARY, append_record, claim, load_checkpoint, read_records, save_checkpoint
+from ..config import UserError, option, set_seed, write_json_atomic
+from ..measure.delivery import delivery
+from ..measure.report import git_commit
+from ..prune.importance import MovementCallback, check_method, gather_inputs, score, shared_option
+from ..prune.plan import PruningPlan
+from ..prune.schedule import SCHEDULES, check_schedule, round_targets
+from ..prune.select import WeightSparsity, lowest_units
+from ..train.data import TASKS, load_task, load_tokenizer
+from ..train.finetune import Evaluator, tokenize_split, train_classifier
+from ..train.runs import default_out, quiet_libraries, run_key, source_run
+from ..xlnet.masks import counts, measured, prunable_parameters
+from ..xlnet.modeling import load_saved
+from ..xlnet.structure import XLNetStructure
+
+ITERATE_VERSION = 3   # 2: signed movement scores ranked as given. 3: plans (removed units in original indices)
+
+
+# --- the requirement -------------------------------------------------------------------------------------
+
+def parse_requirement(text: str | float) -> tuple[str, float]:
+    """``"0.75"`` (absolute validation accuracy) or ``"dense-0.01"`` (dense accuracy minus a tolerance)."""
+    s = str(text).strip().replace(" ", "")
+    try:
+        if s.startswith("dense-"):
+            kind, value = "tolerance", float(s[len("dense-"):])
+        else:
+            kind, value = "absolute", float(s)
+    except ValueError:
+        raise UserError(f"--requirement must be an accuracy like 0.75 or 'dense-0.01', got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise UserError(f"--requirement value must be in [0, 1], got {value}")
+    return kind, value
+
+
+def threshold(requirement: str, dense_accuracy: float) -> float:
+    kind, value = parse_requirement(requirement)
+    return value if kind == "absolute" else dense_accuracy - value
+
+
+# --- what to run -----------------------------------------------------------------------------------------
+
+@dataclass
+class IterSpec:
+    """One iterative (or gradual) pruning run.
+
+    ``step``: for ``constant`` the sparsity added per round, for ``geometric`` the fraction of the remaining
+    weights removed per round. ``round_steps``: fine-tuning optimizer steps after each pruning round (for
+    ``cubic``: steps between records and checkpoints). ``cubic`` trains once for ``total_steps`` (default: as
+    many as the geometric loop to the same target would spend), updating the masks every ``prune_every``
+    steps during the first ``ramp`` of them; Zhu & Gupta leave the rest for recovery.
+    """
+    method: str = shared_option("method")
+    granularity: str = shared_option("granularity")
+    target: float = option(0.9, help="final sparsity in [0, 1)")
+    schedule: str = option("geometric", help=f"{', '.join(SCHEDULES)}: fixed step per round, a fraction of what "
+                           "remains per round, or gradual pruning inside fine-tuning")
+    requirement: str = option("dense-0.01", help="validation accuracy to keep: an absolute value (0.75) or "
+                              "dense minus a tolerance (dense-0.01)")
+    step: float = option(0.2, help="constant: sparsity added per round; geometric: fraction of the remaining "
+                         "weights removed per round")
+    round_steps: int = option(100, help="fine-tuning steps after each round (cubic: between records)")
+    scope: str = shared_option("scope")
+    score_batches: int = shared_option("score_batches")
+    score_steps: int = shared_option("score_steps", help="movement: fine-tuning steps that give the first "
+                                     "round's scores")
+    total_steps: int | None = option(None, help="cubic: fine-tuning steps in all (default: as many as the "
+                                     "geometric loop to the same target)")
+    prune_every: int = option(10, help="cubic: steps between mask updates, dt")
+    ramp: float = option(0.75, help="cubic: share of the steps during which the masks are updated")
+
+    def check(self) -> "IterSpec":
+        check_method(self.method, self.granularity)
+        check_schedule(self.schedule)
+        validate.sparsity(self.target, "--target")
+        parse_requirement(self.requirement)
+        validate.scope(self.scope)
+        validate.at_least(1, round_steps=self.round_steps, score_batches=self.score_batches,
+                          score_steps=self.score_steps, prune_every=self.prune_every)
+        if not 0.0 < self.ramp <= 1.0:
+            raise UserError(f"--ramp must be in (0, 1], got {self.ramp}")
+        if self.schedule == "cubic":
+            if self.granularity != "weight" or self.method not in GRADUAL_METHODS:
+                raise UserError("gradual (cubic) pruning masks weights with scores available during training: "
+                                f"--granularity weight and --method {' or '.join(GRADUAL_METHODS)}")
+            if self.round_steps % self.prune_every:
+                raise UserError(f"--round-steps ({self.round_steps}) must be a multiple of --prune-every "
+                                f"({self.prune_every}): records and checkpoints fall on mask updates")
+            validate.at_least(1, total_steps=self.total_steps)
+        else:
+            round_targets(self.schedule, self.step, self.target)
+        return self
+
+    def rounds(self) -> list[float]:
+        return round_targets(self.schedule if self.schedule != "cubic" else "geometric", self.step, self.target)
+
+    def gradual_plan(self) -> tuple[int, int, int]:
+        """``(total_steps, n, dt)`` of the cubic run: a multiple of ``round_steps``, ``n`` mask updates."""
+        dt, every = self.prune_every, self.round_steps
+        total = self.total_steps or len(self.rounds()) * every
+        total = max(every, -(-total // every) * every)
+        return total, max(1, int(self.ramp * total) // dt), dt
+
+
+def iterate_config(spec: IterSpec, source_key: str, profile, seed: int) -> dict:
+    return {"source": source_key, "profile": profile.name, "seed": seed, "iterate_version": ITERATE_VERSION,
+            **{k: getattr(profile, k) for k in ("task", "max_examples", "max_seq_len", "ft_batch", "recovery_lr")},
+            **asdict(spec)}
+
+
+# --- running it ---------------------------------------------------------------------------------------
+
+class _Run:
+    """What every round needs: the run folder, the data, the evaluator, the starting sizes, the printer."""
+    def __init__(self, model_dir: Path, spec: IterSpec, out: Path, profile, seed: int, progress: bool,
+                 report: bool = True):
+
+        self.model_dir, self.spec, self.out, self.profile, self.seed = model_dir, spec, out, profile, seed
+        self.progress, self.report = progress, report
+        self.tok = load_tokenizer(model_dir)
+        self.data = load_task(profile.task, profile.max_examples, seed)
+        self.glue = TASKS[profile.task][2]
+        self.enc = {"train": tokenize_split(self.data["train"], self.tok, profile.max_seq_len)}
+        self.evaluator = Evaluator(self.tok, {s: self.data[s] for s in ("validation", "test")},
+                                   profile.max_seq_len, self.glue)
+        self.cfg = json.loads((out / RUN).read_text())
+        self.records = read_records(out)
+        self.clock = time.perf_counter()
+
+    def start(self):
+        """The source classifier and, on a fresh run, its round-0 record (the dense accuracy)."""
+        model = load_saved(self.model_dir)
+        require_classifier(model)
+        if not self.records:
+            self.commit(self.record(model, round=0, step=0, target=0.0))
+        return model
+
+    def evaluate(self, model) -> dict:
+        return {k: v for k, v in self.evaluator(model).items() if k.endswith("_accuracy")}
+
+    def record(self, model, **fields) -> dict:
+        """Measure, evaluate and append one record (after its checkpoint is on disk)."""
+        if not identical_across_ranks(plan_digest(model)):
+            raise RuntimeError("the processes disagree on what was pruned (masks or shapes differ across ranks)")
+        first = self.records[0] if self.records else None
+        start = first["start"] if first else counts(model)
+        metrics = self.evaluate(model)
+        need = threshold(self.spec.requirement, (first or metrics)["validation_accuracy"])
+        now = time.perf_counter()
+        seconds, self.clock = now - self.clock, now
+        rec = {**fields, **measured(model, start), **self.unit_sparsity(model, first), **metrics, "requirement": need,
+               "passed": metrics["validation_accuracy"] >= need, "seconds": seconds,
+               "processes": rank_and_world()[1],
+               "total_seconds": (self.records[-1]["total_seconds"] if self.records else 0.0) + seconds,
+               "config_key": self.cfg["config_key"], "config": self.cfg["config"], "git_commit": git_commit()}
+        if not first:
+            rec["start"] = start
+            s = XLNetStructure(model)
+            rec["units"] = {g: s.unit_counts(g) for g in ("head", "neuron")} | {"layer": len(s.layers)}
+        return rec
+
+    def unit_sparsity(self, model, first: dict | None) -> dict:
+        """For head, neuron and layer runs: the fraction of the starting model's units removed (what
+        ``--target`` counts), from the tensors."""
+        g = self.spec.granularity
+        if g == "weight" or first is None:
+            return {"unit_sparsity": 0.0} if g != "weight" else {}
+        start = first["units"][g]                    # per layer (heads, neurons) or a count (layers)
+        return {"unit_sparsity": 1 - XLNetStructure(model).total_units(g) / (start if g == "layer" else sum(start))}
+
+    def commit(self, rec: dict) -> None:
+        append_record(self.out, rec)
+        barrier()
+        self.records.append(rec)
+        if self.report and is_main():
+            print(f"round {rec['round']:>2}  step {rec['step']:>5}  sparsity {rec['prunable_sparsity']:.3f} "
+                  f"(model {rec['model_sparsity']:.3f})  val {rec['validation_accuracy']:.4f}  "
+                  f"test {rec['test_accuracy']:.4f}  {'meets' if rec['passed'] else 'misses'} "
+                  f"{rec['requirement']:.4f}  {rec['seconds']:.0f} s", flush=True)
+
+
+def iterate(model_dir, spec: IterSpec, out=None, profile=None, seed: int = 0, progress: bool = True,
+            report: bool = True) -> Path:
+    """``xlprune iterate``: the round-based loop (constant / geometric) or gradual pruning (cubic).
+
+    Returns ``out``; its ``summary.json`` names the final model (the last round that met the requirement, or the
+    end of the gradual run) and why the loop stopped. Resumes when ``out`` holds earlier rounds of the same
+    configuration; refuses a folder that holds anything else. ``progress``: the Trainer's progress bars;
+    ``report``: one printed line per round.
+    """
+    init_distributed()
+    spec.check()
+    model_dir, source_key, profile = source_run(model_dir, profile)
+    cfg = iterate_config(spec, source_key, profile, seed)
+    key = run_key("iterate", cfg)
+    out = Path(out) if out else default_out("iterate", profile, key)
+    claim(out, key, cfg)
+    if (out / SUMMARY).is_file():
+        return out
+    if not progress:
+        quiet_libraries()
+    run = _Run(model_dir, spec, out, profile, seed, progress, report)
+    if spec.schedule == "cubic":
+
+        summary = run_gradual(run)
+    else:
+        summary = run_rounds(run)
+    unit = "prunable weights" if spec.granularity == "weight" else f"{spec.granularity}s"
+    final = summary["final"] or run.records[0]   # no round met the requirement: the result is the dense model
+    delivered = final["prunable_sparsity" if spec.granularity == "weight" else "unit_sparsity"]
+    summary["delivery"] = delivery(spec.target, delivered, unit, why=summary["stop_reason"])
+    if is_main():
+        write_json_atomic(out / SUMMARY, {"config_key": key, **summary, "records": len(run.records)})
+    barrier()
+    return out
+
+
+def load_run(out) -> tuple[list[dict], dict]:
+    """``(records, summary)`` of a finished ``iterate`` folder."""
+    out = Path(out)
+    return read_records(out), json.loads((out / SUMMARY).read_text())
+
+
+def run_rounds(run: "_Run") -> dict:
+    """Score -> prune -> fine-tune ``round_steps`` -> evaluate, until the requirement fails or the target is met."""
+    spec, targets = run.spec, run.spec.rounds()
+    last = run.records[-1] if run.records else None
+    if last and last["round"] > 0:
+        model, movement = load_checkpoint(run.out / f"round-{last['round']}")
+    else:
+        model, movement = run.start(), None
+    while run.records[-1]["passed"] and run.records[-1]["round"] < len(targets):
+        k = run.records[-1]["round"] + 1
+        set_seed(run.seed + k)
+        steps = spec.round_steps + (spec.score_steps if spec.method == "movement" and movement is None else 0)
+        scores = _scores(run, model, movement, k)
+        removed = _prune(run, model, targets[k - 1], scores)
+        mover = MovementCallback(prunable_parameters(model)) if spec.method == "movement" else None
+        set_seed(run.seed + k)
+        train_classifier(model, run.tok, run.enc, run.profile, run.seed + k, 1.0, run.glue, run.progress,
+                         callbacks=[mover] if mover else None, steps=spec.round_steps, lr=run.profile.recovery_lr)
+        movement = mover.scores if mover else None
+        save_checkpoint(model, run.tok, run.out / f"round-{k}", movement)
+        barrier()
+        run.commit(run.record(model, round=k, step=run.records[-1]["step"] + steps, target=targets[k - 1],
+                              removed=removed))
+        _drop_old_rounds(run)
+    passing = [r for r in run.records if r["passed"]]
+    final = passing[-1]["round"] if passing else None
+    failed = not run.records[-1]["passed"]
+    reason = (f"round {run.records[-1]['round']} missed the requirement" if failed and final is not None
+              else "the dense model misses the requirement" if failed else "target sparsity reached")
+    return {"stop_reason": reason, "final_round": final,
+            "final_model": None if final is None else str(run.model_dir if final == 0 else run.out / f"round-{final}"),
+            "final": passing[-1] if passing else None}
+
+
+def _drop_old_rounds(run: _Run) -> None:
+    """Keep the checkpoints a resume or the result needs: the latest round and the last one that passed."""
+    if not is_main():
+        return
+
+    keep = {run.records[-1]["round"]} | {max((r["round"] for r in run.records if r["passed"]), default=0)}
+    for folder in run.out.glob("round-*"):
+        if folder.name.split("-")[-1].isdigit() and int(folder.name.split("-")[-1]) not in keep:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _scores(run: _Run, model, movement, k: int):
+    """This round's importance scores; gradient-based ones averaged over every rank's share of the batches.
+    Movement scores come from the previous round's fine-tuning (round 1 fine-tunes ``score_steps`` first)."""
+    spec = run.spec
+    inputs = {"seed": run.seed + k, "movement": movement}
+    if movement is None or spec.method != "movement":
+        rank, world = rank_and_world()
+        inputs = gather_inputs(model, spec.method, run.tok, run.data["train"], run.profile, spec.score_batches,
+                               spec.score_steps, run.seed + k, lr=run.profile.recovery_lr, progress=run.progress,
+                               rank=rank, world=world)
+    scores = score(model, spec.method, spec.granularity, **inputs)
+    if inputs.get("batches") is not None:
+        tensors = list(scores.values()) if isinstance(scores, dict) else \
+            [scores] if isinstance(scores, torch.Tensor) else list(scores)
+        average_across_ranks(tensors, len(inputs["batches"]))
+    return scores
+
+
+def _prune(run: _Run, model, target: float, scores):
+    """Cumulative pruning to ``target`` of the *original* prunable weights or units, through a
+    :class:`PruningPlan` (weights masked, units cut); returns the units removed, in original indices."""
+    spec = run.spec
+    if spec.granularity == "weight":
+        WeightSparsity(target, spec.scope)(model, scores).apply_masks(model)
+        return None
+    original = run.records[0]["units"][spec.granularity]
+    if spec.granularity == "layer":
+        original, current = [original], [len(XLNetStructure(model).layers)]
+    else:
+        current = XLNetStructure(model).unit_counts(spec.granularity)
+
+    def fraction(n0, n):  # of what remains, so that round(target * n0) of the original units are gone
+        return max(0, round(target * n0) - (n0 - n)) / n if n else 0.0
+
+    if spec.scope == "global" or spec.granularity == "layer":
+        removed = lowest_units(scores, fraction(sum(original), sum(current)))
+    else:
+        removed = {li: lowest_units([s], fraction(n0, n)).get(0, []) for li, (s, n0, n)
+                   in enumerate(zip(scores, original, current))}
+    start = PruningPlan.of(model, weights=False)
+    plan = start.without(spec.granularity, removed)
+    plan.finalize(model)
+    return plan.removed_since(start)
+
+

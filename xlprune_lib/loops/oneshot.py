@@ -1,0 +1,268 @@
+"""One-shot pruning of a fine-tuned classifier: score, cut once, optionally fine-tune, evaluate, save.
+
+Weight granularity masks the lowest-scoring weights with ``torch.nn.utils.prune`` (``masks.prune_to``) and
+writes the zeros into the weights before saving; head, neuron and layer granularity remove the lowest-scoring
+units with surgery, so the saved model is smaller (an ``xlnet-pruned`` folder). The sparsity reached is
+always measured from the tensors: for weights, the zero fraction of the prunable set; for structures, also
+``1 - remaining / original`` parameters of the prunable set. Granularity ``head+neuron`` removes heads and
+neurons together until the requested fraction of the *encoder's* parameters is gone (``select.EncoderBudget``), the
+structured pruning that chapter 5 turns into speed.
+
+``xlprune prune`` is :func:`prune_run`; the chapters use :func:`score`, :func:`apply` and :func:`curve`.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from transformers import XLNetForSequenceClassification
+
+from .. import validate
+from ..config import Profile, UserError, option, set_seed
+from ..measure.delivery import TOLERANCE, delivery
+from ..measure.report import layer_report, provenance
+from ..prune.importance import (GRADIENT_METHODS, GRANULARITIES, METHODS, check_method, gather_inputs,
+                                score as importance_score, shared_option)
+from ..prune.l0 import GRANULARITIES as L0_GRANULARITIES, finalize, train_l0
+from ..prune.plan import PruningPlan
+from ..prune.select import EncoderBudget, UnitFraction, WeightSparsity
+from ..train.data import TASKS, load_task, load_tokenizer
+from ..train.finetune import Evaluator, tokenize_split, train_classifier
+from ..train.runs import METRICS, default_out, reuse_or_claim, run_key, source_accuracy, source_run
+from ..xlnet.masks import counts, make_permanent, prunable_parameters, weight_sparsity
+from ..xlnet.modeling import load_saved, save_model
+from ..xlnet.structure import ENCODER, XLNetStructure
+
+# Part of every prune run's key: bump it when the pruning code changes what a request produces.
+PRUNE_VERSION = 4   # 3: signed scores ranked as given; L0 finalized to its target. 4: plans (removed units in
+                    # original indices, the plan recorded in the saved config)
+
+
+@dataclass
+class PruneSpec:
+    """What to prune and how: the importance method, the unit, the target fraction, the threshold scope.
+
+    Each field is also an option of ``xlprune prune`` (``config.option``). Build it by keyword.
+    """
+    method: str = shared_option("method", help=f"importance score: {', '.join(METHODS)}, or l0 (trained "
+                                "hard-concrete gates)")
+    granularity: str = shared_option("granularity", help=f"unit removed: {', '.join(GRANULARITIES)}, or "
+                                     "head+neuron (--sparsity is then the fraction of the encoder's parameters)")
+    sparsity: float | None = option(None, help="fraction of the unit to remove, in [0, 1) (for l0: the target "
+                                    "expected sparsity of the prunable set)")
+    scope: str = shared_option("scope")
+    finetune_epochs: float = option(0.0, help="epochs of recovery fine-tuning after pruning (l0: epochs of "
+                                    "gate training, 0 meaning 1)")
+    score_batches: int = shared_option("score_batches")
+    score_steps: int = shared_option("score_steps")
+    lam: float | None = option(None, flag="--lambda", metavar="X",
+                               help="l0 only: fixed penalty weight instead of --sparsity")
+
+    def check(self) -> "PruneSpec":
+        if self.method == "l0":
+            return self._check_l0()
+        check_method(self.method, "head" if self.granularity == ENCODER else self.granularity)
+        if self.sparsity is None:
+            raise UserError(f"--sparsity is required for {self.method}")
+        validate.sparsity(self.sparsity)
+        validate.scope(self.scope)
+        validate.at_least(0, finetune_epochs=self.finetune_epochs, score_steps=self.score_steps)
+        validate.at_least(1, score_batches=self.score_batches)
+        if self.method == "movement" and self.score_steps < 1:
+            raise UserError("movement scores are gathered while fine-tuning: --score-steps must be >= 1")
+        return self
+
+    def _check_l0(self) -> "PruneSpec":
+
+        if self.granularity not in L0_GRANULARITIES:
+            raise UserError(f"L0 gates exist for {', '.join(L0_GRANULARITIES)}, not {self.granularity!r}")
+        validate.lam_or_target(self.lam, self.sparsity)
+        validate.at_least(0, finetune_epochs=self.finetune_epochs)
+        return self
+
+    @property
+    def l0_epochs(self) -> float:
+        """L0 trains weights and gates together: ``--finetune-epochs`` of it (one epoch when not given)."""
+        return self.finetune_epochs or 1.0
+
+
+def require_classifier(model) -> None:
+    """Gradient scores and accuracy need a sequence classifier (a PLM checkpoint has no labels to differentiate)."""
+    if not isinstance(model, XLNetForSequenceClassification):
+        raise UserError(f"pruning needs a fine-tuned XLNetForSequenceClassification, got {type(model).__name__} "
+                        "(its loss on labelled examples gives the gradients and the accuracy)")
+
+
+def score(model, spec: PruneSpec, tokenizer=None, train=None, profile: Profile | None = None, seed: int = 0,
+          progress: bool = False):
+    """The scores ``spec`` asks for (``importance.score``; ``head+neuron``: a pair, heads then neurons).
+    Movement first fine-tunes ``model`` in place for ``spec.score_steps`` (``importance.gather_inputs``)."""
+    spec.check()
+    inputs = {"seed": seed}
+    if spec.method in GRADIENT_METHODS:
+        require_classifier(model)
+        if train is None or tokenizer is None or profile is None:
+            raise UserError(f"{spec.method} scores need the tokenizer, the training split and the profile")
+        inputs = gather_inputs(model, spec.method, tokenizer, train, profile, spec.score_batches, spec.score_steps,
+                               seed, progress=progress)
+    if spec.granularity == ENCODER:
+        return tuple(importance_score(model, spec.method, g, **inputs) for g in ("head", "neuron"))
+    return importance_score(model, spec.method, spec.granularity, **inputs)
+
+
+def rule(spec: PruneSpec):
+    """The threshold rule (``prune/select.py``) a spec asks for."""
+    if spec.granularity == "weight":
+        return WeightSparsity(spec.sparsity, spec.scope)
+    if spec.granularity == ENCODER:      # the sparsity is a fraction of the encoder's parameters
+        return EncoderBudget(spec.sparsity)
+    return UnitFraction(spec.granularity, spec.sparsity, spec.scope)
+
+
+def apply(model, spec: PruneSpec, scores) -> dict:
+    """Prune ``model`` in place to ``spec.sparsity`` with ``scores``; return what was measured.
+
+    The spec's rule makes a :class:`PruningPlan`; weights are masked to it (live ``torch.nn.utils.prune``
+    masks), units are cut by surgery. ``mask_sparsity``: the zero fraction of the prunable weights as the
+    forward pass uses them. ``delivery`` (``measure/delivery.py``) compares the request with what the tensors
+    show, in the request's unit: the zero fraction of the prunable weights, the fraction of heads / neurons /
+    layers removed, or the fraction of the encoder's parameters removed (``head+neuron``). ``removed``: what
+    the plan removed, in original indices (``PruningPlan.removed``).
+    """
+    before = _prunable_counts(model)[0]
+    start = PruningPlan.of(model, weights=False)
+    units_before = None if spec.granularity in ("weight", ENCODER) else \
+        XLNetStructure(model).total_units(spec.granularity)
+    encoder_before = XLNetStructure(model).encoder_params()
+    made = rule(spec)
+    if spec.granularity == ENCODER:
+        plan, info = made.plan_with_share(model, scores)
+    else:
+        plan, info = made(model, scores), {}
+    if spec.granularity == "weight":
+        plan.apply_masks(model)
+    else:
+        plan.finalize(model)
+    out = {"mask_sparsity": weight_sparsity(prunable_parameters(model)), **_measured(model, before),
+           "removed": None if spec.granularity == "weight" else plan.removed_since(start)}
+    if spec.granularity == "weight":
+        out["delivery"] = delivery(spec.sparsity, out["mask_sparsity"], "prunable weights")
+    elif spec.granularity == ENCODER:
+        after = XLNetStructure(model).encoder_params()
+        out.update({"encoder_params_before": encoder_before, "encoder_params_after": after,
+                    "encoder_removed": 1 - after / encoder_before, "share": info["share"]})
+        out["delivery"] = delivery(spec.sparsity, out["encoder_removed"], "encoder parameters")
+    else:
+        out["unit_sparsity"] = 1 - XLNetStructure(model).total_units(spec.granularity) / units_before
+        out["delivery"] = delivery(spec.sparsity, out["unit_sparsity"], f"{spec.granularity}s")
+    return out
+
+
+
+
+
+def _prunable_counts(model) -> tuple[int, int]:
+    """Entries and nonzeros of the prunable set as the forward pass sees it (masked or sliced)."""
+    c = counts(model)
+    return c["prunable"], c["prunable_nonzero"]
+
+
+def _measured(model, before: int) -> dict:
+    """Sparsity of the prunable set now, against its ``before`` size (surgery shrinks the tensors)."""
+    after = _prunable_counts(model)[1]
+    return {"prunable_sparsity": 1 - after / before, "prunable_params_before": before,
+            "prunable_nonzero_after": after}
+
+
+def _jsonable(removed):
+    if isinstance(removed, dict):
+        return {str(k): v for k, v in removed.items()}
+    return removed
+
+
+def prune_config(spec: PruneSpec, source_key: str, profile: Profile, seed: int) -> dict:
+    return {"source": source_key, "profile": profile.name, "seed": seed, "prune_version": PRUNE_VERSION,
+            "recovery_lr": profile.recovery_lr, **asdict(spec)}
+
+
+def prune_run(model_dir, spec: PruneSpec, out=None, profile: Profile | None = None, seed: int = 0,
+              progress: bool = True) -> Path:
+    """``xlprune prune``: load a fine-tuned classifier, prune it, optionally fine-tune, evaluate, save.
+
+    ``out`` receives the model (safetensors; weights pruned permanently, structures removed), the tokenizer,
+    ``metrics.json`` (validation / test accuracy before and after, measured sparsity, provenance) and
+    ``report.json`` (``report.layer_report``). Refuses an ``out`` that holds a different run; ``out=None`` uses
+    the run cache, so the same request again returns the stored result.
+    """
+    spec.check()
+    model_dir, source_key, profile = source_run(model_dir, profile)
+    cfg = prune_config(spec, source_key, profile, seed)
+    key = run_key("prune", cfg)
+    out = Path(out) if out else default_out("prune", profile, key)
+    if reuse_or_claim(out, key) is not None:
+        return out
+    model = load_saved(model_dir)
+    require_classifier(model)
+    tok = load_tokenizer(model_dir)
+    data = load_task(profile.task, profile.max_examples, seed)
+    glue_metric = TASKS[profile.task][2]
+
+    evaluator = Evaluator(tok, {s: data[s] for s in ("validation", "test")}, profile.max_seq_len, glue_metric)
+
+    def evaluate_all(m):
+        return {k: v for k, v in evaluator(m).items() if k.endswith("_accuracy")}
+
+    dense = source_accuracy(model_dir, source_key, profile, seed, lambda: evaluate_all(model))
+    set_seed(seed)
+    header = {"config_key": key, "profile": profile.name, "task": profile.task, "seed": seed}
+    if spec.method == "l0":
+        return _l0_run(model, tok, data, spec, profile, seed, progress, out, cfg, header, dense, evaluate_all)
+    scores = score(model, spec, tok, data["train"], profile, seed, progress)
+    scored = evaluate_all(model) if spec.method == "movement" else dense  # movement fine-tuned while scoring
+    measured = apply(model, spec, scores)
+    oneshot = evaluate_all(model)
+    metrics = {**header, "source_model": str(model_dir), "spec": asdict(spec), **measured,
+               "dense": dense, "before_pruning": scored, "one_shot": oneshot}
+    if spec.finetune_epochs > 0:
+        enc = {k: tokenize_split(data[k], tok, profile.max_seq_len) for k in ("train", "validation")}
+        set_seed(seed)
+        _, seconds = train_classifier(model, tok, enc, profile, seed, spec.finetune_epochs, glue_metric, progress,
+                                      lr=profile.recovery_lr)
+        metrics["finetune_seconds"] = seconds
+        metrics["after_finetune"] = evaluate_all(model)
+    make_permanent(model)
+    final = metrics.get("after_finetune", oneshot)
+    metrics.update(final)  # validation_accuracy / test_accuracy of the saved model
+    return _save_result(model, tok, out, profile, cfg, metrics)
+
+
+def _save_result(model, tok, out, profile, cfg, metrics: dict) -> Path:
+    """Write the pruned model, ``report.json`` and ``metrics.json`` (with the saved sparsity and provenance)."""
+    report = layer_report(model, profile.max_seq_len)
+    metrics["prunable_sparsity_saved"] = report["totals"]["prunable"]["sparsity"]
+    metrics.update(provenance(cfg))
+    save_model(model, tok, out, extra_files={"report.json": report, METRICS: metrics})
+    return out
+
+
+def _l0_run(model, tok, data, spec, profile, seed, progress, out, cfg, header, dense, evaluate_all) -> Path:
+    """``xlprune prune --method l0``: train gates with the weights, finalize, evaluate, save (same outputs)."""
+    before = _prunable_counts(model)[0]
+    enc = {"train": tokenize_split(data["train"], tok, profile.max_seq_len)}
+    trainer, seconds = train_l0(model, tok, enc, profile, seed, spec.granularity, lam=spec.lam,
+                                target=spec.sparsity, epochs=spec.l0_epochs, progress=progress)
+    history = trainer.l0_history
+    gated = evaluate_all(model.eval())
+    plan = finalize(model, target=spec.sparsity)
+    final = evaluate_all(model)
+    done = _measured(model, before)
+    expected = history[-1]["expected_sparsity"] if history else None
+    why = None
+    if spec.sparsity is not None and expected is not None and spec.sparsity > expected + TOLERANCE:
+        why = f"the gates reached an expected sparsity of {expected:.4f} only"
+    metrics = {**header, "spec": asdict(spec), "dense": dense, "gated_eval": gated, **final,
+               "train_seconds": seconds, "expected_sparsity_final": expected, **done,
+               "removed": plan.removed(),
+               "delivery": delivery(spec.sparsity, done["prunable_sparsity"], "prunable weights", why=why),
+               "l0_history": history[:: max(1, len(history) // 200)]}
+    return _save_result(model, tok, out, profile, cfg, metrics)

@@ -1,0 +1,355 @@
+"""Latency, throughput, peak memory, size, parameters and FLOPs of a pruned model against its baseline.
+
+This is a benchmark, not a test: numbers depend on the machine and on what else runs on it. To make the two
+models comparable on a noisy, shared machine they are measured in one process, alternately: after a warm-up,
+every repetition times one forward pass of each model, in a freshly shuffled order (seeded), so that slow
+drift (another job, frequency scaling) hits all models alike, and each timed pass right after an untimed pass
+of the same model, so that none inherits another's caches or sleeping threads. Reported: the median and the
+inter-quartile range of the per-batch latency, and the throughput ``batch / median``. Compare the *ratios*
+pruned / baseline measured in one run; absolute times from different runs are not comparable.
+
+Peak memory, at the largest batch size only (where activations matter). On a GPU:
+``torch.cuda.max_memory_allocated`` around one forward pass, with the model already resident (weights +
+activations). On a CPU the allocator keeps no such counter, so each model is loaded in a
+fresh Python process and the kernel's resident-set high-water mark (``VmHWM``) is read: reset after loading
+(``/proc/self/clear_refs``) and read after one forward pass. The figure reported is the peak above the
+process's footprint once torch and transformers are imported, i.e. weights plus activations.
+
+Sizes on disk: the model's ``*.safetensors`` files as saved, and the same weights written with the sparse
+bitmask format of ``sparse.py`` (smaller only when the weights hold zeros). Parameters, nonzeros and encoder
+FLOPs per token are counted from the tensors by ``report.layer_report``.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import random
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from .report import checkpoint_sizes, layer_report, load_metrics, provenance
+from .sparse import SPARSE_FILE, load_model, save_sparse
+from ..config import UserError, option
+from ..xlnet.structure import XLNetStructure
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def parse_batch_sizes(text: str) -> tuple[int, ...]:
+    """``"1,32"`` -> ``(1, 32)``; anything else is a one-line user error."""
+    try:
+        sizes = tuple(int(x) for x in str(text).split(",") if x.strip())
+    except ValueError:
+        raise UserError(f"--batch-sizes takes comma-separated integers such as 1,32, got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise UserError(f"--batch-sizes takes positive integers, got {text!r}")
+    return sizes
+
+
+
+@dataclass
+class BenchSpec:
+    """What to measure: batch sizes, tokens per sequence, repetitions, device and dtype (each field is also an
+    option of ``xlprune bench``)."""
+    batch_sizes: tuple[int, ...] = option((1, 32), parse=parse_batch_sizes, help="comma-separated, e.g. 1,32")
+    seq_len: int = option(64, help="tokens per sequence")
+    warmup: int = option(3, help="untimed passes first")
+    repeats: int = option(15, help="timed forward passes per model")
+    device: str = option("cpu", help="cpu or cuda")
+    dtype: str = option("fp32", help=f"{', '.join(DTYPES)} (fp16: GPU only)")
+    memory: bool = option(True, help="skip the peak-memory measurement")
+    seed: int = option(0, help="seed of the random inputs")
+
+    def check(self) -> "BenchSpec":
+        if not self.batch_sizes or any(int(b) < 1 for b in self.batch_sizes):
+            raise UserError(f"--batch-sizes must be positive integers, got {list(self.batch_sizes)}")
+        if self.seq_len < 1 or self.warmup < 0 or self.repeats < 1:
+            raise UserError("--seq-len and --repeats must be >= 1, --warmup >= 0")
+        if self.dtype not in DTYPES:
+            raise UserError(f"unknown dtype {self.dtype!r}; valid: {', '.join(DTYPES)}")
+        if self.device not in ("cpu", "cuda"):
+            raise UserError(f"unknown device {self.device!r}; valid: cpu, cuda")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise UserError("--device cuda: no CUDA device is visible to torch")
+        if self.device == "cpu" and self.dtype == "fp16":
+            raise UserError("fp16 inference is a GPU format; use fp32 or bf16 on a CPU")
+        return self
+
+
+def example_inputs(vocab_size: int, batch: int, seq_len: int, seed: int = 0, device: str = "cpu") -> dict:
+    """A batch of random token ids (no padding: every model sees the same full-length work)."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(10, max(11, vocab_size), (batch, seq_len), generator=g)
+    return {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device)}
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _forward(model, inputs: dict) -> None:
+    with torch.inference_mode():
+        model(**inputs, use_mems=False)
+
+
+def alternate(fns: dict, warmup: int, repeats: int, device: str, seed: int = 0) -> dict[str, list[float]]:
+    """Seconds per call of every function, all timed in every repetition, in a fresh random order each time.
+
+    The seeded shuffle spreads slow drift over all functions alike. Each timed call directly follows an untimed
+    call of the same function, so no function inherits another's state: caches filled by a different model,
+    or worker threads that went to sleep during a sparse kernel (measured here: whatever ran after the CSR
+    kernel was about 20% slower).
+    """
+    order = random.Random(seed)
+    names = list(fns)
+    for name in names:
+        for _ in range(warmup):
+            fns[name]()
+    times = {name: [] for name in names}
+    for _ in range(repeats):
+        order.shuffle(names)
+        for name in names:
+            fns[name]()
+            _sync(device)
+            start = time.perf_counter()
+            fns[name]()
+            _sync(device)
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def time_alternating(models: dict, inputs: dict, warmup: int, repeats: int, device: str) -> dict[str, list[float]]:
+    """Seconds per forward pass of every model, timed in turn (:func:`alternate`)."""
+    return alternate({k: functools.partial(_forward, m, inputs) for k, m in models.items()}, warmup, repeats,
+                     device)
+
+
+def summarize(seconds: list[float], batch: int) -> dict:
+    """Median, quartiles and minimum in milliseconds, throughput in sequences per second."""
+    q = statistics.quantiles(seconds, n=4) if len(seconds) > 1 else [seconds[0]] * 3
+    med = statistics.median(seconds)
+    return {"median_ms": med * 1e3, "q1_ms": q[0] * 1e3, "q3_ms": q[2] * 1e3, "min_ms": min(seconds) * 1e3,
+            "iqr_ratio": (q[2] - q[0]) / med, "throughput": batch / med, "repeats": len(seconds)}
+
+
+# --- memory --------------------------------------------------------------------------------------------------
+
+def _rss_kib(field: str) -> int:
+    return int(re.search(rf"{field}:\s+(\d+)", Path("/proc/self/status").read_text()).group(1))
+
+
+def _cpu_peak_child(model_dir: str, batch: int, seq_len: int, dtype: str, seed: int) -> dict:
+    """In a fresh process: the resident high-water mark of one forward pass above the imported runtime."""
+    import transformers  # noqa: F401  (part of the runtime baseline, not of the model)
+
+
+    base = _rss_kib("VmRSS")
+    model = load_model(model_dir).to(DTYPES[dtype]).eval()
+    inputs = example_inputs(model.config.vocab_size, batch, seq_len, seed)
+    loaded = _rss_kib("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+    _forward(model, inputs)
+    return {"peak_bytes": (_rss_kib("VmHWM") - base) * 1024, "loaded_bytes": (loaded - base) * 1024}
+
+
+def cpu_peak_memory(model_dir, batch: int, seq_len: int, dtype: str = "fp32", seed: int = 0) -> dict:
+    """:func:`_cpu_peak_child` in a subprocess (``python -m xlprune_lib.measure.bench peak ...``)."""
+    if not Path("/proc/self/clear_refs").exists():
+        return {"peak_bytes": None, "loaded_bytes": None}
+    cmd = [sys.executable, "-m", "xlprune_lib.measure.bench", "peak", str(model_dir), str(batch), str(seq_len), dtype,
+           str(seed)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"peak-memory child failed: {done.stderr.strip().splitlines()[-1:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def cuda_peak_memory(model, inputs: dict) -> dict:
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    loaded = torch.cuda.memory_allocated()
+    _forward(model, inputs)
+    torch.cuda.synchronize()
+    return {"peak_bytes": torch.cuda.max_memory_allocated(), "loaded_bytes": loaded}
+
+
+# --- sizes, parameters, FLOPs ----------------------------------------------------------------------------
+
+def static_measures(model, model_dir, seq_len: int) -> dict:
+    """Parameters, nonzeros, encoder FLOPs per token and bytes on disk (dense file and sparse format)."""
+    rep = layer_report(model, seq_len)["totals"]
+    with tempfile.TemporaryDirectory() as tmp:
+        sparse = Path(tmp) / "sparse"
+        save_sparse(model, sparse)
+        sparse_bytes = (sparse / SPARSE_FILE).stat().st_size
+    return {"params": rep["model"]["params"], "nonzero": rep["model"]["nonzero"],
+            "prunable_params": rep["prunable"]["params"], "prunable_nonzero": rep["prunable"]["nonzero"],
+            "prunable_sparsity": rep["prunable"]["sparsity"], "encoder_params": XLNetStructure(model).encoder_params(),
+            "flops_per_token": rep["flops_per_token"],
+            "flops_per_token_sparse": rep["flops_per_token_sparse"],
+            "file_bytes": checkpoint_sizes(model_dir)["file_bytes"], "sparse_file_bytes": sparse_bytes}
+
+
+RATIO_KEYS = ("params", "nonzero", "encoder_params", "flops_per_token", "flops_per_token_sparse", "file_bytes",
+              "sparse_file_bytes")
+
+
+def bench(model_dir, baseline_dir, spec: BenchSpec | None = None) -> dict:
+    """Measure ``model_dir`` against ``baseline_dir`` (see the module docstring); return one JSON-able dict."""
+    spec = (spec or BenchSpec()).check()
+    dirs = {"model": Path(model_dir), "baseline": Path(baseline_dir)}
+    models = {k: load_model(d).eval() for k, d in dirs.items()}
+    vocab = {m.config.vocab_size for m in models.values()}
+    if len(vocab) != 1:
+        raise UserError(f"the two models have different vocabularies ({sorted(vocab)}): not the same task")
+    vocab_size = vocab.pop()
+    out = {k: {"path": str(d), **static_measures(models[k], d, spec.seq_len), "latency": {}, "memory": {}}
+           for k, d in dirs.items()}
+    models = {k: m.to(device=spec.device, dtype=DTYPES[spec.dtype]) for k, m in models.items()}
+    for b in spec.batch_sizes:
+        inputs = example_inputs(vocab_size, b, spec.seq_len, spec.seed, spec.device)
+        times = time_alternating(models, inputs, spec.warmup, spec.repeats, spec.device)
+        for k in models:
+            out[k]["latency"][str(b)] = summarize(times[k], b)
+            if spec.memory and b == max(spec.batch_sizes):
+                out[k]["memory"][str(b)] = (cuda_peak_memory(models[k], inputs) if spec.device == "cuda" else
+                                            cpu_peak_memory(dirs[k], b, spec.seq_len, spec.dtype, spec.seed))
+    return {"spec": asdict(spec), "threads": torch.get_num_threads(), **out, "ratios": ratios(out, spec),
+            **provenance({"bench": asdict(spec), "model": str(model_dir), "baseline": str(baseline_dir)})}
+
+
+def ratios(out: dict, spec: BenchSpec) -> dict:
+    """pruned / baseline for every measure (latency: of the medians; memory: of the peaks)."""
+    m, b = out["model"], out["baseline"]
+
+    def div(x, y):
+        return x / y if x is not None and y else None
+
+    r = {k: div(m[k], b[k]) for k in RATIO_KEYS}
+    for bs in map(str, spec.batch_sizes):
+        r[f"latency_b{bs}"] = div(m["latency"][bs]["median_ms"], b["latency"][bs]["median_ms"])
+        r[f"throughput_b{bs}"] = div(m["latency"][bs]["throughput"], b["latency"][bs]["throughput"])
+        if bs in m["memory"]:
+            r[f"peak_memory_b{bs}"] = div(m["memory"][bs]["peak_bytes"], b["memory"][bs]["peak_bytes"])
+    return r
+
+
+def format_bench(result: dict) -> str:
+    """A fixed-width table: baseline, pruned, ratio."""
+    m, b, r, spec = result["model"], result["baseline"], result["ratios"], result["spec"]
+    lines = [f"device {spec['device']} ({result['threads']} threads), {spec['dtype']}, seq_len {spec['seq_len']}, "
+             f"{spec['repeats']} alternating repetitions after {spec['warmup']} warm-up",
+             f"{'':<30}{'baseline':>16}{'pruned':>16}{'ratio':>9}"]
+
+    def row(label, x, y, ratio, fmt="{:,.0f}"):
+        cell = (lambda v: "n/a" if v is None else fmt.format(v))
+        lines.append(f"{label:<30}{cell(x):>16}{cell(y):>16}{'n/a' if ratio is None else f'{ratio:.3f}':>9}")
+
+    row("parameters", b["params"], m["params"], r["params"])
+    row("nonzero parameters", b["nonzero"], m["nonzero"], r["nonzero"])
+    row("encoder parameters", b["encoder_params"], m["encoder_params"], r["encoder_params"])
+    row("encoder FLOPs/token (dense)", b["flops_per_token"], m["flops_per_token"], r["flops_per_token"])
+    row("encoder FLOPs/token (sparse)", b["flops_per_token_sparse"], m["flops_per_token_sparse"],
+        r["flops_per_token_sparse"])
+    row("checkpoint MB", b["file_bytes"] / 1e6, m["file_bytes"] / 1e6, r["file_bytes"], "{:,.2f}")
+    row("sparse-format MB", b["sparse_file_bytes"] / 1e6, m["sparse_file_bytes"] / 1e6, r["sparse_file_bytes"],
+        "{:,.2f}")
+    for bs in map(str, spec["batch_sizes"]):
+        lb, lm = b["latency"][bs], m["latency"][bs]
+        label = f"latency b={bs} ms (median, IQR)"
+        lines.append(f"{label:<30}{lb['median_ms']:>9.2f} ±{lb['q3_ms'] - lb['q1_ms']:>5.2f}"
+                     f"{lm['median_ms']:>9.2f} ±{lm['q3_ms'] - lm['q1_ms']:>5.2f}{r[f'latency_b{bs}']:>9.3f}")
+        row(f"throughput b={bs} seq/s", lb["throughput"], lm["throughput"], r[f"throughput_b{bs}"], "{:,.1f}")
+        if bs in m["memory"]:
+            mem = lambda v: None if v is None else v / 1e6  # noqa: E731
+            row(f"peak memory b={bs} MB", mem(b["memory"][bs]["peak_bytes"]), mem(m["memory"][bs]["peak_bytes"]),
+                r.get(f"peak_memory_b{bs}"), "{:,.1f}")
+    return "\n".join(lines)
+
+
+# --- why zeros are not speed ---------------------------------------------------------------------------
+
+def kernel_sweep(d_in: int, d_out: int, tokens: int, sparsities, repeats: int = 20, seed: int = 0,
+                 device: str = "cpu") -> list[dict]:
+    """Time ``x @ W.T`` for a ``(d_out, d_in)`` weight at each sparsity: dense kernel vs CSR sparse kernel.
+
+    The dense matrix with zeros in it runs the same dense GEMM (every zero is still loaded and multiplied);
+    ``torch.sparse`` CSR only touches the nonzeros, but pays for indices and irregular memory access, so it
+    wins only at very high sparsity. Magnitude-style random sparsity patterns, ``tokens`` rows of input.
+    Times are medians in milliseconds, the three kernels timed in a random order every repetition.
+    """
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(tokens, d_in, generator=g).to(device)
+    w = torch.randn(d_out, d_in, generator=g).to(device)
+    rows = []
+    with torch.inference_mode():
+        for s in sparsities:
+            ws = w * (torch.rand(d_out, d_in, generator=g) >= s).to(device)
+            with warnings.catch_warnings():  # "sparse CSR support is in beta": known, and what we measure
+                warnings.simplefilter("ignore", UserWarning)
+                csr = ws.to_sparse_csr()
+            kernels = {"dense": lambda: x @ w.T, "dense with zeros": lambda: x @ ws.T,
+                       "sparse CSR": lambda: (csr @ x.T).T}
+            times = alternate(kernels, 1, repeats, device, seed)
+            med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+            rows += [{"sparsity": float(1 - int((ws != 0).sum()) / ws.numel()), "kernel": k, "median_ms": v,
+                      "ratio_to_dense": v / med["dense"]} for k, v in med.items()]
+    return rows
+
+
+def latency_sweep(models: dict, vocab_size: int, batch: int, seq_len: int, warmup: int = 2, repeats: int = 10,
+                  device: str = "cpu", seed: int = 0) -> dict[str, dict]:
+    """Latency summaries of several in-memory models timed alternately in one loop (see :func:`time_alternating`)."""
+    inputs = example_inputs(vocab_size, batch, seq_len, seed, device)
+    times = time_alternating(models, inputs, warmup, repeats, device)
+    return {k: summarize(v, batch) for k, v in times.items()}
+
+
+def comparison_row(name: str, run_dir, result: dict) -> dict:
+    """One row of the chapter-5 table: accuracy from the run's ``metrics.json``, the rest from :func:`bench`."""
+    metrics = load_metrics(run_dir) if (Path(run_dir) / "metrics.json").is_file() else {}
+    m, r, spec = result["model"], result["ratios"], result["spec"]
+    b = result["baseline"]
+    row = {"method": name, "validation_accuracy": metrics.get("validation_accuracy"),
+           "test_accuracy": metrics.get("test_accuracy"),
+           # zero or removed, against the baseline's prunable set: masks and surgery on one scale
+           "prunable_removed": 1 - m["prunable_nonzero"] / b["prunable_params"],
+           "encoder_removed": 1 - r["encoder_params"], "params_ratio": r["params"], "nonzero_ratio": r["nonzero"],
+           "flops_ratio": r["flops_per_token"],
+           "file_mb": m["file_bytes"] / 1e6, "sparse_file_mb": m["sparse_file_bytes"] / 1e6,
+           "file_ratio": r["file_bytes"], "sparse_file_ratio": r["sparse_file_bytes"]}
+    for bs in map(str, spec["batch_sizes"]):
+        row[f"latency_ratio_b{bs}"] = r[f"latency_b{bs}"]
+        row[f"latency_ms_b{bs}"] = m["latency"][bs]["median_ms"]
+    big = str(max(spec["batch_sizes"]))
+    row["peak_memory_ratio"] = r.get(f"peak_memory_b{big}")
+    return row
+
+
+def _main(argv=None) -> int:
+    """``python -m xlprune_lib.measure.bench peak DIR BATCH SEQ_LEN DTYPE SEED``: the child of :func:`cpu_peak_memory`."""
+    p = argparse.ArgumentParser(prog="python -m xlprune_lib.measure.bench")
+    p.add_argument("what", choices=["peak"])
+    p.add_argument("model_dir")
+    p.add_argument("batch", type=int)
+    p.add_argument("seq_len", type=int)
+    p.add_argument("dtype")
+    p.add_argument("seed", type=int)
+    a = p.parse_args(argv)
+    print(json.dumps(_cpu_peak_child(a.model_dir, a.batch, a.seq_len, a.dtype, a.seed)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

@@ -1,0 +1,88 @@
+"""Chapter 1's comparison: which starting point makes a model worth pruning (``data/results/01_models.csv``).
+
+One row per model, every one fine-tuned with the profile's settings on the same by-movie split:
+
+* ``majority`` and ``tfidf-logreg`` (``baselines.py``): what counting words gets;
+* ``source-bert``: the MiniLM weights fine-tuned as the BERT they are, the ceiling of the warm start;
+* ``mapped``: the MiniLM weights mapped into XLNet (``warmstart.py``), fine-tuned without any training before;
+* ``mapped-positions``: the same with the relative-position term fitted to BERT's positions (a closed form);
+* ``aligned``: mapped, then trained to reproduce BERT's hidden states (``align.py``), fine-tuned;
+* ``warm-start``: the profile's whole path: mapped, aligned, adapted with XLNet's permutation-LM objective,
+  then fine-tuned (the book's model);
+* ``random-init``: the same XLNet architecture from random weights;
+* ``plm-scratch``: the from-scratch 6 x 256 XLNet (profile ``tiny``), PLM-pretrained here, then fine-tuned with
+  the same fine-tuning settings (:data:`FT_FIELDS`) as the others.
+
+Every accuracy carries its 95% bootstrap interval (``stats.py``). Runs are cached (``runs.py``), so a table
+whose runs exist is read in seconds.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from . import baselines
+from .data import load_task
+from .finetune import dense_run, finetune
+from .pretrain import pretrain
+from .runs import METRICS
+from .warmstart import SOURCE_INIT
+from ..config import Profile, UserError, get_profile
+
+MODELS = ("majority", "tfidf-logreg", "source-bert", "mapped", "mapped-positions", "aligned", "warm-start",
+          "random-init", "plm-scratch")
+WARM_MODELS = ("source-bert", "mapped", "mapped-positions", "aligned", "warm-start")   # need a warm-start profile
+COLUMNS = ("profile", "seed", "model", "validation_accuracy", "validation_ci_low", "validation_ci_high",
+           "test_accuracy", "test_ci_low", "test_ci_high", "train_seconds", "run")
+SCRATCH_PROFILE = "tiny"
+FT_FIELDS = ("max_seq_len", "ft_epochs", "ft_batch", "ft_lr", "warmup_ratio", "weight_decay", "dropout")
+
+
+def check_models(names) -> tuple:
+    """``names`` as a tuple, or a one-line ``UserError`` naming the first that is not in :data:`MODELS`."""
+    unknown = [m for m in names if m not in MODELS]
+    if unknown:
+        raise UserError(f"unknown model {unknown[0]!r}; valid: {', '.join(MODELS)}")
+    return tuple(names)
+
+
+def _run_row(profile: Profile, seed: int, model: str, run) -> dict:
+    m = json.loads((run / METRICS).read_text())
+    return {"profile": profile.name, "seed": seed, "model": model,
+            **{k: m.get(k) for k in COLUMNS[3:-2]}, "train_seconds": m.get("train_seconds"), "run": run.name}
+
+
+def model_row(profile: Profile, model: str, seed: int = 0, progress: bool = False) -> dict:
+    """The row of one model (computing and caching its runs when they do not exist yet)."""
+    check_models([model])
+    if model in ("majority", "tfidf-logreg"):
+        data = load_task(profile.task, profile.max_examples, seed)
+        row = baselines.majority(data) if model == "majority" else baselines.tfidf_logreg(data, seed)
+        return {"profile": profile.name, "seed": seed, "model": model, **{k: row[k] for k in COLUMNS[3:-2]},
+                "train_seconds": None, "run": None}
+    if model in WARM_MODELS and not profile.warm_start:
+        raise UserError(f"model {model!r} needs a warm-start profile (such as 'minilm'), not {profile.name!r}")
+    if model == "source-bert":
+        run = finetune(profile, init=SOURCE_INIT, seed=seed, progress=progress)
+    elif model == "random-init":
+        run = finetune(profile, init=None, seed=seed, progress=progress)
+    elif model == "plm-scratch":
+        scratch = profile
+        if profile.warm_start:   # the from-scratch architecture, fine-tuned with this profile's settings
+            scratch = dataclasses.replace(get_profile(SCRATCH_PROFILE), **{k: getattr(profile, k) for k in FT_FIELDS})
+        run = finetune(scratch, init=pretrain(scratch, seed=seed, progress=progress), seed=seed, progress=progress)
+        return _run_row(scratch, seed, model, run)
+    elif model == "warm-start":
+        run = dense_run(profile, seed, progress)
+    else:
+        start = {"mapped": dataclasses.replace(profile, plm_epochs=0.0, align_steps=0, warm_positions=False),
+                 "mapped-positions": dataclasses.replace(profile, plm_epochs=0.0, align_steps=0, warm_positions=True),
+                 "aligned": dataclasses.replace(profile, plm_epochs=0.0),
+                 }[model]
+        run = finetune(profile, init=pretrain(start, seed=seed, progress=progress), seed=seed, progress=progress)
+    return _run_row(profile, seed, model, run)
+
+
+def models_table(profile: Profile, seed: int = 0, models=MODELS, progress: bool = False) -> list[dict]:
+    """Rows of :data:`COLUMNS` for ``models`` (default: all of :data:`MODELS`), in that order."""
+    return [model_row(profile, m, seed, progress) for m in check_models(models)]

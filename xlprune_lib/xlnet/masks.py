@@ -1,0 +1,189 @@
+"""Weight masks on XLNet through ``torch.nn.utils.prune``.
+
+``torch.nn.utils.prune`` reparametrises a parameter ``w`` as ``w_orig * w_mask`` with a forward pre-hook, so the
+mask lives beside the weight, is applied in every forward pass and survives any number of optimizer steps:
+the gradient of ``w_orig`` at a masked entry is multiplied by zero. Pruning the same tensor again stacks the
+new mask on the old one (a ``PruningContainer``), so sparsity only grows. This module adds what XLNet needs on
+top: the default prunable set (the five 3-D attention projections and the two FFN matrices of every layer),
+local (per-tensor) and global (one threshold across the set) rules driven by any importance score, targets
+given as the *total* sparsity to reach, and sparsity counted from the masks themselves.
+
+Live masks everywhere. Every public function of the library that takes a model works on a model whose masks
+are still live and returns what it returns on the same model made permanent (``tests/test_live_masks.py``
+runs each one both ways): surgery slices ``w_orig`` and ``w_mask`` alike, savers write the masked tensors
+(:func:`effective_state_dict`), scores differentiate the weights the forward pass used, copies go through
+:func:`copy_model`. Two kinds differ by design: training keeps masked entries at zero (that is what a live
+mask is for), and :func:`live_masks` / ``rounds.masks_of`` report the masks themselves.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch.nn.utils import prune
+
+from .. import validate
+from .structure import XLNetStructure
+
+def prunable_parameters(model, include_embeddings: bool = False) -> list[tuple[torch.nn.Module, str]]:
+    """``(module, name)`` pairs of the default prunable set (``XLNetStructure.prunable``).
+
+    Per layer: ``rel_attn.{q,k,v,o,r}`` (shape ``(d_model, n_head, d_head)``) and ``ff.layer_1.weight`` /
+    ``ff.layer_2.weight``. Embeddings, LayerNorm, biases and the classifier head are excluded (the word
+    embedding only when asked: it is a lookup table, pruning it saves storage, not compute).
+    """
+    return XLNetStructure(model).prunable(include_embeddings)
+
+
+def current_weight(module, name: str) -> torch.Tensor:
+    """The effective (masked) tensor, whether or not the parameter is pruned yet."""
+    return getattr(module, name)
+
+
+def current_mask(module, name: str) -> torch.Tensor:
+    mask = getattr(module, f"{name}_mask", None)
+    return mask if mask is not None else torch.ones_like(getattr(module, name))
+
+
+def _zero_fraction(tensors) -> float:
+    tensors = list(tensors)
+    total = sum(t.numel() for t in tensors)
+    return sum(int((t == 0).sum()) for t in tensors) / total if total else 0.0
+
+
+def sparsity(pairs) -> float:
+    """Fraction of zero entries in the masks of ``pairs`` (counted, not requested)."""
+    return _zero_fraction(current_mask(m, n) for m, n in pairs)
+
+
+def weight_sparsity(pairs) -> float:
+    """Fraction of exact zeros in the weights the forward pass uses (masked, or made permanent)."""
+    return _zero_fraction(current_weight(m, n) for m, n in pairs)
+
+
+class LowestScore(prune.BasePruningMethod):
+    """Mask the ``amount`` entries with the *lowest raw score* among those still unmasked.
+
+    ``torch.nn.utils.prune.L1Unstructured`` ranks ``|score|``, which is right for magnitude, gradient, Taylor
+    and Fisher scores (all non-negative) and wrong for signed ones: movement pruning (Sanh et al. 2020, eq. 5)
+    removes the weights with the most *negative* ``S = -sum_t w_t g_t`` (those moving towards zero), not those
+    with the smallest ``|S|``. This method ranks the scores exactly as given, so "lower score = pruned first"
+    holds for every score. Used through ``prune.global_unstructured`` or ``LowestScore.apply``; inside a
+    ``PruningContainer`` it only sees the entries earlier masks left, so pruning stays cumulative.
+    """
+
+    PRUNING_TYPE = "unstructured"
+
+    def __init__(self, amount: int):
+        if not isinstance(amount, int) or amount < 0:
+            raise ValueError(f"amount must be a non-negative number of entries, got {amount!r}")
+        self.amount = amount
+
+    def compute_mask(self, t: torch.Tensor, default_mask: torch.Tensor) -> torch.Tensor:
+        if self.amount > t.numel():
+            raise ValueError(f"cannot prune {self.amount} entries of a tensor with {t.numel()}")
+        mask = default_mask.clone(memory_format=torch.contiguous_format)
+        if self.amount:
+            lowest = torch.topk(t.reshape(-1).float(), k=self.amount, largest=False).indices
+            mask.view(-1)[lowest] = 0
+        return mask
+
+
+def _amount_of_remaining(target: float, already: float, n_total: int) -> int:
+    """Entries to remove now so that the total sparsity becomes ``target`` (never negative)."""
+    return max(0, round(target * n_total) - round(already * n_total))
+
+
+def prune_to(model, target: float, scores: dict | None = None, scope: str = "global", pairs=None) -> float:
+    """Mask the lowest-scoring weights until ``target`` of the prunable set is zero; returns measured sparsity.
+
+    ``scores``: ``{(module, name): tensor}`` importances of the same shape as each weight (default: |w|,
+    magnitude pruning, Han et al. 2015). Scores are ranked as given, signed ones included (:class:`LowestScore`):
+    the most negative movement score goes first. ``scope="local"`` removes the same fraction from every tensor;
+    ``"global"`` ranks all entries of the set against one threshold. Cumulative: earlier zeros stay, because
+    ``torch.nn.utils.prune`` only ranks the entries its previous masks left, and weights that are already exactly
+    zero (pruned earlier and made permanent) count as pruned and are masked first, whatever their score, so a
+    model gets the same masks whether its earlier pruning is live or written in. Returns the zero fraction of
+    the prunable weights the forward pass now uses (at least ``target``).
+    """
+    validate.sparsity(target)
+    validate.scope(scope)
+    pairs = pairs if pairs is not None else prunable_parameters(model)
+    scores = scores or {}
+    importance = {p: _zeros_first(p, scores.get(p)) for p in pairs}
+    if scope == "global":
+        n_total = sum(current_mask(*p).numel() for p in pairs)
+        amount = _amount_of_remaining(target, sparsity(pairs), n_total)
+        prune.global_unstructured(pairs, pruning_method=LowestScore, amount=amount, importance_scores=importance)
+    else:
+        for p in pairs:
+            n = current_mask(*p).numel()
+            amount = _amount_of_remaining(target, sparsity([p]), n)
+            LowestScore.apply(p[0], p[1], amount, importance_scores=importance[p])
+    return weight_sparsity(pairs)
+
+
+def _zeros_first(pair, score: torch.Tensor | None) -> torch.Tensor:
+    """``score`` (default ``|w|``) with ``-inf`` where the weight is already exactly zero."""
+    w = current_weight(*pair).detach()
+    score = (w.abs() if score is None else score).float()
+    return torch.where(w == 0, torch.full_like(score, float("-inf")), score)
+
+
+def make_permanent(model, pairs=None) -> None:
+    """``prune.remove`` on every pruned pair: the zeros are written into the weights, the hooks go away."""
+    for module, name in pairs if pairs is not None else prunable_parameters(model):
+        if prune.is_pruned(module) and hasattr(module, f"{name}_orig"):
+            prune.remove(module, name)
+
+
+def live_masks(model) -> list[tuple[torch.nn.Module, str]]:
+    """``(module, name)`` of every tensor ``torch.nn.utils.prune`` masks right now (``name_orig`` + ``name_mask``)."""
+    return [(m, hook._tensor_name) for m in model.modules() for hook in m._forward_pre_hooks.values()
+            if isinstance(hook, prune.BasePruningMethod)]
+
+
+def effective_state_dict(model) -> dict:
+    """``model.state_dict()`` as the forward pass sees it: every masked ``name_orig`` / ``name_mask`` pair becomes
+    one tensor ``name = name_orig * name_mask`` (what :func:`make_permanent` would write), so a model with live
+    masks saves exactly like the same model made permanent. The model is not changed."""
+    state, out = model.state_dict(), {}
+    for key, value in state.items():
+        base = key[:-len("_orig")]
+        if key.endswith("_orig") and f"{base}_mask" in state:
+            out[base] = (value * state[f"{base}_mask"].to(value.dtype)).detach()
+        elif not (key.endswith("_mask") and f"{key[:-len('_mask')]}_orig" in state):
+            out[key] = value
+    return out
+
+
+def copy_model(model):
+    """``copy.deepcopy(model)`` that also works while masks are live.
+
+    A masked weight is recomputed as ``name_orig * name_mask`` by a forward pre-hook; after a forward pass
+    with autograd on it is a non-leaf tensor, which ``deepcopy`` refuses. The recomputed tensors are replaced
+    by detached ones first (the next forward recomputes them anyway), then the model is copied.
+    """
+
+    with torch.no_grad():
+        for module, name in live_masks(model):
+            setattr(module, name, getattr(module, name).detach())
+    return copy.deepcopy(model)
+
+
+def counts(model) -> dict:
+    """Entries and nonzeros of the prunable set, and of the whole model (masked entries count as zero)."""
+    pairs = prunable_parameters(model)
+    prunable = sum(current_weight(*p).numel() for p in pairs)
+    nonzero = sum(int((current_weight(*p) != 0).sum()) for p in pairs)
+    total = sum(p.numel() for p in model.parameters())
+    return {"prunable": prunable, "prunable_nonzero": nonzero, "model": total,
+            "model_nonzero": total - prunable + nonzero}
+
+
+def measured(model, start: dict) -> dict:
+    """Sparsity of the prunable set and of the whole model against the *starting* model's sizes."""
+    now = counts(model)
+    return {"prunable_sparsity": 1 - now["prunable_nonzero"] / start["prunable"],
+            "model_sparsity": 1 - now["model_nonzero"] / start["model"],
+            "prunable_nonzero": now["prunable_nonzero"], "model_nonzero": now["model_nonzero"]}
