@@ -11,8 +11,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from xlprune_lib import cli, config, sparse  # noqa: E402
-from xlprune_lib.book import plots
+from xlprune_lib import cli, config  # noqa: E402
+from xlprune_lib.book import plots  # noqa: E402
+from xlprune_lib.measure import sparse  # noqa: E402
 from xlprune_lib.config import UserError  # noqa: E402
 
 
