@@ -7,16 +7,20 @@ from xlprune_lib.config import UserError
 from xlprune_lib.book.results import TABLES, collect, read_table, save_table
 
 
+SIZES = {"validation": 100, "test": 200}   # examples per split: the intervals are computed from them
+
+
 def _rows():
     return [{"run": "target", "lambda": None, "sparsity": 0.5, "test_accuracy": 0.7},
             {"run": "λ = 0.3", "lambda": 0.3, "sparsity": 0.61, "test_accuracy": 0.69}]
 
 
 def test_save_table_writes_csv_with_provenance(tmp_path):
-    path = save_table(_rows(), "03_l0", tmp_path, {"profile": "smoke", "seed": 3, "lambdas": [0.3]})
+    path = save_table(_rows(), "03_l0", tmp_path, {"profile": "smoke", "seed": 3, "lambdas": [0.3]}, sizes=SIZES)
     frame = read_table("03_l0", path.parent)
     assert list(frame.columns[:2]) == ["profile", "seed"] and (frame.seed == 3).all() and len(frame) == 2
     assert frame.sparsity.tolist() == [0.5, 0.61]
+    assert (frame.test_ci_low < frame.test_accuracy).all() and (frame.test_accuracy < frame.test_ci_high).all()
     prov = json.loads((path.parent / "03_l0.provenance.json").read_text())
     assert prov["rows"] == 2 and prov["config"]["lambdas"] == [0.3] and {"versions", "machine"} <= prov.keys()
     assert not list(path.parent.glob(".*"))                  # no temporary files left behind
@@ -32,7 +36,7 @@ def test_save_table_refuses_missing_columns_and_unknown_names(tmp_path):
 
 def test_collect_needs_every_table_and_keeps_the_old_ones(tmp_path):
     src, dest = tmp_path / "src", tmp_path / "dest"
-    save_table(_rows(), "03_l0", src, {"profile": "smoke", "seed": 0})
+    save_table(_rows(), "03_l0", src, {"profile": "smoke", "seed": 0}, sizes=SIZES)
     dest.mkdir()
     (dest / "03_l0.csv").write_text("old")
     with pytest.raises(UserError, match="lacks the tables"):
@@ -119,7 +123,7 @@ def test_collect_can_take_one_table(tmp_path):
     """`make results --only 01` copies chapter 1's table alone, checked like the others."""
     src = tmp_path / "tables"
     save_table([{"model": "majority", "validation_accuracy": 0.5, "test_accuracy": 0.6, "test_ci_low": 0.55,
-                 "test_ci_high": 0.65}], "01_models", tmp_path, {"profile": "minilm", "seed": 0})
+                 "test_ci_high": 0.65}], "01_models", tmp_path, {"profile": "minilm", "seed": 0}, sizes=SIZES)
     written = collect(src, tmp_path / "dest", ["01_models"])
     assert [p.name for p in written] == ["01_models.csv"]
     assert read_table("01_models", tmp_path / "dest").model.tolist() == ["majority"]
@@ -133,8 +137,8 @@ def test_collect_appends_the_rows_of_further_seeds(tmp_path):
     model = [{"model": "majority", "validation_accuracy": 0.5, "test_accuracy": 0.6, "test_ci_low": 0.55,
               "test_ci_high": 0.65}]
     for seed in (0, 1):
-        save_table(ablation, "02_ablation", tmp_path / f"s{seed}", {"profile": "minilm", "seed": seed})
-    save_table(model, "01_models", tmp_path / "s0", {"profile": "minilm", "seed": 0})
+        save_table(ablation, "02_ablation", tmp_path / f"s{seed}", {"profile": "minilm", "seed": seed}, sizes=SIZES)
+    save_table(model, "01_models", tmp_path / "s0", {"profile": "minilm", "seed": 0}, sizes=SIZES)
     dest = tmp_path / "dest"
     collect(tmp_path / "s0" / "tables", dest, ["01_models", "02_ablation"], more=[tmp_path / "s1" / "tables"])
     assert read_table("02_ablation", dest).seed.tolist() == [0, 1]
