@@ -267,9 +267,10 @@ TWINS = {
     "importance.unit_sums": lambda m, c: importance.unit_sums(m, importance.magnitude(m), "head"),
     "importance.score (layers)": lambda m, c: importance.score(m, "taylor", "layer", c.batches),
     "importance.score (weights)": lambda m, c: _values(importance.score(m, "fisher", "weight", c.batches)),
+    # the batches path (the movement path trains: it is movement_finetune, covered in TRAINING)
     "importance.gather_inputs": lambda m, c: [
         [b["input_ids"] for b in importance.gather_inputs(m, "fisher", c.tok, c.ds, c.profile, 2, 1)["batches"]],
-        _values(importance.gather_inputs(m, "movement", c.tok, c.ds, c.profile, 1, 2)["movement"]), c.logits(m)],
+        importance.gather_inputs(m, "magnitude", c.tok, c.ds, c.profile, 2, 1), c.logits(m)],
     "plan.PruningPlan.finalize": lambda m, c: (PruningPlan.of(m).without("neuron", {0: [1, 2], 1: [0]}).finalize(m),
                                                c.logits(m), _shapes(m), PruningPlan.of(m)),
     "plan.PruningPlan.apply_masks": _plan_masks,
