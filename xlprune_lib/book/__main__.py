@@ -36,5 +36,5 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+
+raise SystemExit(main())   # this module only runs as ``python -m xlprune_lib.book``
