@@ -23,10 +23,30 @@ def assert_user_error(proc, *fragments):
         assert f in lines[0]
 
 
-@pytest.mark.parametrize("command", ["fetch", "pretrain", "finetune", "info", "report", "prune", "iterate"])
-def test_help(command):
-    proc = run(command, "--help")
-    assert proc.returncode == 0 and "usage:" in proc.stdout
+def main_error(capsys, *args) -> str:
+    """``xlprune ARGS`` in this process (the entry point's ``main``; no interpreter start-up per case): it must
+    return 2 with one line on stderr; the line is returned."""
+    from xlprune_lib.cli import main
+
+    assert main(list(args)) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_help_through_the_installed_entry_point():
+    proc = run("--help")
+    assert proc.returncode == 0 and "usage: xlprune" in proc.stdout
+
+
+@pytest.mark.parametrize("command", ["fetch", "pretrain", "finetune", "info", "report", "prune", "iterate", "bench"])
+def test_help(command, capsys):
+    from xlprune_lib.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main([command, "--help"])
+    assert done.value.code == 0 and f"usage: xlprune {command}" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("command", ["pretrain", "finetune"])
