@@ -5,6 +5,7 @@ import pytest
 import torch
 from test_cli import assert_user_error, main_error, run
 
+from xlprune_lib.prune.plan import PruningPlan
 from xlprune_lib.xlnet.masks import prunable_parameters
 from xlprune_lib.xlnet.modeling import load_saved
 
@@ -107,8 +108,9 @@ def test_l0_pruning_of_heads_and_neurons(smoke_runs, tmp_path):
     assert proc.returncode == 0, proc.stderr
     m, model = _metrics(out), load_saved(out)
     assert m["l0_history"] and {"expected_l0", "expected_sparsity", "lambda"} <= set(m["l0_history"][-1])
-    kept = sum(model.config.heads_per_layer) * 5 * 64 * 16 + sum(model.config.inner_per_layer) * 2 * 64
+    heads, neurons = PruningPlan.of(model).widths()     # the plain class when no unit went, xlnet-pruned if any
+    kept = sum(heads) * 5 * 64 * 16 + sum(neurons) * 2 * 64
     assert m["prunable_nonzero_after"] <= kept and m["prunable_sparsity"] == pytest.approx(
         1 - m["prunable_nonzero_after"] / m["prunable_params_before"])
     rep = json.loads((out / "report.json").read_text())
-    assert [layer["heads"] for layer in rep["layers"]] == model.config.heads_per_layer
+    assert [layer["heads"] for layer in rep["layers"]] == heads

@@ -160,3 +160,17 @@ def test_n_of_m_keeps_n_in_every_group(tiny_classifier):
     assert bool((l2.reshape(32, 16, 4).sum(-1) == 2).all())
     with pytest.raises(Exception, match="0 < n < m"):
         select.NM(4, 4)
+
+
+def test_a_weights_only_plan_keeps_the_plain_class(tiny_classifier):
+    """Masking weights removes no unit: the model stays an XLNetForSequenceClassification with no plan in its
+    config, as before plans existed; removing one head makes it an xlnet-pruned model."""
+    from transformers import XLNetForSequenceClassification
+
+    plan = select.WeightSparsity(0.5)(tiny_classifier)
+    assert plan.keeps_every_unit() and not plan.is_dense()
+    plan.finalize(tiny_classifier)
+    assert type(tiny_classifier) is XLNetForSequenceClassification
+    assert getattr(tiny_classifier.config, "pruning_plan", None) is None
+    PruningPlan.of(tiny_classifier).without("head", {0: [0]}).finalize(tiny_classifier)
+    assert tiny_classifier.config.model_type == "xlnet-pruned"

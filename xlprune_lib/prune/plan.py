@@ -146,7 +146,12 @@ class PruningPlan:
         return [len(self.heads[L]) for L in self.layers], [len(self.neurons[L]) for L in self.layers]
 
     def is_dense(self) -> bool:
+        """Nothing removed: every layer, head, neuron and weight kept."""
         return self == PruningPlan.dense(self.n_layer, self.n_head, self.d_inner)
+
+    def keeps_every_unit(self) -> bool:
+        """Every layer, head and neuron kept (weights may be masked): the model keeps its plain XLNet class."""
+        return self.to_config() == PruningPlan.dense(self.n_layer, self.n_head, self.d_inner).to_config()
 
     def removed(self) -> dict:
         """What is gone, in original indices: ``{"layers": [...], "heads": {L: [...]}, "neurons": {L: [...]},
@@ -278,8 +283,9 @@ class PruningPlan:
 
     def finalize(self, model) -> None:
         """Make ``model`` this plan for good (in place): drop its layers, remove its heads and neurons by
-        surgery, write its weight masks into the weights as zeros, and record the plan in the config (the
-        model becomes an ``xlnet-pruned`` one, which saves and reloads with exactly these units).
+        surgery, write its weight masks into the weights as zeros, and, when units are gone, record the plan in
+        the config (the model becomes an ``xlnet-pruned`` one, which saves and reloads with exactly these
+        units; a plan that only masks weights leaves the plain XLNet class).
 
         ``model`` must realise a plan this one refines. Raises ``ValueError`` otherwise.
         """
@@ -303,7 +309,8 @@ class PruningPlan:
                 if prune.is_pruned(module) and hasattr(module, f"{attr}_orig"):
                     prune.remove(module, attr)
                 getattr(module, attr).mul_(keep.to(getattr(module, attr).device, getattr(module, attr).dtype))
-        record_plan(model, self.to_config())
+        if not self.keeps_every_unit() or getattr(model.config, PLAN_FIELD, None):
+            record_plan(model, self.to_config())   # units gone (or gone before): an ``xlnet-pruned`` model
 
     def _masks_on(self, now: "PruningPlan", model) -> dict:
         """Keep-masks, by name, over the prunable tensors of ``model`` (which realises ``now``) that express this
