@@ -118,3 +118,12 @@ def smoke_runs(smoke, tmp_path_factory):
     pre = pretrain(smoke, root / "pre", seed=0, progress=False)
     ft = finetune(smoke, root / "ft", init=pre, seed=0, progress=False)
     return {"pre": pre, "ft": ft, "root": root}
+
+
+@pytest.fixture(scope="session")
+def pruned_run(smoke_runs):
+    """``xlprune prune`` on the smoke classifier: half of its heads removed by magnitude (a pruned folder)."""
+    from xlprune_lib.loops.oneshot import PruneSpec, prune_run
+
+    out = smoke_runs["root"] / "pruned-heads"
+    return prune_run(smoke_runs["ft"], PruneSpec("magnitude", "head", 0.5), out, seed=0, progress=False)

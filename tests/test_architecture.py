@@ -12,8 +12,9 @@ LAYERS = {
     "measure": {"xlnet"},
     "train": {"xlnet", "measure"},
     "prune": {"xlnet", "measure", "train"},
-    "loops": {"xlnet", "measure", "train", "prune"},
-    "book": {"xlnet", "measure", "train", "prune", "loops"},
+    "deploy": {"xlnet", "measure", "train", "prune"},
+    "loops": {"xlnet", "measure", "train", "prune", "deploy"},
+    "book": {"xlnet", "measure", "train", "prune", "deploy", "loops"},
 }
 
 

@@ -11,16 +11,13 @@ import xlprune_lib  # noqa: F401  (registers xlnet-pruned with the Auto classes)
 from xlprune_lib.xlnet import modeling
 from xlprune_lib.measure import sparse
 from xlprune_lib.train.data import load_task, load_tokenizer
-from xlprune_lib.loops.oneshot import PruneSpec, prune_run
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def folders(smoke_runs, tmp_path_factory):
-    out = tmp_path_factory.mktemp("consumers") / "heads"
-    prune_run(smoke_runs["ft"], PruneSpec("magnitude", "head", 0.5), out, seed=0, progress=False)
-    return {"dense": smoke_runs["ft"], "pruned": out}
+def folders(smoke_runs, pruned_run):
+    return {"dense": smoke_runs["ft"], "pruned": pruned_run}
 
 
 @pytest.fixture(scope="module")

@@ -13,14 +13,16 @@ structured pruning that chapter 5 turns into speed.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 from transformers import XLNetForSequenceClassification
 
 from .. import validate
 from ..config import Profile, UserError, option, set_seed
+from ..deploy.card import SPLITS, model_card
 from ..measure.delivery import TOLERANCE, delivery
-from ..measure.report import layer_report, provenance
+from ..measure.report import checkpoint_sizes, layer_report, provenance
 from ..prune.importance import (GRADIENT_METHODS, GRANULARITIES, METHODS, check_method, gather_inputs,
                                 score as importance_score, shared_option)
 from ..prune.l0 import GRANULARITIES as L0_GRANULARITIES, finalize, train_l0
@@ -233,15 +235,22 @@ def prune_run(model_dir, spec: PruneSpec, out=None, profile: Profile | None = No
     make_permanent(model)
     final = metrics.get("after_finetune", oneshot)
     metrics.update(final)  # validation_accuracy / test_accuracy of the saved model
-    return _save_result(model, tok, out, profile, cfg, metrics)
+    return _save_result(model, tok, out, profile, cfg, metrics, _split_sizes(data))
 
 
-def _save_result(model, tok, out, profile, cfg, metrics: dict) -> Path:
-    """Write the pruned model, ``report.json`` and ``metrics.json`` (with the saved sparsity and provenance)."""
+def _split_sizes(data) -> dict[str, int]:
+    return {split: len(data[split]) for split in SPLITS}
+
+
+def _save_result(model, tok, out, profile, cfg, metrics: dict, sizes: dict[str, int]) -> Path:
+    """Write the pruned model, ``report.json``, ``metrics.json`` (with the saved sparsity and provenance) and
+    the model card (``README.md``, ``deploy.card``; ``sizes``: examples per evaluation split)."""
     report = layer_report(model, profile.max_seq_len)
     metrics["prunable_sparsity_saved"] = report["totals"]["prunable"]["sparsity"]
     metrics.update(provenance(cfg))
-    save_model(model, tok, out, extra_files={"report.json": report, METRICS: metrics})
+    card = partial(model_card, metrics, report, sizes=sizes, profile=profile, model_type=model.config.model_type)
+    save_model(model, tok, out, extra_files={"report.json": report, METRICS: metrics},
+               card=lambda folder: card(checkpoint_sizes(folder)))
     return out
 
 
@@ -265,4 +274,4 @@ def _l0_run(model, tok, data, spec, profile, seed, progress, out, cfg, header, d
                "removed": plan.removed(),
                "delivery": delivery(spec.sparsity, done["prunable_sparsity"], "prunable weights", why=why),
                "l0_history": history[:: max(1, len(history) // 200)]}
-    return _save_result(model, tok, out, profile, cfg, metrics)
+    return _save_result(model, tok, out, profile, cfg, metrics, _split_sizes(data))

@@ -6,13 +6,12 @@ memory, and two-stream attention for permutation-LM pretraining. Its attention w
 3-D parameters of shape ``(d_model, n_head, d_head)``; later chapters prune along the head axis.
 
 A model after surgery (``surgery.py``) has layers of different widths, which ``XLNetConfig`` cannot describe.
-It becomes a ``Pruned*`` model here: the config type ``xlnet-pruned`` adds ``pruning_plan`` (the
-``PruningPlan`` that made it: which original layers, heads and neurons survive) and, for reading,
-``heads_per_layer`` and ``inner_per_layer``. The model classes build the full XLNet and then cut every layer
-down to exactly the recorded units (the way distiller replays a thinning recipe before loading the weights),
-so ``from_pretrained`` finds tensors of the saved shapes. Importing ``xlprune_lib`` registers the type
-with ``AutoConfig`` / ``AutoModel*``, so ``AutoModelForSequenceClassification.from_pretrained(dir)`` and
-``pipeline("text-classification", dir)`` work on a pruned folder.
+It becomes a ``Pruned*`` model (:func:`record_plan`): the config type ``xlnet-pruned`` records the
+``PruningPlan`` that made it. Those classes live in ``modeling_xlnet_pruned.py``, a file that imports nothing
+from xlprune and is copied beside the weights of every pruned folder, so the folder also loads without xlprune
+(``trust_remote_code=True``). Importing ``xlprune_lib`` registers the type with ``AutoConfig`` /
+``AutoModel*``, so ``AutoModelForSequenceClassification.from_pretrained(dir)`` and
+``pipeline("text-classification", dir)`` work on a pruned folder without that flag.
 """
 from __future__ import annotations
 
@@ -20,7 +19,6 @@ import contextlib
 from pathlib import Path
 
 import transformers
-from huggingface_hub.dataclasses import strict
 from safetensors import SafetensorError
 from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification,
                           XLNetConfig, XLNetForSequenceClassification, XLNetLMHeadModel, XLNetModel)
@@ -28,67 +26,10 @@ from transformers.utils import logging as hf_logging
 
 from .gates import is_gated
 from .masks import effective_state_dict
+from .modeling_xlnet_pruned import (PRUNED_MODEL_TYPE, PrunedXLNetConfig, PrunedXLNetForSequenceClassification,
+                                    PrunedXLNetLMHeadModel, PrunedXLNetModel)
 from .structure import XLNetStructure
-from .surgery import prune_heads, prune_neurons
 from ..config import Profile, UserError, atomic_dir, require_hub, set_seed, write_json_atomic
-
-PRUNED_MODEL_TYPE = "xlnet-pruned"
-
-
-@strict
-class PrunedXLNetConfig(XLNetConfig):
-    """``XLNetConfig`` plus what pruning left. ``pruning_plan``: ``PruningPlan.to_config()``, the original
-    layers, heads and neurons kept; ``heads_per_layer`` / ``inner_per_layer``: the widths of the layers kept
-    (``None``: as wide as ``n_head`` / ``d_inner``). ``n_layer`` counts the layers kept. A folder saved before
-    plans were recorded has widths only, and loads keeping the first units."""
-    model_type = PRUNED_MODEL_TYPE
-    heads_per_layer: list[int] | None = None
-    inner_per_layer: list[int] | None = None
-    pruning_plan: dict | None = None
-
-
-def _shrink_to_config(model) -> None:
-    """Cut a freshly built XLNet (``n_layer`` layers, full width) down to the units its ``PrunedXLNetConfig``
-    records: layer ``i`` keeps the original heads ``pruning_plan["heads"][i]`` and neurons
-    ``pruning_plan["neurons"][i]`` (their original indices are positions in a full layer); without a plan, the
-    first ``heads_per_layer[i]`` / ``inner_per_layer[i]``. ``from_pretrained`` then loads the saved tensors."""
-    cfg = model.config
-    n = len(XLNetStructure(model).layers)
-    plan = getattr(cfg, "pruning_plan", None)
-    if plan:
-        kept_heads, kept_neurons = plan["heads"], plan["neurons"]
-    else:
-        kept_heads = [range(h) for h in (cfg.heads_per_layer or [cfg.n_head] * n)]
-        kept_neurons = [range(k) for k in (cfg.inner_per_layer or [cfg.d_inner] * n)]
-    if len(kept_heads) != n or len(kept_neurons) != n:
-        raise ValueError(f"{PRUNED_MODEL_TYPE} config lists units for a different number of layers than n_layer")
-    prune_heads(model, {i: sorted(set(range(cfg.n_head)) - set(k)) for i, k in enumerate(kept_heads)})
-    prune_neurons(model, {i: sorted(set(range(cfg.d_inner)) - set(k)) for i, k in enumerate(kept_neurons)})
-
-
-class PrunedXLNetModel(XLNetModel):
-    config_class = PrunedXLNetConfig
-
-    def __init__(self, config):
-        super().__init__(config)
-        _shrink_to_config(self)
-
-
-class PrunedXLNetLMHeadModel(XLNetLMHeadModel):
-    config_class = PrunedXLNetConfig
-
-    def __init__(self, config):
-        super().__init__(config)
-        _shrink_to_config(self)
-
-
-class PrunedXLNetForSequenceClassification(XLNetForSequenceClassification):
-    config_class = PrunedXLNetConfig
-
-    def __init__(self, config):
-        super().__init__(config)
-        _shrink_to_config(self)
-
 
 PRUNED_CLASSES = {XLNetModel: PrunedXLNetModel, XLNetLMHeadModel: PrunedXLNetLMHeadModel,
                   XLNetForSequenceClassification: PrunedXLNetForSequenceClassification}
@@ -205,8 +146,13 @@ def check_saveable(model) -> None:
                         "before saving")
 
 
-def save_model(model, tokenizer, out: Path | str, extra_files: dict | None = None, replace: bool = False) -> Path:
+def save_model(model, tokenizer, out: Path | str, extra_files: dict | None = None, replace: bool = False,
+               card=None) -> Path:
     """Save model (safetensors), tokenizer and optional JSON files into ``out`` atomically.
+
+    ``card(folder) -> str``: the model card, called once the weights are in ``folder`` and written as its
+    ``README.md``. A pruned model (``xlnet-pruned``) is saved with ``modeling_xlnet_pruned.py`` and ``auto_map``
+    beside its weights, so the folder loads without xlprune (``trust_remote_code=True``).
 
     A model with live ``torch.nn.utils.prune`` masks is saved as the masked tensors (``masks.effective_state_dict``);
     a gated model is refused (:func:`check_saveable`). A sequence classifier is saved with ``use_mems_eval=False``
@@ -219,6 +165,8 @@ def save_model(model, tokenizer, out: Path | str, extra_files: dict | None = Non
         model.save_pretrained(str(tmp), safe_serialization=True, state_dict=effective_state_dict(model))
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
+        if card is not None:
+            (tmp / "README.md").write_text(card(tmp))
         for name, payload in (extra_files or {}).items():
             write_json_atomic(tmp / name, payload)
     return out

@@ -25,6 +25,8 @@ import re
 
 from torch import nn
 
+from . import modeling_xlnet_pruned as layout
+
 # the one vocabulary of what pruning removes: single weights, FFN neurons, attention heads, whole layers; and
 # heads and neurons together under an encoder budget (``select.EncoderBudget``, L0's CoFi-style gates)
 KINDS = ("weight", "neuron", "head", "layer")
@@ -40,12 +42,11 @@ class XLNetStructure:
     layer ``i`` is the ``i``-th layer present. Class attributes declare the layout (see the module docstring).
     """
 
-    PROJECTIONS = ("q", "k", "v", "o", "r")            # rel_attn, (d_model, n_head, d_head)
-    HEAD_BIASES = ("r_r_bias", "r_s_bias", "r_w_bias")   # rel_attn, (n_head, d_head)
-    # every tensor of ``rel_attn`` with a head axis, and that axis
-    HEAD_TENSORS = {**{n: 1 for n in PROJECTIONS}, **{n: 0 for n in HEAD_BIASES}, "seg_embed": 1}
-    # every tensor of ``ff`` with a neuron axis: (submodule, parameter, axis)
-    NEURON_TENSORS = (("layer_1", "weight", 0), ("layer_1", "bias", 0), ("layer_2", "weight", 1))
+    # the head and neuron axes, declared in the file shipped with pruned folders (it must stand alone)
+    PROJECTIONS = layout.PROJECTIONS        # rel_attn, (d_model, n_head, d_head)
+    HEAD_BIASES = layout.HEAD_BIASES        # rel_attn, (n_head, d_head)
+    HEAD_TENSORS = layout.HEAD_TENSORS      # every tensor of ``rel_attn`` with a head axis, and that axis
+    NEURON_TENSORS = layout.NEURON_TENSORS  # every tensor of ``ff`` with a neuron axis: (submodule, name, axis)
     FFN_MATRICES = (("layer_1", "weight"), ("layer_2", "weight"))
     # the tensor whose slices gate a unit: a head's slice of ``o``, a neuron's column of ``layer_2``
     GATED = {"head": ("rel_attn", "o", 1), "neuron": ("ff.layer_2", "weight", 1)}

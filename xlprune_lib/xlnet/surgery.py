@@ -19,7 +19,8 @@ FFN neurons: neuron j is row j of ``layer_1`` (weight and bias) and column j of 
 Removing *every* head of a layer (or every neuron) is allowed and leaves a zero-width sublayer: XLNet is
 post-LayerNorm, ``LN(x + sublayer(x))``, so a sublayer whose output is zero still applies its LayerNorm (and,
 for the FFN, ``layer_2``'s bias). The zero-width tensors compute exactly that, which is also what the masked
-model computes; the sublayer's matrix multiplications are gone. Whole layers are removed with
+model computes; the sublayer's matrix multiplications are gone, and the sublayer gets a forward that skips the
+zero-sized products (``modeling_xlnet_pruned.fit_zero_width``; ONNX exporters cannot handle them). Whole layers are removed with
 :func:`drop_layers`, which changes the function (a residual stream skips the layer) and is not an
 equivalence.
 """
@@ -28,39 +29,21 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .modeling_xlnet_pruned import cut_units, keep_index, slice_tensor
 from .structure import XLNetStructure
-
-
-def _keep_index(n: int, remove) -> torch.Tensor:
-    remove = sorted(set(int(i) for i in remove))
-    if any(i < 0 or i >= n for i in remove):
-        raise ValueError(f"indices {remove} out of range for size {n}")
-    return torch.tensor([i for i in range(n) if i not in remove], dtype=torch.long, device="cpu")
 
 
 def _slice_param(module: nn.Module, name: str, dim: int, keep: torch.Tensor) -> None:
     """Keep only indices ``keep`` of ``module.name`` along ``dim``; while ``torch.nn.utils.prune`` masks the
     tensor, its ``name_orig`` parameter and ``name_mask`` buffer are sliced alike (the masks stay live)."""
     if hasattr(module, f"{name}_orig") and hasattr(module, f"{name}_mask"):
-        _slice_tensor(module, f"{name}_orig", dim, keep)
+        slice_tensor(module, f"{name}_orig", dim, keep)
         mask = getattr(module, f"{name}_mask")
         module.register_buffer(f"{name}_mask", mask.index_select(dim, keep.to(mask.device)).clone())
         with torch.no_grad():
             setattr(module, name, getattr(module, f"{name}_orig") * getattr(module, f"{name}_mask"))
         return
-    _slice_tensor(module, name, dim, keep)
-
-
-def _slice_tensor(module: nn.Module, name: str, dim: int, keep: torch.Tensor) -> None:
-    old = getattr(module, name)
-    if old.is_meta:  # ``from_pretrained`` builds the model on the meta device, then loads the saved tensors
-        shape = list(old.shape)
-        shape[dim] = len(keep)
-        data = torch.empty(shape, dtype=old.dtype, device="meta")
-    else:
-        data = old.detach().index_select(dim, keep.to(old.device)).clone()
-    new = nn.Parameter(data, requires_grad=old.requires_grad)
-    setattr(module, name, new)
+    slice_tensor(module, name, dim, keep)
 
 
 def prune_heads(model, heads: dict[int, list[int]]) -> None:
@@ -74,23 +57,18 @@ def prune_neurons(model, neurons: dict[int, list[int]]) -> None:
 
 
 def _cut(model, kind: str, removal: dict[int, list[int]]) -> None:
-    """Slice the ``kind`` axis of every tensor that carries it (``XLNetStructure``), layer by layer."""
+    """Slice the ``kind`` axis of every tensor that carries it (``modeling_xlnet_pruned.cut_units``, the code
+    that also replays a plan on load), layer by layer; live masks are sliced with their tensors."""
     s = XLNetStructure(model)
     for li, remove in removal.items():
-        keep = _keep_index(s.unit_counts(kind)[li], remove)
-        for module, name, axis in s.unit_tensors(li, kind):
-            _slice_param(module, name, axis, keep)
-        layer = s.layers[li]
-        if kind == "head":
-            layer.rel_attn.n_head = len(keep)
-        else:
-            layer.ff.layer_1.out_features = layer.ff.layer_2.in_features = len(keep)
+        keep = keep_index(s.unit_counts(kind)[li], remove)
+        cut_units(s.layers[li], **{f"{kind}s": keep}, slice_fn=_slice_param)
 
 
 def drop_layers(model, remove: list[int]) -> None:
     """Remove whole layers in place (Sajjad et al. 2023, "On the effect of dropping layers")."""
     s = XLNetStructure(model)
-    keep = _keep_index(len(s.layers), remove)
+    keep = keep_index(len(s.layers), remove)
     if len(keep) == 0:
         raise ValueError("cannot drop every layer of the model")
     s.base.layer = nn.ModuleList([s.layers[i] for i in keep.tolist()])
