@@ -85,6 +85,24 @@ def tiny_config(**overrides):
     return XLNetConfig(**kw)
 
 
+def zero_width_classifier(vocab_size: int = 120):
+    """A tiny random classifier (4 layers) cut so that layer 0 keeps no head, layer 1 no neuron, layer 2 is
+    dropped and layer 3 keeps some of each: every shape pruning can leave."""
+    import torch
+    from transformers import XLNetForSequenceClassification
+
+    from xlprune_lib.prune.plan import PruningPlan
+
+    torch.manual_seed(0)
+    model = XLNetForSequenceClassification(tiny_config(n_layer=4, num_labels=2, vocab_size=vocab_size)).eval()
+    for p in model.parameters():  # biases and LayerNorms away from their init, so that a lost tensor shows
+        p.data.add_(0.1 * torch.randn_like(p))
+    plan = (PruningPlan.of(model).without("head", {0: [0, 1, 2, 3], 3: [1]})
+            .without("neuron", {1: list(range(64)), 3: list(range(0, 64, 3))}).without("layer", [2]))
+    plan.finalize(model)
+    return model
+
+
 def padded_batch(lengths, labels, seed=0, vocab=120):
     """A left-padded batch (as XLNet pads) of random token ids with the given lengths, with labels."""
     import torch

@@ -40,7 +40,8 @@ def test_help_through_the_installed_entry_point():
     assert proc.returncode == 0 and "usage: xlprune" in proc.stdout
 
 
-@pytest.mark.parametrize("command", ["fetch", "pretrain", "finetune", "info", "report", "prune", "iterate", "bench"])
+@pytest.mark.parametrize("command", ["fetch", "pretrain", "finetune", "info", "report", "prune", "iterate", "bench",
+                                     "export"])
 def test_help(command, capsys):
     from xlprune_lib.cli import main
 

@@ -12,6 +12,7 @@ import json
 import sys
 
 from .config import DEFAULT_PROFILE, PROFILES, UserError, get_profile
+from .deploy.export import export_run
 from .loops.distributed import is_main
 from .loops.iterative import IterSpec, iterate
 from .loops.oneshot import PruneSpec, prune_run
@@ -196,6 +197,19 @@ def cmd_bench(args) -> int:
     return _emit(args, bench(args.model, args.baseline, spec), f"{args.model} against {args.baseline}", format_bench)
 
 
+def cmd_export(args) -> int:
+
+    record = export_run(args.model, args.out, args.quantize, get_profile(args.profile) if args.profile else None)
+    check = record["verification"]
+    print(f"wrote {args.out} ({record['file_bytes'] / 1e6:.1f} MB) and {args.out}.json")
+    print(f"  verified: ONNX Runtime vs PyTorch, max |logit difference| {check['max_abs_logit_difference']:.1e} "
+          f"<= {check['tolerance']:g} on {check['texts']} test texts")
+    for name, acc in record["test"].items():
+        print(f"  test accuracy {name:<10} {100 * acc['test_accuracy']:.2f}% "
+              f"[{100 * acc['test_ci_low']:.2f}, {100 * acc['test_ci_high']:.2f}]")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="xlprune", description="Pruning XLNet: train, prune, measure.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -246,6 +260,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_spec_options(p, BenchSpec)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("export", help="export a classifier folder to ONNX (verified against PyTorch), optionally "
+                       "int8, with its test accuracy")
+    p.add_argument("--model", required=True, help="a saved classifier folder (dense or pruned)")
+    p.add_argument("--out", required=True, help="the .onnx file to write (and <out>.json, what was measured)")
+    p.add_argument("--quantize", help="int8: ONNX Runtime dynamic quantization of every MatMul (default: fp32)")
+    p.add_argument("--profile", help="the profile whose test split measures it (default: the one that made it)")
+    p.set_defaults(func=cmd_export)
     return parser
 
 

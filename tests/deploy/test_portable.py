@@ -9,9 +9,8 @@ import json
 import pytest
 import torch
 
-from conftest import tiny_config
+from conftest import zero_width_classifier
 from deploy.fresh_env import fresh_python, run_fresh  # noqa: F401  (fresh_python: a fixture)
-from xlprune_lib.prune.plan import PruningPlan
 from xlprune_lib.xlnet import modeling_xlnet_pruned as portable
 from xlprune_lib.xlnet.modeling import load_saved, save_model
 
@@ -30,21 +29,6 @@ except ImportError:
 print(json.dumps({"logits": logits.tolist(), "class": type(model).__name__, "xlprune": xlprune,
                   "module": type(model).__module__}))
 """
-
-
-def _zero_width_model():
-    """A tiny random classifier (4 layers) cut so that layer 0 keeps no head, layer 1 no neuron, layer 2 is
-    dropped, and layer 3 keeps some of each."""
-    torch.manual_seed(0)
-    from transformers import XLNetForSequenceClassification
-
-    model = XLNetForSequenceClassification(tiny_config(n_layer=4, num_labels=2)).eval()
-    for p in model.parameters():  # biases and LayerNorms away from their init, so that a lost tensor shows
-        p.data.add_(0.1 * torch.randn_like(p))
-    plan = (PruningPlan.of(model).without("head", {0: [0, 1, 2, 3], 3: [1]})
-            .without("neuron", {1: list(range(64)), 3: list(range(0, 64, 3))}).without("layer", [2]))
-    plan.finalize(model)
-    return model
 
 
 def _inputs():
@@ -76,7 +60,7 @@ def test_modeling_file_stands_alone():
 
 
 def test_zero_width_sublayers_compute_their_layer_norm():
-    model = _zero_width_model()
+    model = zero_width_classifier()
     layers = model.transformer.layer
     assert [len(layers), layers[0].rel_attn.n_head, layers[1].ff.layer_1.out_features] == [3, 0, 0]
     assert type(layers[0].rel_attn) is portable.ZeroHeadAttention
@@ -96,7 +80,7 @@ def test_zero_width_sublayers_compute_their_layer_norm():
 
 
 def test_saved_pruned_folder_carries_its_code(tmp_path):
-    model = _zero_width_model()
+    model = zero_width_classifier()
     save_model(model, None, tmp_path / "m")
     config = json.loads((tmp_path / "m" / "config.json").read_text())
     assert config["model_type"] == "xlnet-pruned"
@@ -117,7 +101,7 @@ def test_pruned_folder_loads_without_xlprune(fresh_python, tmp_path):
     """In an environment with only torch, transformers and safetensors: ``trust_remote_code=True`` loads the
     folder's own class and gives the logits xlprune gives; without the flag, loading fails (it does not
     silently build a stock XLNet)."""
-    model = _zero_width_model()
+    model = zero_width_classifier()
     folder = save_model(model, None, tmp_path / "m")
     inputs = _inputs()
     out = _fresh_load(fresh_python, folder, inputs, tmp_path)

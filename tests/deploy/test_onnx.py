@@ -1,0 +1,107 @@
+"""Issue 16, part 3: ONNX export of every shape xlprune produces (layers with no head, no neuron, dropped
+layers), verified against PyTorch on real padded text, with dynamic batch and sequence axes; int8 covers the
+attention projections as well as the FFN."""
+from __future__ import annotations
+
+import collections
+
+import onnx
+import pytest
+import torch
+
+from conftest import zero_width_classifier
+from xlprune_lib.config import UserError
+from xlprune_lib.deploy.onnx import OnnxClassifier, export_onnx, quantize_int8
+
+
+@pytest.fixture(scope="module")
+def texts(rows):
+    return [r["text"] for r in rows[:40]]
+
+
+def _ops(path):
+    return collections.Counter(n.op_type for n in onnx.load(str(path)).graph.node)
+
+
+def test_zero_width_model_exports_and_verifies(small_tokenizer, texts, tmp_path):
+    model = zero_width_classifier(vocab_size=len(small_tokenizer))
+    check = export_onnx(model, small_tokenizer, tmp_path / "m.onnx", texts)
+    assert check["verified"] and check["max_abs_logit_difference"] <= 1e-4 and check["texts"] == 40
+    # the projections are MatMul, none an Einsum: q, k, v, r, o of the 2 layers with heads, and the 2 FFN matrices
+    # of the 2 layers with neurons; the layer with no head and the one with no neuron have none
+    ops = _ops(tmp_path / "m.onnx")
+    assert ops["MatMul"] == 2 * 5 + 2 * 2
+    # dynamic axes: other batch sizes and lengths than the traced ones
+    onnx_model = OnnxClassifier(tmp_path / "m.onnx")
+    for n, length in ((1, 3), (7, 50)):
+        enc = small_tokenizer(texts[:n], padding=True, truncation=True, max_length=length, return_tensors="pt")
+        with torch.no_grad():
+            want = model(**enc, use_mems=False).logits
+        assert onnx_model(**enc).logits.shape == (n, 2)
+        assert torch.allclose(onnx_model(**enc).logits, want, atol=1e-4)
+
+
+def test_int8_quantizes_every_projection(small_tokenizer, texts, tmp_path):
+    model = zero_width_classifier(vocab_size=len(small_tokenizer))
+    export_onnx(model, small_tokenizer, tmp_path / "m.onnx", texts)
+    quantize_int8(tmp_path / "m.onnx", tmp_path / "m8.onnx")
+    fp32_ops, ops = _ops(tmp_path / "m.onnx"), _ops(tmp_path / "m8.onnx")
+    # every product with a weight is int8: the 14 projections and FFN matrices, and the summary and logits layers
+    assert ops["MatMul"] == ops["Gemm"] == 0
+    assert ops["MatMulInteger"] == fp32_ops["MatMul"] + fp32_ops["Gemm"] == 2 * 5 + 2 * 2 + 2
+    enc = small_tokenizer(texts[:8], padding=True, return_tensors="pt")
+    fp32, int8 = (OnnxClassifier(tmp_path / f).eval()(**enc).logits for f in ("m.onnx", "m8.onnx"))
+    assert 0 < float((fp32 - int8).abs().max()) < 0.5 * float(fp32.abs().max())
+
+
+def test_dense_model_exports(small_tokenizer, texts, tmp_path):
+    from transformers import XLNetForSequenceClassification
+
+    from conftest import tiny_config
+
+    torch.manual_seed(1)
+    model = XLNetForSequenceClassification(tiny_config(num_labels=2, vocab_size=len(small_tokenizer))).eval()
+    assert export_onnx(model, small_tokenizer, tmp_path / "d.onnx", texts)["verified"]
+
+
+def test_unverified_export_leaves_the_file_as_it_was(small_tokenizer, texts, tmp_path):
+    model = zero_width_classifier(vocab_size=len(small_tokenizer))
+    out = tmp_path / "m.onnx"
+    out.write_bytes(b"earlier file")
+    with pytest.raises(UserError, match="differ from PyTorch's"):
+        export_onnx(model, small_tokenizer, out, texts, tolerance=1e-12)
+    assert out.read_bytes() == b"earlier file" and list(tmp_path.iterdir()) == [out]
+
+
+def test_export_refuses_bad_requests(tiny_classifier, capsys, tmp_path):
+    from test_cli import main_error
+    from xlprune_lib.xlnet.modeling import save_model
+
+    folder = save_model(tiny_classifier, None, tmp_path / "m")
+    capsys.readouterr()   # the save's progress bar
+    assert "--quantize takes int8, not 'int4'" in main_error(capsys, "export", "--model", str(folder), "--out",
+                                                             str(tmp_path / "m.onnx"), "--quantize", "int4")
+    assert "the .onnx file" in main_error(capsys, "export", "--model", str(folder), "--out", str(tmp_path / "x.txt"))
+    assert "does not exist" in main_error(capsys, "export", "--model", str(tmp_path / "no"), "--out",
+                                          str(tmp_path / "m.onnx"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+@pytest.mark.slow
+def test_export_cli_measures_fp32_and_int8(pruned_run, tmp_path, capsys):
+    """``xlprune export --quantize int8`` on a pruned run of the real corpus: verified, and the record's
+    accuracies are those of the three models on the test split."""
+    import json
+
+    from xlprune_lib.cli import main
+
+    out = tmp_path / "m.onnx"
+    assert main(["export", "--model", str(pruned_run), "--out", str(out), "--quantize", "int8"]) == 0
+    printed = capsys.readouterr().out
+    record = json.loads((tmp_path / "m.onnx.json").read_text())
+    assert record["verification"]["max_abs_logit_difference"] <= 1e-4 and "verified" in printed
+    assert set(record["test"]) == {"torch", "onnx_fp32", "onnx_int8"}
+    n = 300   # the smoke profile's test split
+    assert abs(record["test"]["onnx_fp32"]["test_accuracy"] - record["test"]["torch"]["test_accuracy"]) <= 1 / n
+    assert _ops(out)["MatMulInteger"] > 0 and record["file_bytes"] == out.stat().st_size
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.onnx.json"]
