@@ -15,7 +15,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check pip==26.3
-	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[book,test]'
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[train,book,test]'
 	touch $@
 
 venv: $(STAMP)

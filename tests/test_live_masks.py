@@ -17,12 +17,13 @@ from conftest import padded_batch, tiny_config
 
 import xlprune_lib
 from xlprune_lib.loops import distributed, experiments, gradual, oneshot, rounds
-from xlprune_lib.measure import bench, report, sparse
+from xlprune_lib.deploy import bench, onnx
+from xlprune_lib.measure import report, sparse
 from xlprune_lib.prune import importance, l0, select
 from xlprune_lib.xlnet import masks
 from xlprune_lib.prune.plan import PruningPlan
 from xlprune_lib.train import finetune, pretrain
-from xlprune_lib.xlnet import gates, modeling, surgery
+from xlprune_lib.xlnet import gates, modeling, modeling_xlnet_pruned, surgery
 from xlprune_lib.xlnet.structure import XLNetStructure
 from xlprune_lib.config import get_profile
 
@@ -213,6 +214,22 @@ def _unparametrized(model, c):
     return c.logits(model)
 
 
+def _onnx(model, c, export):
+    """What ONNX Runtime computes from the exported model (the masked weights are traced as such)."""
+    c.tmp.mkdir(parents=True, exist_ok=True)
+    path = c.tmp / "m.onnx"
+    checked = export(model, path)
+    return checked, onnx.OnnxClassifier(path)(**c.inputs).logits, c.logits(model)
+
+
+def _zero_width(model, c):
+    heads = XLNetStructure(model).heads(0)
+    surgery.prune_heads(model, {0: list(range(heads))})
+    for layer in XLNetStructure(model).layers:
+        modeling_xlnet_pruned.fit_zero_width(layer)
+    return type(XLNetStructure(model).layers[0].rel_attn).__name__, c.logits(model)
+
+
 def _evaluator(model, c):
     ev = finetune.Evaluator(c.tok, {"x": c.ds}, 16)
     return ev(model), ev.split(model, "x")
@@ -294,6 +311,11 @@ TWINS = {
     "modeling.record_plan": lambda m, c: (modeling.record_plan(m, PruningPlan.of(m).to_config()).config.heads_per_layer,
                                           c.logits(m)),
     "modeling.save_model": _saved,
+    "modeling_xlnet_pruned.fit_zero_width": _zero_width,
+    "onnx.to_onnx": lambda m, c: _onnx(m, c, lambda m, p: onnx.to_onnx(m, c.inputs, p) and None),
+    "onnx.export_onnx": lambda m, c: _onnx(m, c, lambda m, p: onnx.export_onnx(m, c.tok, p, TEXTS)["verified"]),
+    "onnx.max_logit_difference": lambda m, c: _onnx(m, c, lambda m, p: onnx.to_onnx(m, c.inputs, p) and
+                                                    onnx.max_logit_difference(m, p, c.tok, TEXTS) < 1e-4),
     "modeling.consumer_ready": lambda m, c: modeling.consumer_ready(m).config.use_mems_eval,
     "modeling.check_saveable": lambda m, c: modeling.check_saveable(m),
     "oneshot.require_classifier": lambda m, c: oneshot.require_classifier(m),
@@ -327,6 +349,11 @@ EXEMPT = {
     "rounds.masks_of": "reads the live masks (that is its job); a permanent model has none",
     "distill.DistillationTrainer.compute_loss": "the Trainer's loss hook, a function of logits; train_classifier "
                                                 "runs it with a teacher in test_distill",
+    "modeling_xlnet_pruned.shrink_to_config": "runs in a pruned class's __init__, before any mask can exist",
+    "modeling_xlnet_pruned.cut_units": "cuts one layer with the slice function it is given; surgery passes the "
+                                       "mask-aware one (the surgery twins)",
+    "modeling_xlnet_pruned.slice_tensor": "slices a plain parameter; surgery wraps it for masked tensors (the "
+                                          "surgery twins)",
     "pretrain.align_to_source": "aligns the freshly mapped warm start inside pretrain, before any mask can exist, "
                                 "to the 384-wide MiniLM teacher; align.align is tested in test_align",
 }

@@ -1,11 +1,11 @@
 """xlprune_lib: pruning XLNet, the library behind the book.
 
 Subpackages, each one concept, each importing only from those before it (docs/architecture.md):
-``xlnet`` (the model's structure, loading and saving, surgery, masks, gates), ``measure`` (tables, benchmarks,
+``xlnet`` (the model's structure, loading and saving, surgery, masks, gates), ``measure`` (tables, sizes,
 intervals), ``train`` (data, warm start, pretraining, fine-tuning, the run cache), ``prune`` (scores,
-threshold rules, the ``PruningPlan``, L0 gates, schedules), ``loops`` (one-shot, iterative, gradual,
-distributed pruning), ``book`` (chapter execution, reference results, figures); ``config`` and ``cli`` (the
-``xlprune`` command) at the top.
+threshold rules, the ``PruningPlan``, L0 gates, schedules), ``deploy`` (model cards, ONNX export and int8,
+benchmarks), ``loops`` (one-shot, iterative, gradual, distributed pruning), ``book`` (chapter execution,
+reference results, figures); ``config`` and ``cli`` (the ``xlprune`` command) at the top.
 """
 import warnings
 

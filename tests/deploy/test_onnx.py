@@ -105,3 +105,22 @@ def test_export_cli_measures_fp32_and_int8(pruned_run, tmp_path, capsys):
     assert abs(record["test"]["onnx_fp32"]["test_accuracy"] - record["test"]["torch"]["test_accuracy"]) <= 1 / n
     assert _ops(out)["MatMulInteger"] > 0 and record["file_bytes"] == out.stat().st_size
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.onnx.json"]
+
+
+def test_export_leaves_the_model_as_it_was(small_tokenizer, tmp_path):
+    """With dropout in the model: the export neither leaves it in training mode nor exports dropout."""
+    from transformers import XLNetForSequenceClassification
+
+    from conftest import tiny_config
+    from xlprune_lib.deploy.onnx import to_onnx
+
+    torch.manual_seed(2)
+    model = XLNetForSequenceClassification(tiny_config(num_labels=2, dropout=0.1, summary_last_dropout=0.1)).eval()
+    ids = {"input_ids": torch.randint(10, 120, (3, 11)), "attention_mask": torch.ones(3, 11, dtype=torch.long)}
+    onnx_model = OnnxClassifier(to_onnx(model, ids, tmp_path / "m.onnx"))
+    assert not model.training and not any(m.training for m in model.modules())
+    with torch.no_grad():
+        assert torch.allclose(onnx_model(**ids).logits, model(**ids, use_mems=False).logits, atol=1e-5)
+    model.train()
+    to_onnx(model, ids, tmp_path / "m2.onnx")
+    assert model.training

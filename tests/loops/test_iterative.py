@@ -11,7 +11,8 @@ import torch
 from test_cli import assert_user_error, run
 
 from xlprune_lib.config import UserError
-from xlprune_lib.loops.iterative import IterSpec, parse_requirement, threshold
+from xlprune_lib.loops.iterative import threshold
+from xlprune_lib.loops.specs import IterSpec, parse_requirement
 from xlprune_lib.prune.plan import PruningPlan
 from xlprune_lib.xlnet.masks import prunable_parameters, weight_sparsity
 from xlprune_lib.xlnet.modeling import load_saved

@@ -100,30 +100,45 @@ def input_names(tokenizer) -> list[str]:
     return list(tokenizer.model_input_names)
 
 
-def export_onnx(model, tokenizer, out: Path | str, texts: list[str], tolerance: float = TOLERANCE,
-                max_len: int = 128) -> dict:
-    """Write ``model`` (any XLNet sequence classifier xlprune can produce) to ``out`` as ONNX and verify it.
+def to_onnx(model, example: dict[str, torch.Tensor], out: Path | str) -> Path:
+    """Write ``model`` (any XLNet sequence classifier xlprune can produce) to ``out`` as ONNX, unverified.
 
-    The file has opset :data:`OPSET`, the inputs :func:`input_names` of shape ``(batch, sequence)`` (int64) and
-    the output ``logits`` ``(batch, labels)``, with batch and sequence axes dynamic. ``texts`` (two or more,
-    real text): the first two trace the graph; all of them, tokenized and padded in batches, compare ONNX
-    Runtime with PyTorch (:func:`max_logit_difference`). Returns ``{"max_abs_logit_difference", "texts",
-    "tolerance", "verified"}``. ``out`` is replaced only by a verified file (atomically); ``UserError`` when the
-    model is not a sequence classifier or the difference exceeds ``tolerance``, and ``out`` is left as it was.
-    """
+    Opset :data:`OPSET`; inputs named as the keys of ``example`` (int64 ``(batch, sequence)`` tensors, used to
+    trace), output ``logits`` ``(batch, labels)``; batch and sequence axes dynamic. Zero-width sublayers get
+    their shortcut forward first (module docstring). Raises ``UserError`` for a model that is not a sequence
+    classifier."""
     if not hasattr(model, "sequence_summary"):
         raise UserError(f"ONNX export takes a sequence classifier, not {type(model).__name__}")
-    out = Path(out)
     for layer in XLNetStructure(model).layers:
         fit_zero_width(layer)
-    names = input_names(tokenizer)
-    example = tokenizer(list(texts[:2]), padding=True, return_tensors="pt")
+    names = list(example)
     dynamic = {**{n: {0: "batch", 1: "sequence"} for n in names}, "logits": {0: "batch"}}
-    with _atomic_file(out) as tmp:
+    was_training = model.training
+    # the wrapper in eval mode too: the exporter puts every module back in the wrapper's mode afterwards
+    wrapper = _Logits(model, names).eval()
+    try:
         with _projections_as_matmul(), torch.no_grad():
-            torch.onnx.export(_Logits(model.eval(), names), tuple(example[n] for n in names), str(tmp),
-                              dynamo=False, input_names=names, output_names=["logits"], dynamic_axes=dynamic,
-                              opset_version=OPSET)
+            torch.onnx.export(wrapper, tuple(example.values()), str(out), dynamo=False, input_names=names,
+                              output_names=["logits"], dynamic_axes=dynamic, opset_version=OPSET)
+    finally:
+        model.train(was_training)
+    return Path(out)
+
+
+def export_onnx(model, tokenizer, out: Path | str, texts: list[str], tolerance: float = TOLERANCE,
+                max_len: int = 128) -> dict:
+    """:func:`to_onnx` with the tokenizer's inputs (:func:`input_names`), verified on real text.
+
+    ``texts`` (two or more): the first two trace the graph; all of them, tokenized and padded in batches,
+    compare ONNX Runtime with PyTorch (:func:`max_logit_difference`). Returns ``{"max_abs_logit_difference",
+    "texts", "tolerance", "verified"}``. ``out`` is replaced only by a verified file (atomically); ``UserError``
+    when the model is not a sequence classifier or the difference exceeds ``tolerance``, and ``out`` is left
+    as it was.
+    """
+    out = Path(out)
+    example = tokenizer(list(texts[:2]), padding=True, return_tensors="pt")
+    with _atomic_file(out) as tmp:
+        to_onnx(model, {n: example[n] for n in input_names(tokenizer)}, tmp)
         worst = max_logit_difference(model, tmp, tokenizer, texts, max_len=max_len)
         if not worst <= tolerance:
             raise UserError(f"ONNX Runtime's logits differ from PyTorch's by {worst:.2e} > {tolerance:g} on "

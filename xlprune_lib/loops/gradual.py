@@ -23,6 +23,7 @@ from transformers import TrainerCallback
 
 from .. import validate
 from .distributed import barrier, is_main
+from .specs import GRADUAL_METHODS
 from ..config import UserError, set_seed
 from ..prune.importance import MovementCallback
 from ..prune.schedule import cubic
@@ -30,9 +31,6 @@ from ..prune.select import WeightSparsity
 from ..train.finetune import train_classifier
 from ..xlnet.masks import make_permanent, prunable_parameters, weight_sparsity
 from ..xlnet.modeling import save_model
-
-GRADUAL_METHODS = ("magnitude", "movement")
-
 
 class GradualPruning(TrainerCallback):
     """Cubic-schedule pruning during training (Zhu & Gupta 2017, eq. 1), masks updated every ``dt`` steps.

@@ -20,23 +20,22 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from .. import validate
 from .distributed import (average_across_ranks, barrier, identical_across_ranks, init_distributed, is_main,
                           plan_digest, rank_and_world)
-from .gradual import GRADUAL_METHODS, run_gradual
+from .gradual import run_gradual
 from .oneshot import require_classifier
+from .specs import IterSpec, parse_requirement
 from .rounds import RUN, SUMMARY, append_record, claim, load_checkpoint, read_records, save_checkpoint
-from ..config import UserError, option, set_seed, write_json_atomic
+from ..config import set_seed, write_json_atomic
 from ..measure.delivery import delivery
 from ..measure.report import git_commit
-from ..prune.importance import MovementCallback, check_method, gather_inputs, score, shared_option
+from ..prune.importance import MovementCallback, gather_inputs, score
 from ..prune.plan import PruningPlan
-from ..prune.schedule import SCHEDULES, check_schedule, round_targets
 from ..prune.select import WeightSparsity, lowest_units
 from ..train.data import TASKS, load_task, load_tokenizer
 from ..train.finetune import Evaluator, tokenize_split, train_classifier
@@ -48,90 +47,9 @@ from ..xlnet.structure import XLNetStructure
 ITERATE_VERSION = 3   # 2: signed movement scores ranked as given. 3: plans (removed units in original indices)
 
 
-# --- the requirement -------------------------------------------------------------------------------------
-
-def parse_requirement(text: str | float) -> tuple[str, float]:
-    """``"0.75"`` (absolute validation accuracy) or ``"dense-0.01"`` (dense accuracy minus a tolerance)."""
-    s = str(text).strip().replace(" ", "")
-    try:
-        if s.startswith("dense-"):
-            kind, value = "tolerance", float(s[len("dense-"):])
-        else:
-            kind, value = "absolute", float(s)
-    except ValueError:
-        raise UserError(f"--requirement must be an accuracy like 0.75 or 'dense-0.01', got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise UserError(f"--requirement value must be in [0, 1], got {value}")
-    return kind, value
-
-
 def threshold(requirement: str, dense_accuracy: float) -> float:
     kind, value = parse_requirement(requirement)
     return value if kind == "absolute" else dense_accuracy - value
-
-
-# --- what to run -----------------------------------------------------------------------------------------
-
-@dataclass
-class IterSpec:
-    """One iterative (or gradual) pruning run.
-
-    ``step``: for ``constant`` the sparsity added per round, for ``geometric`` the fraction of the remaining
-    weights removed per round. ``round_steps``: fine-tuning optimizer steps after each pruning round (for
-    ``cubic``: steps between records and checkpoints). ``cubic`` trains once for ``total_steps`` (default: as
-    many as the geometric loop to the same target would spend), updating the masks every ``prune_every``
-    steps during the first ``ramp`` of them; Zhu & Gupta leave the rest for recovery.
-    """
-    method: str = shared_option("method")
-    granularity: str = shared_option("granularity")
-    target: float = option(0.9, help="final sparsity in [0, 1)")
-    schedule: str = option("geometric", help=f"{', '.join(SCHEDULES)}: fixed step per round, a fraction of what "
-                           "remains per round, or gradual pruning inside fine-tuning")
-    requirement: str = option("dense-0.01", help="validation accuracy to keep: an absolute value (0.75) or "
-                              "dense minus a tolerance (dense-0.01)")
-    step: float = option(0.2, help="constant: sparsity added per round; geometric: fraction of the remaining "
-                         "weights removed per round")
-    round_steps: int = option(100, help="fine-tuning steps after each round (cubic: between records)")
-    scope: str = shared_option("scope")
-    score_batches: int = shared_option("score_batches")
-    score_steps: int = shared_option("score_steps", help="movement: fine-tuning steps that give the first "
-                                     "round's scores")
-    total_steps: int | None = option(None, help="cubic: fine-tuning steps in all (default: as many as the "
-                                     "geometric loop to the same target)")
-    prune_every: int = option(10, help="cubic: steps between mask updates, dt")
-    ramp: float = option(0.75, help="cubic: share of the steps during which the masks are updated")
-
-    def check(self) -> "IterSpec":
-        check_method(self.method, self.granularity)
-        check_schedule(self.schedule)
-        validate.sparsity(self.target, "--target")
-        parse_requirement(self.requirement)
-        validate.scope(self.scope)
-        validate.at_least(1, round_steps=self.round_steps, score_batches=self.score_batches,
-                          score_steps=self.score_steps, prune_every=self.prune_every)
-        if not 0.0 < self.ramp <= 1.0:
-            raise UserError(f"--ramp must be in (0, 1], got {self.ramp}")
-        if self.schedule == "cubic":
-            if self.granularity != "weight" or self.method not in GRADUAL_METHODS:
-                raise UserError("gradual (cubic) pruning masks weights with scores available during training: "
-                                f"--granularity weight and --method {' or '.join(GRADUAL_METHODS)}")
-            if self.round_steps % self.prune_every:
-                raise UserError(f"--round-steps ({self.round_steps}) must be a multiple of --prune-every "
-                                f"({self.prune_every}): records and checkpoints fall on mask updates")
-            validate.at_least(1, total_steps=self.total_steps)
-        else:
-            round_targets(self.schedule, self.step, self.target)
-        return self
-
-    def rounds(self) -> list[float]:
-        return round_targets(self.schedule if self.schedule != "cubic" else "geometric", self.step, self.target)
-
-    def gradual_plan(self) -> tuple[int, int, int]:
-        """``(total_steps, n, dt)`` of the cubic run: a multiple of ``round_steps``, ``n`` mask updates."""
-        dt, every = self.prune_every, self.round_steps
-        total = self.total_steps or len(self.rounds()) * every
-        total = max(every, -(-total // every) * every)
-        return total, max(1, int(self.ramp * total) // dt), dt
 
 
 def iterate_config(spec: IterSpec, source_key: str, profile, seed: int) -> dict:

@@ -12,20 +12,19 @@ structured pruning that chapter 5 turns into speed.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 
 from transformers import XLNetForSequenceClassification
 
-from .. import validate
-from ..config import Profile, UserError, option, set_seed
+from .specs import PruneSpec
+from ..config import Profile, UserError, set_seed
 from ..deploy.card import SPLITS, model_card
 from ..measure.delivery import TOLERANCE, delivery
 from ..measure.report import checkpoint_sizes, layer_report, provenance
-from ..prune.importance import (GRADIENT_METHODS, GRANULARITIES, METHODS, check_method, gather_inputs,
-                                score as importance_score, shared_option)
-from ..prune.l0 import GRANULARITIES as L0_GRANULARITIES, finalize, train_l0
+from ..prune.importance import GRADIENT_METHODS, gather_inputs, score as importance_score
+from ..prune.l0 import finalize, train_l0
 from ..prune.plan import PruningPlan
 from ..prune.select import EncoderBudget, UnitFraction, WeightSparsity
 from ..train.data import TASKS, load_task, load_tokenizer
@@ -38,54 +37,6 @@ from ..xlnet.structure import ENCODER, XLNetStructure
 # Part of every prune run's key: bump it when the pruning code changes what a request produces.
 PRUNE_VERSION = 4   # 3: signed scores ranked as given; L0 finalized to its target. 4: plans (removed units in
                     # original indices, the plan recorded in the saved config)
-
-
-@dataclass
-class PruneSpec:
-    """What to prune and how: the importance method, the unit, the target fraction, the threshold scope.
-
-    Each field is also an option of ``xlprune prune`` (``config.option``). Build it by keyword.
-    """
-    method: str = shared_option("method", help=f"importance score: {', '.join(METHODS)}, or l0 (trained "
-                                "hard-concrete gates)")
-    granularity: str = shared_option("granularity", help=f"unit removed: {', '.join(GRANULARITIES)}, or "
-                                     "head+neuron (--sparsity is then the fraction of the encoder's parameters)")
-    sparsity: float | None = option(None, help="fraction of the unit to remove, in [0, 1) (for l0: the target "
-                                    "expected sparsity of the prunable set)")
-    scope: str = shared_option("scope")
-    finetune_epochs: float = option(0.0, help="epochs of recovery fine-tuning after pruning (l0: epochs of "
-                                    "gate training, 0 meaning 1)")
-    score_batches: int = shared_option("score_batches")
-    score_steps: int = shared_option("score_steps")
-    lam: float | None = option(None, flag="--lambda", metavar="X",
-                               help="l0 only: fixed penalty weight instead of --sparsity")
-
-    def check(self) -> "PruneSpec":
-        if self.method == "l0":
-            return self._check_l0()
-        check_method(self.method, "head" if self.granularity == ENCODER else self.granularity)
-        if self.sparsity is None:
-            raise UserError(f"--sparsity is required for {self.method}")
-        validate.sparsity(self.sparsity)
-        validate.scope(self.scope)
-        validate.at_least(0, finetune_epochs=self.finetune_epochs, score_steps=self.score_steps)
-        validate.at_least(1, score_batches=self.score_batches)
-        if self.method == "movement" and self.score_steps < 1:
-            raise UserError("movement scores are gathered while fine-tuning: --score-steps must be >= 1")
-        return self
-
-    def _check_l0(self) -> "PruneSpec":
-
-        if self.granularity not in L0_GRANULARITIES:
-            raise UserError(f"L0 gates exist for {', '.join(L0_GRANULARITIES)}, not {self.granularity!r}")
-        validate.lam_or_target(self.lam, self.sparsity)
-        validate.at_least(0, finetune_epochs=self.finetune_epochs)
-        return self
-
-    @property
-    def l0_epochs(self) -> float:
-        """L0 trains weights and gates together: ``--finetune-epochs`` of it (one epoch when not given)."""
-        return self.finetune_epochs or 1.0
 
 
 def require_classifier(model) -> None:

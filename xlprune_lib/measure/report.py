@@ -4,12 +4,12 @@ Every number here is counted from the model's tensors, never taken from what was
 """
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import platform
 import subprocess
 from pathlib import Path
 
-import datasets
 import numpy
 import torch
 import transformers
@@ -60,13 +60,21 @@ def git_commit() -> str | None:
     return (out.stdout.strip() + ("-dirty" if dirty else "")) if out.returncode == 0 else None
 
 
+def _version(distribution: str) -> str | None:
+    """The installed version of an optional dependency (``None`` without it: the core install)."""
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def provenance(config: dict) -> dict:
     """What a result record carries about where it came from: config, git commit, versions, machine."""
     return {
         "config": config,
         "git_commit": git_commit(),
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                     "transformers": transformers.__version__, "datasets": datasets.__version__,
+                     "transformers": transformers.__version__, "datasets": _version("datasets"),
                      "numpy": numpy.__version__},
         "machine": {"platform": platform.platform(), "processor": platform.machine(),
                     "torch_threads": torch.get_num_threads(),

@@ -52,7 +52,6 @@ from transformers import DataCollatorWithPadding, Trainer, TrainerCallback
 
 from .. import validate
 from ..config import UserError, option
-from ..train.finetune import tokenize_split
 from ..train.runs import quiet_trainer, training_args
 from ..xlnet.gates import unit_gates
 from ..xlnet.masks import current_weight, prunable_parameters
@@ -85,6 +84,7 @@ def check_method(method: str, granularity: str = "weight") -> None:
 
 def score_batches(tokenizer, dataset, n_batches: int, batch_size: int, max_len: int, seed: int = 0) -> list[dict]:
     """``n_batches`` padded batches (with ``labels``) drawn without replacement from a ``text``/``label`` split."""
+    from ..train.finetune import tokenize_split  # the [train] extra (datasets): not needed to score given batches
 
     n = min(len(dataset), n_batches * batch_size)
     enc = tokenize_split(dataset.shuffle(seed=seed).select(range(n)), tokenizer, max_len)
@@ -242,7 +242,7 @@ def movement_finetune(model, tokenizer, train, profile, steps: int, seed: int = 
     The profile's fine-tuning learning rate, batch size and weight decay; the weights after these steps are
     the ones movement pruning then masks (Sanh et al. 2020 score and prune the weights being fine-tuned).
     """
-
+    from ..train.finetune import tokenize_split  # the [train] extra (datasets): fine-tuning reads a split
 
     if steps < 1:
         raise UserError("movement scores are accumulated during fine-tuning: give at least one scoring step")

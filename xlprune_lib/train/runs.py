@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import datasets
 import torch
 from transformers import PrinterCallback, TrainingArguments
 from transformers.utils import logging as hf_logging
@@ -115,6 +114,10 @@ def quiet_libraries() -> None:
     """Silence transformers' and datasets' progress bars and warnings (notebooks, tests)."""
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    try:
+        import datasets  # the [train] extra; the core install has no dataset progress bars to silence
+    except ImportError:
+        return
     datasets.disable_progress_bars()
 
 

@@ -37,12 +37,16 @@ from pathlib import Path
 
 import torch
 
-from .report import checkpoint_sizes, layer_report, load_metrics, provenance
-from .sparse import SPARSE_FILE, load_model, save_sparse
+from ..measure.report import checkpoint_sizes, layer_report, load_metrics, provenance
+from ..measure.sparse import SPARSE_FILE, load_model, save_sparse
 from ..config import UserError, option
+from .onnx import OnnxClassifier, quantize_int8, to_onnx
 from ..xlnet.structure import XLNetStructure
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+RUNTIMES = ("torch", "onnxruntime")
+QUANTIZE = ("int8",)
+INT8 = "model_int8"    # the entry of the pruned model quantized to int8
 
 
 def parse_batch_sizes(text: str) -> tuple[int, ...]:
@@ -69,6 +73,10 @@ class BenchSpec:
     dtype: str = option("fp32", help=f"{', '.join(DTYPES)} (fp16: GPU only)")
     memory: bool = option(True, help="skip the peak-memory measurement")
     seed: int = option(0, help="seed of the random inputs")
+    runtime: str = option("torch", help=f"{' or '.join(RUNTIMES)}: onnxruntime times both models exported to "
+                                         "ONNX (onnx.to_onnx), on the CPU in fp32")
+    quantize: str | None = option(None, help="int8: also time the pruned model with int8 weights "
+                                             "(ONNX Runtime dynamic quantization; --runtime onnxruntime)")
 
     def check(self) -> "BenchSpec":
         if not self.batch_sizes or any(int(b) < 1 for b in self.batch_sizes):
@@ -83,6 +91,15 @@ class BenchSpec:
             raise UserError("--device cuda: no CUDA device is visible to torch")
         if self.device == "cpu" and self.dtype == "fp16":
             raise UserError("fp16 inference is a GPU format; use fp32 or bf16 on a CPU")
+        if self.runtime not in RUNTIMES:
+            raise UserError(f"unknown runtime {self.runtime!r}; valid: {', '.join(RUNTIMES)}")
+        if self.runtime == "onnxruntime" and (self.device, self.dtype) != ("cpu", "fp32"):
+            raise UserError("--runtime onnxruntime runs the exported fp32 graph on the CPU: use --device cpu "
+                            "--dtype fp32 (and --quantize int8 for int8)")
+        if self.quantize not in (None, *QUANTIZE):
+            raise UserError(f"--quantize takes {', '.join(QUANTIZE)}, not {self.quantize!r}")
+        if self.quantize and self.runtime != "onnxruntime":
+            raise UserError("--quantize int8 is ONNX Runtime's dynamic quantization: add --runtime onnxruntime")
         return self
 
 
@@ -164,10 +181,10 @@ def _cpu_peak_child(model_dir: str, batch: int, seq_len: int, dtype: str, seed: 
 
 
 def cpu_peak_memory(model_dir, batch: int, seq_len: int, dtype: str = "fp32", seed: int = 0) -> dict:
-    """:func:`_cpu_peak_child` in a subprocess (``python -m xlprune_lib.measure.bench peak ...``)."""
+    """:func:`_cpu_peak_child` in a subprocess (``python -m xlprune_lib.deploy.bench peak ...``)."""
     if not Path("/proc/self/clear_refs").exists():
         return {"peak_bytes": None, "loaded_bytes": None}
-    cmd = [sys.executable, "-m", "xlprune_lib.measure.bench", "peak", str(model_dir), str(batch), str(seq_len), dtype,
+    cmd = [sys.executable, "-m", "xlprune_lib.deploy.bench", "peak", str(model_dir), str(batch), str(seq_len), dtype,
            str(seed)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
@@ -206,7 +223,14 @@ RATIO_KEYS = ("params", "nonzero", "encoder_params", "flops_per_token", "flops_p
 
 
 def bench(model_dir, baseline_dir, spec: BenchSpec | None = None) -> dict:
-    """Measure ``model_dir`` against ``baseline_dir`` (see the module docstring); return one JSON-able dict."""
+    """Measure ``model_dir`` against ``baseline_dir`` (see the module docstring); return one JSON-able dict.
+
+    Entries ``baseline`` and ``model`` (and ``model_int8`` with ``spec.quantize``), each with its static
+    measures, ``latency`` per batch size and ``memory`` (PyTorch only); ``ratios``: model / baseline (and
+    ``ratios_int8``). With ``spec.runtime == "onnxruntime"`` every entry also has ``onnx_file_bytes`` and
+    ``max_abs_logit_difference`` (ONNX Runtime against PyTorch on the first batch; for int8, what quantization
+    changes).
+    """
     spec = (spec or BenchSpec()).check()
     dirs = {"model": Path(model_dir), "baseline": Path(baseline_dir)}
     models = {k: load_model(d).eval() for k, d in dirs.items()}
@@ -217,26 +241,52 @@ def bench(model_dir, baseline_dir, spec: BenchSpec | None = None) -> dict:
     out = {k: {"path": str(d), **static_measures(models[k], d, spec.seq_len), "latency": {}, "memory": {}}
            for k, d in dirs.items()}
     models = {k: m.to(device=spec.device, dtype=DTYPES[spec.dtype]) for k, m in models.items()}
-    for b in spec.batch_sizes:
-        inputs = example_inputs(vocab_size, b, spec.seq_len, spec.seed, spec.device)
-        times = time_alternating(models, inputs, spec.warmup, spec.repeats, spec.device)
-        for k in models:
-            out[k]["latency"][str(b)] = summarize(times[k], b)
-            if spec.memory and b == max(spec.batch_sizes):
-                out[k]["memory"][str(b)] = (cuda_peak_memory(models[k], inputs) if spec.device == "cuda" else
-                                            cpu_peak_memory(dirs[k], b, spec.seq_len, spec.dtype, spec.seed))
-    return {"spec": asdict(spec), "threads": torch.get_num_threads(), **out, "ratios": ratios(out, spec),
+    with tempfile.TemporaryDirectory() as tmp:
+        if spec.runtime == "onnxruntime":
+            example = example_inputs(vocab_size, 2, spec.seq_len, spec.seed)   # batch > 1: nothing traced as 1
+            models = _onnx_models(models, example, spec, Path(tmp), out)
+        for b in spec.batch_sizes:
+            inputs = example_inputs(vocab_size, b, spec.seq_len, spec.seed, spec.device)
+            times = time_alternating(models, inputs, spec.warmup, spec.repeats, spec.device)
+            for k in models:
+                out[k]["latency"][str(b)] = summarize(times[k], b)
+                if spec.memory and spec.runtime == "torch" and b == max(spec.batch_sizes):
+                    out[k]["memory"][str(b)] = (cuda_peak_memory(models[k], inputs) if spec.device == "cuda" else
+                                                cpu_peak_memory(dirs[k], b, spec.seq_len, spec.dtype, spec.seed))
+    r = {"ratios": ratios(out["model"], out["baseline"], spec)}
+    if INT8 in out:
+        r["ratios_int8"] = ratios(out[INT8], out["baseline"], spec)
+    return {"spec": asdict(spec), "threads": torch.get_num_threads(), **out, **r,
             **provenance({"bench": asdict(spec), "model": str(model_dir), "baseline": str(baseline_dir)})}
 
 
-def ratios(out: dict, spec: BenchSpec) -> dict:
-    """pruned / baseline for every measure (latency: of the medians; memory: of the peaks)."""
-    m, b = out["model"], out["baseline"]
+def _onnx_models(models: dict, example: dict, spec: BenchSpec, tmp: Path, out: dict) -> dict:
+    """ONNX Runtime sessions of the exported models (and of the pruned one quantized to int8), with their file
+    sizes and logit differences recorded in ``out``."""
+    sessions = {}
+    with torch.inference_mode():
+        want = {k: m(**example, use_mems=False).logits for k, m in models.items()}
+    for k, m in models.items():
+        sessions[k] = OnnxClassifier(to_onnx(m, example, tmp / f"{k}.onnx"))
+    if spec.quantize:
+        sessions[INT8] = OnnxClassifier(quantize_int8(tmp / "model.onnx", tmp / f"{INT8}.onnx"))
+        out[INT8] = {**out["model"], "path": f"{out['model']['path']} (int8)", "latency": {}, "memory": {}}
+    for k, session in sessions.items():
+        got = session(**example).logits
+        out[k]["onnx_file_bytes"] = session.path.stat().st_size
+        out[k]["max_abs_logit_difference"] = float((got - want["model" if k == INT8 else k]).abs().max())
+    return sessions
+
+
+def ratios(m: dict, b: dict, spec: BenchSpec) -> dict:
+    """``m`` / ``b`` (pruned / baseline) for every measure (latency: of the medians; memory: of the peaks)."""
 
     def div(x, y):
         return x / y if x is not None and y else None
 
     r = {k: div(m[k], b[k]) for k in RATIO_KEYS}
+    if "onnx_file_bytes" in m:
+        r["onnx_file_bytes"] = div(m["onnx_file_bytes"], b["onnx_file_bytes"])
     for bs in map(str, spec.batch_sizes):
         r[f"latency_b{bs}"] = div(m["latency"][bs]["median_ms"], b["latency"][bs]["median_ms"])
         r[f"throughput_b{bs}"] = div(m["latency"][bs]["throughput"], b["latency"][bs]["throughput"])
@@ -246,35 +296,44 @@ def ratios(out: dict, spec: BenchSpec) -> dict:
 
 
 def format_bench(result: dict) -> str:
-    """A fixed-width table: baseline, pruned, ratio."""
-    m, b, r, spec = result["model"], result["baseline"], result["ratios"], result["spec"]
-    lines = [f"device {spec['device']} ({result['threads']} threads), {spec['dtype']}, seq_len {spec['seq_len']}, "
-             f"{spec['repeats']} alternating repetitions after {spec['warmup']} warm-up",
-             f"{'':<30}{'baseline':>16}{'pruned':>16}{'ratio':>9}"]
+    """A fixed-width table: baseline, pruned (and pruned int8), and the ratios to the baseline."""
+    spec, b = result["spec"], result["baseline"]
+    cols = [("pruned", result["model"], result["ratios"])]
+    if INT8 in result:
+        cols.append(("pruned int8", result[INT8], result["ratios_int8"]))
+    lines = [f"{spec.get('runtime', 'torch')} on {spec['device']} ({result['threads']} threads), {spec['dtype']}, "
+             f"seq_len {spec['seq_len']}, {spec['repeats']} alternating repetitions after {spec['warmup']} warm-up",
+             f"{'':<30}{'baseline':>16}" + "".join(f"{name:>16}{'ratio':>9}" for name, _, _ in cols)]
 
-    def row(label, x, y, ratio, fmt="{:,.0f}"):
-        cell = (lambda v: "n/a" if v is None else fmt.format(v))
-        lines.append(f"{label:<30}{cell(x):>16}{cell(y):>16}{'n/a' if ratio is None else f'{ratio:.3f}':>9}")
+    def row(label, key, fmt="{:,.0f}", scale=1.0, ratio_key=None):
+        cell = (lambda v: "n/a" if v is None else fmt.format(v * scale))
+        line = f"{label:<30}{cell(key(b)):>16}"
+        for _, m, r in cols:
+            ratio = r.get(ratio_key)
+            line += f"{cell(key(m)):>16}{'n/a' if ratio is None else f'{ratio:.3f}':>9}"
+        lines.append(line)
 
-    row("parameters", b["params"], m["params"], r["params"])
-    row("nonzero parameters", b["nonzero"], m["nonzero"], r["nonzero"])
-    row("encoder parameters", b["encoder_params"], m["encoder_params"], r["encoder_params"])
-    row("encoder FLOPs/token (dense)", b["flops_per_token"], m["flops_per_token"], r["flops_per_token"])
-    row("encoder FLOPs/token (sparse)", b["flops_per_token_sparse"], m["flops_per_token_sparse"],
-        r["flops_per_token_sparse"])
-    row("checkpoint MB", b["file_bytes"] / 1e6, m["file_bytes"] / 1e6, r["file_bytes"], "{:,.2f}")
-    row("sparse-format MB", b["sparse_file_bytes"] / 1e6, m["sparse_file_bytes"] / 1e6, r["sparse_file_bytes"],
-        "{:,.2f}")
+    for label, k in (("parameters", "params"), ("nonzero parameters", "nonzero"),
+                     ("encoder parameters", "encoder_params"), ("encoder FLOPs/token (dense)", "flops_per_token"),
+                     ("encoder FLOPs/token (sparse)", "flops_per_token_sparse")):
+        row(label, lambda e, k=k: e[k], ratio_key=k)
+    row("checkpoint MB", lambda e: e["file_bytes"], "{:,.2f}", 1e-6, "file_bytes")
+    row("sparse-format MB", lambda e: e["sparse_file_bytes"], "{:,.2f}", 1e-6, "sparse_file_bytes")
+    if "onnx_file_bytes" in b:
+        row("ONNX file MB", lambda e: e["onnx_file_bytes"], "{:,.2f}", 1e-6, "onnx_file_bytes")
+        row("max |logit - torch|", lambda e: e["max_abs_logit_difference"], "{:.1e}")
     for bs in map(str, spec["batch_sizes"]):
-        lb, lm = b["latency"][bs], m["latency"][bs]
-        label = f"latency b={bs} ms (median, IQR)"
-        lines.append(f"{label:<30}{lb['median_ms']:>9.2f} ±{lb['q3_ms'] - lb['q1_ms']:>5.2f}"
-                     f"{lm['median_ms']:>9.2f} ±{lm['q3_ms'] - lm['q1_ms']:>5.2f}{r[f'latency_b{bs}']:>9.3f}")
-        row(f"throughput b={bs} seq/s", lb["throughput"], lm["throughput"], r[f"throughput_b{bs}"], "{:,.1f}")
-        if bs in m["memory"]:
-            mem = lambda v: None if v is None else v / 1e6  # noqa: E731
-            row(f"peak memory b={bs} MB", mem(b["memory"][bs]["peak_bytes"]), mem(m["memory"][bs]["peak_bytes"]),
-                r.get(f"peak_memory_b{bs}"), "{:,.1f}")
+        line = f"{f'latency b={bs} ms (median, IQR)':<30}"
+        for e, r in [(b, None)] + [(m, r) for _, m, r in cols]:
+            lat = e["latency"][bs]
+            line += f"{lat['median_ms']:>9.2f} ±{lat['q3_ms'] - lat['q1_ms']:>5.2f}"
+            line += "" if r is None else f"{r[f'latency_b{bs}']:>9.3f}"
+        lines.append(line)
+        row(f"throughput b={bs} seq/s", lambda e: e["latency"][bs]["throughput"], "{:,.1f}",
+            ratio_key=f"throughput_b{bs}")
+        if bs in b["memory"]:
+            row(f"peak memory b={bs} MB", lambda e: e["memory"].get(bs, {}).get("peak_bytes"), "{:,.1f}", 1e-6,
+                f"peak_memory_b{bs}")
     return "\n".join(lines)
 
 
@@ -338,8 +397,8 @@ def comparison_row(name: str, run_dir, result: dict) -> dict:
 
 
 def _main(argv=None) -> int:
-    """``python -m xlprune_lib.measure.bench peak DIR BATCH SEQ_LEN DTYPE SEED``: the child of :func:`cpu_peak_memory`."""
-    p = argparse.ArgumentParser(prog="python -m xlprune_lib.measure.bench")
+    """``python -m xlprune_lib.deploy.bench peak DIR BATCH SEQ_LEN DTYPE SEED``: the child of :func:`cpu_peak_memory`."""
+    p = argparse.ArgumentParser(prog="python -m xlprune_lib.deploy.bench")
     p.add_argument("what", choices=["peak"])
     p.add_argument("model_dir")
     p.add_argument("batch", type=int)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from xlprune_lib.measure.bench import BenchSpec, bench, parse_batch_sizes, summarize
+from xlprune_lib.deploy.bench import BenchSpec, bench, parse_batch_sizes, summarize
 from xlprune_lib.config import UserError
 from xlprune_lib.xlnet.masks import make_permanent, prune_to
 from xlprune_lib.xlnet.modeling import save_model
@@ -134,3 +134,36 @@ def test_provenance_commit_is_dirty_for_code_changes_but_not_for_results(tmp_pat
     assert report.git_commit() == clean
     (tmp_path / "code.py").write_text("x = 2\n")
     assert report.git_commit() == clean + "-dirty"
+
+
+def test_bench_in_onnxruntime_with_int8(pair):
+    """``--runtime onnxruntime --quantize int8``: three models timed alternately in one run; the ONNX files and
+    their agreement with PyTorch are measured; memory is not (it is a PyTorch measurement)."""
+    spec = BenchSpec(batch_sizes=(1, 4), seq_len=16, warmup=1, repeats=3, runtime="onnxruntime", quantize="int8")
+    r = bench(pair["structured"], pair["dense"], spec)
+    assert {"baseline", "model", "model_int8", "ratios", "ratios_int8"} <= r.keys()
+    for side in ("baseline", "model", "model_int8"):
+        assert r[side]["latency"]["4"]["repeats"] == 3 and r[side]["memory"] == {}
+    assert r["baseline"]["max_abs_logit_difference"] <= 1e-4 and r["model"]["max_abs_logit_difference"] <= 1e-4
+    assert r["model_int8"]["max_abs_logit_difference"] > 1e-4   # int8 changes the numbers
+    # int8 weights in every MatMul (the word embedding, a lookup, stays fp32 and dominates this tiny model)
+    assert r["model_int8"]["onnx_file_bytes"] < 0.5 * r["model"]["onnx_file_bytes"]
+    assert r["ratios_int8"]["onnx_file_bytes"] == pytest.approx(
+        r["model_int8"]["onnx_file_bytes"] / r["baseline"]["onnx_file_bytes"])
+    assert r["ratios_int8"]["latency_b1"] == pytest.approx(
+        r["model_int8"]["latency"]["1"]["median_ms"] / r["baseline"]["latency"]["1"]["median_ms"])
+    from xlprune_lib.deploy.bench import format_bench
+
+    table = format_bench(r)
+    assert "pruned int8" in table and "ONNX file MB" in table and table.startswith("onnxruntime on cpu")
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(runtime="tensorrt"), "unknown runtime 'tensorrt'"),
+    (dict(quantize="int8"), "add --runtime onnxruntime"),
+    (dict(runtime="onnxruntime", quantize="int4"), "--quantize takes int8"),
+    (dict(runtime="onnxruntime", dtype="bf16"), "--dtype fp32"),
+])
+def test_bench_runtime_options_are_checked(options, message):
+    with pytest.raises(UserError, match=message):
+        BenchSpec(**options).check()
