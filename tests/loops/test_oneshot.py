@@ -6,6 +6,7 @@ import torch
 from test_cli import assert_user_error, main_error, run
 
 from xlprune_lib.prune.plan import PruningPlan
+from xlprune_lib.prune.select import NM
 from xlprune_lib.xlnet.masks import prunable_parameters
 from xlprune_lib.xlnet.modeling import load_saved
 
@@ -72,6 +73,9 @@ BAD = [
     (["--method", "l0", "--granularity", "head"], "not both / neither"),
     (["--method", "l0", "--granularity", "layer", "--sparsity", "0.5"], "L0 gates exist for"),
     (["--method", "l0", "--granularity", "neuron", "--sparsity", "1.2"], "sparsity must be in [0, 1)"),
+    (["--method", "taylor", "--granularity", "2:4", "--sparsity", "0.3"], "a sparsity of 0.5; got --sparsity 0.3"),
+    (["--method", "taylor", "--granularity", "4:2"], "needs 0 < n < m, got 4:2"),
+    (["--method", "l0", "--granularity", "2:4", "--sparsity", "0.5"], "L0 gates exist for"),
 ]
 
 
@@ -114,3 +118,20 @@ def test_l0_pruning_of_heads_and_neurons(smoke_runs, tmp_path):
         1 - m["prunable_nonzero_after"] / m["prunable_params_before"])
     rep = json.loads((out / "report.json").read_text())
     assert [layer["heads"] for layer in rep["layers"]] == heads
+
+
+def test_n_of_m_pruning_from_the_command_line(smoke_runs, tmp_path):
+    """``--granularity 2:4`` with any score: exactly 2 nonzeros in every 4 consecutive inputs, the sparsity
+    implied (0.5) and delivered, counted from the saved tensors."""
+    out = tmp_path / "nm"
+    proc = run("prune", "--model", str(smoke_runs["ft"]), "--method", "taylor", "--granularity", "2:4",
+               "--score-batches", "2", "--out", str(out), "--quiet", timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    m = _metrics(out)
+    assert m["spec"]["sparsity"] == 0.5 and m["delivery"]["met"]
+    assert m["nm_groups"]["over_n"] == 0 and m["nm_groups"]["groups"] > 0
+    model = load_saved(out)                       # recounted from the saved tensors
+    assert NM(2, 4).groups(model) == m["nm_groups"]
+    zeros = sum(int((getattr(mod, n) == 0).sum()) for mod, n in prunable_parameters(model))
+    total = sum(getattr(mod, n).numel() for mod, n in prunable_parameters(model))
+    assert zeros / total == pytest.approx(0.5) == m["prunable_sparsity"]

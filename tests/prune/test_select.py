@@ -10,6 +10,7 @@ from xlprune_lib.prune.importance import score
 from xlprune_lib.prune.plan import PruningPlan
 from xlprune_lib.prune.select import EncoderBudget, lowest_units
 from xlprune_lib.xlnet.gates import unit_gates
+from xlprune_lib.xlnet.masks import prunable_parameters
 from xlprune_lib.xlnet.structure import XLNetStructure
 
 
@@ -104,3 +105,21 @@ def test_lowest_units_rank_across_layers():
     assert lowest_units(torch.tensor([3.0, 1.0, 2.0]), 0.6) == [1, 2]
     with pytest.raises(UserError):
         lowest_units(heads, 1.0)
+
+
+@pytest.mark.parametrize("n, m", [(2, 4), (1, 4), (3, 8)])
+def test_n_of_m_counts_from_the_tensors(tiny_classifier, n, m):
+    """Any score (here random), any N:M: every group of m consecutive inputs keeps exactly n weights (the
+    weights are dense before), so the delivered sparsity is 1 - n/m; ``groups`` counts it independently."""
+    from xlprune_lib.prune.importance import score as importance_score
+    from xlprune_lib.prune.select import NM
+    from xlprune_lib.xlnet.masks import weight_sparsity
+
+    rule = NM.parse(f"{n}:{m}")
+    assert (rule.n, rule.m, rule.sparsity) == (n, m, 1 - n / m)
+    assert rule.groups(tiny_classifier)["over_n"] > 0             # dense: every group is over n
+    rule(tiny_classifier, importance_score(tiny_classifier, "random", "weight")).apply_masks(tiny_classifier)
+    counted = rule.groups(tiny_classifier)
+    assert counted["over_n"] == 0 and counted["groups"] > 0
+    assert weight_sparsity(prunable_parameters(tiny_classifier)) == pytest.approx(1 - n / m)
+    assert NM.parse("head") is None and NM.parse("head+neuron") is None

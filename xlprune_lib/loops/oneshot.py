@@ -26,7 +26,7 @@ from ..measure.report import checkpoint_sizes, layer_report, provenance
 from ..prune.importance import GRADIENT_METHODS, gather_inputs, score as importance_score
 from ..prune.l0 import finalize, train_l0
 from ..prune.plan import PruningPlan
-from ..prune.select import EncoderBudget, UnitFraction, WeightSparsity
+from ..prune.select import NM, EncoderBudget, UnitFraction, WeightSparsity
 from ..train.data import TASKS, load_task, load_tokenizer
 from ..train.finetune import Evaluator, tokenize_split, train_classifier
 from ..train.runs import METRICS, default_out, reuse_or_claim, run_key, source_accuracy, source_run
@@ -60,13 +60,16 @@ def score(model, spec: PruneSpec, tokenizer=None, train=None, profile: Profile |
                                seed, progress=progress)
     if spec.granularity == ENCODER:
         return tuple(importance_score(model, spec.method, g, **inputs) for g in ("head", "neuron"))
-    return importance_score(model, spec.method, spec.granularity, **inputs)
+    kind = "weight" if NM.parse(spec.granularity) else spec.granularity    # N:M ranks single weights
+    return importance_score(model, spec.method, kind, **inputs)
 
 
 def rule(spec: PruneSpec):
     """The threshold rule (``prune/select.py``) a spec asks for."""
     if spec.granularity == "weight":
         return WeightSparsity(spec.sparsity, spec.scope)
+    if (nm := NM.parse(spec.granularity)) is not None:
+        return nm
     if spec.granularity == ENCODER:      # the sparsity is a fraction of the encoder's parameters
         return EncoderBudget(spec.sparsity)
     return UnitFraction(spec.granularity, spec.sparsity, spec.scope)
@@ -84,7 +87,9 @@ def apply(model, spec: PruneSpec, scores) -> dict:
     """
     before = _prunable_counts(model)[0]
     start = PruningPlan.of(model, weights=False)
-    units_before = None if spec.granularity in ("weight", ENCODER) else \
+    nm = NM.parse(spec.granularity)
+    weights = spec.granularity == "weight" or nm is not None      # masks, nothing removed
+    units_before = None if weights or spec.granularity == ENCODER else \
         XLNetStructure(model).total_units(spec.granularity)
     encoder_before = XLNetStructure(model).encoder_params()
     made = rule(spec)
@@ -92,13 +97,15 @@ def apply(model, spec: PruneSpec, scores) -> dict:
         plan, info = made.plan_with_share(model, scores)
     else:
         plan, info = made(model, scores), {}
-    if spec.granularity == "weight":
+    if weights:
         plan.apply_masks(model)
     else:
         plan.finalize(model)
     out = {"mask_sparsity": weight_sparsity(prunable_parameters(model)), **_measured(model, before),
-           "removed": None if spec.granularity == "weight" else plan.removed_since(start)}
-    if spec.granularity == "weight":
+           "removed": None if weights else plan.removed_since(start)}
+    if nm is not None:
+        out["nm_groups"] = nm.groups(model)
+    if weights:
         out["delivery"] = delivery(spec.sparsity, out["mask_sparsity"], "prunable weights")
     elif spec.granularity == ENCODER:
         after = XLNetStructure(model).encoder_params()

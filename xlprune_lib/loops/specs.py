@@ -14,6 +14,7 @@ from ..config import UserError, option
 from ..prune.importance import GRANULARITIES, METHODS, check_method, shared_option
 from ..prune.l0 import GRANULARITIES as L0_GRANULARITIES
 from ..prune.schedule import SCHEDULES, check_schedule, round_targets
+from ..prune.select import NM
 from ..xlnet.structure import ENCODER
 
 GRADUAL_METHODS = ("magnitude", "movement")   # scores available during training (cubic schedule)
@@ -27,8 +28,10 @@ class PruneSpec:
     """
     method: str = shared_option("method", help=f"importance score: {', '.join(METHODS)}, or l0 (trained "
                                 "hard-concrete gates)")
-    granularity: str = shared_option("granularity", help=f"unit removed: {', '.join(GRANULARITIES)}, or "
-                                     "head+neuron (--sparsity is then the fraction of the encoder's parameters)")
+    granularity: str = shared_option("granularity", help=f"unit removed: {', '.join(GRANULARITIES)}, "
+                                     "head+neuron (--sparsity is then the fraction of the encoder's parameters), "
+                                     "or N:M such as 2:4 (N kept in every M consecutive weights; --sparsity 1-N/M "
+                                     "implied)")
     sparsity: float | None = option(None, help="fraction of the unit to remove, in [0, 1) (for l0: the target "
                                     "expected sparsity of the prunable set)")
     scope: str = shared_option("scope")
@@ -42,7 +45,9 @@ class PruneSpec:
     def check(self) -> "PruneSpec":
         if self.method == "l0":
             return self._check_l0()
-        check_method(self.method, "head" if self.granularity == ENCODER else self.granularity)
+        if (nm := NM.parse(self.granularity)) is not None:
+            self._check_nm(nm)
+        check_method(self.method, "head" if self.granularity == ENCODER else "weight" if nm else self.granularity)
         if self.sparsity is None:
             raise UserError(f"--sparsity is required for {self.method}")
         validate.sparsity(self.sparsity)
@@ -52,6 +57,14 @@ class PruneSpec:
         if self.method == "movement" and self.score_steps < 1:
             raise UserError("movement scores are gathered while fine-tuning: --score-steps must be >= 1")
         return self
+
+    def _check_nm(self, nm: NM) -> None:
+        """N:M fixes the sparsity (``1 - n / m``): fill it in, or refuse a different one."""
+        if self.sparsity is None:
+            self.sparsity = nm.sparsity
+        elif abs(self.sparsity - nm.sparsity) > 1e-9:
+            raise UserError(f"{nm.n}:{nm.m} keeps {nm.n} of every {nm.m} weights, a sparsity of {nm.sparsity:g}; "
+                            f"got --sparsity {self.sparsity}: leave it out or give {nm.sparsity:g}")
 
     def _check_l0(self) -> "PruneSpec":
 

@@ -18,6 +18,8 @@ positions the model has now and the plan translates them to original indices.
 """
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass
 
 import torch
@@ -192,6 +194,27 @@ class NM:
     def __post_init__(self):
         if not 0 < self.n < self.m:
             raise UserError(f"N:M sparsity needs 0 < n < m, got {self.n}:{self.m}")
+
+    @classmethod
+    def parse(cls, granularity: str) -> "NM | None":
+        """``"2:4"`` -> ``NM(2, 4)``; ``None`` for any other granularity; ``UserError`` for ``"4:2"``."""
+        match = re.fullmatch(r"(\d+):(\d+)", str(granularity).strip())
+        return cls(int(match.group(1)), int(match.group(2))) if match else None
+
+    @property
+    def sparsity(self) -> float:
+        """The sparsity N:M gives a dense weight: ``1 - n / m``."""
+        return 1 - self.n / self.m
+
+    def groups(self, model) -> dict:
+        """Counted from the weights as the forward pass uses them: ``groups`` of ``m`` consecutive inputs in the
+        prunable set, and ``over_n``, how many hold more than ``n`` nonzeros (0 after this rule)."""
+        total = over = 0
+        for name, pair in zip(PruningPlan.of(model).names(), XLNetStructure(model).prunable()):
+            nonzero = (current_weight(*pair).detach() != 0).movedim(1 if name.endswith("layer_2.weight") else 0, -1)
+            per_group = nonzero.reshape(*nonzero.shape[:-1], -1, self.m).sum(-1)
+            total, over = total + per_group.numel(), over + int((per_group > self.n).sum())
+        return {"groups": total, "over_n": over}
 
     def __call__(self, model, scores=None) -> PruningPlan:
         plan = PruningPlan.of(model)
