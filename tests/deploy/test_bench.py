@@ -167,3 +167,19 @@ def test_bench_in_onnxruntime_with_int8(pair):
 def test_bench_runtime_options_are_checked(options, message):
     with pytest.raises(UserError, match=message):
         BenchSpec(**options).check()
+
+
+def test_base_shape_speed_table_counts_the_encoder():
+    """The base-shape table on a small shape (the real one is xlnet-base-cased's, run by ``make results``):
+    the removed fraction is counted from the tensors, and the ratios are of medians timed in one loop."""
+    from xlprune_lib.deploy.base_shape import BASE_SHAPE, speed_table
+
+    assert BASE_SHAPE == {"n_layer": 12, "d_model": 768, "n_head": 12, "d_inner": 3072, "vocab_size": 32000}
+    shape = {"n_layer": 2, "d_model": 64, "n_head": 4, "d_inner": 256, "vocab_size": 100}
+    rows = speed_table((0.25, 0.5), batch=2, seq_len=8, repeats=2, shape=shape)
+    assert [r["requested"] for r in rows] == [0.0, 0.25, 0.5]
+    assert rows[0]["encoder_removed"] == 0 and rows[0]["latency_ratio"] == 1.0
+    for row in rows[1:]:
+        assert abs(row["encoder_removed"] - row["requested"]) < 0.05
+        assert row["latency_ratio"] == pytest.approx(row["median_ms"] / rows[0]["median_ms"])
+        assert row["q1_ms"] <= row["median_ms"] <= row["q3_ms"]

@@ -1,0 +1,119 @@
+"""Benchmark on a CUDA GPU: dense vs structured 50% vs 2:4 at xlnet-base-cased's shape, in bf16.
+
+Random weights of ``xlnet-base-cased``'s shape (``deploy.base_shape``: speed depends on shapes, not values):
+the dense model, the same with 50% of its encoder parameters removed (heads and neurons, ``EncoderBudget``), and
+the same with 2:4 semi-structured sparsity (``select.NM``; Mishra et al. 2021). For 2:4 the FFN weights are
+converted with ``torch.sparse.to_sparse_semi_structured`` so that their products run on the sparse tensor cores.
+The attention projections keep their 2:4 zeros but run dense: XLNet computes them as einsums over 3-D
+``(d_model, n_head, d_head)`` weights, and semi-structured tensors only serve 2-D ``linear`` / ``mm``. Per batch
+size the three models are timed alternately (``bench.alternate``), then their peak memory is read
+(``torch.cuda.max_memory_allocated`` around one forward pass). Rows go to a CSV with the device named, and a
+``.provenance.json`` beside it.
+
+    python scripts/bench_gpu.py --out data/results/05_speed_gpu.csv
+
+Without a CUDA device it stops with one line and exit code 2. Tests never run it.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+from xlprune_lib.config import UserError, write_json_atomic, write_text_atomic
+from xlprune_lib.deploy.base_shape import BASE_SHAPE, shaped_models
+from xlprune_lib.deploy.bench import alternate, cuda_peak_memory, example_inputs, parse_batch_sizes, summarize
+from xlprune_lib.measure.report import provenance
+from xlprune_lib.prune.importance import score
+from xlprune_lib.prune.select import NM
+from xlprune_lib.xlnet.masks import copy_model, make_permanent
+from xlprune_lib.xlnet.structure import XLNetStructure
+
+
+def two_of_four(model):
+    """2:4 masks on the prunable set (magnitude scores), made permanent. Returns ``model``."""
+    NM(2, 4)(model, score(model, "magnitude", "weight")).apply_masks(model)
+    make_permanent(model)
+    return model
+
+
+def semi_structured_ffn(model) -> int:
+    """Convert the FFN weights of a 2:4 model already on the GPU in bf16 to semi-structured sparse tensors;
+    return how many were converted."""
+    from torch.sparse import to_sparse_semi_structured  # CUDA only: imported once a GPU is known to be there
+
+    converted = 0
+    for layer in XLNetStructure(model).layers:
+        for linear in (layer.ff.layer_1, layer.ff.layer_2):
+            linear.weight = torch.nn.Parameter(to_sparse_semi_structured(linear.weight.detach()),
+                                               requires_grad=False)
+            converted += 1
+    return converted
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, default=Path("data/results/05_speed_gpu.csv"))
+    p.add_argument("--batch-sizes", type=parse_batch_sizes, default=(1, 32, 128))
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=30)
+    a = p.parse_args(argv)
+    try:
+        if not torch.cuda.is_available():
+            raise UserError("no CUDA device is visible to torch: this benchmark needs a GPU")
+        rows = measure(a)
+    except UserError as exc:
+        print(f"bench_gpu: error: {exc}", file=sys.stderr)
+        return 2
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(a.out, buf.getvalue())
+    write_json_atomic(a.out.with_suffix(".provenance.json"),
+                      provenance({"script": "scripts/bench_gpu.py", **{k: v for k, v in vars(a).items()
+                                                                      if k != "out"}, "shape": BASE_SHAPE}))
+    for r in rows:
+        print(f"{r['model']:<14} b={r['batch']:<4} {r['median_ms']:9.3f} ms  x{r['latency_ratio']:.3f}  "
+              f"{r['throughput']:10.1f} seq/s  peak {r['peak_memory_mb']:9.1f} MB")
+    print(f"wrote {a.out}")
+    return 0
+
+
+def measure(a) -> list[dict]:
+    device = torch.cuda.get_device_name(0)
+    models = shaped_models((0.5,))
+    dense, structured = models["dense"], models[0.5]
+    named = {"dense": dense, "structured-50%": structured, "2:4": two_of_four(copy_model(dense))}
+    encoder = {k: XLNetStructure(m).encoder_params() for k, m in named.items()}
+    named = {k: m.to(device="cuda", dtype=torch.bfloat16).eval() for k, m in named.items()}
+    converted = semi_structured_ffn(named["2:4"])
+    rows = []
+    for batch in a.batch_sizes:
+        inputs = example_inputs(BASE_SHAPE["vocab_size"], batch, a.seq_len, 0, "cuda")
+
+        def forward(model):
+            with torch.inference_mode():
+                model(**inputs, use_mems=False)
+
+        times = alternate({k: (lambda m=m: forward(m)) for k, m in named.items()}, a.warmup, a.repeats, "cuda")
+        dense_ms = statistics.median(times["dense"]) * 1e3
+        for k, model in named.items():
+            t = summarize(times[k], batch)
+            peak = cuda_peak_memory(model, inputs)["peak_bytes"]
+            rows.append({"device": device, "model": k, "dtype": "bf16", "batch": batch, "seq_len": a.seq_len,
+                         "median_ms": t["median_ms"], "q1_ms": t["q1_ms"], "q3_ms": t["q3_ms"],
+                         "latency_ratio": t["median_ms"] / dense_ms, "throughput": t["throughput"],
+                         "peak_memory_mb": peak / 1e6, "encoder_params": encoder[k],
+                         "semi_structured_weights": converted if k == "2:4" else 0, "repeats": a.repeats})
+    return rows
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
