@@ -30,6 +30,10 @@ TABLES = {
     "05_speed": ("method", "prunable_removed", "params_ratio", "flops_ratio", "file_ratio", "sparse_file_ratio",
                  "validation_accuracy", "test_accuracy", "latency_ratio_b1", "latency_ratio_b32"),
 }
+# tables that scripts write into data/results, not chapters (no profile: random weights of a published shape)
+SCRIPT_TABLES = {
+    "05_speed_gpu": ("device", "model", "dtype", "batch", "seq_len", "median_ms", "latency_ratio", "peak_memory_mb"),
+}
 COMMON = ("profile", "seed")
 CHAPTERS = ("01", "02", "03", "04", "05")
 SEEDS = (0, 1, 2)
@@ -96,7 +100,10 @@ def read_provenance(name: str, folder=None) -> dict:
 def check_table(path: Path) -> list[str]:
     """The columns of a results CSV, after checking it has the ones its table requires."""
     columns = list(pd.read_csv(path, nrows=1).columns)
-    need = COMMON + TABLES[path.stem] + interval_columns(columns)
+    if path.stem not in TABLES and path.stem not in SCRIPT_TABLES:
+        raise UserError(f"{path}: not a results table ({', '.join([*TABLES, *SCRIPT_TABLES])})")
+    need = (COMMON + TABLES[path.stem] if path.stem in TABLES else SCRIPT_TABLES[path.stem]) + \
+        interval_columns(columns)
     missing = [c for c in need if c not in columns]
     if missing:
         raise UserError(f"{path}: missing columns {missing}")
