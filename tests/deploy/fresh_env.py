@@ -1,51 +1,80 @@
-"""A Python environment without xlprune, in which saved folders must still load."""
+"""Python environments without the project's ``.venv``, in which saved folders and the core install must work.
+
+Each is a new virtual environment (``python -m venv``) whose ``site-packages`` holds exactly the distributions a
+user would get from ``pip install`` of the requirements named: their dependency closure, read from the
+installed metadata (``importlib.metadata``: ``Requires-Dist``, extras left out, markers evaluated), linked
+from the project's environment, where ``make`` installed them from the pinned wheels. Nothing is downloaded
+and nothing else is visible: ``python -I`` there cannot import ``datasets``, xlprune, or anything not linked.
+"""
 from __future__ import annotations
 
-import hashlib
+import importlib.metadata as md
 import os
-import re
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
-from xlprune_lib.config import atomic_dir, repo_root
+from xlprune_lib.config import repo_root
 
-# what a user of a shipped pruned folder has: these, with the versions constraints.txt pins, and their dependencies
+# what a user of a shipped pruned folder has: these and their dependencies
 PORTABLE_REQUIREMENTS = ("torch", "transformers", "safetensors")
 
 
-def _venv(name: str, requirements: list[str], key_files: tuple[Path, ...] = ()) -> Path:
-    """The interpreter of a virtual environment with ``requirements`` pip-installed under ``constraints.txt``
-    (wheels from pip's cache after the first time), built once per set of pins into ``data/cache/envs``."""
-    constraints = repo_root() / "constraints.txt"
-    pins = sorted(line for line in constraints.read_text().splitlines() if re.match(r"[A-Za-z0-9]", line))
-    extra = [f.read_text() for f in key_files]
-    key = hashlib.sha256("\n".join([sys.version, *requirements, *pins, *extra]).encode()).hexdigest()[:12]
-    target = repo_root() / "data" / "cache" / "envs" / f"{name}-{key}"
-    python = target / "bin" / "python"
-    if not python.exists():
-        with atomic_dir(target, replace=True) as tmp:
-            subprocess.run([sys.executable, "-m", "venv", "--clear", str(tmp)], check=True)
-            subprocess.run([str(tmp / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                            "-c", str(constraints), *requirements], check=True)
-    return python
+def closure(requirements) -> list[md.Distribution]:
+    """The installed distributions that ``pip install`` of ``requirements`` brings: them and, recursively, their
+    requirements without extras whose markers hold here. ``PackageNotFoundError`` if one is not installed."""
+    seen, todo, found = set(), [Requirement(r) for r in requirements], []
+    while todo:
+        req = todo.pop()
+        name = canonicalize_name(req.name)
+        if name in seen or (req.marker is not None and not req.marker.evaluate({"extra": ""})):
+            continue
+        seen.add(name)
+        dist = md.distribution(name)
+        found.append(dist)
+        todo += [Requirement(r) for r in dist.requires or []]
+    return found
+
+
+def linked_venv(target: Path, requirements, paths=()) -> Path:
+    """A virtual environment at ``target`` holding :func:`closure` of ``requirements`` (each distribution's
+    top-level files and its metadata, linked) and ``paths`` on ``sys.path`` (a ``.pth`` file). Returns its
+    interpreter. Building takes a second; an existing one is rebuilt."""
+    subprocess.run([sys.executable, "-m", "venv", "--clear", "--without-pip", str(target)], check=True)
+    site = Path(sysconfig.get_path("purelib", vars={"base": str(target), "platbase": str(target)}))
+    for dist in closure(requirements):
+        root = Path(dist.locate_file(""))
+        tops = {f.parts[0] for f in dist.files or [] if f.parts and f.parts[0] != ".."}
+        for top in tops:
+            if (root / top).exists() and not (site / top).exists() and not top.endswith(".pth"):
+                os.symlink(root / top, site / top)
+    if paths:
+        (site / "extra-paths.pth").write_text("".join(f"{p}\n" for p in paths))
+    return target / "bin" / "python"
+
+
+def core_requirements() -> list[str]:
+    """The core install's requirements, as ``pyproject.toml`` declares them."""
+    import tomllib
+
+    return tomllib.loads((repo_root() / "pyproject.toml").read_text())["project"]["dependencies"]
 
 
 @pytest.fixture(scope="session")
-def fresh_python() -> Path:
-    """An environment holding only :data:`PORTABLE_REQUIREMENTS` and their dependencies (about 40 s to build)."""
-    return _venv("portable", list(PORTABLE_REQUIREMENTS))
+def fresh_python(tmp_path_factory) -> Path:
+    """An environment holding only :data:`PORTABLE_REQUIREMENTS` and their dependencies."""
+    return linked_venv(tmp_path_factory.mktemp("portable") / "venv", PORTABLE_REQUIREMENTS)
 
 
 @pytest.fixture(scope="session")
-def core_python() -> Path:
-    """An environment with xlprune installed without extras (editable, so it runs this checkout's code): only
-    the dependencies ``pyproject.toml`` names for the core install."""
-    root = repo_root()
-    return _venv(f"core-{hashlib.sha256(str(root).encode()).hexdigest()[:6]}", ["-e", str(root)],
-                 key_files=(root / "pyproject.toml",))
+def core_python(tmp_path_factory) -> Path:
+    """An environment with what ``pip install xlprune`` (no extras) brings, and this checkout's package."""
+    return linked_venv(tmp_path_factory.mktemp("core") / "venv", core_requirements(), paths=[repo_root()])
 
 
 def run_fresh(python: Path, code: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
