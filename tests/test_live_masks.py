@@ -312,6 +312,7 @@ TWINS = {
                                           c.logits(m)),
     "modeling.save_model": _saved,
     "modeling_xlnet_pruned.fit_zero_width": _zero_width,
+    "select.NM.groups": lambda m, c: select.NM(2, 4).groups(m),
     "onnx.to_onnx": lambda m, c: _onnx(m, c, lambda m, p: onnx.to_onnx(m, c.inputs, p) and None),
     "onnx.export_onnx": lambda m, c: _onnx(m, c, lambda m, p: onnx.export_onnx(m, c.tok, p, TEXTS)["verified"]),
     "onnx.max_logit_difference": lambda m, c: _onnx(m, c, lambda m, p: onnx.to_onnx(m, c.inputs, p) and
