@@ -40,12 +40,11 @@ import torch
 from ..measure.report import checkpoint_sizes, layer_report, load_metrics, provenance
 from ..measure.sparse import SPARSE_FILE, load_model, save_sparse
 from ..config import UserError, option
-from .onnx import OnnxClassifier, quantize_int8, to_onnx
+from .onnx import OnnxClassifier, check_quantize, quantize_int8, to_onnx
 from ..xlnet.structure import XLNetStructure
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 RUNTIMES = ("torch", "onnxruntime")
-QUANTIZE = ("int8",)
 INT8 = "model_int8"    # the entry of the pruned model quantized to int8
 
 
@@ -96,8 +95,7 @@ class BenchSpec:
         if self.runtime == "onnxruntime" and (self.device, self.dtype) != ("cpu", "fp32"):
             raise UserError("--runtime onnxruntime runs the exported fp32 graph on the CPU: use --device cpu "
                             "--dtype fp32 (and --quantize int8 for int8)")
-        if self.quantize not in (None, *QUANTIZE):
-            raise UserError(f"--quantize takes {', '.join(QUANTIZE)}, not {self.quantize!r}")
+        check_quantize(self.quantize)
         if self.quantize and self.runtime != "onnxruntime":
             raise UserError("--quantize int8 is ONNX Runtime's dynamic quantization: add --runtime onnxruntime")
         return self

@@ -16,9 +16,8 @@ from ..train.data import TASKS, load_task, load_tokenizer
 from ..train.finetune import Evaluator
 from ..train.runs import source_run
 from ..xlnet.modeling import load_saved
-from .onnx import OnnxClassifier, export_onnx, quantize_int8
+from .onnx import OnnxClassifier, check_quantize, export_onnx, quantize_int8
 
-QUANTIZE = ("int8",)
 VERIFY_TEXTS = 64   # test texts compared between ONNX Runtime and PyTorch
 
 
@@ -32,8 +31,7 @@ def export_run(model_dir, out, quantize: str | None = None, profile: Profile | N
     ``{"test_accuracy", "test_ci_low", "test_ci_high"}``. Raises ``UserError`` for a bad ``quantize`` or ``out``,
     a folder that is not a classifier, or a failed verification (then nothing is written).
     """
-    if quantize not in (None, *QUANTIZE):
-        raise UserError(f"--quantize takes {', '.join(QUANTIZE)}, not {quantize!r}")
+    check_quantize(quantize)
     out = Path(out)
     if out.suffix != ".onnx" or out.is_dir():
         raise UserError(f"--out names the .onnx file to write, got {out}")

@@ -37,6 +37,13 @@ from ..xlnet.structure import XLNetStructure
 OPSET = 17
 TOLERANCE = 1e-4      # max |logit difference| between ONNX Runtime (fp32) and PyTorch that counts as verified
 PROJECTIONS_IN, PROJECTION_OUT = "ibh,hnd->ibnd", "ibnd,hnd->ibh"
+QUANTIZE = ("int8",)  # what --quantize takes (export and bench)
+
+
+def check_quantize(quantize: str | None) -> None:
+    """``UserError`` unless ``quantize`` is ``None`` or one of :data:`QUANTIZE`."""
+    if quantize not in (None, *QUANTIZE):
+        raise UserError(f"--quantize takes {', '.join(QUANTIZE)}, not {quantize!r}")
 
 
 class _Logits(nn.Module):
