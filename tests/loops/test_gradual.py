@@ -46,3 +46,28 @@ def test_gradual_callback_follows_the_cubic_schedule(tiny_classifier, method, tm
     if method == "movement":
         assert pruner.movement.steps == 16
         assert any(float(s.abs().sum()) > 0 for s in pruner.movement.scores.values())
+
+
+def test_mask_update_ranks_the_weights_after_the_optimizer_step(tiny_classifier):
+    """At ``on_step_end`` the optimizer has just changed ``w_orig``, and ``module.w`` still holds the weights of the
+    last forward pass. The update must rank the weights as they are now (the code before the plan ranked the stale
+    ones: the kind the live-mask twins check for every reader)."""
+    from types import SimpleNamespace
+
+    from xlprune_lib.loops.gradual import GradualPruning, install_identity_masks
+
+    model = tiny_classifier
+    install_identity_masks(model)
+    pairs = prunable_parameters(model)
+    with torch.no_grad():
+        model(input_ids=torch.tensor([[5, 6, 7]]))          # the pre-hooks set every ``w`` from ``w_orig``
+        g = torch.Generator().manual_seed(3)
+        for m, n in pairs:                                   # an "optimizer step" that reorders the magnitudes
+            orig = getattr(m, f"{n}_orig")
+            orig.copy_(torch.randn(orig.shape, generator=g))
+    now = torch.cat([getattr(m, f"{n}_orig").detach().abs().flatten() for m, n in pairs])
+    pruner = GradualPruning(0.5, n=1, dt=1)
+    pruner.on_step_end(None, SimpleNamespace(global_step=1), None, model=model)
+    kept = torch.cat([getattr(m, f"{n}_mask").flatten() for m, n in pairs]).bool()
+    assert kept.sum() == now.numel() - round(0.5 * now.numel())
+    assert now[kept].min() >= now[~kept].max()             # exactly the largest current |w| survive

@@ -107,7 +107,7 @@ def effective_parameters(module):
     """``(name, tensor)`` of every parameter as the forward pass sees it, tied weights once.
 
     A parameter pruned with ``torch.nn.utils.prune`` appears in ``named_parameters`` as ``w_orig``; it is
-    reported under its own name ``w`` with the masked tensor ``getattr(module, "w")`` (``masks.current_weight``).
+    reported under its own name ``w`` with the masked tensor ``w_orig * w_mask`` (``masks.current_weight``).
     The masks are buffers, not parameters, so they are never counted.
     """
     seen = set()

@@ -54,7 +54,7 @@ from .. import validate
 from ..config import UserError, option
 from ..train.runs import quiet_trainer, training_args
 from ..xlnet.gates import unit_gates
-from ..xlnet.masks import current_weight, prunable_parameters
+from ..xlnet.masks import current_weight, forward_weight, prunable_parameters
 from ..xlnet.structure import KINDS, XLNetStructure
 
 METHODS = ("magnitude", "gradient", "taylor", "fisher", "movement", "random")
@@ -130,7 +130,7 @@ def _weights_used(pairs):
     """The weights as the last forward pass used them. With live ``torch.nn.utils.prune`` masks that is the
     masked tensor ``w_orig * mask`` computed by the forward pre-hook, so gradients are taken with respect to
     the effective weight, masked entries included, exactly as on the same model made permanent."""
-    return lambda: [current_weight(*p) for p in pairs]
+    return lambda: [forward_weight(*p) for p in pairs]
 
 
 def _batch_means(model, batches, params, combine) -> list[torch.Tensor]:

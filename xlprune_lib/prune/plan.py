@@ -26,6 +26,7 @@ import torch
 from torch.nn.utils import prune
 
 from ..xlnet import surgery
+from ..xlnet.masks import current_weight
 from ..xlnet.modeling import record_plan
 from ..xlnet.structure import XLNetStructure
 
@@ -340,7 +341,7 @@ class PruningPlan:
 def _keep_mask(module, attr: str) -> torch.Tensor:
     """The keep-mask of one prunable weight as the forward pass sees it: its live mask, else its nonzeros."""
     mask = getattr(module, f"{attr}_mask", None)
-    w = getattr(module, attr).detach()
+    w = current_weight(module, attr).detach()
     return (mask.bool() & (w != 0)) if mask is not None else (w != 0)
 
 

@@ -36,7 +36,25 @@ def prunable_parameters(model, include_embeddings: bool = False) -> list[tuple[t
 
 
 def current_weight(module, name: str) -> torch.Tensor:
-    """The effective (masked) tensor, whether or not the parameter is pruned yet."""
+    """The effective (masked) tensor as it stands now, whether or not the parameter is pruned yet: the
+    parameter itself, or ``name_orig * name_mask`` while ``torch.nn.utils.prune`` masks it.
+
+    The product is computed here, not read from ``module.name``: that attribute is refreshed only by the
+    forward pre-hook, so after an optimizer step (or any in-place edit of ``name_orig``) it still holds the
+    weights of the last forward pass. Shape: the parameter's. Not part of any autograd graph of a forward pass
+    (:func:`forward_weight` is).
+    """
+    mask, orig = getattr(module, f"{name}_mask", None), getattr(module, f"{name}_orig", None)
+    if mask is not None and orig is not None:
+        return orig * mask.to(dtype=orig.dtype)   # what prune's forward pre-hook computes, bit for bit
+    return getattr(module, name)
+
+
+def forward_weight(module, name: str) -> torch.Tensor:
+    """The tensor the last forward pass used for ``module.name``: with a live mask, the pre-hook's
+    ``name_orig * name_mask``, attached to that pass's autograd graph (so a gradient with respect to it is the
+    gradient with respect to the effective weight). Read it right after a forward pass; anywhere else use
+    :func:`current_weight`."""
     return getattr(module, name)
 
 
