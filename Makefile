@@ -35,9 +35,11 @@ book: notebooks html
 	@echo "book: _build/html/index.html"
 
 # Reference results: execute chapters 1-5 on $(PROFILE) at the first of $(SEEDS), chapters 2, 4 and 5 again at
-# the others (cached runs reused), and write their tables, one file each with a seed column, to data/results.
+# the others (cached runs reused), and write their tables, one file each with a seed column, to data/results;
+# then time xlnet-base-cased's shape (random weights) with 25/50/75% of the encoder removed on this CPU.
 results: data
 	$(PY) -m xlprune_lib.book results --profile $(PROFILE) --seeds $(SEEDS)
+	$(PY) -m xlprune_lib.book base-shape
 
 # All tests: unit tests, the smoke-profile pipeline, every notebook on `smoke`, a book build with -W.
 test: data

@@ -17,18 +17,16 @@ Without a CUDA device it stops with one line and exit code 2. Tests never run it
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import statistics
 import sys
 from pathlib import Path
 
 import torch
 
-from xlprune_lib.config import UserError, write_json_atomic, write_text_atomic
+from xlprune_lib.book.results import save_script_table
+from xlprune_lib.config import UserError
 from xlprune_lib.deploy.base_shape import BASE_SHAPE, shaped_models
 from xlprune_lib.deploy.bench import alternate, cuda_peak_memory, example_inputs, parse_batch_sizes, summarize
-from xlprune_lib.measure.report import provenance
 from xlprune_lib.prune.importance import score
 from xlprune_lib.prune.select import NM
 from xlprune_lib.xlnet.masks import copy_model, make_permanent
@@ -71,14 +69,8 @@ def main(argv=None) -> int:
     except UserError as exc:
         print(f"bench_gpu: error: {exc}", file=sys.stderr)
         return 2
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(a.out, buf.getvalue())
-    write_json_atomic(a.out.with_suffix(".provenance.json"),
-                      provenance({"script": "scripts/bench_gpu.py", **{k: v for k, v in vars(a).items()
-                                                                      if k != "out"}, "shape": BASE_SHAPE}))
+    save_script_table(rows, "05_speed_gpu", a.out, {"script": "scripts/bench_gpu.py", "shape": BASE_SHAPE,
+                                                    **{k: v for k, v in vars(a).items() if k != "out"}})
     for r in rows:
         print(f"{r['model']:<14} b={r['batch']:<4} {r['median_ms']:9.3f} ms  x{r['latency_ratio']:.3f}  "
               f"{r['throughput']:10.1f} seq/s  peak {r['peak_memory_mb']:9.1f} MB")

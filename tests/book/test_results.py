@@ -154,3 +154,30 @@ def test_results_refuses_repeated_or_negative_seeds(tmp_path):
     for seeds in ([0, 0], [-1], []):
         with pytest.raises(UserError, match="distinct integers"):
             make_results("smoke", seeds, tmp_path, only=["02"])
+
+
+def test_base_shape_table_is_written_checked_and_refused_cleanly(tmp_path, monkeypatch):
+    """``make results``' base-shape table (timed on a small shape here: the function is the same), its provenance,
+    and the refusals of a script table without its columns and of a bad ``--repeats``."""
+    import subprocess
+    import sys
+
+    import xlprune_lib.book.results as results
+    from xlprune_lib.book.results import base_shape_results, check_table, read_provenance, save_script_table
+    from xlprune_lib.deploy import base_shape
+
+    small = {"n_layer": 2, "d_model": 32, "n_head": 4, "d_inner": 64, "vocab_size": 50}
+    monkeypatch.setattr(results, "speed_table", lambda **kw: base_shape.speed_table(shape=small, **kw))
+    path = base_shape_results(tmp_path, batch=2, seq_len=8, repeats=2)
+    frame = read_table("05_speed_base_shape", tmp_path)
+    assert check_table(path) and frame.requested.tolist() == [0.0, 0.25, 0.5, 0.75]
+    assert (frame.repeats == 2).all() and frame.latency_ratio.iloc[0] == 1.0
+    assert read_provenance("05_speed_base_shape", tmp_path)["config"]["batch"] == 2
+    with pytest.raises(ValueError, match=r"missing columns \['device'"):
+        save_script_table([{"model": "dense"}], "05_speed_gpu", tmp_path / "gpu.csv", {})
+    with pytest.raises(ValueError, match="unknown script table"):
+        save_script_table(frame.to_dict("records"), "99_nothing", tmp_path / "x.csv", {})
+    assert not (tmp_path / "gpu.csv").exists() and not (tmp_path / "x.csv").exists()
+    bad = subprocess.run([sys.executable, "-m", "xlprune_lib.book", "base-shape", "--repeats", "0", "--dest",
+                          str(tmp_path)], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.strip() == "xlprune: error: --repeats must be >= 1, got 0"

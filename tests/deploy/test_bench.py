@@ -156,6 +156,18 @@ def test_bench_in_onnxruntime_with_int8(pair):
 
     table = format_bench(r)
     assert "pruned int8" in table and "ONNX file MB" in table and table.startswith("onnxruntime on cpu")
+    # chapter 5's closing table: one row per runtime and dtype, each against dense fp32 timed in its own runtime
+    from xlprune_lib.deploy.bench import comparison_row
+
+    measured = {"validation_accuracy": None, "test_accuracy": 0.75}
+    fp32 = comparison_row("half", pair["structured"], r, accuracy=measured)
+    int8 = comparison_row("half", pair["structured"], r, "model_int8", {"test_accuracy": 0.5})
+    assert (fp32["runtime"], fp32["dtype"], int8["runtime"], int8["dtype"]) == ("onnxruntime", "fp32",
+                                                                                 "onnxruntime", "int8")
+    assert fp32["test_accuracy"] == 0.75 and int8["test_accuracy"] == 0.5
+    assert int8["latency_ratio_b4"] == r["ratios_int8"]["latency_b4"] != fp32["latency_ratio_b4"]
+    assert int8["onnx_file_mb"] == r["model_int8"]["onnx_file_bytes"] / 1e6 < fp32["onnx_file_mb"]
+    assert int8["params_ratio"] == fp32["params_ratio"] == r["ratios"]["params"] < 1
 
 
 @pytest.mark.parametrize("options, message", [

@@ -1,5 +1,5 @@
-"""``python -m xlprune_lib.book``: ``execute`` the chapters (what ``make book`` runs) or make the reference
-``results`` (``make results``)."""
+"""``python -m xlprune_lib.book``: ``execute`` the chapters (what ``make book`` runs), make the reference
+``results`` and the ``base-shape`` speed table (both ``make results``)."""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +7,7 @@ import sys
 
 from ..config import DEFAULT_PROFILE, UserError
 from .build import execute
-from .results import SEEDS, make_results
+from .results import BASE_SHAPE_BENCH, SEEDS, base_shape_results, make_results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,11 +23,19 @@ def main(argv: list[str] | None = None) -> int:
                    help="seeds; chapters 2, 4 and 5 run at each, the others at the first (default: 0 1 2)")
     r.add_argument("--dest", help="where the CSVs go (default: data/results)")
     r.add_argument("--only", nargs="+", help="chapter numbers to run (default: 01 02 03 04 05)")
+    b = sub.add_parser("base-shape", help="bench xlnet-base-cased's shape (random weights, 25/50/75%% of the "
+                                          "encoder removed) into data/results/05_speed_base_shape.csv")
+    b.add_argument("--dest", help="where the CSV goes (default: data/results)")
+    b.add_argument("--repeats", type=int, default=BASE_SHAPE_BENCH["repeats"])
     args = parser.parse_args(argv)
     try:
         if args.command == "results":
             for path in make_results(args.profile, args.seeds or SEEDS, args.dest, args.only):
                 print(f"wrote {path}")
+        elif args.command == "base-shape":
+            if args.repeats < 1:
+                raise UserError(f"--repeats must be >= 1, got {args.repeats}")
+            print(f"wrote {base_shape_results(args.dest, repeats=args.repeats)}")
         else:
             execute(args.profile, args.seed, only=args.only)
     except UserError as exc:

@@ -16,6 +16,7 @@ import pandas as pd
 
 from .build import execute
 from ..config import DEFAULT_PROFILE, UserError, cache_dir, ensure_dir, repo_root, write_json_atomic, write_text_atomic
+from ..deploy.base_shape import BASE_SHAPE, FRACTIONS, speed_table
 from ..measure.report import provenance
 from ..measure.stats import add_intervals
 
@@ -33,7 +34,10 @@ TABLES = {
 # tables that scripts write into data/results, not chapters (no profile: random weights of a published shape)
 SCRIPT_TABLES = {
     "05_speed_gpu": ("device", "model", "dtype", "batch", "seq_len", "median_ms", "latency_ratio", "peak_memory_mb"),
+    "05_speed_base_shape": ("shape", "requested", "encoder_removed", "batch", "seq_len", "median_ms", "q1_ms",
+                            "q3_ms", "latency_ratio", "repeats", "threads"),
 }
+BASE_SHAPE_BENCH = {"batch": 32, "seq_len": 128, "warmup": 1, "repeats": 5}   # `make results`: xlnet-base-cased
 COMMON = ("profile", "seed")
 CHAPTERS = ("01", "02", "03", "04", "05")
 SEEDS = (0, 1, 2)
@@ -74,6 +78,36 @@ def save_table(rows: list[dict], name: str, output_dir, config: dict, sizes: dic
     write_text_atomic(path, frame.to_csv(index=False, float_format="%.6g"))
     write_json_atomic(folder / f"{name}.provenance.json", {"table": name, "rows": len(frame), **provenance(config)})
     return path
+
+
+def save_script_table(rows: list[dict], name: str, path, config: dict) -> Path:
+    """Write the rows of the :data:`SCRIPT_TABLES` table ``name`` (random weights of a published shape, so no
+    profile or seed columns) to the CSV ``path`` and its provenance beside it (``.provenance.json``),
+    atomically. Raises ``ValueError`` for an unknown name, no rows or a missing column (then nothing is
+    written)."""
+    path = Path(path)
+    if name not in SCRIPT_TABLES:
+        raise ValueError(f"unknown script table {name!r}; known: {', '.join(SCRIPT_TABLES)}")
+    frame = pd.DataFrame(rows)
+    missing = [c for c in SCRIPT_TABLES[name] if c not in frame.columns]
+    if missing or frame.empty:
+        raise ValueError(f"table {name}: {'no rows' if frame.empty else f'missing columns {missing}'}")
+    write_text_atomic(path, frame.to_csv(index=False, float_format="%.6g"))
+    write_json_atomic(path.with_suffix(".provenance.json"), {"table": name, "rows": len(frame),
+                                                              **provenance(config)})
+    return path
+
+
+def base_shape_results(dest=None, **bench) -> Path:
+    """``make results``' speed table at ``xlnet-base-cased``'s shape (``deploy.base_shape.speed_table``: random
+    weights, 25/50/75% of the encoder removed, every model timed alternately on this CPU) into
+    ``<dest>/05_speed_base_shape.csv`` (``data/results`` by default). ``bench`` overrides
+    :data:`BASE_SHAPE_BENCH` (``batch``, ``seq_len``, ``warmup``, ``repeats``)."""
+    settings = {**BASE_SHAPE_BENCH, **bench}
+    rows = speed_table(**settings)
+    return save_script_table(rows, "05_speed_base_shape", Path(dest or results_dir()) / "05_speed_base_shape.csv",
+                             {"function": "xlprune_lib.book.results.base_shape_results", **settings,
+                              "shape": BASE_SHAPE, "fractions": list(FRACTIONS)})
 
 
 def interval_columns(columns) -> tuple:

@@ -373,19 +373,32 @@ def latency_sweep(models: dict, vocab_size: int, batch: int, seq_len: int, warmu
     return {k: summarize(v, batch) for k, v in times.items()}
 
 
-def comparison_row(name: str, run_dir, result: dict) -> dict:
-    """One row of the chapter-5 table: accuracy from the run's ``metrics.json``, the rest from :func:`bench`."""
-    metrics = load_metrics(run_dir) if (Path(run_dir) / "metrics.json").is_file() else {}
-    m, r, spec = result["model"], result["ratios"], result["spec"]
-    b = result["baseline"]
-    row = {"method": name, "validation_accuracy": metrics.get("validation_accuracy"),
-           "test_accuracy": metrics.get("test_accuracy"),
+def comparison_row(name: str, run_dir, result: dict, entry: str = "model", accuracy: dict | None = None) -> dict:
+    """One row of the chapter-5 table for the ``entry`` of a :func:`bench` result: ``"model"``, or :data:`INT8`
+    (the pruned model quantized to int8, timed with ``--quantize int8``; its ratios are ``ratios_int8``).
+
+    ``runtime`` and ``dtype`` say what was timed (``dtype`` ``"int8"`` for the quantized entry); latency ratios
+    are against the baseline timed in the same runtime and run. Accuracies (``validation_accuracy``,
+    ``test_accuracy``) come from ``accuracy`` when given (what this runtime measured, e.g. ``export_run``'s
+    ``test`` entries), else from the run's ``metrics.json`` (PyTorch). Sizes: the saved folder's files, and with
+    ONNX Runtime the ``.onnx`` file (``onnx_file_mb``, ``onnx_file_ratio``). Raises ``KeyError`` for an ``entry``
+    the result does not hold.
+    """
+    metrics = accuracy if accuracy is not None else (
+        load_metrics(run_dir) if (Path(run_dir) / "metrics.json").is_file() else {})
+    m, spec, b = result[entry], result["spec"], result["baseline"]
+    r = result["ratios" if entry == "model" else "ratios_int8"]
+    base = result["ratios"]   # parameters, FLOPs and the saved files are the pruned model's in every runtime
+    row = {"method": name, "runtime": spec["runtime"], "dtype": "int8" if entry == INT8 else spec["dtype"],
+           "validation_accuracy": metrics.get("validation_accuracy"), "test_accuracy": metrics.get("test_accuracy"),
            # zero or removed, against the baseline's prunable set: masks and surgery on one scale
            "prunable_removed": 1 - m["prunable_nonzero"] / b["prunable_params"],
-           "encoder_removed": 1 - r["encoder_params"], "params_ratio": r["params"], "nonzero_ratio": r["nonzero"],
-           "flops_ratio": r["flops_per_token"],
+           "encoder_removed": 1 - base["encoder_params"], "params_ratio": base["params"],
+           "nonzero_ratio": base["nonzero"], "flops_ratio": base["flops_per_token"],
            "file_mb": m["file_bytes"] / 1e6, "sparse_file_mb": m["sparse_file_bytes"] / 1e6,
-           "file_ratio": r["file_bytes"], "sparse_file_ratio": r["sparse_file_bytes"]}
+           "file_ratio": base["file_bytes"], "sparse_file_ratio": base["sparse_file_bytes"]}
+    if "onnx_file_bytes" in m:
+        row["onnx_file_mb"], row["onnx_file_ratio"] = m["onnx_file_bytes"] / 1e6, r["onnx_file_bytes"]
     for bs in map(str, spec["batch_sizes"]):
         row[f"latency_ratio_b{bs}"] = r[f"latency_b{bs}"]
         row[f"latency_ms_b{bs}"] = m["latency"][bs]["median_ms"]

@@ -21,6 +21,7 @@ Jacob et al. 2018): no calibration data, and the accuracy it costs is measured o
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -201,6 +202,12 @@ def quantize_int8(src: Path | str, out: Path | str) -> Path:
     from onnxruntime.quantization import QuantType, quantize_dynamic  # noqa: F401  (heavy; export only)
 
     out = Path(out)
-    with _atomic_file(out) as tmp:
-        quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8)
+    root = logging.getLogger()    # the quantizer warns on the root logger about the integer token inputs (benign)
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with _atomic_file(out) as tmp:
+            quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
     return out
