@@ -2,10 +2,11 @@
 
 Random weights of ``xlnet-base-cased``'s shape (``deploy.base_shape``: speed depends on shapes, not values):
 the dense model, the same with 50% of its encoder parameters removed (heads and neurons, ``EncoderBudget``), and
-the same with 2:4 semi-structured sparsity (``select.NM``; Mishra et al. 2021). For 2:4 the FFN weights are
-converted with ``torch.sparse.to_sparse_semi_structured`` so that their products run on the sparse tensor cores.
-The attention projections keep their 2:4 zeros but run dense: XLNet computes them as einsums over 3-D
-``(d_model, n_head, d_head)`` weights, and semi-structured tensors only serve 2-D ``linear`` / ``mm``. Per batch
+the same with 2:4 semi-structured sparsity (``select.NM``; Mishra et al. 2021). For 2:4 every prunable matrix
+(``q, k, v, o, r`` and the FFN) is converted with ``torch.sparse.to_sparse_semi_structured``
+(``deploy.semi_structured``, the code of ``xlprune bench --semi-structured``) so that its products run on the
+sparse tensor cores; the largest logit difference this makes against the same weights run dense is printed
+and recorded. Per batch
 size the three models are timed alternately (``bench.alternate``), then their peak memory is read
 (``torch.cuda.max_memory_allocated`` around one forward pass). Rows go to a CSV with the device named, and a
 ``.provenance.json`` beside it.
@@ -23,9 +24,10 @@ from pathlib import Path
 
 import torch
 
-from xlprune_lib.book.results import save_script_table
+from xlprune_lib.book.script_tables import save_script_table
 from xlprune_lib.config import UserError
 from xlprune_lib.deploy.base_shape import BASE_SHAPE, shaped_models
+from xlprune_lib.deploy.semi_structured import semi_structured
 from xlprune_lib.deploy.bench import alternate, cuda_peak_memory, example_inputs, parse_batch_sizes, summarize
 from xlprune_lib.prune.importance import score
 from xlprune_lib.prune.select import NM
@@ -38,20 +40,6 @@ def two_of_four(model):
     NM(2, 4)(model, score(model, "magnitude", "weight")).apply_masks(model)
     make_permanent(model)
     return model
-
-
-def semi_structured_ffn(model) -> int:
-    """Convert the FFN weights of a 2:4 model already on the GPU in bf16 to semi-structured sparse tensors;
-    return how many were converted."""
-    from torch.sparse import to_sparse_semi_structured  # CUDA only: imported once a GPU is known to be there
-
-    converted = 0
-    for layer in XLNetStructure(model).layers:
-        for linear in (layer.ff.layer_1, layer.ff.layer_2):
-            linear.weight = torch.nn.Parameter(to_sparse_semi_structured(linear.weight.detach()),
-                                               requires_grad=False)
-            converted += 1
-    return converted
 
 
 def main(argv=None) -> int:
@@ -85,7 +73,14 @@ def measure(a) -> list[dict]:
     named = {"dense": dense, "structured-50%": structured, "2:4": two_of_four(copy_model(dense))}
     encoder = {k: XLNetStructure(m).encoder_params() for k, m in named.items()}
     named = {k: m.to(device="cuda", dtype=torch.bfloat16).eval() for k, m in named.items()}
-    converted = semi_structured_ffn(named["2:4"])
+    check = example_inputs(BASE_SHAPE["vocab_size"], 2, a.seq_len, 0, "cuda")
+    with torch.inference_mode():
+        before = named["2:4"](**check, use_mems=False).logits.float()
+    converted = semi_structured(named["2:4"])     # every prunable matrix: q, k, v, o, r and the FFN
+    with torch.inference_mode():
+        moved = float((named["2:4"](**check, use_mems=False).logits.float() - before).abs().max())
+    print(f"2:4: {converted} matrices on sparse tensor cores; max |logit difference| against the same weights "
+          f"run dense: {moved:.2e}")
     rows = []
     for batch in a.batch_sizes:
         inputs = example_inputs(BASE_SHAPE["vocab_size"], batch, a.seq_len, 0, "cuda")
@@ -103,7 +98,8 @@ def measure(a) -> list[dict]:
                          "median_ms": t["median_ms"], "q1_ms": t["q1_ms"], "q3_ms": t["q3_ms"],
                          "latency_ratio": t["median_ms"] / dense_ms, "throughput": t["throughput"],
                          "peak_memory_mb": peak / 1e6, "encoder_params": encoder[k],
-                         "semi_structured_weights": converted if k == "2:4" else 0, "repeats": a.repeats})
+                         "semi_structured_weights": converted if k == "2:4" else 0,
+                         "max_abs_logit_difference": moved if k == "2:4" else 0.0, "repeats": a.repeats})
     return rows
 
 

@@ -175,6 +175,8 @@ def test_bench_in_onnxruntime_with_int8(pair):
     (dict(quantize="int8"), "add --runtime onnxruntime"),
     (dict(runtime="onnxruntime", quantize="int4"), "--quantize takes int8"),
     (dict(runtime="onnxruntime", dtype="bf16"), "--dtype fp32"),
+    (dict(semi_structured=True), "--semi-structured runs on an NVIDIA GPU"),
+    (dict(semi_structured=True, dtype="bf16"), "use --device cuda"),
 ])
 def test_bench_runtime_options_are_checked(options, message):
     with pytest.raises(UserError, match=message):
@@ -195,3 +197,33 @@ def test_base_shape_speed_table_counts_the_encoder():
         assert abs(row["encoder_removed"] - row["requested"]) < 0.05
         assert row["latency_ratio"] == pytest.approx(row["median_ms"] / rows[0]["median_ms"])
         assert row["q1_ms"] <= row["median_ms"] <= row["q3_ms"]
+
+
+def test_semi_structured_rewiring_computes_the_same_logits(tiny_classifier):
+    """``--semi-structured`` on a 2:4 model: every prunable matrix is handed to the converter as the 2-D ``linear``
+    weight it equals, and the model computes the same logits through them (here with an identity converter: the
+    real one, ``to_sparse_semi_structured``, needs a CUDA GPU). The einsum override is active only inside that
+    model's forward pass. Models that are not 2:4, or still carry live masks, are refused."""
+    from xlprune_lib.deploy.semi_structured import semi_structured
+    from xlprune_lib.prune.select import NM
+
+    model = tiny_classifier
+    ids = torch.randint(5, 90, (3, 7), generator=torch.Generator().manual_seed(0))
+    with pytest.raises(UserError, match="needs a 2:4 model"):
+        semi_structured(model, convert=lambda w: w.clone())
+    NM(2, 4)(model, score(model, "magnitude", "weight")).apply_masks(model)
+    with pytest.raises(UserError, match="masks made permanent"):
+        semi_structured(model, convert=lambda w: w.clone())
+    make_permanent(model)
+    with torch.no_grad():
+        want = model(input_ids=ids).logits
+    seen = []
+    einsum = torch.einsum
+    n = semi_structured(model, convert=lambda w: seen.append(tuple(w.shape)) or w.clone())
+    assert n == len(seen) == 7 * model.config.n_layer      # q, k, v, o, r, layer_1, layer_2 of every layer
+    assert all(bool((torch.tensor(s) > 0).all()) for s in seen)
+    assert model.transformer.layer[0].rel_attn.q.is_meta    # the 3-D weight holds no memory any more
+    with torch.no_grad():
+        got = model(input_ids=ids).logits
+    torch.testing.assert_close(got, want)
+    assert torch.einsum is einsum                            # restored after the forward pass

@@ -151,15 +151,38 @@ def test_unit_rules_and_encoder_budget_produce_plans(tiny_classifier):
     assert before - after == info["params"] and abs((before - after) / before - 0.3) < 0.02
 
 
-def test_n_of_m_keeps_n_in_every_group(tiny_classifier):
-    plan = select.NM(2, 4)(tiny_classifier)
-    q = plan.weights["layer.0.rel_attn.q"]                 # (d_model, n_head, d_head): groups along d_model
-    groups = q.movedim(0, -1).reshape(4, 8, 8, 4)
-    assert bool((groups.sum(-1) == 2).all())
-    l2 = plan.weights["layer.1.ff.layer_2.weight"]         # (d_model, d_inner): groups along d_inner
-    assert bool((l2.reshape(32, 16, 4).sum(-1) == 2).all())
+def test_n_of_m_keeps_n_in_every_group_of_each_products_inputs(tiny_classifier):
+    """Every prunable matrix, written as the ``(out, in)`` weight of ``F.linear`` (checked against the einsum or
+    the module XLNet computes with), keeps exactly 2 of every 4 consecutive inputs in every row: the layout
+    ``torch.sparse.to_sparse_semi_structured`` needs. (Grouping ``layer_1`` along d_inner or ``o`` along d_model,
+    its outputs, gives 2:4 masks that no sparse kernel can use.)"""
+    from torch.nn import functional as F
+
+    from xlprune_lib.xlnet.masks import prunable_parameters
+
+    model = tiny_classifier
+    plan = select.NM(2, 4)(model)
+    assert set(plan.weights) == set(plan.names())
+    layer = XLNetStructure(model).layers[0]
+    x, heads = torch.randn(5, 3, 32), torch.randn(5, 3, 4, 8)
+    products = {"rel_attn.q": lambda w: (torch.einsum("ibh,hnd->ibnd", x, w), x),
+                "rel_attn.o": lambda w: (torch.einsum("ibnd,hnd->ibh", heads, w), heads.flatten(-2))}
+    for suffix, product in products.items():
+        weight = getattr(layer.rel_attn, suffix.split(".")[1])
+        want, inputs = product(weight)
+        got = F.linear(inputs, XLNetStructure.linear_weight(suffix, weight))
+        torch.testing.assert_close(got.reshape(want.shape), want)
+    ff = layer.ff.layer_1
+    torch.testing.assert_close(F.linear(x, XLNetStructure.linear_weight("ff.layer_1.weight", ff.weight), ff.bias),
+                               ff(x))
+    for name, (module, attr) in zip(plan.names(), prunable_parameters(model)):
+        keep = XLNetStructure.linear_weight(name, plan.weights[name])
+        assert keep.shape[0] * keep.shape[1] == getattr(module, attr).numel()
+        assert bool((keep.reshape(keep.shape[0], -1, 4).sum(-1) == 2).all()), name
     with pytest.raises(Exception, match="0 < n < m"):
         select.NM(4, 4)
+    with pytest.raises(ValueError, match="not a prunable XLNet matrix"):
+        XLNetStructure.input_axis("layer.0.rel_attn.r_w_bias")
 
 
 def test_a_weights_only_plan_keeps_the_plain_class(tiny_classifier):

@@ -19,6 +19,7 @@ from ..config import DEFAULT_PROFILE, UserError, cache_dir, ensure_dir, repo_roo
 from ..deploy.base_shape import BASE_SHAPE, FRACTIONS, speed_table
 from ..measure.report import provenance
 from ..measure.stats import add_intervals
+from .script_tables import SCRIPT_TABLES, save_script_table
 
 # table name -> columns every row must have (more may follow)
 TABLES = {
@@ -30,12 +31,6 @@ TABLES = {
     "04_iterative": ("approach", "sparsity", "validation_accuracy", "test_accuracy", "steps", "seconds"),
     "05_speed": ("method", "prunable_removed", "params_ratio", "flops_ratio", "file_ratio", "sparse_file_ratio",
                  "validation_accuracy", "test_accuracy", "latency_ratio_b1", "latency_ratio_b32"),
-}
-# tables that scripts write into data/results, not chapters (no profile: random weights of a published shape)
-SCRIPT_TABLES = {
-    "05_speed_gpu": ("device", "model", "dtype", "batch", "seq_len", "median_ms", "latency_ratio", "peak_memory_mb"),
-    "05_speed_base_shape": ("shape", "requested", "encoder_removed", "batch", "seq_len", "median_ms", "q1_ms",
-                            "q3_ms", "latency_ratio", "repeats", "threads"),
 }
 BASE_SHAPE_BENCH = {"batch": 32, "seq_len": 128, "warmup": 1, "repeats": 5}   # `make results`: xlnet-base-cased
 COMMON = ("profile", "seed")
@@ -77,24 +72,6 @@ def save_table(rows: list[dict], name: str, output_dir, config: dict, sizes: dic
     path = folder / f"{name}.csv"
     write_text_atomic(path, frame.to_csv(index=False, float_format="%.6g"))
     write_json_atomic(folder / f"{name}.provenance.json", {"table": name, "rows": len(frame), **provenance(config)})
-    return path
-
-
-def save_script_table(rows: list[dict], name: str, path, config: dict) -> Path:
-    """Write the rows of the :data:`SCRIPT_TABLES` table ``name`` (random weights of a published shape, so no
-    profile or seed columns) to the CSV ``path`` and its provenance beside it (``.provenance.json``),
-    atomically. Raises ``ValueError`` for an unknown name, no rows or a missing column (then nothing is
-    written)."""
-    path = Path(path)
-    if name not in SCRIPT_TABLES:
-        raise ValueError(f"unknown script table {name!r}; known: {', '.join(SCRIPT_TABLES)}")
-    frame = pd.DataFrame(rows)
-    missing = [c for c in SCRIPT_TABLES[name] if c not in frame.columns]
-    if missing or frame.empty:
-        raise ValueError(f"table {name}: {'no rows' if frame.empty else f'missing columns {missing}'}")
-    write_text_atomic(path, frame.to_csv(index=False, float_format="%.6g"))
-    write_json_atomic(path.with_suffix(".provenance.json"), {"table": name, "rows": len(frame),
-                                                              **provenance(config)})
     return path
 
 

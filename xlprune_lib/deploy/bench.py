@@ -15,6 +15,9 @@ fresh Python process and the kernel's resident-set high-water mark (``VmHWM``) i
 (``/proc/self/clear_refs``) and read after one forward pass. The figure reported is the peak above the
 process's footprint once torch and transformers are imported, i.e. weights plus activations.
 
+With ``--semi-structured`` (CUDA, bf16 or fp16) the pruned model's 2:4 matrices run on the sparse tensor cores
+(``semi_structured.py``, Mishra et al. 2021); the largest logit difference that makes on one batch is reported.
+
 Sizes on disk: the model's ``*.safetensors`` files as saved, and the same weights written with the sparse
 bitmask format of ``sparse.py`` (smaller only when the weights hold zeros). Parameters, nonzeros and encoder
 FLOPs per token are counted from the tensors by ``report.layer_report``.
@@ -41,6 +44,7 @@ from ..measure.report import checkpoint_sizes, layer_report, load_metrics, prove
 from ..measure.sparse import SPARSE_FILE, load_model, save_sparse
 from ..config import UserError, option
 from .onnx import OnnxClassifier, check_quantize, quantize_int8, to_onnx
+from .semi_structured import semi_structured
 from ..xlnet.structure import XLNetStructure
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -76,6 +80,9 @@ class BenchSpec:
                                          "ONNX (onnx.to_onnx), on the CPU in fp32")
     quantize: str | None = option(None, help="int8: also time the pruned model with int8 weights "
                                              "(ONNX Runtime dynamic quantization; --runtime onnxruntime)")
+    semi_structured: bool = option(False, help="run the pruned model's 2:4 weights on sparse tensor cores "
+                                               "(torch.sparse.to_sparse_semi_structured; --device cuda, bf16 "
+                                               "or fp16, a model pruned with --granularity 2:4)")
 
     def check(self) -> "BenchSpec":
         if not self.batch_sizes or any(int(b) < 1 for b in self.batch_sizes):
@@ -98,6 +105,10 @@ class BenchSpec:
         check_quantize(self.quantize)
         if self.quantize and self.runtime != "onnxruntime":
             raise UserError("--quantize int8 is ONNX Runtime's dynamic quantization: add --runtime onnxruntime")
+        if self.semi_structured and (self.device, self.runtime) != ("cuda", "torch") or \
+                self.semi_structured and self.dtype not in ("bf16", "fp16"):
+            raise UserError("--semi-structured runs on an NVIDIA GPU's sparse tensor cores: use --device cuda "
+                            "with --dtype bf16 or fp16 (PyTorch runtime)")
         return self
 
 
@@ -239,6 +250,8 @@ def bench(model_dir, baseline_dir, spec: BenchSpec | None = None) -> dict:
     out = {k: {"path": str(d), **static_measures(models[k], d, spec.seq_len), "latency": {}, "memory": {}}
            for k, d in dirs.items()}
     models = {k: m.to(device=spec.device, dtype=DTYPES[spec.dtype]) for k, m in models.items()}
+    if spec.semi_structured:
+        _to_semi_structured(models["model"], vocab_size, spec, out["model"])
     with tempfile.TemporaryDirectory() as tmp:
         if spec.runtime == "onnxruntime":
             example = example_inputs(vocab_size, 2, spec.seq_len, spec.seed)   # batch > 1: nothing traced as 1
@@ -256,6 +269,18 @@ def bench(model_dir, baseline_dir, spec: BenchSpec | None = None) -> dict:
         r["ratios_int8"] = ratios(out[INT8], out["baseline"], spec)
     return {"spec": asdict(spec), "threads": torch.get_num_threads(), **out, **r,
             **provenance({"bench": asdict(spec), "model": str(model_dir), "baseline": str(baseline_dir)})}
+
+
+def _to_semi_structured(model, vocab_size: int, spec: BenchSpec, out: dict) -> None:
+    """``semi_structured.semi_structured`` on ``model`` (in place), recording in ``out`` how many matrices were
+    converted and the largest logit difference it makes (same weights, other kernels) on a batch of inputs."""
+    example = example_inputs(vocab_size, 2, spec.seq_len, spec.seed, spec.device)
+    with torch.inference_mode():
+        before = model(**example, use_mems=False).logits.float()
+    out["semi_structured_weights"] = semi_structured(model)
+    with torch.inference_mode():
+        out["max_abs_logit_difference"] = float((model(**example, use_mems=False).logits.float() - before)
+                                                .abs().max())
 
 
 def _onnx_models(models: dict, example: dict, spec: BenchSpec, tmp: Path, out: dict) -> dict:
@@ -332,6 +357,9 @@ def format_bench(result: dict) -> str:
         if bs in b["memory"]:
             row(f"peak memory b={bs} MB", lambda e: e["memory"].get(bs, {}).get("peak_bytes"), "{:,.1f}", 1e-6,
                 f"peak_memory_b{bs}")
+    if "semi_structured_weights" in (m := result["model"]):
+        lines.append(f"semi-structured 2:4 matrices: {m['semi_structured_weights']}, max |logit difference| against "
+                     f"the same weights run dense: {m['max_abs_logit_difference']:.1e}")
     return "\n".join(lines)
 
 

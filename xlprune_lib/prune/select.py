@@ -183,10 +183,12 @@ class WeightSparsity:
 
 @dataclass(frozen=True)
 class NM:
-    """Keep the ``n`` highest-scoring of every ``m`` consecutive weights along each row's input axis (N:M
-    semi-structured sparsity; 2:4 is what sparse tensor cores execute). The input axis is ``d_model`` (axis 0)
-    for the attention projections and ``layer_1``, and ``d_inner`` (axis 1) for ``layer_2``. Already pruned
-    weights count as pruned. ``scores``: as :class:`WeightSparsity`."""
+    """Keep the ``n`` highest-scoring of every ``m`` consecutive weights along each matrix's input (reduction)
+    axis (N:M semi-structured sparsity, Mishra et al. 2021; 2:4 is what sparse tensor cores execute, and only
+    with the groups on the input side). The axes are ``XLNetStructure.INPUT_AXES``: ``d_model`` for ``q, k, v,
+    r`` and ``layer_1``, ``d_head`` for ``o``, ``d_inner`` for ``layer_2``. Already pruned weights count as
+    pruned. ``scores``: as :class:`WeightSparsity`. ``UserError`` when an input size is not a multiple of
+    ``m``."""
 
     n: int
     m: int
@@ -211,7 +213,7 @@ class NM:
         prunable set, and ``over_n``, how many hold more than ``n`` nonzeros (0 after this rule)."""
         total = over = 0
         for name, pair in zip(PruningPlan.of(model).names(), XLNetStructure(model).prunable()):
-            nonzero = (current_weight(*pair).detach() != 0).movedim(1 if name.endswith("layer_2.weight") else 0, -1)
+            nonzero = (current_weight(*pair).detach() != 0).movedim(XLNetStructure.input_axis(name), -1)
             per_group = nonzero.reshape(*nonzero.shape[:-1], -1, self.m).sum(-1)
             total, over = total + per_group.numel(), over + int((per_group > self.n).sum())
         return {"groups": total, "over_n": over}
@@ -223,8 +225,7 @@ class NM:
             w = current_weight(*pair).detach()
             score = (w.abs() if not scores else scores[pair]).float()
             score = torch.where(w == 0, torch.full_like(score, float("-inf")), score)
-            axis = 1 if name.endswith("layer_2.weight") else 0
-            masks[name] = _n_of_m(score, self.n, self.m, axis)
+            masks[name] = _n_of_m(score, self.n, self.m, XLNetStructure.input_axis(name))
         return plan.with_weights(masks)
 
 

@@ -50,6 +50,13 @@ class XLNetStructure:
     FFN_MATRICES = (("layer_1", "weight"), ("layer_2", "weight"))
     # the tensor whose slices gate a unit: a head's slice of ``o``, a neuron's column of ``layer_2``
     GATED = {"head": ("rel_attn", "o", 1), "neuron": ("ff.layer_2", "weight", 1)}
+    # the input (reduction) axis of every prunable matrix: what a product with it sums over, so what N:M groups
+    # run along (2:4 kernels need the groups on the weight's input side). ``q, k, v, r`` map d_model (axis 0)
+    # to heads; ``o`` maps (n_head, d_head) back to d_model, so its groups run along d_head (axis 2, never across
+    # heads); ``nn.Linear`` weights are (out, in), so the FFN's input axis is 1 (d_model for ``layer_1``,
+    # d_inner for ``layer_2``)
+    INPUT_AXES = {"rel_attn.q": 0, "rel_attn.k": 0, "rel_attn.v": 0, "rel_attn.r": 0, "rel_attn.o": 2,
+                  "ff.layer_1.weight": 1, "ff.layer_2.weight": 1}
     # the component of every parameter, from its name (first match wins; the order of the printed tables)
     COMPONENTS = {
         "embeddings": r"(word_embedding\.weight|mask_emb)$",
@@ -72,6 +79,29 @@ class XLNetStructure:
             if re.search(pattern, name):
                 return component
         raise ValueError(f"unclassified XLNet parameter {name!r}")
+
+    @classmethod
+    def input_axis(cls, name: str) -> int:
+        """The input (reduction) axis of the prunable matrix ``name`` (a parameter name such as
+        ``layer.3.rel_attn.o`` or ``transformer.layer.0.ff.layer_1.weight``; :attr:`INPUT_AXES`). Raises
+        ``ValueError`` for a name outside the prunable set."""
+        for suffix, axis in cls.INPUT_AXES.items():
+            if name.endswith(suffix):
+                return axis
+        raise ValueError(f"{name!r} is not a prunable XLNet matrix")
+
+    @classmethod
+    def linear_weight(cls, name: str, weight):
+        """The prunable matrix ``name`` as the 2-D ``(out, in)`` weight of ``torch.nn.functional.linear`` (a
+        view when possible): ``q, k, v, r`` ``(d_model, n_head, d_head)`` become ``(n_head * d_head, d_model)``
+        (``einsum("ibh,hnd->ibnd", x, q)`` is ``linear(x, W)`` viewed as heads), ``o`` becomes
+        ``(d_model, n_head * d_head)`` (``einsum("ibnd,hnd->ibh", a, o)`` is ``linear(a.flatten(-2), W)``), the FFN
+        weights are already ``(out, in)``. Its last axis is :meth:`input_axis`, flattened. ``ValueError`` for a
+        name outside the prunable set."""
+        axis = cls.input_axis(name)
+        if name.endswith("ff.layer_1.weight") or name.endswith("ff.layer_2.weight"):
+            return weight
+        return weight.flatten(1) if axis == 2 else weight.flatten(1).t()
 
     def __init__(self, model: nn.Module):
         self.model = model
