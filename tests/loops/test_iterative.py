@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -61,6 +62,12 @@ def test_stop_rule_returns_the_last_round_that_met_the_requirement(smoke_runs, t
     final = load_saved(summary["final_model"])
     assert weight_sparsity(prunable_parameters(final)) == pytest.approx(0.4, abs=1e-3)   # counted in the tensors
     assert sorted(p.name for p in out.glob("round-*")) == ["round-2", "round-3"]        # older rounds dropped
+    # the final folder has its model card: this run's accuracies (as the evaluator gave them), the delivered sparsity
+    card = (Path(summary["final_model"]) / "README.md").read_text()
+    assert "rounds of pruning and fine-tuning (constant schedule), over 4 fine-tuning steps" in card
+    assert card.count(" 70.0% [") == 2 and card.count(" 90.0% [") == 2    # final and dense (validation, test)
+    assert f"delivered {100 * summary['delivery']['delivered']:.1f}%" in card and "asked 80.0%" in card
+    assert "plain `transformers` XLNet" in card                          # weights only: no trust_remote_code
 
 
 def _iterate(out, *args):
@@ -138,6 +145,9 @@ def test_heads_removed_round_by_round(smoke_runs, tmp_path):
     records = read_records(out)
     final = load_saved(json.loads((out / "summary.json").read_text())["final_model"])
     assert sum(final.config.heads_per_layer) == 4                       # smoke: 8 heads, half removed in 2 rounds
+    card = (Path(json.loads((out / "summary.json").read_text())["final_model"]) / "README.md").read_text()
+    assert "- fisher" in card and "- head" in card and "trust_remote_code=True" in card
+    assert "Heads per layer: 2, 2" in card and "delivered 50.0%" in card
     assert [sum(len(v) for v in r["removed"]["heads"].values()) for r in records[1:]] == [2, 2]
     # rounds name heads in original indices: together they are exactly what the final model's plan lacks
     both = {}

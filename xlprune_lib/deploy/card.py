@@ -106,7 +106,11 @@ def _how_to_load(pruned_class: bool) -> list[str]:
             "pruned tensor with random values, silently."]
 
 
-def _recovery(spec: dict) -> str:
+def _recovery(spec: dict, metrics: dict) -> str:
+    if spec.get("schedule"):   # xlprune iterate: pruning and fine-tuning interleaved
+        how = ("gradually, raising its sparsity on the cubic schedule (Zhu & Gupta 2017)" if spec["schedule"] ==
+               "cubic" else f"in rounds of pruning and fine-tuning ({spec['schedule']} schedule)")
+        return f"pruned {how}, over {metrics.get('step', 0)} fine-tuning steps in all"
     epochs = spec.get("finetune_epochs") or 0
     if spec.get("method") == "l0":  # L0 trains gates and weights together, one epoch when not given
         epochs = epochs or 1.0
@@ -118,7 +122,8 @@ def model_card(metrics: dict, report: dict, files: dict, sizes: dict[str, int], 
                model_type: str) -> str:
     """The ``README.md`` of a pruned run folder.
 
-    ``metrics``: the run's ``metrics.json`` (``spec``, ``delivery``, ``dense`` and final accuracies, provenance);
+    ``metrics``: the run's ``metrics.json`` (``spec``, ``delivery``, ``dense`` and final accuracies, provenance;
+    for ``xlprune iterate``, whose ``spec`` has a ``schedule``, the final record's ``step`` too);
     ``report``: ``report.layer_report`` of the saved model; ``files``: ``report.checkpoint_sizes`` of the
     folder; ``sizes``: examples per evaluation split (``{"validation": n, "test": n}``); ``model_type``: the
     saved config's ``model_type`` (``xlnet-pruned`` needs ``trust_remote_code``). Raises ``KeyError`` when
@@ -135,7 +140,7 @@ def model_card(metrics: dict, report: dict, files: dict, sizes: dict[str, int], 
     parts = [
         _front_matter(profile, metrics), "", f"# {title}", "",
         f"A {profile.n_layer}-layer XLNet sentiment classifier (labels: negative, positive) on the `{profile.task}` "
-        f"task, pruned with xlprune; {_recovery(spec)}. {origin}"
+        f"task, pruned with xlprune; {_recovery(spec, metrics)}. {origin}"
         + (" (mapped into XLNet and adapted with permutation language modelling)." if profile.warm_start else "."),
         "", "## Measured", "",
         "Accuracies on the by-movie validation and test splits, with 95% bootstrap intervals over the examples:",

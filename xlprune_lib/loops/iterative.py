@@ -31,9 +31,10 @@ from .gradual import run_gradual
 from .oneshot import require_classifier
 from .specs import IterSpec, parse_requirement
 from .rounds import RUN, SUMMARY, append_record, claim, load_checkpoint, read_records, save_checkpoint
-from ..config import set_seed, write_json_atomic
+from ..config import set_seed, write_json_atomic, write_text_atomic
+from ..deploy.card import CARD, SPLITS, model_card
 from ..measure.delivery import delivery
-from ..measure.report import git_commit
+from ..measure.report import checkpoint_sizes, git_commit, layer_report, provenance
 from ..prune.importance import MovementCallback, gather_inputs, score
 from ..prune.plan import PruningPlan
 from ..prune.select import WeightSparsity, lowest_units
@@ -160,9 +161,27 @@ def iterate(model_dir, spec: IterSpec, out=None, profile=None, seed: int = 0, pr
     delivered = final["prunable_sparsity" if spec.granularity == "weight" else "unit_sparsity"]
     summary["delivery"] = delivery(spec.target, delivered, unit, why=summary["stop_reason"])
     if is_main():
+        if summary["final"] is not None and summary["final"]["round"] > 0:
+            write_card(run, summary)
         write_json_atomic(out / SUMMARY, {"config_key": key, **summary, "records": len(run.records)})
     barrier()
     return out
+
+
+def write_card(run: "_Run", summary: dict) -> Path:
+    """The model card (``README.md``, ``deploy.card``) of the folder ``summary["final_model"]``: the dense and
+    final accuracies of the run's records, the delivered sparsity, the sizes counted from the saved folder, and
+    the run's provenance. Returns the card's path."""
+    folder, final = Path(summary["final_model"]), summary["final"]
+    model = load_saved(folder)
+    metrics = {"spec": asdict(run.spec), "delivery": summary["delivery"], "step": final["step"],
+               "dense": {k: run.records[0][k] for k in ("validation_accuracy", "test_accuracy")},
+               **{k: final[k] for k in ("validation_accuracy", "test_accuracy")}, **provenance(run.cfg["config"])}
+    sizes = {split: len(run.data[split]) for split in SPLITS}
+    text = model_card(metrics, layer_report(model, run.profile.max_seq_len), checkpoint_sizes(folder), sizes,
+                      run.profile, model.config.model_type)
+    write_text_atomic(folder / CARD, text)
+    return folder / CARD
 
 
 def load_run(out) -> tuple[list[dict], dict]:
