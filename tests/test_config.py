@@ -54,3 +54,24 @@ def test_write_json_atomic(tmp_path):
         write_json_atomic(path, {"bad": object.__new__(type("X", (), {"__str__": None}))})
     assert json.loads(path.read_text()) == {"b": 1}
     assert [p.name for p in path.parent.iterdir()] == ["m.json"]
+
+
+def test_atomic_file_replaces_only_on_success(tmp_path):
+    """``config.atomic_file`` (all single-file writes: text, JSON, ONNX): the old file survives a failed block,
+    a successful one replaces it in one rename, no temporary file is left, and a folder is refused."""
+    from xlprune_lib.config import atomic_file, write_text_atomic
+
+    target = tmp_path / "sub" / "model.onnx"
+    write_text_atomic(target, "old")
+    with pytest.raises(RuntimeError):
+        with atomic_file(target, suffix=".onnx") as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("export failed")
+    assert target.read_text() == "old"
+    with atomic_file(target, suffix=".onnx") as tmp:
+        assert tmp.parent == target.parent and tmp.suffix == ".onnx"
+        tmp.write_text("new")
+    assert target.read_text() == "new" and sorted(p.name for p in target.parent.iterdir()) == ["model.onnx"]
+    with pytest.raises(UserError, match="is a folder, not a file"):
+        with atomic_file(tmp_path / "sub"):
+            pass

@@ -263,26 +263,34 @@ def _swap(new: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def write_text_atomic(path: Path | str, text: str) -> None:
-    """Write text through a temporary file and ``os.replace`` (never a half-written file)."""
+@contextlib.contextmanager
+def atomic_file(path: Path | str, suffix: str = ".tmp"):
+    """Yield a temporary path beside ``path`` for the caller to write; when the block ends without an exception
+    it replaces ``path`` in one rename (never a half-written file), otherwise it is removed and ``path`` is left
+    as it was. Filesystem failures become one-line ``UserError`` s naming ``path``; ``path`` must not be a
+    folder."""
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{path} is a folder, not a file; nothing was changed")
     ensure_dir(path.parent)
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+        os.close(fd)
     except OSError as exc:
         raise fs_error(path, exc) from None
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        yield Path(tmp)
         os.replace(tmp, path)
     except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise fs_error(path, exc) from None
-    except BaseException:
+    finally:
         Path(tmp).unlink(missing_ok=True)
-        raise
+
+
+def write_text_atomic(path: Path | str, text: str) -> None:
+    """Write text through a temporary file and ``os.replace`` (:func:`atomic_file`)."""
+    with atomic_file(path) as tmp:
+        tmp.write_text(text)
 
 
 def write_json_atomic(path: Path | str, payload) -> None:

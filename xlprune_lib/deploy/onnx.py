@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -31,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import UserError, ensure_dir
+from ..config import UserError, atomic_file
 from ..xlnet.modeling_xlnet_pruned import fit_zero_width
 from ..xlnet.structure import XLNetStructure
 
@@ -89,20 +87,6 @@ def _projections_as_matmul():
         torch.onnx.unregister_custom_op_symbolic("aten::einsum", OPSET)
 
 
-@contextlib.contextmanager
-def _atomic_file(out: Path):
-    """Yield a temporary path beside ``out``; on success it replaces ``out`` in one rename."""
-    ensure_dir(out.parent)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.tmp-", suffix=".onnx")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def input_names(tokenizer) -> list[str]:
     """The tensors the tokenizer gives a model (``input_ids``, ``attention_mask``, ``token_type_ids``...)."""
     return list(tokenizer.model_input_names)
@@ -145,7 +129,7 @@ def export_onnx(model, tokenizer, out: Path | str, texts: list[str], tolerance: 
     """
     out = Path(out)
     example = tokenizer(list(texts[:2]), padding=True, return_tensors="pt")
-    with _atomic_file(out) as tmp:
+    with atomic_file(out, suffix=".onnx") as tmp:
         to_onnx(model, {n: example[n] for n in input_names(tokenizer)}, tmp)
         worst = max_logit_difference(model, tmp, tokenizer, texts, max_len=max_len)
         if not worst <= tolerance:
@@ -206,7 +190,7 @@ def quantize_int8(src: Path | str, out: Path | str) -> Path:
     level = root.level
     root.setLevel(logging.ERROR)
     try:
-        with _atomic_file(out) as tmp:
+        with atomic_file(out, suffix=".onnx") as tmp:
             quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8)
     finally:
         root.setLevel(level)
