@@ -4,7 +4,7 @@ Subpackages, each one concept, each importing only from those before it (docs/ar
 ``xlnet`` (the model's structure, loading and saving, surgery, masks, gates), ``measure`` (tables, sizes,
 intervals), ``train`` (data, warm start, pretraining, fine-tuning, the run cache), ``prune`` (scores,
 threshold rules, the ``PruningPlan``, L0 gates, schedules), ``deploy`` (model cards, ONNX export and int8,
-benchmarks), ``loops`` (one-shot, iterative, gradual, distributed pruning), ``book`` (chapter execution,
+benchmarks, 2:4 on sparse tensor cores), ``loops`` (one-shot, iterative, gradual, distributed pruning), ``book`` (chapter execution,
 reference results, figures); ``config`` and ``cli`` (the ``xlprune`` command) at the top.
 """
 import warnings
