@@ -75,3 +75,7 @@ def test_atomic_file_replaces_only_on_success(tmp_path):
     with pytest.raises(UserError, match="is a folder, not a file"):
         with atomic_file(tmp_path / "sub"):
             pass
+    with pytest.raises(FileNotFoundError):                  # the block's own errors pass through unchanged
+        with atomic_file(target):
+            (tmp_path / "missing" / "x").read_text()
+    assert target.read_text() == "new"

@@ -267,8 +267,8 @@ def _swap(new: Path, target: Path) -> None:
 def atomic_file(path: Path | str, suffix: str = ".tmp"):
     """Yield a temporary path beside ``path`` for the caller to write; when the block ends without an exception
     it replaces ``path`` in one rename (never a half-written file), otherwise it is removed and ``path`` is left
-    as it was. Filesystem failures become one-line ``UserError`` s naming ``path``; ``path`` must not be a
-    folder."""
+    as it was. Failures to create the temporary file or to rename it become one-line ``UserError`` s naming
+    ``path`` (errors raised by the block itself pass through unchanged); ``path`` must not be a folder."""
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{path} is a folder, not a file; nothing was changed")
@@ -280,9 +280,10 @@ def atomic_file(path: Path | str, suffix: str = ".tmp"):
         raise fs_error(path, exc) from None
     try:
         yield Path(tmp)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise fs_error(path, exc) from None
+        try:
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise fs_error(path, exc) from None
     finally:
         Path(tmp).unlink(missing_ok=True)
 
@@ -290,7 +291,10 @@ def atomic_file(path: Path | str, suffix: str = ".tmp"):
 def write_text_atomic(path: Path | str, text: str) -> None:
     """Write text through a temporary file and ``os.replace`` (:func:`atomic_file`)."""
     with atomic_file(path) as tmp:
-        tmp.write_text(text)
+        try:
+            tmp.write_text(text)
+        except OSError as exc:   # a full disk, say: one line naming the file that was to be written
+            raise fs_error(path, exc) from None
 
 
 def write_json_atomic(path: Path | str, payload) -> None:

@@ -227,3 +227,16 @@ def test_semi_structured_rewiring_computes_the_same_logits(tiny_classifier):
         got = model(input_ids=ids).logits
     torch.testing.assert_close(got, want)
     assert torch.einsum is einsum                            # restored after the forward pass
+    with pytest.raises(Exception):
+        model(input_ids=ids + 10 ** 6)                       # an id past the vocabulary: fails inside forward
+    assert torch.einsum is einsum                            # restored all the same
+    model2 = tiny_classifier.__class__(model.config)
+    NM(2, 4)(model2, score(model2, "magnitude", "weight")).apply_masks(model2)
+    make_permanent(model2)
+
+    def refuse(w):
+        raise RuntimeError("Error original_tensor.shape torch.Size([32, 32]) is not supported!\nmore detail")
+
+    with pytest.raises(UserError, match=r"layer.0.rel_attn.q \(32 x 32, torch.float32\) cannot run semi-structured: "
+                                        r"Error original_tensor.shape"):
+        semi_structured(model2, convert=refuse)

@@ -68,6 +68,10 @@ def test_stop_rule_returns_the_last_round_that_met_the_requirement(smoke_runs, t
     assert card.count(" 70.0% [") == 2 and card.count(" 90.0% [") == 2    # final and dense (validation, test)
     assert f"delivered {100 * summary['delivery']['delivered']:.1f}%" in card and "asked 80.0%" in card
     assert "plain `transformers` XLNet" in card                          # weights only: no trust_remote_code
+    folder = Path(summary["final_model"])
+    assert (folder / "state.safetensors").is_file()                       # the round's masks, not the model
+    assert f"Weights file: {(folder / 'model.safetensors').stat().st_size / 1e6:.1f} MB" in card
+    assert "`rounds.jsonl`" in card and "metrics.json" not in card
 
 
 def _iterate(out, *args):

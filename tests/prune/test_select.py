@@ -123,3 +123,5 @@ def test_n_of_m_counts_from_the_tensors(tiny_classifier, n, m):
     assert counted["over_n"] == 0 and counted["groups"] > 0
     assert weight_sparsity(prunable_parameters(tiny_classifier)) == pytest.approx(1 - n / m)
     assert NM.parse("head") is None and NM.parse("head+neuron") is None
+    with pytest.raises(UserError, match="multiple of m=5"):
+        NM(2, 5).groups(tiny_classifier)                  # d_model 32: groups of 5 do not fit

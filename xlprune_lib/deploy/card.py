@@ -146,7 +146,9 @@ def model_card(metrics: dict, report: dict, files: dict, sizes: dict[str, int], 
         "Accuracies on the by-movie validation and test splits, with 95% bootstrap intervals over the examples:",
         "", *_accuracy_table(metrics, sizes), "", *_size_lines(metrics, report, files), "",
         "## How to load", "", *_how_to_load(model_type == PRUNED_MODEL_TYPE), "",
-        "## Provenance", "", "The run that made this folder (also in `metrics.json`):", "",
+        "## Provenance", "", "The run that made this folder" + (" (its records are in the run's `rounds.jsonl`):"
+                                                                 if spec.get("schedule") else
+                                                                 " (also in `metrics.json`):"), "",
         "```json", json.dumps(provenance, indent=1, sort_keys=True, default=str), "```", "",
     ]
     return "\n".join(parts)

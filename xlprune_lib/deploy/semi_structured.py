@@ -10,8 +10,9 @@ module converts every prunable matrix of a 2:4 model that way:
   (``ibh,hnd->ibnd`` and ``ibnd,hnd->ibh``), which no sparse kernel takes. Each is stored as the 2-D
   ``linear`` weight it equals (``XLNetStructure.linear_weight``), and while the converted model runs forward,
   ``torch.einsum`` answers those two equations for exactly these weights with ``linear``; every other call
-  passes through unchanged. The 3-D parameter is replaced by a ``meta`` placeholder that holds no memory, so
-  peak memory counts the compressed weights only.
+  passes through unchanged (the override is undone after the forward pass, also when it raises). The 3-D
+  parameter is replaced by a ``meta`` placeholder that holds no memory: the model keeps only the compressed
+  copy.
 
 ``convert`` is injectable: on a CPU (tests) an identity conversion checks the rewiring against the original
 model; the real one needs CUDA and fp16 or bf16 weights.
@@ -63,8 +64,9 @@ def semi_structured(model, convert=_semi_structured) -> int:
     format (default: ``torch.sparse.to_sparse_semi_structured``); return how many were converted.
 
     Raises ``UserError`` unless every matrix is 2:4 along its input (``select.NM(2, 4).groups``: no group of 4
-    inputs with more than 2 nonzeros), or if live masks remain (make them permanent first). The model then only
-    runs forward (inference).
+    inputs with more than 2 nonzeros), if live masks remain (make them permanent first), or when ``convert``
+    refuses a matrix (torch's kernels take only some shapes and dtypes). The model then only runs forward
+    (inference).
     """
     if any(hasattr(m, f"{n}_mask") for m, n in XLNetStructure(model).prunable()):
         raise UserError("semi-structured weights need the masks made permanent (a saved pruned folder is)")
@@ -74,7 +76,12 @@ def semi_structured(model, convert=_semi_structured) -> int:
     table, converted = {}, 0
     for name, (module, attr) in zip(PruningPlan.of(model).names(), XLNetStructure(model).prunable()):
         weight = getattr(module, attr).detach()
-        packed = convert(XLNetStructure.linear_weight(name, weight).contiguous())
+        matrix = XLNetStructure.linear_weight(name, weight).contiguous()
+        try:
+            packed = convert(matrix)
+        except RuntimeError as exc:   # torch checks the shapes and dtypes its kernels take (multiples of 32 x 64...)
+            raise UserError(f"{name} ({matrix.shape[0]} x {matrix.shape[1]}, {matrix.dtype}) cannot run "
+                            f"semi-structured: {str(exc).splitlines()[0]}") from None
         if isinstance(module, nn.Linear):
             module.weight = nn.Parameter(packed, requires_grad=False)
         else:
@@ -84,7 +91,7 @@ def semi_structured(model, convert=_semi_structured) -> int:
             table[id(placeholder)] = (packed, tuple(weight.shape[1:]))
         converted += 1
     model.register_forward_pre_hook(lambda *_: _enter(table))
-    model.register_forward_hook(lambda *_: _leave())
+    model.register_forward_hook(lambda *_: _leave(), always_call=True)   # also when the forward raises
     return converted
 
 

@@ -142,7 +142,10 @@ def _jsonable(removed):
 
 def prune_config(spec: PruneSpec, source_key: str, profile: Profile, seed: int) -> dict:
     return {"source": source_key, "profile": profile.name, "seed": seed, "prune_version": PRUNE_VERSION,
-            "recovery_lr": profile.recovery_lr, **asdict(spec)}
+            "recovery_lr": profile.recovery_lr, **asdict(spec),
+            # N:M groups moved to each matrix's input axis (layer_1 and o had theirs along the outputs): only
+            # N:M runs get a new key, so the book's other cached runs stay valid
+            **({"nm_axes": "input"} if NM.parse(spec.granularity) else {})}
 
 
 def prune_run(model_dir, spec: PruneSpec, out=None, profile: Profile | None = None, seed: int = 0,

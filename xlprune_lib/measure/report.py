@@ -220,8 +220,10 @@ def layer_report(model, seq_len: int = 128) -> dict:
 
 
 def checkpoint_sizes(model_dir) -> dict:
-    """Bytes on disk of the ``*.safetensors`` files of a saved model folder (total and per file)."""
-    files = {p.name: p.stat().st_size for p in sorted(Path(model_dir).glob("*.safetensors"))}
+    """Bytes on disk of the model's ``model*.safetensors`` files in a saved folder (total and per file): the
+    weights (one file, shards, or the sparse format), not other tensors kept beside them (an ``iterate``
+    round's ``state.safetensors`` of masks and movement scores)."""
+    files = {p.name: p.stat().st_size for p in sorted(Path(model_dir).glob("model*.safetensors"))}
     return {"file_bytes": sum(files.values()), "files": files}
 
 

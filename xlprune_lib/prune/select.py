@@ -214,7 +214,10 @@ class NM:
         total = over = 0
         for name, pair in zip(PruningPlan.of(model).names(), XLNetStructure(model).prunable()):
             nonzero = (current_weight(*pair).detach() != 0).movedim(XLNetStructure.input_axis(name), -1)
-            per_group = nonzero.reshape(*nonzero.shape[:-1], -1, self.m).sum(-1)
+            if nonzero.shape[-1] % self.m:
+                raise UserError(f"N:M sparsity needs the input size ({nonzero.shape[-1]}) of {name} to be a "
+                                f"multiple of m={self.m}")
+            per_group = nonzero.reshape(*nonzero.shape[:-1], nonzero.shape[-1] // self.m, self.m).sum(-1)
             total, over = total + per_group.numel(), over + int((per_group > self.n).sum())
         return {"groups": total, "over_n": over}
 
