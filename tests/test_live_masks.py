@@ -365,6 +365,8 @@ TRAINING = ("finetune.train_classifier", "importance.movement_finetune", "l0.tra
 
 EXEMPT = {
     "bench.cuda_peak_memory": "needs a GPU; it only runs forward passes, like bench.static_measures here",
+    "bench.resident_bytes": "counts the bytes a model holds: a live mask is a buffer of its own, so the twins "
+                            "differ by exactly the masks (test_bench checks the count)",
     "masks.current_mask": "returns the mask itself; a permanent model has none (all ones)",
     "l0.L0Trainer.create_optimizer": "run by l0.train_l0 in test_training_keeps_live_masks",
     "l0.L0Trainer.compute_loss": "run by l0.train_l0 in test_training_keeps_live_masks",

@@ -217,12 +217,17 @@ def test_semi_structured_rewiring_computes_the_same_logits(tiny_classifier):
     make_permanent(model)
     with torch.no_grad():
         want = model(input_ids=ids).logits
+    from xlprune_lib.deploy.bench import resident_bytes
+
+    dense_bytes = resident_bytes(model)
+    assert dense_bytes == sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
     seen = []
     einsum = torch.einsum
     n = semi_structured(model, convert=lambda w: seen.append(tuple(w.shape)) or w.clone())
     assert n == len(seen) == 7 * model.config.n_layer      # q, k, v, o, r, layer_1, layer_2 of every layer
     assert all(bool((torch.tensor(s) > 0).all()) for s in seen)
     assert model.transformer.layer[0].rel_attn.q.is_meta    # the 3-D weight holds no memory any more
+    assert resident_bytes(model) == dense_bytes             # identity conversion: the same bytes, held elsewhere
     with torch.no_grad():
         got = model(input_ids=ids).logits
     torch.testing.assert_close(got, want)

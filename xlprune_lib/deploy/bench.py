@@ -8,9 +8,9 @@ of the same model, so that none inherits another's caches or sleeping threads. R
 inter-quartile range of the per-batch latency, and the throughput ``batch / median``. Compare the *ratios*
 pruned / baseline measured in one run; absolute times from different runs are not comparable.
 
-Peak memory, at the largest batch size only (where activations matter). On a GPU:
-``torch.cuda.max_memory_allocated`` around one forward pass, with the model already resident (weights +
-activations). On a CPU the allocator keeps no such counter, so each model is loaded in a
+Peak memory, at the largest batch size only (where activations matter). On a GPU: the model's own resident
+tensors plus what ``torch.cuda.max_memory_allocated`` shows one forward pass adding (weights + activations;
+the other model resident beside it does not count). On a CPU the allocator keeps no such counter, so each model is loaded in a
 fresh Python process and the kernel's resident-set high-water mark (``VmHWM``) is read: reset after loading
 (``/proc/self/clear_refs``) and read after one forward pass. The figure reported is the peak above the
 process's footprint once torch and transformers are imported, i.e. weights plus activations.
@@ -201,13 +201,31 @@ def cpu_peak_memory(model_dir, batch: int, seq_len: int, dtype: str = "fp32", se
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def resident_bytes(model) -> int:
+    """Bytes that ``model``'s own parameters and buffers hold on their device: a semi-structured tensor counts
+    its packed values and metadata, a ``meta`` placeholder nothing, a tied tensor once."""
+    seen, total = set(), 0
+    for t in [*model.parameters(), *model.buffers()]:
+        if id(t) in seen or t.device.type == "meta":
+            continue
+        seen.add(id(t))
+        parts = [getattr(t, a, None) for a in ("packed", "meta", "packed_t", "meta_t")]
+        parts = [x for x in parts if isinstance(x, torch.Tensor)] or [t]
+        total += sum(x.numel() * x.element_size() for x in parts)
+    return total
+
+
 def cuda_peak_memory(model, inputs: dict) -> dict:
+    """Peak GPU memory of one forward pass of ``model`` alone: its own resident tensors (:func:`resident_bytes`)
+    plus the most the pass allocated above what was resident before it, so other models on the same GPU do not
+    count."""
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
-    loaded = torch.cuda.memory_allocated()
+    before = torch.cuda.memory_allocated()
     _forward(model, inputs)
     torch.cuda.synchronize()
-    return {"peak_bytes": torch.cuda.max_memory_allocated(), "loaded_bytes": loaded}
+    own = resident_bytes(model)
+    return {"peak_bytes": own + torch.cuda.max_memory_allocated() - before, "loaded_bytes": own}
 
 
 # --- sizes, parameters, FLOPs ----------------------------------------------------------------------------

@@ -88,6 +88,7 @@ def semi_structured(model, convert=_semi_structured) -> int:
             placeholder = nn.Parameter(torch.empty(weight.shape, dtype=weight.dtype, device="meta"),
                                        requires_grad=False)
             setattr(module, attr, placeholder)
+            module.register_buffer(f"{attr}_semi_structured", packed, persistent=False)   # the model holds it
             table[id(placeholder)] = (packed, tuple(weight.shape[1:]))
         converted += 1
     model.register_forward_pre_hook(lambda *_: _enter(table))
