@@ -10,8 +10,8 @@ pruned / baseline measured in one run; absolute times from different runs are no
 
 Peak memory, at the largest batch size only (where activations matter). On a GPU: the model's own resident
 tensors plus what ``torch.cuda.max_memory_allocated`` shows one forward pass adding (weights + activations;
-the other model resident beside it does not count). On a CPU the allocator keeps no such counter, so each model is loaded in a
-fresh Python process and the kernel's resident-set high-water mark (``VmHWM``) is read: reset after loading
+the other model resident beside it does not count). On a CPU the allocator keeps no such counter, so each
+model is loaded in a fresh Python process and the kernel's resident-set high-water mark (``VmHWM``) is read: reset after loading
 (``/proc/self/clear_refs``) and read after one forward pass. The figure reported is the peak above the
 process's footprint once torch and transformers are imported, i.e. weights plus activations.
 
