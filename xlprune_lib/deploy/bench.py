@@ -11,9 +11,9 @@ pruned / baseline measured in one run; absolute times from different runs are no
 Peak memory, at the largest batch size only (where activations matter). On a GPU: the model's own resident
 tensors plus what ``torch.cuda.max_memory_allocated`` shows one forward pass adding (weights + activations;
 the other model resident beside it does not count). On a CPU the allocator keeps no such counter, so each
-model is loaded in a fresh Python process and the kernel's resident-set high-water mark (``VmHWM``) is read: reset after loading
-(``/proc/self/clear_refs``) and read after one forward pass. The figure reported is the peak above the
-process's footprint once torch and transformers are imported, i.e. weights plus activations.
+model is loaded in a fresh Python process and the kernel's resident-set high-water mark (``VmHWM``) is read:
+reset after loading (``/proc/self/clear_refs``) and read after one forward pass. The figure reported is the
+peak above the process's footprint once torch and transformers are imported, i.e. weights plus activations.
 
 With ``--semi-structured`` (CUDA, bf16 or fp16) the pruned model's 2:4 matrices run on the sparse tensor cores
 (``semi_structured.py``, Mishra et al. 2021); the largest logit difference that makes on one batch is reported.
