@@ -7,8 +7,8 @@ the same with 2:4 semi-structured sparsity (``select.NM``; Mishra et al. 2021). 
 (``deploy.semi_structured``, the code of ``xlprune bench --semi-structured``) so that its products run on the
 sparse tensor cores; the largest logit difference this makes against the same weights run dense is printed
 and recorded. Per batch
-size the three models are timed alternately (``bench.alternate``), then their peak memory is read
-(``torch.cuda.max_memory_allocated`` around one forward pass). Rows go to a CSV with the device named, and a
+size the three models are timed alternately (``bench.alternate``), then each one's peak memory is read
+(``bench.cuda_peak_memory``: its own tensors plus what one forward pass adds). Rows go to a CSV with the device named, and a
 ``.provenance.json`` beside it.
 
     python scripts/bench_gpu.py --out data/results/05_speed_gpu.csv
@@ -27,7 +27,7 @@ import torch
 from xlprune_lib.book.script_tables import save_script_table
 from xlprune_lib.config import UserError
 from xlprune_lib.deploy.base_shape import BASE_SHAPE, shaped_models
-from xlprune_lib.deploy.semi_structured import semi_structured
+from xlprune_lib.deploy.semi_structured import semi_structured_checked
 from xlprune_lib.deploy.bench import alternate, cuda_peak_memory, example_inputs, parse_batch_sizes, summarize
 from xlprune_lib.prune.importance import score
 from xlprune_lib.prune.select import NM
@@ -73,12 +73,9 @@ def measure(a) -> list[dict]:
     named = {"dense": dense, "structured-50%": structured, "2:4": two_of_four(copy_model(dense))}
     encoder = {k: XLNetStructure(m).encoder_params() for k, m in named.items()}
     named = {k: m.to(device="cuda", dtype=torch.bfloat16).eval() for k, m in named.items()}
-    check = example_inputs(BASE_SHAPE["vocab_size"], 2, a.seq_len, 0, "cuda")
-    with torch.inference_mode():
-        before = named["2:4"](**check, use_mems=False).logits.float()
-    converted = semi_structured(named["2:4"])     # every prunable matrix: q, k, v, o, r and the FFN
-    with torch.inference_mode():
-        moved = float((named["2:4"](**check, use_mems=False).logits.float() - before).abs().max())
+    # every prunable matrix (q, k, v, o, r and the FFN) on the sparse tensor cores, checked against dense
+    check = semi_structured_checked(named["2:4"], example_inputs(BASE_SHAPE["vocab_size"], 2, a.seq_len, 0, "cuda"))
+    converted, moved = check["semi_structured_weights"], check["max_abs_logit_difference"]
     print(f"2:4: {converted} matrices on sparse tensor cores; max |logit difference| against the same weights "
           f"run dense: {moved:.2e}")
     rows = []

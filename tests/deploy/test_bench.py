@@ -235,6 +235,13 @@ def test_semi_structured_rewiring_computes_the_same_logits(tiny_classifier):
     with pytest.raises(Exception):
         model(input_ids=ids + 10 ** 6)                       # an id past the vocabulary: fails inside forward
     assert torch.einsum is einsum                            # restored all the same
+    from xlprune_lib.deploy.semi_structured import semi_structured_checked
+
+    model2 = tiny_classifier.__class__(model.config).eval()
+    NM(2, 4)(model2, score(model2, "magnitude", "weight")).apply_masks(model2)
+    make_permanent(model2)
+    checked = semi_structured_checked(model2, {"input_ids": ids}, convert=lambda w: w.clone())
+    assert checked["semi_structured_weights"] == n and checked["max_abs_logit_difference"] < 1e-5
     model2 = tiny_classifier.__class__(model.config)
     NM(2, 4)(model2, score(model2, "magnitude", "weight")).apply_masks(model2)
     make_permanent(model2)

@@ -96,6 +96,18 @@ def semi_structured(model, convert=_semi_structured) -> int:
     return converted
 
 
+def semi_structured_checked(model, inputs: dict, convert=_semi_structured) -> dict:
+    """:func:`semi_structured` on ``model`` (with ``convert``), checked on ``inputs`` (a batch for its forward pass):
+    ``{"semi_structured_weights": matrices converted, "max_abs_logit_difference": against the same weights run
+    dense}``."""
+    with torch.inference_mode():
+        before = model(**inputs, use_mems=False).logits.float()
+    converted = semi_structured(model, convert)
+    with torch.inference_mode():
+        after = model(**inputs, use_mems=False).logits.float()
+    return {"semi_structured_weights": converted, "max_abs_logit_difference": float((after - before).abs().max())}
+
+
 def _enter(table: dict) -> None:
     _LOCAL.weights = table
     torch.einsum = _einsum

@@ -213,11 +213,8 @@ class NM:
         prunable set, and ``over_n``, how many hold more than ``n`` nonzeros (0 after this rule)."""
         total = over = 0
         for name, pair in zip(PruningPlan.of(model).names(), XLNetStructure(model).prunable()):
-            nonzero = (current_weight(*pair).detach() != 0).movedim(XLNetStructure.input_axis(name), -1)
-            if nonzero.shape[-1] % self.m:
-                raise UserError(f"N:M sparsity needs the input size ({nonzero.shape[-1]}) of {name} to be a "
-                                f"multiple of m={self.m}")
-            per_group = nonzero.reshape(*nonzero.shape[:-1], nonzero.shape[-1] // self.m, self.m).sum(-1)
+            nonzero = current_weight(*pair).detach() != 0
+            per_group = _groups(nonzero, self.m, XLNetStructure.input_axis(name), name).sum(-1)
             total, over = total + per_group.numel(), over + int((per_group > self.n).sum())
         return {"groups": total, "over_n": over}
 
@@ -228,19 +225,25 @@ class NM:
             w = current_weight(*pair).detach()
             score = (w.abs() if not scores else scores[pair]).float()
             score = torch.where(w == 0, torch.full_like(score, float("-inf")), score)
-            masks[name] = _n_of_m(score, self.n, self.m, XLNetStructure.input_axis(name))
+            masks[name] = _n_of_m(score, self.n, self.m, XLNetStructure.input_axis(name), name)
         return plan.with_weights(masks)
 
 
-def _n_of_m(score: torch.Tensor, n: int, m: int, axis: int) -> torch.Tensor:
-    moved = score.movedim(axis, -1)
+def _groups(t: torch.Tensor, m: int, axis: int, name: str) -> torch.Tensor:
+    """``t`` with ``axis`` moved last and split into groups of ``m`` consecutive entries: shape
+    ``(..., size // m, m)``. ``UserError`` when the size along ``axis`` is not a multiple of ``m``."""
+    moved = t.movedim(axis, -1)
     size = moved.shape[-1]
     if size % m:
-        raise UserError(f"N:M sparsity needs the input size ({size}) to be a multiple of m={m}")
-    groups = moved.reshape(*moved.shape[:-1], size // m, m)
+        raise UserError(f"N:M sparsity needs the input size ({size}) of {name} to be a multiple of m={m}")
+    return moved.reshape(*moved.shape[:-1], size // m, m)
+
+
+def _n_of_m(score: torch.Tensor, n: int, m: int, axis: int, name: str) -> torch.Tensor:
+    groups = _groups(score, m, axis, name)
     keep = torch.zeros_like(groups, dtype=torch.bool)
     keep.scatter_(-1, groups.topk(n, dim=-1).indices, True)
-    return keep.reshape(moved.shape).movedim(-1, axis)
+    return keep.reshape(*groups.shape[:-2], -1).movedim(-1, axis)
 
 
 class _StandIn(nn.Module):

@@ -99,7 +99,7 @@ class XLNetStructure:
         weights are already ``(out, in)``. Its last axis is :meth:`input_axis`, flattened. ``ValueError`` for a
         name outside the prunable set."""
         axis = cls.input_axis(name)
-        if name.endswith("ff.layer_1.weight") or name.endswith("ff.layer_2.weight"):
+        if weight.dim() == 2:    # nn.Linear weights: (out, in) already
             return weight
         return weight.flatten(1) if axis == 2 else weight.flatten(1).t()
 
