@@ -8,7 +8,7 @@ SEED ?= 0
 SEEDS ?= 0 1 2
 STAMP := $(VENV)/.installed
 
-.PHONY: book test venv data notebooks html results clean
+.PHONY: book test venv data browser notebooks html results clean
 .DEFAULT_GOAL := book
 
 # Set-up: a virtual environment with the pinned dependencies (constraints.txt) and this package, editable.
@@ -41,8 +41,16 @@ results: data
 	$(PY) -m xlprune_lib.book results --profile $(PROFILE) --seeds $(SEEDS)
 	$(PY) -m xlprune_lib.book base-shape
 
-# All tests: unit tests, the smoke-profile pipeline, every notebook on `smoke`, a book build with -W.
-test: data
+# The browser test opens the built smoke book in Debian's headless chromium, through chromedriver; both are
+# installed with apt-get when missing (as root, or with sudo).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver; }
+
+# All tests: unit tests, the smoke-profile pipeline, every notebook on `smoke`, a book build with -W, and every
+# built page opened in a browser at desktop and phone width.
+test: data browser
 	$(PY) -m pytest -q
 
 clean:

@@ -1,7 +1,12 @@
-"""Shared fixtures: a private cache per test session, the real corpus, tiny random XLNet configs."""
+"""Shared fixtures: a private cache per test session, the real corpus, tiny random XLNet configs, and the smoke-profile
+book executed and built once per session (its sources copied into a temporary folder, so the executed smoke copies
+never replace the published ones in book/chapters)."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -145,3 +150,32 @@ def pruned_run(smoke_runs):
 
     out = smoke_runs["root"] / "pruned-heads"
     return prune_run(smoke_runs["ft"], PruneSpec("magnitude", "head", 0.5), out, seed=0, progress=False)
+
+
+# --- the smoke-profile book ---------------------------------------------------------------------------------
+BOOK_ROOT = Path(__file__).resolve().parents[1]
+SITE_FILES = ("_config.yml", "_toc.yml", "_static", "notebooks")
+
+
+@pytest.fixture(scope="session")
+def smoke_book(tmp_path_factory):
+    """``(site folder, executed chapter paths)``: every chapter executed with papermill on ``smoke``."""
+    site = tmp_path_factory.mktemp("book")
+    for name in SITE_FILES:
+        src = BOOK_ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, site / name)
+    shutil.copytree(BOOK_ROOT / "book", site / "book", ignore=shutil.ignore_patterns("chapters"))
+    from xlprune_lib.book import build as book
+
+    executed = book.execute("smoke", seed=0, root=site, out_dir=site / "book" / "chapters")
+    return site, executed
+
+
+@pytest.fixture(scope="session")
+def smoke_html(smoke_book):
+    """``(html folder, completed jupyter-book process)``: the smoke book built with warnings as errors."""
+    site, _ = smoke_book
+    jb = Path(sys.executable).with_name("jupyter-book")
+    proc = subprocess.run([str(jb), "build", str(site), "-W", "-n", "--keep-going"], capture_output=True,
+                          text=True, timeout=600)
+    return site / "_build" / "html", proc

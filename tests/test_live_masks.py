@@ -255,6 +255,12 @@ def _evaluator(model, c):
     return ev(model), ev.split(model, "x")
 
 
+def _evaluator_logits(model, c):
+    logits, labels = finetune.Evaluator(c.tok, {"x": c.ds}, 16).logits(model, "x")
+    assert list(labels) == list(c.ds["label"])          # in the split's own order, not the length order
+    return torch.from_numpy(logits), torch.from_numpy(labels)
+
+
 # entry point -> what it gives on a model; the live and the permanent twin must give the same
 TWINS = {
     "masks.prune_to (signed scores)": lambda m, c: (masks.prune_to(m, 0.6, _signed(m)), c.logits(m),
@@ -268,6 +274,7 @@ TWINS = {
     "bench.time_alternating": lambda m, c: _timed(m, c, lambda ms: bench.time_alternating(ms, c.inputs, 1, 2, "cpu")),
     "bench.latency_sweep": lambda m, c: _timed(m, c, lambda ms: bench.latency_sweep(ms, len(c.tok), 2, 8, 1, 2)),
     "finetune.Evaluator.__call__": _evaluator,
+    "finetune.Evaluator.logits": _evaluator_logits,
     "finetune.Evaluator.split": _evaluator,
     "gates.GatedLayer": lambda m, c: (gates.install(m, "layer", [torch.tensor(0.5), torch.tensor(0.7)]),
                                       c.logits(m)),
@@ -383,6 +390,8 @@ EXEMPT = {
                                                "by design (test_bench checks it)",
     "semi_structured.semi_structured": "converts a saved 2:4 folder for inference on a GPU and refuses live masks "
                                        "by design (test_bench checks both)",
+    "dense_study.DenseStudy.validation": "Evaluator.__call__ on the validation split (its twin is above); a study "
+                                         "needs a trained dense run",
     "pretrain.align_to_source": "aligns the freshly mapped warm start inside pretrain, before any mask can exist, "
                                 "to the 384-wide MiniLM teacher; align.align is tested in test_align",
 }

@@ -78,6 +78,7 @@ def test_memo_computes_once_per_config_and_recovers_from_a_bad_file(tmp_path, mo
 
     first = memo("demo", {"grid": [0.5]}, compute)
     assert first == [{"sparsity": 0.5, "n": 3}] and memo("demo", {"grid": [0.5]}, compute) == first
+    assert list(memo("demo", {"grid": [0.5]}, compute)[0]) == ["sparsity", "n"]   # columns in computed order
     assert len(calls) == 1
     memo("demo", {"grid": [0.9]}, compute)                    # another grid is another entry
     assert len(calls) == 2

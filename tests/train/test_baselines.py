@@ -123,3 +123,9 @@ def test_comparison_rows_and_bad_names(smoke):
         comparison.models_table(smoke, models=["bert"])
     with pytest.raises(UserError, match="needs a warm-start profile"):
         comparison.model_row(smoke, "source-bert")
+
+
+def test_a_difference_is_called_one_only_when_the_intervals_are_apart():
+    assert stats.apart((0.70, 0.74), (0.75, 0.79)) and not stats.apart((0.70, 0.76), (0.75, 0.79))
+    assert stats.difference(0.80, (0.78, 0.82), 0.72, (0.70, 0.74)) == "+8.0 points, intervals apart"
+    assert stats.difference(0.72, (0.70, 0.74), 0.73, (0.71, 0.75)) == "-1.0 points, intervals overlap: not a difference"

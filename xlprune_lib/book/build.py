@@ -10,6 +10,7 @@ The committed notebooks in ``notebooks/`` carry no outputs. ``execute`` runs eac
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -22,6 +23,37 @@ from ..config import DEFAULT_PROFILE, cache_dir, ensure_dir, get_profile, repo_r
 def chapters(root: Path | None = None) -> list[Path]:
     """The committed chapter notebooks, in reading order."""
     return sorted(((root or repo_root()) / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+BUILD_ONLY = ("output_dir",)   # injected parameters that say where files go on the build machine, not what ran
+
+
+def show_parameters(path: Path, parameters: dict) -> None:
+    """Make the cell papermill injected (tag ``injected-parameters``) readable on the page.
+
+    Its ``output_dir`` is an absolute path of the build machine: it is dropped from what the page shows. When
+    the other values equal the defaults of the chapter's ``parameters`` cell, the page already shows them and
+    the cell is removed from the page (tag ``remove-cell``); otherwise it stays, saying that its values replace
+    the defaults. The executed code is unchanged: only the cell's displayed source and tags are rewritten.
+    """
+    nb = json.loads(path.read_text())
+    cells = nb["cells"]
+    injected = next((c for c in cells if "injected-parameters" in c["metadata"].get("tags", [])), None)
+    defaults_cell = next((c for c in cells if "parameters" in c["metadata"].get("tags", [])), None)
+    if injected is None:
+        return
+    defaults: dict = {}
+    if defaults_cell is not None:
+        exec("".join(defaults_cell["source"]), {}, defaults)   # the committed notebook's own literals
+    shown = {k: v for k, v in parameters.items() if k not in BUILD_ONLY}
+    tags = injected["metadata"].setdefault("tags", [])
+    if all(k in defaults and defaults[k] == v for k, v in shown.items()):
+        tags.append("remove-cell")
+    else:
+        injected["source"] = ["# This page was built with these values; they replace the defaults above.\n"] + \
+            [f"{k} = {v!r}\n" for k, v in shown.items()]
+        injected["source"][-1] = injected["source"][-1].rstrip("\n")
+    path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
 
 
 def execute(profile: str = DEFAULT_PROFILE, seed: int = 0, root: Path | None = None, out_dir: Path | None = None,
@@ -49,12 +81,12 @@ def execute(profile: str = DEFAULT_PROFILE, seed: int = 0, root: Path | None = N
         tmp = out_dir / f".{nb.stem}.running.ipynb"
         start = time.perf_counter()
         log(f"[book] executing {nb.name} (profile {profile})")
-        pm.execute_notebook(
-            str(nb), str(tmp), cwd=str(root), kernel_name="python3", progress_bar=False,
-            parameters={"profile": profile, "seed": seed,
-                        "output_dir": str(output_dir or cache_dir() / "figures" / profile),
-                        **(chapter_parameters or {}).get(nb.stem[:2], {})},
-        )
+        parameters = {"profile": profile, "seed": seed,
+                      "output_dir": str(output_dir or cache_dir() / "figures" / profile),
+                      **(chapter_parameters or {}).get(nb.stem[:2], {})}
+        pm.execute_notebook(str(nb), str(tmp), cwd=str(root), kernel_name="python3", progress_bar=False,
+                            parameters=parameters)
+        show_parameters(tmp, parameters)
         os.replace(tmp, target)
         log(f"[book] {nb.name}: {time.perf_counter() - start:.0f} s")
         done.append(target)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import matplotlib
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import seaborn as sns
 
@@ -119,36 +120,75 @@ def loss_curves(curves: dict[str, list[list[float]]], ylabel: str = "loss", titl
 
 
 def heatmap(matrix, title: str, xlabel: str = "", ylabel: str = "", xticklabels="auto", yticklabels="auto",
-            fmt: str = ".2f", annot: bool = True, cmap: str = SEQUENTIAL, center=None, cbar_label: str = ""):
-    """An annotated heatmap (score correlations, head importances, sensitivity grids)."""
+            fmt: str = ".2f", annot: bool = True, cmap: str = SEQUENTIAL, center=None, cbar_label: str = "",
+            row_scaled: bool = False, binary: tuple[str, str] | None = None):
+    """An annotated heatmap (score correlations, head importances, sensitivity grids).
+
+    ``row_scaled``: rows measure different things (units): each row is coloured by its share of its own
+    largest absolute value, and the annotations keep the raw numbers. ``binary``: a 0/1 matrix drawn with two
+    colours and a legend-like colour bar labelled ``(label of 0, label of 1)``.
+    """
+    values = np.asarray(matrix, dtype=float)
+    colour = values
+    if row_scaled:
+        scale = np.abs(values).max(axis=1, keepdims=True)
+        colour = np.divide(values, scale, out=np.zeros_like(values), where=scale > 0)
+        cbar_label = cbar_label or "share of the row's largest value"
     fig, ax = plt.subplots(figsize=(7.0, 4.6))
-    sns.heatmap(matrix, ax=ax, annot=annot, fmt=fmt, cmap=cmap, center=center, xticklabels=xticklabels,
-                yticklabels=yticklabels, linewidths=0.5, linecolor="white", annot_kws={"size": 8},
-                cbar_kws={"label": cbar_label} if cbar_label else None)
+    kws = {"label": cbar_label} if cbar_label else {}
+    if binary:
+        cmap = matplotlib.colors.ListedColormap(sns.color_palette(PALETTE, 2)[::-1])
+        kws = {"ticks": [0.25, 0.75]}
+    sns.heatmap(colour, ax=ax, annot=values if annot else False, fmt=fmt, cmap=cmap, center=center,
+                xticklabels=xticklabels, yticklabels=yticklabels, linewidths=0.5, linecolor="white",
+                annot_kws={"size": 8}, cbar_kws=kws or None, vmin=0 if binary else None, vmax=1 if binary else None)
+    if binary:
+        ax.collections[0].colorbar.set_ticklabels(list(binary))
     ax.tick_params(axis="y", labelrotation=0)
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     return fig
 
 
+def _legend_outside(ax) -> None:
+    """The legend to the right of the axes, where it cannot cover a curve or a reference line."""
+    ax.legend(frameon=False, fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+
+
+def hue_colours(order) -> dict:
+    """Fixed colours for ``order`` (score names get the book's colours, anything else the palette in order):
+    pass the same order to several figures so a series keeps its colour in each."""
+    order = list(dict.fromkeys(order))
+    return hue_palette(order) or dict(zip(order, sns.color_palette(PALETTE, len(order))))
+
+
 def sparsity_curves(rows, y: str = "validation_accuracy", hue: str = "method", title: str | None = None,
                     x: str = "sparsity", xlabel: str = "sparsity of the prunable set (measured)",
-                    hlines: dict[str, float] | None = None, ax=None, spread: bool = False):
+                    hlines: dict[str, float] | None = None, ax=None, spread: bool = False,
+                    hue_order=None, integer_x: bool = False):
     """Accuracy against measured sparsity, one line per ``hue`` value, with labelled reference lines.
 
     ``spread``: rows of several seeds; ``x`` is rounded to 0.1 point so that the seeds' measurements of one
-    grid point meet, the line is their mean and the band their range (min to max)."""
+    grid point meet, the line is their mean and the band their range (min to max). ``hue_order``: the series
+    and their colours (:func:`hue_colours`), to keep a series' colour across figures that show a subset.
+    ``integer_x``: ``x`` counts things (layers): integer ticks, no percent."""
     df = pd.DataFrame(rows)
     if spread:
         df[x] = df[x].round(3)
-    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots()
+    order = list(hue_order) if hue_order is not None else list(dict.fromkeys(df[hue]))
+    palette = hue_colours(order)
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(8.0, 4.0))
     sns.lineplot(df, x=x, y=y, hue=hue, style=hue, markers=True, dashes=False, ax=ax, lw=1.8,
-                 palette=hue_palette(df[hue]), errorbar=("pi", 100) if spread else None)
+                 hue_order=[h for h in order if h in set(df[hue])], palette=palette,
+                 errorbar=("pi", 100) if spread else None)
     for i, (name, value) in enumerate((hlines or {}).items()):
         ax.axhline(value, ls="--", lw=1.1, color="0.4" if i == 0 else "0.7", label=name)
-    ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    if integer_x:
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    else:
+        ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
     ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
     ax.set(xlabel=xlabel, ylabel=y.replace("_", " "), title=title)
-    ax.legend(frameon=False, fontsize=8)
+    _legend_outside(ax)
     return fig
 
 
@@ -163,7 +203,7 @@ def schedule_steps(rows, title: str | None = None):
         ax.step([0, *part["step"]], [0, *part["sparsity"]], where="post", lw=1.8, label=name, color=colour)
     ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
     ax.set(xlabel="optimizer step", ylabel="sparsity of the prunable set", title=title)
-    ax.legend(frameon=False, fontsize=8)
+    _legend_outside(ax)
     return fig
 
 
@@ -195,19 +235,26 @@ def grouped_bars(rows, x: str, y: str, hue: str, title: str | None = None, ylabe
 
 
 def tradeoff(rows, x: str, y: str, hue: str = "method", title: str | None = None, xlabel: str | None = None,
-             ylabel: str | None = None, hlines: dict[str, float] | None = None, label: str | None = None):
-    """One point per model (e.g. accuracy against measured speedup), optionally annotated with ``label``."""
+             ylabel: str | None = None, hlines: dict[str, float] | None = None,
+             interval: tuple[str, str] | None = None):
+    """One point per model (e.g. accuracy against measured speedup), named in the legend beside the axes.
+
+    ``interval``: the columns of each point's lower and upper bound on ``y`` (its 95% interval), drawn as error
+    bars, so that the axis shows how far apart the points really are."""
     df = pd.DataFrame(rows)
-    fig, ax = plt.subplots()
-    sns.scatterplot(df, x=x, y=y, hue=hue, style=hue, s=70, ax=ax, palette=hue_palette(df[hue]))
-    if label:
+    fig, ax = plt.subplots(figsize=(8.0, 4.2))
+    palette = hue_colours(df[hue])
+    if interval:
+        low, high = interval
         for _, r in df.iterrows():
-            ax.annotate(str(r[label]), (r[x], r[y]), textcoords="offset points", xytext=(5, 4), fontsize=7)
+            ax.errorbar(r[x], r[y], yerr=[[r[y] - r[low]], [r[high] - r[y]]], fmt="none", lw=1.0,
+                        ecolor=palette[r[hue]], alpha=0.7, capsize=3)
+    sns.scatterplot(df, x=x, y=y, hue=hue, style=hue, s=70, ax=ax, palette=palette)
     for i, (name, value) in enumerate((hlines or {}).items()):
         ax.axhline(value, ls="--", lw=1.1, color="0.4" if i == 0 else "0.7", label=name)
     ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
     ax.set(xlabel=xlabel or x.replace("_", " "), ylabel=ylabel or y.replace("_", " "), title=title)
-    ax.legend(frameon=False, fontsize=8)
+    _legend_outside(ax)
     return fig
 
 

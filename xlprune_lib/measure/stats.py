@@ -76,3 +76,16 @@ def add_intervals(rows: list[dict], sizes: dict[str, int]) -> list[dict]:
             row[f"{split}_ci_low"], row[f"{split}_ci_high"] = bounds
         out.append(row)
     return out
+
+
+def apart(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    """Whether two intervals ``(low, high)`` do not overlap: only then is a difference between the two
+    accuracies called a difference in this book."""
+    return a[0] > b[1] or b[0] > a[1]
+
+
+def difference(a: float, a_interval: tuple[float, float], b: float, b_interval: tuple[float, float]) -> str:
+    """``a - b`` in percentage points and what the 95% intervals say about it, as one phrase:
+    ``"+1.2 points, intervals overlap: not a difference"`` or ``"+6.0 points, intervals apart"``."""
+    verdict = "intervals apart" if apart(a_interval, b_interval) else "intervals overlap: not a difference"
+    return f"{100 * (a - b):+.1f} points, {verdict}"

@@ -105,15 +105,15 @@ class Evaluator:
 
         self.glue_metric, self.batch, self.intervals = glue_metric, batch, intervals
         self.collate = DataCollatorWithPadding(tokenizer, return_tensors="pt")
-        self.splits = {}
+        self.splits, self.order = {}, {}
         for name, ds in splits.items():
             enc = tokenize_split(ds, tokenizer, max_len)
-            rows = sorted((enc[i] for i in range(len(enc))), key=lambda r: len(r["input_ids"]))
-            self.splits[name] = rows
+            order = sorted(range(len(enc)), key=lambda i: len(enc[i]["input_ids"]))
+            self.splits[name], self.order[name] = [enc[i] for i in order], np.asarray(order)
         self.sizes = {name: len(rows) for name, rows in self.splits.items()}
 
-    def split(self, model, name: str) -> dict:
-
+    def logits(self, model, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(logits (n, classes), labels (n,))`` of split ``name``, in the split's own example order."""
         rows, device = self.splits[name], next(model.parameters()).device
         logits, labels = [], []
         was_training = model.training
@@ -124,8 +124,11 @@ class Evaluator:
                 labels.append(b.pop("labels").numpy())
                 logits.append(model(**{k: v.to(device) for k, v in b.items()}).logits.float().cpu().numpy())
         model.train(was_training)
-        return classification_metrics(np.concatenate(logits), np.concatenate(labels), self.glue_metric,
-                                      self.intervals)
+        back = np.argsort(self.order[name])        # from length order back to the split's order
+        return np.concatenate(logits)[back], np.concatenate(labels)[back]
+
+    def split(self, model, name: str) -> dict:
+        return classification_metrics(*self.logits(model, name), self.glue_metric, self.intervals)
 
     def __call__(self, model, splits=None) -> dict:
         return {f"{name}_{k}": v for name in (splits or self.splits) for k, v in self.split(model, name).items()}

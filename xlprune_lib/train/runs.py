@@ -14,7 +14,7 @@ import torch
 from transformers import PrinterCallback, TrainingArguments
 from transformers.utils import logging as hf_logging
 
-from ..config import Profile, UserError, cache_dir, cache_key, check_output_dir, get_profile, write_json_atomic
+from ..config import Profile, UserError, cache_dir, cache_key, check_output_dir, get_profile, write_text_atomic
 from ..measure.report import METRICS
 from ..xlnet.modeling import check_model_dir
 
@@ -152,5 +152,6 @@ def memo(kind: str, config: dict, compute):
         except (ValueError, KeyError):
             pass
     result = json.loads(json.dumps(compute(), default=_plain))
-    write_json_atomic(path, {"kind": kind, "config": config, "result": result})
+    # keys in the order computed (not sorted): a cached row has its columns in the order a fresh one has
+    write_text_atomic(path, json.dumps({"kind": kind, "config": config, "result": result}, indent=1) + "\n")
     return result
