@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from functools import cached_property
 
-from ..config import Profile, get_profile, set_seed
+from ..config import Profile, cache_key, get_profile, set_seed
 from ..loops import experiments, oneshot
 from ..measure.report import load_metrics
 from ..prune.plan import PruningPlan
@@ -28,7 +28,8 @@ class DenseStudy:
         self.profile = get_profile(profile) if isinstance(profile, str) else profile
         self.seed = seed
         self.run_dir = finetune.dense_run(self.profile, seed=seed)
-        self.grid = {"profile": self.profile.name, "seed": seed}
+        # the profile's every setting is in the key: a profile changed under the same name measures again
+        self.grid = {"profile": self.profile.name, "profile_settings": cache_key(self.profile.to_dict()), "seed": seed}
 
     def _measured(self, kind: str, compute, **more):
         return memo.measured(kind, compute, self.run_dir, **self.grid, **more)

@@ -16,6 +16,7 @@ import copy
 import hashlib
 import inspect
 import io
+import json
 import time
 from functools import cached_property
 
@@ -91,7 +92,7 @@ class ScoreStudy(DenseStudy):
         per-example correctness."""
         return memo.measured("tfidf-logreg", lambda: {
             k: v for k, v in baselines.tfidf_logreg(self.data, self.seed).items() if not k.endswith("_correct")},
-            profile=self.profile.name, seed=self.seed, task=self.profile.task)
+            profile=self.profile.name, seed=self.seed, task=self.profile.task, max_examples=self.profile.max_examples)
 
     def prunable_count(self) -> dict:
         """``prunable``: weights in the prunable set (attention q, k, v, o, r and FFN); ``total``: all parameters."""
@@ -169,7 +170,8 @@ class ScoreStudy(DenseStudy):
     def head_fractions(self) -> dict:
         """The shares of heads each head score is tried at: Taylor on a grid of about 1/16, the others on every
         second point of it. ``{method: [fraction, ...]}``."""
-        n_heads = self.model.config.n_layer * self.model.config.n_head
+        config = json.loads((self.run_dir / "config.json").read_text())    # no model load for a cache key
+        n_heads = config["n_layer"] * config["n_head"]
         fine = [k / n_heads for k in range(0, n_heads, max(1, n_heads // 16))][1:]
         return {"taylor": fine, **{m: fine[1::2] for m in UNIT_METHODS if m != "taylor"}}
 

@@ -15,6 +15,7 @@ from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
+import onnxruntime
 import torch
 
 from ..deploy import bench
@@ -26,11 +27,13 @@ from .dense_study import DenseStudy
 
 
 def machine() -> dict:
-    """What the timings depend on besides the models: CPU model, torch threads, GPU, platform and torch version."""
+    """What the timings depend on besides the models: CPU model, torch threads, GPU, platform, and the torch and
+    ONNX Runtime versions."""
     cpu = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")),
                platform.processor() or platform.machine())
     return {"cpu": cpu, "threads": torch.get_num_threads(), "platform": platform.platform(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "torch": torch.__version__}
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__}
 
 
 def _cpuinfo() -> list[str]:
