@@ -91,10 +91,7 @@ def test_results_tables_keep_the_committed_columns(smoke_book, tmp_path):
 def _chapter_defaults(stem: str) -> dict:
     """The values of a chapter's ``parameters`` cell, as papermill would leave them on ``smoke``."""
     nb = json.loads((ROOT / "notebooks" / f"{stem}.ipynb").read_text())
-    cell = next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
-    values: dict = {}
-    exec("".join(cell["source"]), {}, values)
-    return {**values, "profile": "smoke", "seed": 0}
+    return {**book.parameter_defaults(nb), "profile": "smoke", "seed": 0}
 
 
 def test_a_rebuild_of_chapters_2_to_4_computes_nothing(smoke_book, monkeypatch):

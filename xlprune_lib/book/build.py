@@ -28,6 +28,16 @@ def chapters(root: Path | None = None) -> list[Path]:
 BUILD_ONLY = ("output_dir",)   # injected parameters that say where files go on the build machine, not what ran
 
 
+def parameter_defaults(nb: dict) -> dict:
+    """The values a notebook's ``parameters`` cell assigns (the committed notebook's own literals); ``{}``
+    without one."""
+    cell = next((c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", [])), None)
+    values: dict = {}
+    if cell is not None:
+        exec("".join(cell["source"]), {}, values)
+    return values
+
+
 def show_parameters(path: Path, parameters: dict) -> None:
     """Make the cell papermill injected (tag ``injected-parameters``) readable on the page.
 
@@ -39,12 +49,9 @@ def show_parameters(path: Path, parameters: dict) -> None:
     nb = json.loads(path.read_text())
     cells = nb["cells"]
     injected = next((c for c in cells if "injected-parameters" in c["metadata"].get("tags", [])), None)
-    defaults_cell = next((c for c in cells if "parameters" in c["metadata"].get("tags", [])), None)
     if injected is None:
         return
-    defaults: dict = {}
-    if defaults_cell is not None:
-        exec("".join(defaults_cell["source"]), {}, defaults)   # the committed notebook's own literals
+    defaults = parameter_defaults(nb)
     shown = {k: v for k, v in parameters.items() if k not in BUILD_ONLY}
     tags = injected["metadata"].setdefault("tags", [])
     if all(k in defaults and defaults[k] == v for k, v in shown.items()):

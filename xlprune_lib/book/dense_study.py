@@ -52,7 +52,7 @@ class DenseStudy:
         return finetune.Evaluator(self.tokenizer, {"validation": self.data["validation"], "test": self.data["test"]},
                                   self.profile.max_seq_len, intervals=True)
 
-    @property
+    @cached_property
     def sizes(self) -> dict[str, int]:
         """Examples per evaluation split, for intervals on accuracies recorded earlier."""
         return data.split_sizes(self.profile.task, self.profile.max_examples, self.seed)

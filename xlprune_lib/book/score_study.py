@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import inspect
 import io
 import json
@@ -22,7 +21,7 @@ from functools import cached_property
 
 import torch
 
-from ..config import Profile
+from ..config import Profile, cache_key
 from ..loops import experiments, oneshot
 from ..measure import ranks, report
 from ..prune import importance, select
@@ -95,11 +94,11 @@ class ScoreStudy(DenseStudy):
             profile=self.profile.name, seed=self.seed, task=self.profile.task, max_examples=self.profile.max_examples)
 
     def prunable_count(self) -> dict:
-        """``prunable``: weights in the prunable set (attention q, k, v, o, r and FFN); ``total``: all parameters."""
+        """``prunable``: weights in the prunable set (attention q, k, v, o, r and FFN); ``total``: all parameters
+        (both counted by ``report.layer_report``)."""
         def count():
-            pairs = prunable_parameters(self.model)
-            return {"prunable": sum(getattr(m, n).numel() for m, n in pairs),
-                    "total": sum(p.numel() for p in self.model.parameters())}
+            totals = report.layer_report(self.model)["totals"]
+            return {"prunable": totals["prunable"]["params"], "total": totals["model"]["params"]}
         return self._measured("ch2-parameter-count", count)
 
     def weight_scoring(self) -> dict:
@@ -132,11 +131,13 @@ class ScoreStudy(DenseStudy):
     def score_correlation(self) -> dict:
         """Spearman rank correlation between the weight scores: ``methods`` and the matrix ``rho`` (list of rows)."""
         def compute():
-            flat = self._flat_scores()
+            flat = self._flat_scores
             return {"methods": list(flat), "rho": ranks.spearman_matrix(list(flat.values())).tolist()}
         return self._measured("ch2-score-correlation", compute)
 
+    @cached_property
     def _flat_scores(self) -> dict:
+        """Every weight score as one vector over the prunable set (flattened once, read by two measurements)."""
         return {m: ranks.flatten(s, prunable_parameters(self._scored_model(m)))
                 for m, s in self._weights["scores"].items()}
 
@@ -146,7 +147,7 @@ class ScoreStudy(DenseStudy):
         on a 1M-weight sample). ``{method: {"mean_removed_ratio": x, "largest_removed": y}}``."""
         def compute():
             out = {}
-            for method, s in self._flat_scores().items():
+            for method, s in self._flat_scores.items():
                 source = self._scored_model(method)
                 w = torch.cat([current_weight(m, n).detach().abs().reshape(-1) for m, n in prunable_parameters(source)])
                 cut = torch.argsort(s, stable=True)[: int(sparsity * len(s))]
@@ -167,11 +168,16 @@ class ScoreStudy(DenseStudy):
         return experiments.curve(self.model, oneshot.PruneSpec(method, kind, 0.0), fractions,
                                  self._unit_scores[kind][method], self.validation)
 
+    @cached_property
+    def _n_heads(self) -> int:
+        """Heads of the dense model, read from its ``config.json`` (a cache key needs no model load)."""
+        config = json.loads((self.run_dir / "config.json").read_text())
+        return config["n_layer"] * config["n_head"]
+
     def head_fractions(self) -> dict:
         """The shares of heads each head score is tried at: Taylor on a grid of about 1/16, the others on every
         second point of it. ``{method: [fraction, ...]}``."""
-        config = json.loads((self.run_dir / "config.json").read_text())    # no model load for a cache key
-        n_heads = config["n_layer"] * config["n_head"]
+        n_heads = self._n_heads
         fine = [k / n_heads for k in range(0, n_heads, max(1, n_heads // 16))][1:]
         return {"taylor": fine, **{m: fine[1::2] for m in UNIT_METHODS if m != "taylor"}}
 
@@ -187,7 +193,7 @@ class ScoreStudy(DenseStudy):
         minus ``tolerance`` (read off :meth:`head_curves`), that model re-measured on both splits, and its heads
         per layer. With no such share: ``fraction`` 0 and the dense accuracies."""
         def compute():
-            n_heads = self.model.config.n_layer * self.model.config.n_head
+            n_heads = self._n_heads
             floor = self.dense()["validation_accuracy"] - tolerance
             ok = [r["requested"] for r in self.head_curves()
                   if r["method"] == "taylor" and r["validation_accuracy"] > floor]
@@ -241,17 +247,16 @@ class ScoreStudy(DenseStudy):
         its source text is part of the cache key. Returns ``{row name: {"zero_fraction": zeros over all
         parameters, **accuracies}}``.
         """
+        def zeros(model) -> float:
+            return report.layer_report(model)["totals"]["model"]["sparsity"]
+
         def compute():
             shortcut, proper = copy.deepcopy(self.model), copy.deepcopy(self.model)
             with contextlib.redirect_stdout(io.StringIO()):
                 prune_fn(shortcut, fraction)
-            zeros = report.layer_report(shortcut)["totals"]["model"]["sparsity"]
-            prune_to(proper, zeros)                     # global magnitude pruning to the same measured fraction
-            return {"shortcut": {"zero_fraction": zeros, **self.evaluator(shortcut)},
-                    "global magnitude, same zero fraction": {
-                        "zero_fraction": report.layer_report(proper)["totals"]["model"]["sparsity"],
-                        **self.evaluator(proper)},
-                    "dense": {"zero_fraction": report.layer_report(self.model)["totals"]["model"]["sparsity"],
-                              **self.dense()}}
-        source = hashlib.sha256(inspect.getsource(prune_fn).encode()).hexdigest()[:16]
-        return self._measured("ch2-shortcut", compute, fraction=fraction, prune_fn=source)
+            prune_to(proper, zeros(shortcut))           # global magnitude pruning to the same measured fraction
+            return {"shortcut": {"zero_fraction": zeros(shortcut), **self.evaluator(shortcut)},
+                    "global magnitude, same zero fraction": {"zero_fraction": zeros(proper), **self.evaluator(proper)},
+                    "dense": {"zero_fraction": zeros(self.model), **self.dense()}}
+        return self._measured("ch2-shortcut", compute, fraction=fraction,
+                              prune_fn=cache_key({"source": inspect.getsource(prune_fn)}))

@@ -73,7 +73,7 @@ class SpeedStudy(DenseStudy):
         parameters the run removed: ``encoder_removed`` of its metrics).
         """
         def compute():
-            models, removed = {"dense": self.model}, {"dense": 0.0}
+            models, removed = {"dense": copy.deepcopy(self.model)}, {"dense": 0.0}   # .to() below is in place
             for s in unstructured:
                 m = copy.deepcopy(self.model)
                 prune_to(m, s)

@@ -10,12 +10,7 @@ predicts): if pruning mostly forgets what the dense model was unsure of, the fli
 from __future__ import annotations
 
 import numpy as np
-
-
-def _probabilities(logits) -> np.ndarray:
-    z = np.asarray(logits, dtype=np.float64)
-    z = np.exp(z - z.max(-1, keepdims=True))
-    return z / z.sum(-1, keepdims=True)
+from scipy.special import softmax
 
 
 def flips(labels, dense_logits, pruned_logits) -> dict:
@@ -36,7 +31,7 @@ def by_confidence(labels, dense_logits, pruned_logits, bins: int = 5) -> list[di
     first; per group its confidence range, ``examples``, ``flipped_share`` (share whose prediction changed),
     ``lost_share`` (share the dense model had right and the pruned one has wrong) and the dense accuracy."""
     labels, dense, pruned = np.asarray(labels), np.asarray(dense_logits), np.asarray(pruned_logits)
-    confidence = _probabilities(dense).max(-1)
+    confidence = softmax(dense.astype(np.float64), axis=-1).max(-1)
     d, p = dense.argmax(-1), pruned.argmax(-1)
     rows = []
     for part in np.array_split(np.argsort(confidence, kind="stable"), bins):
@@ -51,7 +46,7 @@ def forgotten(labels, dense_logits, pruned_logits) -> list[dict]:
     """The examples the pruned model lost (dense right, pruned wrong), least confident first: ``index`` (in the
     split's order), ``label`` and the dense model's ``confidence``."""
     labels, dense, pruned = np.asarray(labels), np.asarray(dense_logits), np.asarray(pruned_logits)
-    confidence = _probabilities(dense).max(-1)
+    confidence = softmax(dense.astype(np.float64), axis=-1).max(-1)
     lost = np.flatnonzero((dense.argmax(-1) == labels) & (pruned.argmax(-1) != labels))
     return [{"index": int(i), "label": int(labels[i]), "confidence": float(confidence[i])}
             for i in lost[np.argsort(confidence[lost], kind="stable")]]
