@@ -23,6 +23,18 @@ def assert_user_error(proc, *fragments):
         assert f in lines[0]
 
 
+def cli(capsys, *args) -> subprocess.CompletedProcess:
+    """``xlprune ARGS`` in this process, returned like ``run``'s completed process (return code, stdout, stderr),
+    without the interpreter start-up and imports (about 5 s) that ``run`` pays per call. Each command is still
+    run once through a real interpreter by ``run`` somewhere in the suite."""
+    from xlprune_lib.cli import main
+
+    capsys.readouterr()
+    code = main(list(args))
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(list(args), code, out.out, out.err)
+
+
 def main_error(capsys, *args) -> str:
     """``xlprune ARGS`` in this process (the entry point's ``main``; no interpreter start-up per case): it must
     return 2 with one line on stderr; the line is returned."""
@@ -51,24 +63,25 @@ def test_help(command, capsys):
 
 
 @pytest.mark.parametrize("command", ["pretrain", "finetune"])
-def test_unknown_profile(command, tmp_path):
-    proc = run(command, "--profile", "large", "--out", str(tmp_path / "x"))
-    assert_user_error(proc, "unknown profile 'large'", "smoke, tiny, minilm, base")
+def test_unknown_profile(command, tmp_path, capsys):
+    line = main_error(capsys, command, "--profile", "large", "--out", str(tmp_path / "x"))
+    assert "unknown profile 'large'" in line and "smoke, tiny, minilm, base" in line
     assert not (tmp_path / "x").exists()
 
 
-def test_unknown_command_and_option():
+def test_unknown_command_and_option(capsys):
+    # through a real interpreter once (what a user's shell sees), then in this process
     assert_user_error(run("frobnicate"), "invalid choice")
-    assert_user_error(run("info", "--model", "x", "--bogus"), "unrecognized arguments")
+    assert "unrecognized arguments" in main_error(capsys, "info", "--model", "x", "--bogus")
 
 
-def test_missing_model_dir(tmp_path):
-    assert_user_error(run("info", "--model", str(tmp_path / "nope")), "does not exist")
-    assert_user_error(run("finetune", "--profile", "smoke", "--init", str(tmp_path / "nope")), "does not exist")
+def test_missing_model_dir(tmp_path, capsys):
+    assert "does not exist" in main_error(capsys, "info", "--model", str(tmp_path / "nope"))
+    assert "does not exist" in main_error(capsys, "finetune", "--profile", "smoke", "--init", str(tmp_path / "nope"))
 
 
-def test_base_profile_pretrain_is_refused_at_once():
-    assert_user_error(run("pretrain", "--profile", "base"), "xlnet-base-cased")
+def test_base_profile_pretrain_is_refused_at_once(capsys):
+    assert "xlnet-base-cased" in main_error(capsys, "pretrain", "--profile", "base")
 
 
 def test_base_profile_without_hub_fails_fast(tmp_path):
@@ -79,20 +92,22 @@ def test_base_profile_without_hub_fails_fast(tmp_path):
     assert_user_error(proc, "needs the model hub")
 
 
-def test_info_json_matches_the_tensors(tiny_classifier, tmp_path):
+def test_info_json_matches_the_tensors(tiny_classifier, tmp_path, capsys):
+    from xlprune_lib.cli import main
+
     out = modeling.save_model(tiny_classifier, None, tmp_path / "m")
-    proc = run("info", "--model", str(out), "--json")
-    assert proc.returncode == 0, proc.stderr
-    got = json.loads(proc.stdout)
+    assert main(["info", "--model", str(out), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
     assert got["components"] == report.parameter_breakdown(tiny_classifier)["components"]
     assert got["architecture"] == "XLNetForSequenceClassification"
-    text = run("info", "--model", str(out))
-    assert text.returncode == 0
+    assert main(["info", "--model", str(out)]) == 0
+    text = capsys.readouterr().out
     for comp in ("embeddings", "attention.q", "attention.r", "relative_biases", "ffn", "layer_norm", "head"):
-        assert comp in text.stdout
+        assert comp in text
 
 
-def test_fetch_prints_split_sizes():
-    proc = run("fetch")
-    assert proc.returncode == 0, proc.stderr
-    assert "train: 9915, validation: 1399, test: 1494" in proc.stdout
+def test_fetch_prints_split_sizes(capsys):
+    from xlprune_lib.cli import main
+
+    assert main(["fetch"]) == 0
+    assert "train: 9915, validation: 1399, test: 1494" in capsys.readouterr().out

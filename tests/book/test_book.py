@@ -119,11 +119,19 @@ def test_a_rebuild_of_chapters_2_to_4_computes_nothing(smoke_book, monkeypatch):
 
     study = score_study.ScoreStudy("smoke", 0, p2["score_batches"], p2["movement_steps"])
     curves = study.weight_curves(p2["sparsities"])
+    mid = sorted(p2["sparsities"])[len(p2["sparsities"]) // 2]
+    # the share of the weights Taylor keeps that each cut removes: none for Taylor, about the sparsity for random
+    anatomy = study.movement_anatomy(p2["sparsities"])
+    taken = {(r["method"], r["requested"]): r["removed"] for r in anatomy["taylor_keep_removed"]}
+    for s in p2["sparsities"]:
+        assert taken["taylor", s] == 0 and taken["random", s] == pytest.approx(s, abs=0.01)
+        assert 0 < taken["movement", s] < 1
+    assert 0 < anatomy["negative_share"] < 1 and -1 <= anatomy["rho_signed"] <= 1
     assert {r["method"] for r in curves} == {"magnitude", "gradient", "taylor", "fisher", "random", "movement"}
     saved = pd.read_csv(tables_dir(cache_dir() / "figures" / "smoke") / "02_oneshot_weights.csv")
     assert sorted(saved.test_accuracy) == pytest.approx(sorted(r["test_accuracy"] for r in curves), abs=1e-6)
     for measurement in (study.dense(), study.weight_scoring(), study.score_correlation(),
-                        study.inside_cut(sorted(p2["sparsities"])[len(p2["sparsities"]) // 2]),
+                        study.inside_cut(mid),
                         study.head_importance(), study.head_curves(), study.removable_heads(0.01),
                         study.neuron_curves(p2["neuron_fractions"]), study.layer_study(), study.ablation(),
                         study.sensitivity(p2["sensitivity_sparsities"])):

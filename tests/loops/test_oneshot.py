@@ -3,7 +3,7 @@ import json
 
 import pytest
 import torch
-from test_cli import assert_user_error, main_error, run
+from test_cli import assert_user_error, cli, main_error, run
 
 from xlprune_lib.prune.plan import PruningPlan
 from xlprune_lib.prune.select import NM
@@ -34,11 +34,11 @@ def test_weight_pruning_writes_zeros_and_measures_them(smoke_runs, tmp_path):
     assert m["git_commit"] and m["config"]["method"] == "taylor"
 
 
-def test_head_pruning_saves_a_smaller_model(smoke_runs, tmp_path):
+def test_head_pruning_saves_a_smaller_model(smoke_runs, tmp_path, capsys):
     out = tmp_path / "h"
-    proc = run("prune", "--model", str(smoke_runs["ft"]), "--method", "fisher", "--granularity", "head",
+    proc = cli(capsys, "prune", "--model", str(smoke_runs["ft"]), "--method", "fisher", "--granularity", "head",
                "--sparsity", "0.5", "--out", str(out), "--score-batches", "1", "--finetune-epochs", "0.5",
-               "--quiet", timeout=600)
+               "--quiet")
     assert proc.returncode == 0, proc.stderr
     model, m = load_saved(out), _metrics(out)
     assert sum(model.config.heads_per_layer) == 4            # smoke: 2 layers x 4 heads, half removed
@@ -50,11 +50,10 @@ def test_head_pruning_saves_a_smaller_model(smoke_runs, tmp_path):
         model(input_ids=torch.tensor([[10, 11, 12, 4, 3]]))
 
 
-def test_movement_pruning_of_neurons(smoke_runs, tmp_path):
+def test_movement_pruning_of_neurons(smoke_runs, tmp_path, capsys):
     out = tmp_path / "m"
-    proc = run("prune", "--model", str(smoke_runs["ft"]), "--method", "movement", "--granularity", "neuron",
-               "--sparsity", "0.25", "--scope", "local", "--score-steps", "3", "--out", str(out), "--quiet",
-               timeout=600)
+    proc = cli(capsys, "prune", "--model", str(smoke_runs["ft"]), "--method", "movement", "--granularity", "neuron",
+               "--sparsity", "0.25", "--scope", "local", "--score-steps", "3", "--out", str(out), "--quiet")
     assert proc.returncode == 0, proc.stderr
     assert load_saved(out).config.inner_per_layer == [192, 192]   # smoke d_inner 256, a quarter per layer
 
@@ -86,29 +85,30 @@ def test_prune_refuses_bad_input(smoke_runs, tmp_path, capsys, args, fragment):
     assert not (tmp_path / "x").exists()
 
 
-def test_prune_refuses_a_model_it_cannot_score(smoke_runs, tmp_path):
+def test_prune_refuses_a_model_it_cannot_score(smoke_runs, tmp_path, capsys):
     out = str(tmp_path / "x")
-    assert_user_error(run("prune", "--model", str(smoke_runs["pre"]), "--method", "fisher", "--sparsity", "0.5",
-                          "--out", out), "XLNetForSequenceClassification")     # a PLM checkpoint: no labels
-    assert_user_error(run("prune", "--model", str(tmp_path / "nope"), "--method", "magnitude",
+    assert_user_error(cli(capsys, "prune", "--model", str(smoke_runs["pre"]), "--method", "fisher",
+                          "--sparsity", "0.5", "--out", out),
+                      "XLNetForSequenceClassification")     # a PLM checkpoint: no labels
+    assert_user_error(cli(capsys, "prune", "--model", str(tmp_path / "nope"), "--method", "magnitude",
                           "--sparsity", "0.5", "--out", out), "does not exist")
     assert not (tmp_path / "x").exists()
 
 
-def test_prune_never_overwrites_another_result(smoke_runs, tmp_path):
+def test_prune_never_overwrites_another_result(smoke_runs, tmp_path, capsys):
     out = tmp_path / "keep"
     args = ["prune", "--model", str(smoke_runs["ft"]), "--method", "magnitude", "--out", str(out), "--quiet"]
-    assert run(*args, "--sparsity", "0.3", timeout=600).returncode == 0
+    assert cli(capsys, *args, "--sparsity", "0.3").returncode == 0
     before = (out / "metrics.json").read_text()
-    assert_user_error(run(*args, "--sparsity", "0.7", timeout=600), "already holds a different run")
+    assert_user_error(cli(capsys, *args, "--sparsity", "0.7"), "already holds a different run")
     assert (out / "metrics.json").read_text() == before
 
 
-def test_l0_pruning_of_heads_and_neurons(smoke_runs, tmp_path):
+def test_l0_pruning_of_heads_and_neurons(smoke_runs, tmp_path, capsys):
     """Trained gates, finalized by surgery: the saved model is smaller and its report counts what went."""
     out = tmp_path / "l0"
-    proc = run("prune", "--model", str(smoke_runs["ft"]), "--method", "l0", "--granularity", "head+neuron",
-               "--lambda", "5", "--finetune-epochs", "1", "--out", str(out), "--quiet", timeout=600)
+    proc = cli(capsys, "prune", "--model", str(smoke_runs["ft"]), "--method", "l0", "--granularity", "head+neuron",
+               "--lambda", "5", "--finetune-epochs", "1", "--out", str(out), "--quiet")
     assert proc.returncode == 0, proc.stderr
     m, model = _metrics(out), load_saved(out)
     assert m["l0_history"] and {"expected_l0", "expected_sparsity", "lambda"} <= set(m["l0_history"][-1])
@@ -120,12 +120,12 @@ def test_l0_pruning_of_heads_and_neurons(smoke_runs, tmp_path):
     assert [layer["heads"] for layer in rep["layers"]] == heads
 
 
-def test_n_of_m_pruning_from_the_command_line(smoke_runs, tmp_path):
+def test_n_of_m_pruning_from_the_command_line(smoke_runs, tmp_path, capsys):
     """``--granularity 2:4`` with any score: exactly 2 nonzeros in every 4 consecutive inputs, the sparsity
     implied (0.5) and delivered, counted from the saved tensors."""
     out = tmp_path / "nm"
-    proc = run("prune", "--model", str(smoke_runs["ft"]), "--method", "taylor", "--granularity", "2:4",
-               "--score-batches", "2", "--out", str(out), "--quiet", timeout=600)
+    proc = cli(capsys, "prune", "--model", str(smoke_runs["ft"]), "--method", "taylor", "--granularity", "2:4",
+               "--score-batches", "2", "--out", str(out), "--quiet")
     assert proc.returncode == 0, proc.stderr
     m = _metrics(out)
     assert m["spec"]["sparsity"] == 0.5 and m["delivery"]["met"]

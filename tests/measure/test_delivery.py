@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 from conftest import tiny_config
-from test_cli import run
+from test_cli import cli
 
 from xlprune_lib.prune import l0
 from xlprune_lib.measure.delivery import TOLERANCE, delivery
@@ -71,10 +71,10 @@ def test_delivery_record():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("granularity", ["head+neuron", "weight"])
-def test_l0_target_on_smoke_is_delivered_with_the_default_epoch(smoke_runs, tmp_path, granularity):
+def test_l0_target_on_smoke_is_delivered_with_the_default_epoch(smoke_runs, tmp_path, granularity, capsys):
     out = tmp_path / "l0"
-    proc = run("prune", "--model", str(smoke_runs["ft"]), "--method", "l0", "--granularity", granularity,
-               "--sparsity", "0.5", "--out", str(out), "--quiet", timeout=900)
+    proc = cli(capsys, "prune", "--model", str(smoke_runs["ft"]), "--method", "l0", "--granularity", granularity,
+               "--sparsity", "0.5", "--out", str(out), "--quiet")
     assert proc.returncode == 0, proc.stderr
     before = counts(load_saved(smoke_runs["ft"]))["prunable"]
     delivered = 1 - counts(load_saved(out))["prunable_nonzero"] / before     # from the saved tensors
@@ -87,25 +87,25 @@ def test_l0_target_on_smoke_is_delivered_with_the_default_epoch(smoke_runs, tmp_
 
 
 @pytest.mark.slow
-def test_a_missed_request_is_said_on_stderr(smoke_runs, tmp_path):
+def test_a_missed_request_is_said_on_stderr(smoke_runs, tmp_path, capsys):
     out = tmp_path / "heads"      # smoke has 8 heads: 0.3 of them is 2.4, whole heads give 2 (0.25)
-    proc = run("prune", "--model", str(smoke_runs["ft"]), "--method", "magnitude", "--granularity", "head",
-               "--sparsity", "0.3", "--out", str(out), "--quiet", timeout=600)
+    proc = cli(capsys, "prune", "--model", str(smoke_runs["ft"]), "--method", "magnitude", "--granularity", "head",
+               "--sparsity", "0.3", "--out", str(out), "--quiet")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("xlprune: warning:") and "0.2500" in lines[0], proc.stderr
     assert json.loads((out / "metrics.json").read_text())["delivery"]["met"] is False
-    ok = run("prune", "--model", str(smoke_runs["ft"]), "--method", "magnitude", "--granularity", "head",
-             "--sparsity", "0.25", "--out", str(tmp_path / "ok"), "--quiet", timeout=600)
+    ok = cli(capsys, "prune", "--model", str(smoke_runs["ft"]), "--method", "magnitude", "--granularity", "head",
+             "--sparsity", "0.25", "--out", str(tmp_path / "ok"), "--quiet")
     assert ok.returncode == 0 and "warning" not in ok.stderr
 
 
 @pytest.mark.slow
-def test_an_iterative_run_that_stops_early_says_so(smoke_runs, tmp_path):
+def test_an_iterative_run_that_stops_early_says_so(smoke_runs, tmp_path, capsys):
     out = tmp_path / "it"
-    proc = run("iterate", "--model", str(smoke_runs["ft"]), "--method", "magnitude", "--target", "0.5",
+    proc = cli(capsys, "iterate", "--model", str(smoke_runs["ft"]), "--method", "magnitude", "--target", "0.5",
                "--schedule", "constant", "--step", "0.5", "--round-steps", "1", "--requirement", "0.999",
-               "--out", str(out), "--quiet", timeout=600)
+               "--out", str(out), "--quiet")
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["delivery"]["delivered"] == 0.0 and not summary["delivery"]["met"]

@@ -158,6 +158,37 @@ class ScoreStudy(DenseStudy):
             return out
         return self._measured("ch2-inside-cut", compute, sparsity=sparsity)
 
+    def movement_anatomy(self, sparsities) -> dict:
+        """Why one-shot movement pruning can do worse than random: its sign against its size.
+
+        Movement scores ``S = -sum_t w_t g_t`` (Sanh et al. 2020, eq. 5) are compared with the Taylor score
+        ``|w g|`` (Molchanov et al. 2017), the first-order loss change of removing a weight:
+
+        - ``negative_share``: fraction of prunable weights with ``S < 0`` (the ones pruned first);
+        - ``rho_signed``, ``rho_magnitude``: Spearman correlation of ``S`` and of ``|S|`` with Taylor;
+        - ``taylor_keep_removed``: rows ``{"method", "requested", "removed"}``, one per weight score and sparsity:
+          the share of the weights Taylor keeps at that sparsity (its top ``1 - sparsity``, the weights the loss
+          needs most to first order) that the score's global cut at that sparsity removes. Taylor removes none of
+          them by construction; random removes about ``sparsity`` of them.
+
+        All fractions in [0, 1]; correlations in [-1, 1].
+        """
+        def compute():
+            flat = self._flat_scores
+            movement, taylor = flat["movement"], flat["taylor"]
+            order = {m: torch.argsort(s, stable=True) for m, s in flat.items()}
+            rows = []
+            for sparsity in sparsities:
+                k = int(sparsity * len(taylor))
+                keep = torch.ones(len(taylor), dtype=torch.bool)
+                keep[order["taylor"][:k]] = False
+                rows += [{"method": m, "requested": sparsity, "removed": (keep[o[:k]].sum() / keep.sum()).item()}
+                         for m, o in order.items()]
+            return {"negative_share": (movement < 0).float().mean().item(),
+                    "rho_signed": ranks.spearman(movement, taylor),
+                    "rho_magnitude": ranks.spearman(movement.abs(), taylor), "taylor_keep_removed": rows}
+        return self._measured("ch2-movement-anatomy", compute, sparsities=list(sparsities))
+
     def head_importance(self) -> list[list[float]]:
         """Taylor (gate-gradient) head scores, each layer divided by its L2 norm: ``n_layer`` rows of ``n_head``."""
         def compute():
