@@ -1,9 +1,10 @@
 """The built smoke book, opened in a real browser (Debian's headless chromium, driven through chromedriver by
 selenium) at desktop and phone width, the way a reader sees it, with nothing reachable but the local files.
 
-For every page: the equations are typeset (no raw TeX left in the text), every image loaded, no cell shows an
-error, no internal link or anchor is broken, the page never scrolls sideways, and no request leaves the
-machine. ``make test`` installs chromium and chromium-driver with apt-get when they are missing (README).
+For every page: the equations are typeset (no raw TeX left in the text), every image loaded, every figure has
+a number, table percentages have one decimal, no cell shows an error, no internal link or anchor is broken,
+the page never scrolls sideways, and no request leaves the machine. ``make test`` installs chromium and
+chromium-driver with apt-get when they are missing (README).
 Screenshots of every page at both widths go to ``$XLPRUNE_SCREENSHOTS`` when it is set (to look at them).
 """
 import json
@@ -36,6 +37,10 @@ ready.then(() => done({
   overflow: document.documentElement.scrollWidth - window.innerWidth,
   links: Array.from(document.querySelectorAll('a[href]')).map(a => a.href),
   math: document.querySelectorAll('mjx-container').length,
+  percents: Array.from(document.querySelectorAll('td, th')).map(c => c.innerText)
+    .filter(t => /\d\.\d{2,}\s*%/.test(t)),
+  unnumbered: Array.from(document.querySelectorAll('figure')).filter(f => !f.querySelector('.caption-number'))
+    .map(f => (f.querySelector('figcaption') || f).innerText.slice(0, 60)),
 })).catch(e => done({failed: String(e)}));
 """
 
@@ -114,6 +119,10 @@ def test_every_page_reads_offline_as_intended(smoke_html, view, tmp_path):
                 problems.append(f"{name}: raw TeX in the text: {sorted(set(raw))}")
             if broken := [src for src, ok in state["images"] if not ok]:
                 problems.append(f"{name}: images that did not load: {broken[:3]}")
+            if state["percents"]:
+                problems.append(f"{name}: table percentages with more than one decimal: {state['percents'][:3]}")
+            if state["unnumbered"]:
+                problems.append(f"{name}: figures without a number: {state['unnumbered'][:3]}")
             if state["errors"]:
                 problems.append(f"{name}: {state['errors']} error outputs")
             if state["overflow"] > 1:

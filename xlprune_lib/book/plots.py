@@ -170,7 +170,10 @@ def sparsity_curves(rows, y: str = "validation_accuracy", hue: str = "method", t
     ``spread``: rows of several seeds; ``x`` is rounded to 0.1 point so that the seeds' measurements of one
     grid point meet, the line is their mean and the band their range (min to max). ``hue_order``: the series
     and their colours (:func:`hue_colours`), to keep a series' colour across figures that show a subset.
-    ``integer_x``: ``x`` counts things (layers): integer ticks, no percent."""
+    ``integer_x``: ``x`` counts things (layers): integer ticks, no percent. Rows of one seed that carry the
+    95% bootstrap interval of ``y`` (``validation_ci_low`` and ``validation_ci_high`` for ``validation_accuracy``,
+    as the evaluator names them) get it drawn as a light band around each line, or as an error bar around a
+    series of one point."""
     df = pd.DataFrame(rows)
     if spread:
         df[x] = df[x].round(3)
@@ -180,6 +183,16 @@ def sparsity_curves(rows, y: str = "validation_accuracy", hue: str = "method", t
     sns.lineplot(df, x=x, y=y, hue=hue, style=hue, markers=True, dashes=False, ax=ax, lw=1.8,
                  hue_order=[h for h in order if h in set(df[hue])], palette=palette,
                  errorbar=("pi", 100) if spread else None)
+    split = y.removesuffix("_accuracy")
+    low, high = f"{split}_ci_low", f"{split}_ci_high"
+    if not spread and {low, high} <= set(df.columns):
+        for name, part in df.dropna(subset=[low, high]).groupby(hue, sort=False):
+            part = part.sort_values(x)
+            if len(part) == 1:          # a single point (one run) gets an error bar: a band needs two
+                ax.errorbar(part[x], part[y], yerr=[part[y] - part[low], part[high] - part[y]],
+                            color=palette[name], capsize=3, lw=1, fmt="none")
+            else:
+                ax.fill_between(part[x], part[low], part[high], color=palette[name], alpha=0.1, lw=0)
     for i, (name, value) in enumerate((hlines or {}).items()):
         ax.axhline(value, ls="--", lw=1.1, color="0.4" if i == 0 else "0.7", label=name)
     if integer_x:
