@@ -50,3 +50,16 @@ def test_a_series_of_one_point_gets_an_error_bar():
     (segment,) = bars[0].get_segments()                          # random's one point: 0.54 +- 0.02 at 90%
     assert segment[:, 0].tolist() == [0.9, 0.9]
     assert abs(segment[0, 1] - 0.52) < 1e-9 and abs(segment[1, 1] - 0.56) < 1e-9
+
+
+def test_every_figure_is_saved_as_png_and_svg_and_the_svgs_reach_the_book(tmp_path):
+    from xlprune_lib.book import build
+
+    fig = plots.sparsity_curves(_rows())
+    png = plots.save(fig, tmp_path / "figures", "02_curves")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    svg = png.with_suffix(".svg")
+    assert svg.is_file() and "<svg" in svg.read_text()[:2000]
+    copies = build.copy_vector_figures(tmp_path / "figures", tmp_path / "chapters" / "figures")
+    assert [c.name for c in copies] == ["02_curves.svg"] and copies[0].read_bytes() == svg.read_bytes()
+    assert sorted(p.name for p in (tmp_path / "chapters" / "figures").iterdir()) == ["02_curves.svg"]  # no temp

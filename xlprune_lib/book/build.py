@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -95,6 +96,21 @@ def execute(profile: str = DEFAULT_PROFILE, seed: int = 0, root: Path | None = N
                             parameters=parameters)
         show_parameters(tmp, parameters)
         os.replace(tmp, target)
+        copy_vector_figures(Path(parameters["output_dir"]), out_dir / "figures")
         log(f"[book] {nb.name}: {time.perf_counter() - start:.0f} s")
         done.append(target)
     return done
+
+
+def copy_vector_figures(source: Path, target: Path) -> list[Path]:
+    """Copy the chapters' SVG figures (``plots.save``) next to the executed copies, where the reference-results
+    page links them with ``{download}``; each file is written under a temporary name and renamed. Returns the
+    copies."""
+    ensure_dir(target)
+    copied = []
+    for svg in sorted(source.glob("*.svg")):
+        tmp = target / f".{svg.name}.tmp"
+        shutil.copyfile(svg, tmp)
+        os.replace(tmp, target / svg.name)
+        copied.append(target / svg.name)
+    return copied

@@ -42,12 +42,14 @@ def use_house_style() -> None:
 
 
 def save(fig, output_dir: str | Path | None, name: str) -> Path | None:
-    """Also write the figure as ``output_dir/name.png`` (skipped when ``output_dir`` is empty)."""
+    """Also write the figure as ``output_dir/name.png`` and, for print and papers, as the vector graphic
+    ``output_dir/name.svg`` (both skipped when ``output_dir`` is empty). Returns the PNG's path."""
     if not output_dir:
         return None
 
     path = ensure_dir(output_dir, "output_dir") / f"{name}.png"
     fig.savefig(path)
+    fig.savefig(path.with_suffix(".svg"))
     return path
 
 
