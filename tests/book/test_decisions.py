@@ -44,3 +44,11 @@ def test_the_committed_results_give_a_row_per_goal():
     assert [r["source"] for r in rows] == ["05_speed", "05_speed", "05_speed_gpu", "02_oneshot_weights",
                                            "04_iterative"]
     assert all(r["evidence"] and r["chapter"] in decisions.CHAPTERS.values() for r in rows)
+
+
+def test_the_gpu_row_shows_the_smaller_batches_of_its_choice():
+    gpu = pd.DataFrame({"device": "H200", "model": ["dense", "structured-50%"] * 3,
+                        "batch": [1, 1, 32, 32, 128, 128], "latency_ratio": [1.0, 1.01, 1.0, 1.03, 1.0, 0.91]})
+    row = decisions.gpu_row(gpu)
+    assert row["choice"] == "structured-50%" and row["goal"].startswith("fastest on a GPU (batch 128")
+    assert "at batch 1 1.01×, batch 32 1.03×" in row["evidence"]

@@ -1,5 +1,6 @@
 """The parameter table and the per-layer report: parameters, nonzeros, heads, neurons, FLOPs per token and sizes,
 counted from the tensors."""
+import copy
 import json
 
 import pytest
@@ -195,3 +196,20 @@ def test_lm_head_tied_weights_counted_once():
 def test_unknown_parameter_names_are_not_silently_dropped():
     with pytest.raises(ValueError):
         XLNetStructure.component_of("transformer.layer.0.new_thing.weight")
+
+
+def test_prunable_target_reaches_a_whole_model_zero_fraction(model):
+    """Chapter 2 compares a shortcut with magnitude pruning "to the same zero fraction" of the whole model; the
+    prunable set is only part of the model, so the target handed to prune_to must be converted (the chapter once
+    passed the whole-model fraction straight through and got half of it)."""
+    with torch.no_grad():                      # a few zeros outside the prunable set count as well
+        model.transformer.word_embedding.weight[:3] = 0
+    totals = report.layer_report(model)["totals"]
+    share = totals["prunable"]["params"] / totals["model"]["params"]
+    for wanted in (0.05, 0.2, share * 0.9):
+        pruned = copy.deepcopy(model)
+        masks.prune_to(pruned, report.prunable_target(model, wanted))
+        assert report.layer_report(pruned)["totals"]["model"]["sparsity"] == pytest.approx(wanted, abs=2e-3)
+    assert report.prunable_target(model, 0.0) == 0.0 and report.prunable_target(model, 1.0) == 0.99
+    with pytest.raises(ValueError, match="model_fraction"):
+        report.prunable_target(model, 1.5)

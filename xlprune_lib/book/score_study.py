@@ -285,9 +285,10 @@ class ScoreStudy(DenseStudy):
             shortcut, proper = copy.deepcopy(self.model), copy.deepcopy(self.model)
             with contextlib.redirect_stdout(io.StringIO()):
                 prune_fn(shortcut, fraction)
-            prune_to(proper, zeros(shortcut))           # global magnitude pruning to the same measured fraction
+            # prune_to's target is a share of the prunable set, the shortcut's zero fraction one of the whole model
+            prune_to(proper, report.prunable_target(self.model, zeros(shortcut)))
             return {"shortcut": {"zero_fraction": zeros(shortcut), **self.evaluator(shortcut)},
                     "global magnitude, same zero fraction": {"zero_fraction": zeros(proper), **self.evaluator(proper)},
                     "dense": {"zero_fraction": zeros(self.model), **self.dense()}}
-        return self._measured("ch2-shortcut", compute, fraction=fraction,
+        return self._measured("ch2-shortcut", compute, fraction=fraction, target="whole-model zero fraction",
                               prune_fn=cache_key({"source": inspect.getsource(prune_fn)}))

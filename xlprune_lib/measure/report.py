@@ -194,6 +194,21 @@ def tensor_sizes(model) -> dict:
     return {"dense_bytes": dense, "sparse_bytes": sparse}
 
 
+def prunable_target(model, model_fraction: float) -> float:
+    """The sparsity of the prunable set (what :func:`masks.prune_to` asks for) that makes ``model_fraction`` of
+    the *whole* model zero, counting the zeros the model already has outside the prunable set. Capped at 0.99:
+    a whole-model fraction beyond the prunable set's share cannot be reached by pruning it.
+
+    Fractions in [0, 1]. Raises ``ValueError`` outside that range.
+    """
+    if not 0.0 <= model_fraction <= 1.0:
+        raise ValueError(f"model_fraction must be in [0, 1], got {model_fraction}")
+    totals = layer_report(model)["totals"]
+    total, prunable = totals["model"]["params"], totals["prunable"]["params"]
+    outside = totals["model"]["sparsity"] * total - totals["prunable"]["sparsity"] * prunable
+    return min(max(model_fraction * total - outside, 0.0) / prunable, 0.99)
+
+
 def layer_report(model, seq_len: int = 128) -> dict:
     """Per-layer parameters, nonzeros, heads, neurons and FLOPs per token of any XLNet model, with totals.
 
