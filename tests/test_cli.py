@@ -25,8 +25,10 @@ def assert_user_error(proc, *fragments):
 
 def cli(capsys, *args) -> subprocess.CompletedProcess:
     """``xlprune ARGS`` in this process, returned like ``run``'s completed process (return code, stdout, stderr),
-    without the interpreter start-up and imports (about 5 s) that ``run`` pays per call. Each command is still
-    run once through a real interpreter by ``run`` somewhere in the suite."""
+    without the interpreter start-up and imports (about 5 s) that ``run`` pays per call. It sees what goes through
+    ``sys.stdout``/``sys.stderr``, not a warning this process has shown before: a test of everything a user's
+    terminal gets uses ``run``, as the entry point's own tests do (help, a usage error, ``info``, ``prune``,
+    ``iterate``, ``bench``, the missed-request warning and the hub check)."""
     from xlprune_lib.cli import main
 
     capsys.readouterr()
@@ -40,6 +42,7 @@ def main_error(capsys, *args) -> str:
     return 2 with one line on stderr; the line is returned."""
     from xlprune_lib.cli import main
 
+    capsys.readouterr()                  # only this call's output counts
     assert main(list(args)) == 2
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
@@ -96,8 +99,9 @@ def test_info_json_matches_the_tensors(tiny_classifier, tmp_path, capsys):
     from xlprune_lib.cli import main
 
     out = modeling.save_model(tiny_classifier, None, tmp_path / "m")
-    assert main(["info", "--model", str(out), "--json"]) == 0
-    got = json.loads(capsys.readouterr().out)
+    proc = run("info", "--model", str(out), "--json")          # once through a real interpreter
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
     assert got["components"] == report.parameter_breakdown(tiny_classifier)["components"]
     assert got["architecture"] == "XLNetForSequenceClassification"
     assert main(["info", "--model", str(out)]) == 0

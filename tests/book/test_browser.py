@@ -1,8 +1,8 @@
 """The built smoke book, opened in a real browser (Debian's headless chromium, driven through chromedriver by
 selenium) at desktop and phone width, the way a reader sees it, with nothing reachable but the local files.
 
-For every page: the equations are typeset (no raw TeX left in the text), every image loaded, every figure has
-a number, table percentages have one decimal, no cell shows an error, no internal link or anchor is broken,
+For every page: the equations are typeset (no raw TeX left in the text), every image loaded and sits in a
+numbered figure, table percentages have one decimal, no cell shows an error, no internal link or anchor is broken,
 the page never scrolls sideways, and no request leaves the machine. ``make test`` installs chromium and
 chromium-driver with apt-get when they are missing (README).
 Screenshots of every page at both widths go to ``$XLPRUNE_SCREENSHOTS`` when it is set (to look at them).
@@ -28,7 +28,7 @@ const clone = document.querySelector('main, article, body').cloneNode(true);
 clone.querySelectorAll('pre, code, mjx-container, script, style, .MathJax_Preview').forEach(e => e.remove());
 return clone.innerText;
 """
-PAGE_STATE = """
+PAGE_STATE = r"""
 const done = arguments[arguments.length - 1];
 const ready = (window.MathJax && MathJax.startup && MathJax.startup.promise) || Promise.resolve();
 ready.then(() => done({
@@ -41,6 +41,8 @@ ready.then(() => done({
     .filter(t => /\d\.\d{2,}\s*%/.test(t)),
   unnumbered: Array.from(document.querySelectorAll('figure')).filter(f => !f.querySelector('.caption-number'))
     .map(f => (f.querySelector('figcaption') || f).innerText.slice(0, 60)),
+  bare: Array.from(document.querySelectorAll('main img, article img')).filter(i => !i.closest('figure'))
+    .map(i => i.getAttribute('src')),
 })).catch(e => done({failed: String(e)}));
 """
 
@@ -123,6 +125,8 @@ def test_every_page_reads_offline_as_intended(smoke_html, view, tmp_path):
                 problems.append(f"{name}: table percentages with more than one decimal: {state['percents'][:3]}")
             if state["unnumbered"]:
                 problems.append(f"{name}: figures without a number: {state['unnumbered'][:3]}")
+            if state["bare"]:
+                problems.append(f"{name}: images outside a numbered figure: {state['bare'][:3]}")
             if state["errors"]:
                 problems.append(f"{name}: {state['errors']} error outputs")
             if state["overflow"] > 1:

@@ -8,7 +8,9 @@ claim fail, never hide a seed that contradicts it. The chapter and the sentence 
 import pytest
 
 from xlprune_lib.book.results import read_table
+from xlprune_lib.config import DEFAULT_PROFILE
 from xlprune_lib.measure.stats import apart
+from xlprune_lib.train.comparison import SCRATCH_PROFILE
 
 
 def _interval(row, split="test"):
@@ -19,39 +21,41 @@ def _seeds(frame):
     return [part for _, part in frame.groupby("seed")]
 
 
-@pytest.fixture(scope="module")
-def models():
-    frame = read_table("01_models")
-    return {r.model if r.profile == "minilm" else f"{r.profile}:{r.model}": r for r in frame.itertuples()}
+def _models_by_seed():
+    """``{seed: {model: row}}`` of ``01_models``; rows of the comparison profile are keyed ``profile:model``."""
+    out = {}
+    for part in _seeds(read_table("01_models")):
+        out[int(part.seed.iloc[0])] = {
+            r["model"] if r["profile"] == DEFAULT_PROFILE else f"{r['profile']}:{r['model']}": r
+            for r in part.to_dict("records")}
+    return out
 
 
-def _row(models, name):
-    return models[name]._asdict()
-
-
-def test_chapter_1_stage_by_stage(models):
+def test_chapter_1_stage_by_stage():
     """Chapter 1, "How to read Fig. 1.6" and the summary."""
-    source, mapped, positions = (_row(models, n) for n in ("source-bert", "mapped", "mapped-positions"))
-    aligned, warm, random_init = (_row(models, n) for n in ("aligned", "warm-start", "random-init"))
-    # "mapped sits several points below source-bert, and its interval overlaps that of random-init"
-    assert source["test_accuracy"] - mapped["test_accuracy"] >= 0.03 and apart(_interval(source), _interval(mapped))
-    assert not apart(_interval(mapped), _interval(random_init))
-    # "the classifier ends lower" with the closed-form position fit
-    assert positions["test_accuracy"] < mapped["test_accuracy"]
-    # "aligned lands within the interval of source-bert" and "recovers the gap"
-    assert source["test_ci_low"] <= aligned["test_accuracy"] <= source["test_ci_high"]
-    assert apart(_interval(aligned), _interval(mapped))
-    # "permutation-LM adaptation leaves the classifier where alignment put it"; the summary: alignment "wins the
-    # accuracy back", so the fine-tuned warm start lies within the source's interval too
-    assert not apart(_interval(warm), _interval(aligned))
-    assert source["test_ci_low"] <= warm["test_accuracy"] <= source["test_ci_high"]
+    for models in _models_by_seed().values():
+        source, mapped, positions = (models[n] for n in ("source-bert", "mapped", "mapped-positions"))
+        aligned, warm, random_init = (models[n] for n in ("aligned", "warm-start", "random-init"))
+        # "mapped sits several points below source-bert, and its interval overlaps that of random-init"
+        assert source["test_accuracy"] - mapped["test_accuracy"] >= 0.03
+        assert apart(_interval(source), _interval(mapped)) and not apart(_interval(mapped), _interval(random_init))
+        # "putting positions back alone does not help": the closed-form position fit ends lower
+        assert positions["test_accuracy"] < mapped["test_accuracy"]
+        # "aligned lands within the interval of source-bert" and "recovers the gap"
+        assert source["test_ci_low"] <= aligned["test_accuracy"] <= source["test_ci_high"]
+        assert apart(_interval(aligned), _interval(mapped))
+        # "permutation-LM adaptation leaves the classifier where alignment put it"; the summary: alignment "wins
+        # the accuracy back", so the fine-tuned warm start lies within the source's interval too
+        assert not apart(_interval(warm), _interval(aligned))
+        assert source["test_ci_low"] <= warm["test_accuracy"] <= source["test_ci_high"]
 
 
-def test_pretraining_from_scratch_stays_at_the_majority_class(models):
+def test_pretraining_from_scratch_stays_at_the_majority_class():
     """Chapter 1 ("its classifier stays at the majority class") and the intro ("what a few minutes of
     pretraining on a CPU do not buy")."""
-    scratch, majority = _row(models, "tiny:plm-scratch"), _row(models, "majority")
-    assert abs(scratch["test_accuracy"] - majority["test_accuracy"]) < 0.005
+    for models in _models_by_seed().values():
+        scratch, majority = models[f"{SCRATCH_PROFILE}:plm-scratch"], models["majority"]
+        assert abs(scratch["test_accuracy"] - majority["test_accuracy"]) < 0.005
 
 
 def test_intervals_are_about_two_points():
@@ -88,6 +92,29 @@ def test_one_shot_fine_tuning_leaves_a_gap_to_dense():
         runs = part[part.approach == "one-shot + fine-tuning"]
         dense, last = runs[runs.steps == 0].iloc[0], runs[runs.steps > 0].iloc[-1]
         assert last.test_accuracy < dense.test_accuracy and apart(_interval(dense), _interval(last))
+
+
+def test_the_loop_and_gradual_runs_cost_more_per_step_than_one_shot():
+    """Chapter 4: "per step, the loop and the gradual runs cost more wall time than one-shot" (they evaluate
+    after every round or record); seconds after the dense row, per fine-tuning step."""
+    for part in _seeds(read_table("04_iterative")):
+        per_step = {}
+        for approach, runs in part[part.approach != "one-shot, no fine-tuning"].groupby("approach"):
+            start, last = runs[runs.steps == 0].iloc[0], runs.iloc[-1]
+            per_step[approach] = (last.seconds - start.seconds) / last.steps
+        oneshot = per_step.pop("one-shot + fine-tuning")
+        assert per_step and all(cost > oneshot for cost in per_step.values()), per_step
+
+
+def test_one_shot_fine_tuning_misses_the_one_point_rule():
+    """The results page: "'none' means no evaluated model of that approach met it: chapter 4's one-shot run with
+    fine-tuning has a single model, at its target"."""
+    weights, it = read_table("02_oneshot_weights"), read_table("04_iterative")
+    for part in _seeds(it):
+        seed = part.seed.iloc[0]
+        dense = weights[(weights.seed == seed) & (weights.requested == 0) & (weights.method == "magnitude")].iloc[0]
+        tuned = part[(part.approach == "one-shot + fine-tuning") & (part.steps > 0)]
+        assert len(tuned) == 1 and tuned.validation_accuracy.iloc[0] < dense.validation_accuracy - 0.01
 
 
 def test_masked_models_keep_dense_size_and_speed():

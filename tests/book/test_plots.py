@@ -38,6 +38,7 @@ def test_one_seed_curves_draw_their_intervals_in_the_series_colour():
 
 def test_curves_without_intervals_draw_none_and_seeds_draw_their_range():
     assert not _bands(plots.sparsity_curves(_rows(intervals=False)))
+    assert not _bands(plots.sparsity_curves(_rows(seeds=(0, 1))))    # several seeds' intervals: no zig-zag
     spread = plots.sparsity_curves(_rows(seeds=(0, 1, 2)), spread=True)
     assert len(_bands(spread)) == 2          # seaborn's min-max band per series, not the per-seed intervals
 
@@ -52,7 +53,7 @@ def test_a_series_of_one_point_gets_an_error_bar():
     assert abs(segment[0, 1] - 0.52) < 1e-9 and abs(segment[1, 1] - 0.56) < 1e-9
 
 
-def test_every_figure_is_saved_as_png_and_svg_and_the_svgs_reach_the_book(tmp_path):
+def test_every_figure_is_saved_as_png_and_svg_and_the_declared_svgs_reach_the_book(tmp_path):
     from xlprune_lib.book import build
 
     fig = plots.sparsity_curves(_rows())
@@ -60,6 +61,27 @@ def test_every_figure_is_saved_as_png_and_svg_and_the_svgs_reach_the_book(tmp_pa
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     svg = png.with_suffix(".svg")
     assert svg.is_file() and "<svg" in svg.read_text()[:2000]
-    copies = build.copy_vector_figures(tmp_path / "figures", tmp_path / "chapters" / "figures")
+    first = svg.read_bytes()
+    plots.save(fig, tmp_path / "figures", "02_curves")
+    assert svg.read_bytes() == first                        # no build date inside: the same figure, the same bytes
+    (tmp_path / "figures" / "02_renamed_long_ago.svg").write_text("<svg/>")      # left by an older build
+    copies = build.copy_vector_figures(tmp_path / "figures", tmp_path / "chapters" / "figures",
+                                       ["02_curves", "03_not_saved"])
     assert [c.name for c in copies] == ["02_curves.svg"] and copies[0].read_bytes() == svg.read_bytes()
-    assert sorted(p.name for p in (tmp_path / "chapters" / "figures").iterdir()) == ["02_curves.svg"]  # no temp
+    assert sorted(p.name for p in (tmp_path / "chapters" / "figures").iterdir()) == ["02_curves.svg"]
+
+
+def test_the_declared_figures_are_the_files_the_chapters_save():
+    """Every figure cell's name maps to the file its plots.save call writes (fig-02-weight-curves ->
+    02_weight_curves), so the published SVGs are exactly the chapters' figures."""
+    import json
+
+    from xlprune_lib.book import build
+
+    names = build.declared_figures()
+    assert len(names) == len(set(names)) >= 25 and "02_weight_curves" in names
+    for nb in build.chapters():
+        text = json.dumps(json.loads(nb.read_text())["cells"])
+        for name in names:
+            if name.startswith(nb.name[:2]):
+                assert f'\\"{name}\\")' in text, (nb.name, name)   # plots.save(fig, output_dir, "<name>")

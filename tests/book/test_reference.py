@@ -25,7 +25,9 @@ def _tables():
     speed = pd.DataFrame([
         (0, "dense", 0.0, 0.79), (0, "heads+neurons 50%", 0.5, 0.75), (0, "layers 2", 0.33, 0.70),
         (0, "magnitude 90%", 0.9, 0.60)], columns=["seed", "method", "prunable_removed", "test_accuracy"])
-    return {"02_oneshot_weights": weights, "04_iterative": iterative, "03_l0": l0, "05_speed": speed}
+    tables = {"02_oneshot_weights": weights, "04_iterative": iterative, "03_l0": l0, "05_speed": speed}
+    return {name: t.assign(test_ci_low=t.test_accuracy - 0.02, test_ci_high=t.test_accuracy + 0.02)
+            for name, t in tables.items()}
 
 
 def test_highest_sparsity_within_compares_each_seed_with_its_own_dense_model():
@@ -47,6 +49,7 @@ def test_highest_sparsity_within_compares_each_seed_with_its_own_dense_model():
 def test_sparsity_points_separate_one_shot_from_fine_tuned_and_skip_the_dense_step():
     oneshot, finetuned = reference.sparsity_points(_tables())
     assert len(oneshot) == 8 and {r["method"] for r in oneshot} == {"magnitude", "random"}
+    assert all(r["test_ci_high"] - r["test_ci_low"] == pytest.approx(0.04) for r in oneshot + finetuned)
     names = [r["method"] for r in finetuned]
     assert names.count("iterative (geometric)") == 5          # every step > 0, of both seeds
     assert "one-shot, no fine-tuning" not in names and "L0 head" in names
@@ -60,3 +63,17 @@ def test_split_speed_reads_old_tables_as_pytorch_fp32():
     onnx = _tables()["05_speed"].assign(runtime=["torch", "torch", "onnxruntime", "torch"], dtype="fp32")
     torch_rows, deployed = reference.split_speed(onnx)
     assert list(deployed.method) == ["layers 2"] and len(torch_rows) == 3
+
+
+def test_highest_sparsity_takes_the_last_step_at_the_top_and_needs_every_dense_row():
+    tables = _tables()
+    it = tables["04_iterative"]
+    held = it.iloc[[-1]].assign(steps=30, test_accuracy=0.70)    # seed 1 held at 51% for another round
+    tables["04_iterative"] = pd.concat([it, held], ignore_index=True)
+    row = {r["approach"]: r for r in reference.highest_sparsity_within(tables, 0.01)}["iterative (geometric)"]
+    assert row["test (mean)"] == pytest.approx((0.775 + 0.800) / 2)    # seed 1 stays at 30%: 0.805 < 0.81
+    loose = {r["approach"]: r for r in reference.highest_sparsity_within(tables, 0.02)}["iterative (geometric)"]
+    assert loose["test (mean)"] == pytest.approx((0.775 + 0.70) / 2)    # seed 1 at 51%: its last step, 0.70
+    tables["02_oneshot_weights"] = tables["02_oneshot_weights"][lambda d: ~((d.seed == 1) & (d.requested == 0))]
+    with pytest.raises(ValueError, match="no dense row"):
+        reference.highest_sparsity_within(tables)

@@ -105,7 +105,8 @@ def test_cli_bench_json_and_errors(pair, tmp_path, capsys):
     for extra, msg in ((["--batch-sizes", "a"], "batch-sizes"), (["--seq-len", "0"], "seq-len"),
                        (["--device", "tpu"], "device"), (["--dtype", "fp16"], "fp16")):
         assert msg in main_error(capsys, *args, *extra)
-    assert "does not exist" in main_error(capsys, *args[:4], str(tmp_path / "nope"), *args[5:])
+    assert "does not exist" in main_error(capsys, *args[:4], str(tmp_path / "nope"), *args[5:])   # baseline
+    assert "does not exist" in main_error(capsys, *args[:2], str(tmp_path / "nope"), *args[3:])   # model
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "config.json").write_text((pair["dense"] / "config.json").read_text())

@@ -96,19 +96,35 @@ def execute(profile: str = DEFAULT_PROFILE, seed: int = 0, root: Path | None = N
                             parameters=parameters)
         show_parameters(tmp, parameters)
         os.replace(tmp, target)
-        copy_vector_figures(Path(parameters["output_dir"]), out_dir / "figures")
+        copy_vector_figures(Path(parameters["output_dir"]), out_dir / "figures", declared_figures(root))
         log(f"[book] {nb.name}: {time.perf_counter() - start:.0f} s")
         done.append(target)
     return done
 
 
-def copy_vector_figures(source: Path, target: Path) -> list[Path]:
-    """Copy the chapters' SVG figures (``plots.save``) next to the executed copies, where the reference-results
-    page links them with ``{download}``; each file is written under a temporary name and renamed. Returns the
-    copies."""
+def declared_figures(root: Path | None = None) -> list[str]:
+    """The file names (without suffix) of the figures the chapters declare: each figure cell's
+    ``mystnb.figure.name`` ``fig-02-weight-curves`` is the file ``02_weight_curves`` that ``plots.save`` writes.
+    Only these are published, so a figure renamed or dropped since an older build never reappears."""
+    names = []
+    for nb in chapters(root or repo_root()):
+        for cell in json.loads(nb.read_text())["cells"]:
+            figure = cell.get("metadata", {}).get("mystnb", {}).get("figure")
+            if figure and figure.get("name", "").startswith("fig-"):
+                names.append(figure["name"][len("fig-"):].replace("-", "_"))
+    return names
+
+
+def copy_vector_figures(source: Path, target: Path, names) -> list[Path]:
+    """Copy the SVG figures ``names`` (``plots.save``) that exist in ``source`` next to the executed copies, where
+    the reference-results page links them with ``{download}``; each file is written under a temporary name and
+    renamed. Returns the copies."""
     ensure_dir(target)
     copied = []
-    for svg in sorted(source.glob("*.svg")):
+    for name in names:
+        svg = source / f"{name}.svg"
+        if not svg.is_file():
+            continue
         tmp = target / f".{svg.name}.tmp"
         shutil.copyfile(svg, tmp)
         os.replace(tmp, target / svg.name)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ..measure import stats
+from .reference import ONESHOT_NO_FT
 
 CHAPTERS = {"02": "02_importance_metrics", "04": "04_iterative_finetuning", "05": "05_structured_speedup"}
 
@@ -101,7 +102,7 @@ def oneshot_row(weights: pd.DataFrame, sparsity: float = 0.7) -> dict:
 def finetuned_row(iterative: pd.DataFrame) -> dict:
     """The fine-tuning approach whose kept model has the best mean test accuracy at the common final sparsity
     (``04_iterative``), and those it cannot be told apart from."""
-    kept = iterative[(iterative.kept.astype(str) == "True") & (iterative.approach != "one-shot, no fine-tuning")]
+    kept = iterative[(iterative.kept.astype(str) == "True") & (iterative.approach != ONESHOT_NO_FT)]
     target = kept.sparsity.round(2).mode().iloc[0]
     at = _by_method(kept[kept.sparsity.round(2) == target], ("approach",))
     best = at.loc[at.test_accuracy.idxmax()]

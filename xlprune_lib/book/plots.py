@@ -49,7 +49,8 @@ def save(fig, output_dir: str | Path | None, name: str) -> Path | None:
 
     path = ensure_dir(output_dir, "output_dir") / f"{name}.png"
     fig.savefig(path)
-    fig.savefig(path.with_suffix(".svg"))
+    with matplotlib.rc_context({"svg.hashsalt": name}):     # fixed element ids and no date: same figure, same bytes
+        fig.savefig(path.with_suffix(".svg"), metadata={"Date": None})
     return path
 
 
@@ -187,8 +188,11 @@ def sparsity_curves(rows, y: str = "validation_accuracy", hue: str = "method", t
                  errorbar=("pi", 100) if spread else None)
     split = y.removesuffix("_accuracy")
     low, high = f"{split}_ci_low", f"{split}_ci_high"
-    if not spread and {low, high} <= set(df.columns):
+    one_seed = "seed" not in df or df["seed"].nunique() <= 1       # per-seed intervals would zig-zag
+    if not spread and one_seed and {low, high} <= set(df.columns):
         for name, part in df.dropna(subset=[low, high]).groupby(hue, sort=False):
+            if name not in palette:                                 # seaborn drops a series not in hue_order
+                continue
             part = part.sort_values(x)
             if len(part) == 1:          # a single point (one run) gets an error bar: a band needs two
                 ax.errorbar(part[x], part[y], yerr=[part[y] - part[low], part[high] - part[y]],

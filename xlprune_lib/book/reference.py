@@ -33,25 +33,32 @@ def split_speed(speed: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def sparsity_points(tables: dict[str, pd.DataFrame]) -> tuple[list[dict], list[dict]]:
-    """``(oneshot, finetuned)`` rows ``{"method", "sparsity", "test_accuracy", "seed"}``.
+    """``(oneshot, finetuned)`` rows ``{"method", "sparsity", "test_accuracy", "test_ci_low", "test_ci_high",
+    "seed"}``.
 
     ``oneshot``: chapter 2's weight curves (every score, no fine-tuning, including each seed's dense point).
     ``finetuned``: chapter 4's approaches after pruning began (step 0 is the dense model itself), chapter 3's
     L0 runs, and chapter 5's structured models (heads and neurons, or layers, removed; PyTorch rows), with the
     share of the prunable set they removed as their sparsity.
     """
-    oneshot = tables["02_oneshot_weights"][["method", "sparsity", "test_accuracy", "seed"]].to_dict("records")
+    kept = ["test_accuracy", "test_ci_low", "test_ci_high", "seed"]
+
+    def points(frame, method, sparsity):
+        return [{"method": m, "sparsity": s, **r} for m, s, r in
+                zip(method, frame[sparsity], frame[kept].to_dict("records"))]
+
+    weights = tables["02_oneshot_weights"]
+    oneshot = points(weights, weights.method, "sparsity")
     it = tables["04_iterative"]
     tuned = it[(it.approach != ONESHOT_NO_FT) & (it.steps > 0)]
-    finetuned = [{"method": r.approach, "sparsity": r.sparsity, "test_accuracy": r.test_accuracy, "seed": r.seed}
-                 for r in tuned.itertuples()]
-    finetuned += [{"method": f"L0 {r.granularity}", "sparsity": r.sparsity, "test_accuracy": r.test_accuracy,
-                   "seed": r.seed} for r in tables["03_l0"].itertuples()]
+    finetuned = points(tuned, tuned.approach, "sparsity")
+    l0 = tables["03_l0"]
+    finetuned += points(l0, "L0 " + l0.granularity, "sparsity")
     torch_rows, _ = split_speed(tables["05_speed"])
     for prefix, name in (("heads+neurons", "heads + neurons removed (chapter 5)"),
                          ("layers", "layers removed (chapter 5)")):
-        finetuned += [{"method": name, "sparsity": r.prunable_removed, "test_accuracy": r.test_accuracy,
-                       "seed": r.seed} for r in torch_rows[torch_rows.method.str.startswith(prefix)].itertuples()]
+        rows = torch_rows[torch_rows.method.str.startswith(prefix)]
+        finetuned += points(rows, [name] * len(rows), "prunable_removed")
     return oneshot, finetuned
 
 
@@ -63,6 +70,7 @@ def highest_sparsity_within(tables: dict[str, pd.DataFrame], tolerance: float = 
     One row per approach: ``seeds meeting it`` (``"k of n"``), ``highest sparsity (mean)`` and ``test (mean)``
     over the seeds that meet it (``None`` when none does), and the ``range`` of those sparsities. Chapter 4's
     ``one-shot, no fine-tuning`` curve is chapter 2's magnitude curve (same model, score and grid), listed once.
+    Raises ``ValueError`` if a seed of the tables has no dense row.
     """
     weights, it = tables["02_oneshot_weights"], tables["04_iterative"]
     dense = dense_by_seed(weights)
@@ -73,8 +81,11 @@ def highest_sparsity_within(tables: dict[str, pd.DataFrame], tolerance: float = 
     for name, part in candidates:
         found = []
         for seed, runs in part.groupby("seed"):
+            if seed not in dense.index:
+                raise ValueError(f"02_oneshot_weights has no dense row (magnitude, requested 0) for seed {seed}")
             ok = runs[runs.validation_accuracy >= dense.loc[seed, "validation_accuracy"] - tolerance]
-            found.append(ok.loc[ok.sparsity.idxmax()] if len(ok) else None)
+            # the highest sparsity; of several rows there (a gradual run held at its target), the last step
+            found.append(ok[ok.sparsity == ok.sparsity.max()].iloc[-1] if len(ok) else None)
         hits = [f for f in found if f is not None]
         rows.append({"approach": name, "seeds meeting it": f"{len(hits)} of {len(found)}",
                      "highest sparsity (mean)": sum(h.sparsity for h in hits) / len(hits) if hits else None,

@@ -34,6 +34,40 @@ WEIGHT_METHODS = ("magnitude", "gradient", "taylor", "fisher")   # + random (the
 UNIT_METHODS = ("taylor", "magnitude", "fisher", "random")        # head and neuron scores compared
 
 
+def lowest(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Indices of the ``int(sparsity * n)`` lowest of ``scores`` (shape ``(n,)``), ties by position: one global
+    cut over a flattened score. (``masks.prune_to`` masks exact zeros first; on trained weights the two agree.)
+    Raises ``ValueError`` unless ``0 <= sparsity < 1``."""
+    if not 0.0 <= sparsity < 1.0:
+        raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
+    return torch.argsort(scores, stable=True)[: int(sparsity * len(scores))]
+
+
+def movement_anatomy(flat: dict[str, torch.Tensor], sparsities) -> dict:
+    """Why one-shot movement pruning can do worse than random: its sign against its size.
+
+    ``flat``: every weight score as one vector over the prunable set (shape ``(n,)`` each), with ``movement``
+    (``S = -sum_t w_t g_t``, Sanh et al. 2020, eq. 5) and ``taylor`` (``|w g|``, Molchanov et al. 2017, the
+    first-order loss change of removing a weight); ``sparsities``: fractions in [0, 1). Returns
+
+    - ``negative_share``: fraction of weights with ``S < 0`` (the ones pruned first);
+    - ``rho_signed``, ``rho_magnitude``: Spearman correlation of ``S`` and of ``|S|`` with Taylor, in [-1, 1];
+    - ``taylor_keep_removed``: rows ``{"method", "requested", "removed"}``, one per score and sparsity: the share
+      of the weights Taylor keeps at that sparsity (its top ``1 - sparsity``, what the loss needs most to first
+      order) that the score's cut (:func:`lowest`) removes. Taylor removes none of them by construction; random
+      removes about ``sparsity`` of them.
+    """
+    movement, taylor = flat["movement"], flat["taylor"]
+    rows = []
+    for sparsity in sparsities:
+        keep = torch.ones(len(taylor), dtype=torch.bool)
+        keep[lowest(taylor, sparsity)] = False
+        rows += [{"method": m, "requested": sparsity,
+                  "removed": (keep[lowest(s, sparsity)].sum() / keep.sum()).item()} for m, s in flat.items()]
+    return {"negative_share": (movement < 0).float().mean().item(), "rho_signed": ranks.spearman(movement, taylor),
+            "rho_magnitude": ranks.spearman(movement.abs(), taylor), "taylor_keep_removed": rows}
+
+
 class ScoreStudy(DenseStudy):
     """The dense run of ``profile`` at ``seed`` and what chapter 2 measures on it (no fine-tuning after pruning).
 
@@ -150,7 +184,7 @@ class ScoreStudy(DenseStudy):
             for method, s in self._flat_scores.items():
                 source = self._scored_model(method)
                 w = torch.cat([current_weight(m, n).detach().abs().reshape(-1) for m, n in prunable_parameters(source)])
-                cut = torch.argsort(s, stable=True)[: int(sparsity * len(s))]
+                cut = lowest(s, sparsity)
                 sample = w[torch.randperm(len(w), generator=torch.Generator().manual_seed(self.seed))[:1_000_000]]
                 largest = w >= torch.quantile(sample, 0.9)
                 out[method] = {"mean_removed_ratio": (w[cut].mean() / w.mean()).item(),
@@ -159,35 +193,9 @@ class ScoreStudy(DenseStudy):
         return self._measured("ch2-inside-cut", compute, sparsity=sparsity)
 
     def movement_anatomy(self, sparsities) -> dict:
-        """Why one-shot movement pruning can do worse than random: its sign against its size.
-
-        Movement scores ``S = -sum_t w_t g_t`` (Sanh et al. 2020, eq. 5) are compared with the Taylor score
-        ``|w g|`` (Molchanov et al. 2017), the first-order loss change of removing a weight:
-
-        - ``negative_share``: fraction of prunable weights with ``S < 0`` (the ones pruned first);
-        - ``rho_signed``, ``rho_magnitude``: Spearman correlation of ``S`` and of ``|S|`` with Taylor;
-        - ``taylor_keep_removed``: rows ``{"method", "requested", "removed"}``, one per weight score and sparsity:
-          the share of the weights Taylor keeps at that sparsity (its top ``1 - sparsity``, the weights the loss
-          needs most to first order) that the score's global cut at that sparsity removes. Taylor removes none of
-          them by construction; random removes about ``sparsity`` of them.
-
-        All fractions in [0, 1]; correlations in [-1, 1].
-        """
-        def compute():
-            flat = self._flat_scores
-            movement, taylor = flat["movement"], flat["taylor"]
-            order = {m: torch.argsort(s, stable=True) for m, s in flat.items()}
-            rows = []
-            for sparsity in sparsities:
-                k = int(sparsity * len(taylor))
-                keep = torch.ones(len(taylor), dtype=torch.bool)
-                keep[order["taylor"][:k]] = False
-                rows += [{"method": m, "requested": sparsity, "removed": (keep[o[:k]].sum() / keep.sum()).item()}
-                         for m, o in order.items()]
-            return {"negative_share": (movement < 0).float().mean().item(),
-                    "rho_signed": ranks.spearman(movement, taylor),
-                    "rho_magnitude": ranks.spearman(movement.abs(), taylor), "taylor_keep_removed": rows}
-        return self._measured("ch2-movement-anatomy", compute, sparsities=list(sparsities))
+        """:func:`movement_anatomy` of this model's weight scores (movement's taken on the copy it fine-tuned)."""
+        return self._measured("ch2-movement-anatomy", lambda: movement_anatomy(self._flat_scores, sparsities),
+                              sparsities=list(sparsities))
 
     def head_importance(self) -> list[list[float]]:
         """Taylor (gate-gradient) head scores, each layer divided by its L2 norm: ``n_layer`` rows of ``n_head``."""
@@ -287,8 +295,12 @@ class ScoreStudy(DenseStudy):
                 prune_fn(shortcut, fraction)
             # prune_to's target is a share of the prunable set, the shortcut's zero fraction one of the whole model
             prune_to(proper, report.prunable_target(self.model, zeros(shortcut)))
+            # the prunable set is only part of the model: past its share the fractions cannot be equal, and the
+            # row says so
+            same = abs(zeros(proper) - zeros(shortcut)) <= 0.005
+            label = f"global magnitude, {'same' if same else 'closest reachable'} zero fraction"
             return {"shortcut": {"zero_fraction": zeros(shortcut), **self.evaluator(shortcut)},
-                    "global magnitude, same zero fraction": {"zero_fraction": zeros(proper), **self.evaluator(proper)},
+                    label: {"zero_fraction": zeros(proper), **self.evaluator(proper)},
                     "dense": {"zero_fraction": zeros(self.model), **self.dense()}}
         return self._measured("ch2-shortcut", compute, fraction=fraction, target="whole-model zero fraction",
                               prune_fn=cache_key({"source": inspect.getsource(prune_fn)}))
