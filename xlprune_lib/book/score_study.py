@@ -34,13 +34,15 @@ WEIGHT_METHODS = ("magnitude", "gradient", "taylor", "fisher")   # + random (the
 UNIT_METHODS = ("taylor", "magnitude", "fisher", "random")        # head and neuron scores compared
 
 
-def lowest(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
+def lowest(scores: torch.Tensor, sparsity: float, order: torch.Tensor | None = None) -> torch.Tensor:
     """Indices of the ``int(sparsity * n)`` lowest of ``scores`` (shape ``(n,)``), ties by position: one global
     cut over a flattened score. (``masks.prune_to`` masks exact zeros first; on trained weights the two agree.)
-    Raises ``ValueError`` unless ``0 <= sparsity < 1``."""
+    ``order``: ``torch.argsort(scores, stable=True)``, when it is already computed. Raises ``ValueError`` unless
+    ``0 <= sparsity < 1``."""
     if not 0.0 <= sparsity < 1.0:
         raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
-    return torch.argsort(scores, stable=True)[: int(sparsity * len(scores))]
+    order = torch.argsort(scores, stable=True) if order is None else order
+    return order[: int(sparsity * len(scores))]
 
 
 def movement_anatomy(flat: dict[str, torch.Tensor], sparsities) -> dict:
@@ -58,12 +60,14 @@ def movement_anatomy(flat: dict[str, torch.Tensor], sparsities) -> dict:
       removes about ``sparsity`` of them.
     """
     movement, taylor = flat["movement"], flat["taylor"]
+    order = {m: torch.argsort(s, stable=True) for m, s in flat.items()}    # each score sorted once
     rows = []
     for sparsity in sparsities:
         keep = torch.ones(len(taylor), dtype=torch.bool)
-        keep[lowest(taylor, sparsity)] = False
-        rows += [{"method": m, "requested": sparsity,
-                  "removed": (keep[lowest(s, sparsity)].sum() / keep.sum()).item()} for m, s in flat.items()]
+        keep[lowest(taylor, sparsity, order["taylor"])] = False
+        for m, o in order.items():
+            removed = keep[lowest(flat[m], sparsity, o)].sum() / keep.sum()
+            rows.append({"method": m, "requested": sparsity, "removed": removed.item()})
     return {"negative_share": (movement < 0).float().mean().item(), "rho_signed": ranks.spearman(movement, taylor),
             "rho_magnitude": ranks.spearman(movement.abs(), taylor), "taylor_keep_removed": rows}
 
