@@ -358,6 +358,7 @@ TWINS = {
     "experiments.sensitivity": lambda m, c: experiments.sensitivity(m, [0.6], c.loss),
     "report.parameter_breakdown": lambda m, c: report.parameter_breakdown(m),
     "report.layer_report": lambda m, c: report.layer_report(m, 16),
+    "report.prunable_target": lambda m, c: report.prunable_target(m, 0.3),
     "report.tensor_sizes": lambda m, c: report.tensor_sizes(m),
     "rounds.save_checkpoint": _checkpoint,
     "rounds.apply_masks": _apply_masks,
