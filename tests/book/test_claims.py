@@ -7,6 +7,7 @@ claim fail, never hide a seed that contradicts it. The chapter and the sentence 
 """
 import pytest
 
+from xlprune_lib.book.reference import dense_by_seed
 from xlprune_lib.book.results import read_table
 from xlprune_lib.config import DEFAULT_PROFILE
 from xlprune_lib.measure.stats import apart
@@ -109,10 +110,9 @@ def test_the_loop_and_gradual_runs_cost_more_per_step_than_one_shot():
 def test_one_shot_fine_tuning_misses_the_one_point_rule():
     """The results page: "'none' means no evaluated model of that approach met it: chapter 4's one-shot run with
     fine-tuning has a single model, at its target"."""
-    weights, it = read_table("02_oneshot_weights"), read_table("04_iterative")
+    dense_rows, it = dense_by_seed(read_table("02_oneshot_weights")), read_table("04_iterative")
     for part in _seeds(it):
-        seed = part.seed.iloc[0]
-        dense = weights[(weights.seed == seed) & (weights.requested == 0) & (weights.method == "magnitude")].iloc[0]
+        dense = dense_rows.loc[part.seed.iloc[0]]
         tuned = part[(part.approach == "one-shot + fine-tuning") & (part.steps > 0)]
         assert len(tuned) == 1 and tuned.validation_accuracy.iloc[0] < dense.validation_accuracy - 0.01
 

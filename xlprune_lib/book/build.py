@@ -81,7 +81,7 @@ def execute(profile: str = DEFAULT_PROFILE, seed: int = 0, root: Path | None = N
     root = root or repo_root()
     out_dir = out_dir or root / "book" / "chapters"
     ensure_dir(out_dir)
-    done = []
+    done, figures = [], declared_figures(root)        # read once: the notebooks do not change during a build
     for nb in chapters(root):
         if only and not any(nb.stem.startswith(o) for o in only):
             continue
@@ -96,7 +96,7 @@ def execute(profile: str = DEFAULT_PROFILE, seed: int = 0, root: Path | None = N
                             parameters=parameters)
         show_parameters(tmp, parameters)
         os.replace(tmp, target)
-        copy_vector_figures(Path(parameters["output_dir"]), out_dir / "figures", declared_figures(root))
+        copy_vector_figures(Path(parameters["output_dir"]), out_dir / "figures", figures)
         log(f"[book] {nb.name}: {time.perf_counter() - start:.0f} s")
         done.append(target)
     return done
