@@ -149,6 +149,66 @@ def test_collect_appends_the_rows_of_further_seeds(tmp_path):
     assert prov["config"]["profile"] == "minilm"
 
 
+def _ablation(tmp_path, seed: int, accuracy: float, profile: str = "minilm"):
+    """A one-row 02_ablation table made at ``seed``, in its own folder; returns that folder's tables."""
+    row = {"ablation": "dense", "validation_accuracy": accuracy, "validation_ci_low": accuracy - 0.02,
+           "validation_ci_high": accuracy + 0.02, "test_accuracy": accuracy}
+    save_table([row], "02_ablation", tmp_path / f"{profile}{seed}", {"profile": profile, "seed": seed}, sizes=SIZES)
+    return tmp_path / f"{profile}{seed}" / "tables"
+
+
+def test_collect_add_keeps_other_seeds_and_replaces_the_seed_collected(tmp_path):
+    """``make results SEEDS=2 ADD=1``: the rows of seeds 0 and 1 stay, in seed order, and their provenance with
+    them; seed 2 again replaces its own rows instead of doubling them. Without ``add`` the table is rewritten."""
+    dest = tmp_path / "dest"
+    collect(_ablation(tmp_path, 1, 0.81), dest, ["02_ablation"])
+    collect(_ablation(tmp_path, 0, 0.80), dest, ["02_ablation"], add=True)
+    collect(_ablation(tmp_path, 2, 0.79), dest, ["02_ablation"], add=True)
+    frame = read_table("02_ablation", dest)
+    assert frame.seed.tolist() == [0, 1, 2] and frame.validation_accuracy.tolist() == [0.80, 0.81, 0.79]
+    collect(_ablation(tmp_path, 2, 0.78), dest, ["02_ablation"], add=True)
+    frame = read_table("02_ablation", dest)
+    assert frame.seed.tolist() == [0, 1, 2] and frame.validation_accuracy.tolist() == [0.80, 0.81, 0.78]
+    prov = json.loads((dest / "02_ablation.provenance.json").read_text())
+    assert prov["seeds"] == [0, 1, 2] and prov["rows"] == 3 and [s["seed"] for s in prov["sources"]] == [0, 1, 2]
+    collect(_ablation(tmp_path, 2, 0.78), dest, ["02_ablation"])
+    assert read_table("02_ablation", dest).seed.tolist() == [2]
+
+
+def test_collect_add_refuses_another_profile_before_writing(tmp_path):
+    dest = tmp_path / "dest"
+    collect(_ablation(tmp_path, 0, 0.80), dest, ["02_ablation"])
+    before = (dest / "02_ablation.csv").read_bytes()
+    with pytest.raises(UserError, match="holds profile 'minilm' rows and this run made 'smoke'"):
+        collect(_ablation(tmp_path, 1, 0.5, profile="smoke"), dest, ["02_ablation"], add=True)
+    assert (dest / "02_ablation.csv").read_bytes() == before
+
+
+def test_make_results_add_leaves_the_book_folder_alone(tmp_path, monkeypatch):
+    """Every seed of an ``add`` run, the first too, executes its chapters beside its own tables, so adding seed
+    2 never overwrites the book's seed-0 pages; without ``add`` the first seed's chapters are the book's."""
+    import xlprune_lib.book.results as results
+
+    monkeypatch.setenv("XLPRUNE_CACHE", str(tmp_path / "cache"))
+    runs = []
+
+    def execute(profile, seed, only, chapter_parameters, output_dir, out_dir):
+        runs.append((seed, only, output_dir, out_dir))
+        config = {"profile": profile, "seed": seed}
+        save_table([{"ablation": "dense", "validation_accuracy": 0.8, "test_accuracy": 0.8}], "02_ablation",
+                   output_dir, config, sizes=SIZES)
+        save_table([{"method": "random", "requested": 0.5, "sparsity": 0.5, "validation_accuracy": 0.6,
+                     "test_accuracy": 0.6}], "02_oneshot_weights", output_dir, config, sizes=SIZES)
+
+    monkeypatch.setattr(results, "execute", execute)
+    book = results.seed_dir("minilm", 0, first=True)
+    results.make_results("minilm", [2], tmp_path / "dest", only=["02"], add=True)
+    assert runs[-1][2] == results.seed_dir("minilm", 2, first=False) != book and runs[-1][3] is not None
+    results.make_results("minilm", [0, 1], tmp_path / "dest", only=["02"])
+    assert [r[2] for r in runs[1:]] == [book, results.seed_dir("minilm", 1, first=False)] and runs[1][3] is None
+    assert read_table("02_ablation", tmp_path / "dest").seed.tolist() == [0, 1]
+
+
 def test_results_refuses_repeated_or_negative_seeds(tmp_path):
     from xlprune_lib.book.results import make_results
 

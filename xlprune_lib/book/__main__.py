@@ -23,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="seeds; chapters 2, 4 and 5 run at each, the others at the first (default: 0 1 2)")
     r.add_argument("--dest", help="where the CSVs go (default: data/results)")
     r.add_argument("--only", nargs="+", help="chapter numbers to run (default: 01 02 03 04 05)")
+    r.add_argument("--add", action="store_true",
+                   help="keep the rows the tables hold for other seeds (add seeds one run at a time)")
     b = sub.add_parser("base-shape", help="bench xlnet-base-cased's shape (random weights, 25/50/75%% of the "
                                           "encoder removed) into data/results/05_speed_base_shape.csv")
     b.add_argument("--dest", help="where the CSV goes (default: data/results)")
@@ -30,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "results":
-            for path in make_results(args.profile, args.seeds or SEEDS, args.dest, args.only):
+            for path in make_results(args.profile, args.seeds or SEEDS, args.dest, args.only, args.add):
                 print(f"wrote {path}")
         elif args.command == "base-shape":
             if args.repeats < 1:

@@ -108,6 +108,13 @@ def read_provenance(name: str, folder=None) -> dict:
     return json.loads(path.read_text())
 
 
+def table_sources(name: str, folder=None) -> list[dict]:
+    """The seeds and git commits a results table's rows come from (its provenance's ``sources``; a table of
+    one run has its own seed and commit)."""
+    prov = read_provenance(name, folder)
+    return prov.get("sources") or [{"seed": prov["config"].get("seed"), "git_commit": prov.get("git_commit")}]
+
+
 def check_table(path: Path) -> list[str]:
     """The columns of a results CSV, after checking it has the ones its table requires."""
     columns = list(pd.read_csv(path, nrows=1).columns)
@@ -121,14 +128,16 @@ def check_table(path: Path) -> list[str]:
     return columns
 
 
-def collect(src, dest=None, names=None, more=()) -> list[Path]:
+def collect(src, dest=None, names=None, more=(), add: bool = False) -> list[Path]:
     """Copy every table in ``src`` (a ``tables`` folder; or only ``names``) to ``dest`` (``data/results``),
     checked, atomically; the rows of the same table in the folders ``more`` (other seeds) are appended.
 
     ``src`` must hold every wanted table; a table from several folders gets the provenance of ``src``'s, plus
     ``seeds`` (the seeds its rows come from) and ``sources`` (each folder's seed and git commit). A file of the
     same name in ``dest`` that is not an xlprune table (no ``.provenance.json`` beside it) is refused before
-    anything is written.
+    anything is written. With ``add``, the rows ``dest`` already holds for *other* seeds are kept (rows of the
+    seeds collected now are replaced), so seeds can be added one run at a time; a ``dest`` table of another
+    profile is refused, again before anything is written.
     """
     src, dest, more = Path(src), Path(dest or results_dir()), [Path(f) for f in more]
     wanted = list(names or TABLES)
@@ -143,13 +152,26 @@ def collect(src, dest=None, names=None, more=()) -> list[Path]:
         if (dest / f"{name}.csv").exists() and not (dest / f"{name}.provenance.json").is_file():
             raise UserError(f"{dest / f'{name}.csv'} is not an xlprune results table (no provenance beside it); "
                             "nothing was changed: choose another --dest")
+        if add and (dest / f"{name}.csv").exists():
+            kept = set(read_table(name, dest)["profile"]) | set(read_table(name, sources[name][0])["profile"])
+            if len(kept) > 1:
+                raise UserError(f"{dest / f'{name}.csv'} holds profile {sorted(kept)[0]!r} rows and this run "
+                                f"made {sorted(kept)[1]!r} ones; nothing was changed: choose another --dest")
     written = []
     for name in names:
         folders = sources[name]
-        frame = pd.concat([pd.read_csv(f / f"{name}.csv") for f in folders], ignore_index=True)
+        frames = [pd.read_csv(f / f"{name}.csv") for f in folders]
         prov = [json.loads((f / f"{name}.provenance.json").read_text()) for f in folders]
+        new = [{"seed": p["config"].get("seed"), "git_commit": p.get("git_commit")} for p in prov]
+        earlier = []
+        if add and (dest / f"{name}.csv").exists():
+            seeds = {int(s) for f in frames for s in f["seed"]}
+            old = read_table(name, dest)
+            frames.insert(0, old[~old["seed"].isin(seeds)])
+            earlier = [s for s in table_sources(name, dest) if s["seed"] not in seeds]
+        frame = pd.concat(frames, ignore_index=True).sort_values("seed", kind="stable")
         merged = {**prov[0], "rows": len(frame), "seeds": sorted({int(s) for s in frame["seed"]}),
-                  "sources": [{"seed": p["config"].get("seed"), "git_commit": p.get("git_commit")} for p in prov]}
+                  "sources": sorted(earlier + new, key=lambda s: s["seed"])}
         write_text_atomic(dest / f"{name}.csv", frame.to_csv(index=False, float_format="%.6g"))
         write_json_atomic(dest / f"{name}.provenance.json", merged)
         written.append(dest / f"{name}.csv")
@@ -163,13 +185,15 @@ def seed_dir(profile: str, seed: int, first: bool) -> Path:
     return base if first else base.with_name(f"{profile}-seed{seed}")
 
 
-def make_results(profile: str = DEFAULT_PROFILE, seeds=SEEDS, dest=None, only=None) -> list[Path]:
+def make_results(profile: str = DEFAULT_PROFILE, seeds=SEEDS, dest=None, only=None, add: bool = False) -> list[Path]:
     """``make results``: execute chapters 1-5 (or the chapter numbers in ``only``) on ``profile`` at the first
     of ``seeds``, and the :data:`HEADLINE` chapters among them again at every further seed (cached runs reused),
     then collect their tables: one file per table, with a ``seed`` column.
 
     The first seed's executed chapters are the book's pages; further seeds write theirs beside their tables
-    (:func:`seed_dir`), never over the book.
+    (:func:`seed_dir`), never over the book. With ``add`` (``make results SEEDS=2 ADD=1``) the tables keep the
+    rows they hold for other seeds (:func:`collect`) and every seed, the first too, writes its chapters beside
+    its tables: a seed that takes an hour can be added in a session of its own.
     """
     only, seeds = list(only or CHAPTERS), [seeds] if isinstance(seeds, int) else list(seeds)
     if bad := [c for c in only if c not in CHAPTERS]:
@@ -181,9 +205,10 @@ def make_results(profile: str = DEFAULT_PROFILE, seeds=SEEDS, dest=None, only=No
         chapters = only if i == 0 else [c for c in only if c in HEADLINE]
         if not chapters:
             continue
-        out = seed_dir(profile, seed, first=i == 0)
+        book = i == 0 and not add
+        out = seed_dir(profile, seed, first=book)
         execute(profile, seed, only=chapters, chapter_parameters=RESULTS_PARAMETERS, output_dir=out,
-                out_dir=None if i == 0 else out / "chapters")
+                out_dir=None if book else out / "chapters")
         folders.append(tables_dir(out))
     names = [n for n in TABLES if n[:2] in only]
-    return collect(folders[0], dest, names, more=folders[1:])
+    return collect(folders[0], dest, names, more=folders[1:], add=add)
