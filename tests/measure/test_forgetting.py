@@ -12,9 +12,17 @@ PRUNED = np.array([[4.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 0.2], [0.0, 5.0], [
 def test_flips_count_what_changed_and_in_which_direction():
     f = forgetting.flips(LABELS, DENSE, PRUNED)
     assert f == {"examples": 6, "flipped": 3, "lost": 2, "gained": 1, "dense_accuracy": pytest.approx(4 / 6),
-                 "pruned_accuracy": pytest.approx(3 / 6)}
+                 "pruned_accuracy": pytest.approx(3 / 6), "pruned_classes": 2}
     with pytest.raises(ValueError, match="shapes disagree"):
         forgetting.flips(LABELS[:5], DENSE, PRUNED)
+
+
+def test_a_pruned_model_that_predicts_one_class_is_reported_as_collapsed():
+    """A model that collapsed to the majority class flips exactly the examples the dense model gave the other
+    class; ``pruned_classes`` says so, for the chapter to say it instead of reading the flips as forgetting."""
+    collapsed = np.tile([1.0, 0.0], (len(LABELS), 1))
+    f = forgetting.flips(LABELS, DENSE, collapsed)
+    assert f["pruned_classes"] == 1 and f["flipped"] == int((DENSE.argmax(-1) == 1).sum()) == 3
 
 
 def test_flips_are_binned_by_the_dense_confidence_lowest_first():

@@ -15,15 +15,18 @@ from scipy.special import softmax
 
 def flips(labels, dense_logits, pruned_logits) -> dict:
     """Counts over the examples: ``examples``, ``flipped`` (the predicted class changed), ``lost`` (dense right,
-    pruned wrong), ``gained`` (dense wrong, pruned right), and both accuracies. ``labels``: ``(n,)`` ints;
-    logits: ``(n, classes)``. Raises ``ValueError`` when the shapes disagree."""
+    pruned wrong), ``gained`` (dense wrong, pruned right), both accuracies, and ``pruned_classes``, how many
+    classes the pruned model predicts at all (1 when it collapsed to one class: its flips are then every example
+    the dense model gave another class, whatever their difficulty). ``labels``: ``(n,)`` ints; logits:
+    ``(n, classes)``. Raises ``ValueError`` when the shapes disagree."""
     labels, dense, pruned = np.asarray(labels), np.asarray(dense_logits), np.asarray(pruned_logits)
     if dense.shape != pruned.shape or dense.shape[0] != labels.shape[0]:
         raise ValueError(f"shapes disagree: labels {labels.shape}, dense {dense.shape}, pruned {pruned.shape}")
     d, p = dense.argmax(-1), pruned.argmax(-1)
     return {"examples": int(len(labels)), "flipped": int((d != p).sum()),
             "lost": int(((d == labels) & (p != labels)).sum()), "gained": int(((d != labels) & (p == labels)).sum()),
-            "dense_accuracy": float((d == labels).mean()), "pruned_accuracy": float((p == labels).mean())}
+            "dense_accuracy": float((d == labels).mean()), "pruned_accuracy": float((p == labels).mean()),
+            "pruned_classes": int(len(np.unique(p)))}
 
 
 def by_confidence(labels, dense_logits, pruned_logits, bins: int = 5) -> list[dict]:
