@@ -37,14 +37,15 @@ book: notebooks html
 # Reference results: execute chapters 1-5 on $(PROFILE) at the first of $(SEEDS), chapters 2, 4 and 5 again at
 # the others (cached runs reused), and write their tables, one file each with a seed column, to data/results;
 # then time xlnet-base-cased's shape (random weights) with 25/50/75% of the encoder removed on this CPU.
-# ONLY="02 04 05" runs those chapters alone; ADD=1 keeps the rows the tables hold for other seeds, so that
-# `make results SEEDS=2 ONLY="02 04 05" ADD=1` adds one seed (neither runs the base-shape timing).
+# ONLY="02 04 05" runs those chapters alone; ADD=1 keeps the rows the tables hold for other seeds and runs
+# chapters 2, 4 and 5 unless ONLY says otherwise, so that `make results SEEDS=2 ADD=1` adds one seed (ADD=0 or
+# empty: off; neither ONLY nor ADD runs the base-shape timing).
 ONLY ?=
 ADD ?=
 results: data
 	$(PY) -m xlprune_lib.book results --profile $(PROFILE) --seeds $(SEEDS) $(if $(ONLY),--only $(ONLY)) \
-	  $(if $(ADD),--add)
-	$(if $(ONLY)$(ADD),,$(PY) -m xlprune_lib.book base-shape)
+	  $(if $(filter-out 0,$(ADD)),--add)
+	$(if $(ONLY)$(filter-out 0,$(ADD)),,$(PY) -m xlprune_lib.book base-shape)
 
 # The browser test opens the built smoke book in Debian's headless chromium, through chromedriver; both are
 # installed with apt-get when missing (as root, or with sudo).

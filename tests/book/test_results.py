@@ -149,11 +149,25 @@ def test_collect_appends_the_rows_of_further_seeds(tmp_path):
     assert prov["config"]["profile"] == "minilm"
 
 
-def _ablation(tmp_path, seed: int, accuracy: float, profile: str = "minilm"):
-    """A one-row 02_ablation table made at ``seed``, in its own folder; returns that folder's tables."""
+def _ablation(tmp_path, seed: int, accuracy: float, profile: str = "minilm", commit: str | None = None,
+              name: str = "02_ablation"):
+    """A one-row ablation table made at ``seed``, in its own folder (its provenance naming ``commit``, when
+    given); returns that folder's tables."""
     row = {"ablation": "dense", "validation_accuracy": accuracy, "validation_ci_low": accuracy - 0.02,
            "validation_ci_high": accuracy + 0.02, "test_accuracy": accuracy}
-    save_table([row], "02_ablation", tmp_path / f"{profile}{seed}", {"profile": profile, "seed": seed}, sizes=SIZES)
+    folder = tmp_path / f"{profile}{seed}{commit or ''}"
+    save_table([row], name, folder, {"profile": profile, "seed": seed}, sizes=SIZES)
+    if commit:
+        path = folder / "tables" / f"{name}.provenance.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "git_commit": commit,
+                                    "versions": {"torch": f"torch-{commit}", "transformers": "5"}}))
+    return folder / "tables"
+
+
+def _oneshot(tmp_path, seed: int, profile: str = "minilm"):
+    row = {"method": "random", "requested": 0.5, "sparsity": 0.5, "validation_accuracy": 0.6, "test_accuracy": 0.6}
+    save_table([row], "02_oneshot_weights", tmp_path / f"{profile}{seed}", {"profile": profile, "seed": seed},
+               sizes=SIZES)
     return tmp_path / f"{profile}{seed}" / "tables"
 
 
@@ -175,18 +189,100 @@ def test_collect_add_keeps_other_seeds_and_replaces_the_seed_collected(tmp_path)
     assert read_table("02_ablation", dest).seed.tolist() == [2]
 
 
-def test_collect_add_refuses_another_profile_before_writing(tmp_path):
+def test_collect_add_takes_several_seeds_at_once(tmp_path):
+    """``make results SEEDS="1 2" ADD=1``: both new seeds are appended to the seed-0 table in one call."""
     dest = tmp_path / "dest"
     collect(_ablation(tmp_path, 0, 0.80), dest, ["02_ablation"])
-    before = (dest / "02_ablation.csv").read_bytes()
-    with pytest.raises(UserError, match="holds profile 'minilm' rows and this run made 'smoke'"):
-        collect(_ablation(tmp_path, 1, 0.5, profile="smoke"), dest, ["02_ablation"], add=True)
-    assert (dest / "02_ablation.csv").read_bytes() == before
+    collect(_ablation(tmp_path, 1, 0.81), dest, ["02_ablation"], more=[_ablation(tmp_path, 2, 0.79)], add=True)
+    frame = read_table("02_ablation", dest)
+    assert frame.seed.tolist() == [0, 1, 2] and frame.validation_accuracy.tolist() == [0.80, 0.81, 0.79]
+
+
+def test_collect_keeps_every_seeds_commit_and_versions(tmp_path):
+    """Seeds made on different commits: each source keeps its own commit and versions, and the table's commit
+    reads ``mixed`` instead of the newest run's; one commit throughout stays that commit. Sources recorded
+    before versions were kept take them from the top level when the commit matches (``table_sources``)."""
+    from xlprune_lib.book.results import provenance_summary, table_sources
+
+    dest = tmp_path / "dest"
+    collect(_ablation(tmp_path, 0, 0.80, commit="aaaa"), dest, ["02_ablation"])
+    prov = json.loads((dest / "02_ablation.provenance.json").read_text())
+    assert prov["git_commit"] == "aaaa" and table_sources("02_ablation", dest)[0]["versions"]["torch"] == "torch-aaaa"
+    old_style = {**prov, "sources": [{"seed": 0, "git_commit": "aaaa"}]}      # what f9f5a91 wrote
+    (dest / "02_ablation.provenance.json").write_text(json.dumps(old_style))
+    assert table_sources("02_ablation", dest)[0]["versions"]["torch"] == "torch-aaaa"
+    collect(_ablation(tmp_path, 1, 0.81, commit="bbbb"), dest, ["02_ablation"], add=True)
+    prov = json.loads((dest / "02_ablation.provenance.json").read_text())
+    assert prov["git_commit"] == "mixed"
+    assert [(s["seed"], s["git_commit"], s["versions"]["torch"]) for s in prov["sources"]] == \
+        [(0, "aaaa", "torch-aaaa"), (1, "bbbb", "torch-bbbb")]
+    shown = provenance_summary(prov)
+    assert shown["git commits"] == "aaaa (seed 0); bbbb (seed 1)" and shown["torch"] == "torch-aaaa; torch-bbbb"
+    assert shown["seeds"] == "0, 1"
+    collect(_ablation(tmp_path, 0, 0.80, commit="bbbb"), dest, ["02_ablation"], add=True)
+    prov = json.loads((dest / "02_ablation.provenance.json").read_text())
+    assert prov["git_commit"] == "bbbb" and provenance_summary(prov)["git commits"] == "bbbb (seeds 0, 1)"
+
+
+def test_collect_add_accepts_chapter_1s_table_of_several_model_profiles(tmp_path):
+    """Chapter 1's table holds rows of the minilm and tiny models: its provenance's profile, not its rows',
+    says which run made it."""
+    rows = [{"profile": p, "model": m, "validation_accuracy": 0.8, "test_accuracy": 0.8}
+            for p, m in (("minilm", "warm-start"), ("tiny", "tiny-warm-start"))]
+    for seed in (0, 1):
+        save_table(rows, "01_models", tmp_path / f"s{seed}", {"profile": "minilm", "seed": seed}, sizes=SIZES)
+    dest = tmp_path / "dest"
+    collect(tmp_path / "s0" / "tables", dest, ["01_models"])
+    collect(tmp_path / "s1" / "tables", dest, ["01_models"], add=True)
+    frame = read_table("01_models", dest)
+    assert frame.seed.tolist() == [0, 0, 1, 1] and frame.profile.tolist() == ["minilm", "tiny"] * 2
+
+
+def _snapshot(dest):
+    return {p.name: p.read_bytes() for p in sorted(dest.iterdir())}
+
+
+def test_collect_add_refuses_another_profile_or_other_columns_before_writing(tmp_path):
+    """Two tables collected at once, the second refused: neither is written, provenance included."""
+    dest = tmp_path / "dest"
+    collect(_oneshot(tmp_path, 0), dest, ["02_oneshot_weights"])
+    collect(_ablation(tmp_path, 0, 0.80), dest, ["02_ablation"])
+    before = _snapshot(dest)
+    src = _oneshot(tmp_path, 1)
+    _ablation(tmp_path / "other", 1, 0.5, profile="smoke")
+    for name in ("02_ablation.csv", "02_ablation.provenance.json"):
+        (src / name).write_bytes((tmp_path / "other" / "smoke1" / "tables" / name).read_bytes())
+    with pytest.raises(UserError, match="holds 'minilm' results and this run is on 'smoke'"):
+        collect(src, dest, ["02_oneshot_weights", "02_ablation"], add=True)
+    assert _snapshot(dest) == before
+    src = _ablation(tmp_path, 1, 0.81)
+    frame = read_table("02_ablation", src)
+    frame.assign(heads_removed=12).to_csv(src / "02_ablation.csv", index=False)    # a column the code added since
+    with pytest.raises(UserError, match=r"only there: none; only in this run: \['heads_removed'\]"):
+        collect(src, dest, ["02_ablation"], add=True)
+    assert _snapshot(dest) == before
+
+
+@pytest.mark.parametrize("broken", ["csv", "empty-csv", "provenance", "provenance-keys", "columns"])
+def test_collect_add_refuses_a_damaged_table_in_one_line(tmp_path, broken):
+    """A corrupt, empty or truncated table or provenance in ``dest`` is a ``UserError`` naming the file (the
+    CLI prints it in one line and exits 2), and nothing is written."""
+    dest = tmp_path / "dest"
+    collect(_ablation(tmp_path, 0, 0.80), dest, ["02_ablation"])
+    csv, prov = dest / "02_ablation.csv", dest / "02_ablation.provenance.json"
+    {"csv": lambda: csv.write_bytes(b'"seed,\x00\xff'), "empty-csv": lambda: csv.write_text(""),
+     "provenance": lambda: prov.write_text('{"config": '), "provenance-keys": lambda: prov.write_text("[]"),
+     "columns": lambda: csv.write_text("profile,seed\nminilm,0\n")}[broken]()
+    before = _snapshot(dest)
+    with pytest.raises(UserError, match="02_ablation") as err:
+        collect(_ablation(tmp_path, 1, 0.81), dest, ["02_ablation"], add=True)
+    assert "\n" not in str(err.value) and _snapshot(dest) == before
 
 
 def test_make_results_add_leaves_the_book_folder_alone(tmp_path, monkeypatch):
     """Every seed of an ``add`` run, the first too, executes its chapters beside its own tables, so adding seed
-    2 never overwrites the book's seed-0 pages; without ``add`` the first seed's chapters are the book's."""
+    2 never overwrites the book's seed-0 pages, and the table keeps its other seeds; without ``add`` the first
+    seed's chapters are the book's and the table is rewritten."""
     import xlprune_lib.book.results as results
 
     monkeypatch.setenv("XLPRUNE_CACHE", str(tmp_path / "cache"))
@@ -201,12 +297,36 @@ def test_make_results_add_leaves_the_book_folder_alone(tmp_path, monkeypatch):
                      "test_accuracy": 0.6}], "02_oneshot_weights", output_dir, config, sizes=SIZES)
 
     monkeypatch.setattr(results, "execute", execute)
-    book = results.seed_dir("minilm", 0, first=True)
-    results.make_results("minilm", [2], tmp_path / "dest", only=["02"], add=True)
+    dest, book = tmp_path / "dest", results.seed_dir("minilm", 0, first=True)
+    results.make_results("minilm", [0, 1], dest, only=["02"])
+    assert [r[2] for r in runs] == [book, results.seed_dir("minilm", 1, first=False)] and runs[0][3] is None
+    assert read_table("02_ablation", dest).seed.tolist() == [0, 1]
+    results.make_results("minilm", [2], dest, only=["02"], add=True)
     assert runs[-1][2] == results.seed_dir("minilm", 2, first=False) != book and runs[-1][3] is not None
-    results.make_results("minilm", [0, 1], tmp_path / "dest", only=["02"])
-    assert [r[2] for r in runs[1:]] == [book, results.seed_dir("minilm", 1, first=False)] and runs[1][3] is None
-    assert read_table("02_ablation", tmp_path / "dest").seed.tolist() == [0, 1]
+    assert read_table("02_ablation", dest).seed.tolist() == [0, 1, 2]          # add was forwarded to collect
+    with pytest.raises(UserError, match="lacks the tables 04_iterative, 05_speed"):   # (this fake makes 02's only)
+        results.make_results("minilm", [2], dest, add=True)
+    assert runs[-1][1] == ["02", "04", "05"]                                   # no --only: the headline chapters
+
+
+def test_make_results_add_refuses_before_any_chapter_runs(tmp_path, monkeypatch):
+    """``--add`` onto a table of another profile, or a damaged one, fails before an hour of chapters runs: here
+    through the CLI, in one line with exit code 2."""
+    import subprocess
+    import sys
+
+    import xlprune_lib.book.results as results
+
+    dest = tmp_path / "dest"
+    collect(_ablation(tmp_path, 0, 0.80), dest, ["02_ablation"])
+    monkeypatch.setattr(results, "execute", lambda *a, **k: pytest.fail("a chapter ran"))
+    with pytest.raises(UserError, match="holds 'minilm' results and this run is on 'smoke'"):
+        results.make_results("smoke", [1], dest, only=["02"], add=True)
+    (dest / "02_ablation.provenance.json").write_text("{")
+    bad = subprocess.run([sys.executable, "-m", "xlprune_lib.book", "results", "--profile", "minilm", "--seeds",
+                          "1", "--only", "02", "--add", "--dest", str(dest)], capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "02_ablation.provenance.json is not a" in bad.stderr
 
 
 def test_results_refuses_repeated_or_negative_seeds(tmp_path):

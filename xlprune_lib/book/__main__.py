@@ -22,9 +22,10 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--seeds", type=int, nargs="+", default=None,
                    help="seeds; chapters 2, 4 and 5 run at each, the others at the first (default: 0 1 2)")
     r.add_argument("--dest", help="where the CSVs go (default: data/results)")
-    r.add_argument("--only", nargs="+", help="chapter numbers to run (default: 01 02 03 04 05)")
+    r.add_argument("--only", nargs="+", help="chapter numbers to run (default: 01 02 03 04 05; with --add, 02 04 05)")
     r.add_argument("--add", action="store_true",
-                   help="keep the rows the tables hold for other seeds (add seeds one run at a time)")
+                   help="keep the rows the tables hold for other seeds (add seeds one run at a time; chapters 2, 4, 5 "
+                        "unless --only says otherwise)")
     b = sub.add_parser("base-shape", help="bench xlnet-base-cased's shape (random weights, 25/50/75%% of the "
                                           "encoder removed) into data/results/05_speed_base_shape.csv")
     b.add_argument("--dest", help="where the CSV goes (default: data/results)")
