@@ -263,20 +263,79 @@ def test_collect_add_refuses_another_profile_or_other_columns_before_writing(tmp
     assert _snapshot(dest) == before
 
 
-@pytest.mark.parametrize("broken", ["csv", "empty-csv", "provenance", "provenance-keys", "columns"])
+DAMAGE = {   # ways a committed table or its provenance gets broken; each, anywhere in the file, is refused
+    "csv": lambda csv, prov: csv.write_bytes(b'"seed,\x00\xff'),
+    "empty-csv": lambda csv, prov: csv.write_text(""),
+    "columns": lambda csv, prov: csv.write_text("profile,seed\nminilm,0\n"),
+    "conflict-marker": lambda csv, prov: csv.write_text(csv.read_text() + "<<<<<<< HEAD\n"),
+    "extra-field": lambda csv, prov: csv.write_text(csv.read_text() + "minilm,1,dense,1,2,3,4,5,6,7,8\n"),
+    "provenance": lambda csv, prov: prov.write_text('{"config": '),
+    "provenance-keys": lambda csv, prov: prov.write_text("[]"),
+    "provenance-seed": lambda csv, prov: prov.write_text(json.dumps({**json.loads(prov.read_text()),
+                                                                     "config": {"profile": "minilm", "seed": "abc"}})),
+    "sources-number": lambda csv, prov: prov.write_text(json.dumps({**json.loads(prov.read_text()), "sources": 5})),
+    "sources-strings": lambda csv, prov: prov.write_text(json.dumps({**json.loads(prov.read_text()),
+                                                                     "sources": ["abc"]})),
+    "sources-no-seed": lambda csv, prov: prov.write_text(json.dumps({**json.loads(prov.read_text()),
+                                                                     "sources": [{"git_commit": "x"}]})),
+    "no-profile": lambda csv, prov: prov.write_text(json.dumps({**json.loads(prov.read_text()),
+                                                                "config": {"seed": 0}})),
+}
+
+
+@pytest.mark.parametrize("broken", DAMAGE)
 def test_collect_add_refuses_a_damaged_table_in_one_line(tmp_path, broken):
-    """A corrupt, empty or truncated table or provenance in ``dest`` is a ``UserError`` naming the file (the
-    CLI prints it in one line and exits 2), and nothing is written."""
+    """A corrupt, empty or truncated table or provenance in ``dest``, damaged in its header or further down,
+    is a ``UserError`` naming the file (the CLI prints it in one line and exits 2), and nothing is written:
+    not even the table collected before it."""
+    dest = tmp_path / "dest"
+    collect(_oneshot(tmp_path, 0), dest, ["02_oneshot_weights"])
+    collect(_ablation(tmp_path, 0, 0.80), dest, ["02_ablation"])
+    DAMAGE[broken](dest / "02_ablation.csv", dest / "02_ablation.provenance.json")
+    before = _snapshot(dest)
+    src = _oneshot(tmp_path, 1)
+    for name in ("02_ablation.csv", "02_ablation.provenance.json"):
+        (src / name).write_bytes((_ablation(tmp_path / "other", 1, 0.81) / name).read_bytes())
+    with pytest.raises(UserError, match="02_ablation") as err:
+        collect(src, dest, ["02_oneshot_weights", "02_ablation"], add=True)
+    assert "\n" not in str(err.value) and _snapshot(dest) == before
+
+
+def test_collect_add_refuses_a_source_without_a_profile(tmp_path):
     dest = tmp_path / "dest"
     collect(_ablation(tmp_path, 0, 0.80), dest, ["02_ablation"])
-    csv, prov = dest / "02_ablation.csv", dest / "02_ablation.provenance.json"
-    {"csv": lambda: csv.write_bytes(b'"seed,\x00\xff'), "empty-csv": lambda: csv.write_text(""),
-     "provenance": lambda: prov.write_text('{"config": '), "provenance-keys": lambda: prov.write_text("[]"),
-     "columns": lambda: csv.write_text("profile,seed\nminilm,0\n")}[broken]()
-    before = _snapshot(dest)
-    with pytest.raises(UserError, match="02_ablation") as err:
-        collect(_ablation(tmp_path, 1, 0.81), dest, ["02_ablation"], add=True)
-    assert "\n" not in str(err.value) and _snapshot(dest) == before
+    src = _ablation(tmp_path, 1, 0.81)
+    DAMAGE["no-profile"](src / "02_ablation.csv", src / "02_ablation.provenance.json")
+    with pytest.raises(UserError, match="names no profile"):
+        collect(src, dest, ["02_ablation"], add=True)
+
+
+def test_results_page_summary_never_lends_one_commits_versions_to_another(tmp_path):
+    """A source recorded without versions, from another commit than the table's top level, shows "?" rather
+    than the newest run's versions."""
+    from xlprune_lib.book.results import provenance_summary
+
+    dest = tmp_path / "dest"
+    collect(_ablation(tmp_path, 1, 0.81, commit="bbbb"), dest, ["02_ablation"])
+    prov = json.loads((dest / "02_ablation.provenance.json").read_text())
+    prov["sources"] = [{"seed": 0, "git_commit": "aaaa"}] + prov["sources"]
+    shown = provenance_summary(prov)
+    assert shown["torch"] == "?; torch-bbbb" and shown["git commits"] == "aaaa (seed 0); bbbb (seed 1)"
+
+
+@pytest.mark.parametrize("add, on", [("", False), ("0", False), ("1", True)])
+def test_make_results_add_is_off_unless_asked(add, on):
+    """``make results ADD=0`` (or no ADD) rewrites the tables; only ``ADD=1`` adds (and skips base-shape)."""
+    import shutil
+    import subprocess
+
+    from xlprune_lib.config import repo_root
+
+    if not shutil.which("make"):
+        pytest.fail("make is needed: the README's commands use it")
+    plan = subprocess.run(["make", "-n", "results", f"ADD={add}", "SEEDS=2", "PY=python"], cwd=repo_root(),
+                          capture_output=True, text=True, timeout=60).stdout
+    assert ("--add" in plan) is on and ("base-shape" in plan) is not on
 
 
 def test_make_results_add_leaves_the_book_folder_alone(tmp_path, monkeypatch):
@@ -322,6 +381,10 @@ def test_make_results_add_refuses_before_any_chapter_runs(tmp_path, monkeypatch)
     monkeypatch.setattr(results, "execute", lambda *a, **k: pytest.fail("a chapter ran"))
     with pytest.raises(UserError, match="holds 'minilm' results and this run is on 'smoke'"):
         results.make_results("smoke", [1], dest, only=["02"], add=True)
+    (dest / "02_oneshot_weights.csv").write_text("someone's own file")
+    with pytest.raises(UserError, match="02_oneshot_weights.csv is not an xlprune results table"):
+        results.make_results("minilm", [1], dest, only=["02"])             # without add too
+    (dest / "02_oneshot_weights.csv").unlink()
     (dest / "02_ablation.provenance.json").write_text("{")
     bad = subprocess.run([sys.executable, "-m", "xlprune_lib.book", "results", "--profile", "minilm", "--seeds",
                           "1", "--only", "02", "--add", "--dest", str(dest)], capture_output=True, text=True,
