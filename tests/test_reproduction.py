@@ -1,11 +1,16 @@
 """The refactor to one pruning plan changed no result: a small grid of ``xlprune prune`` and ``iterate``
 commands on the smoke classifier measures exactly what the code before it measured (same seed, same CPU).
 
-``tests/data/smoke_grid.json`` was written by the code before the plan (commit 39dcd9f) with this module run as
-a script, ``python tests/test_reproduction.py MODEL_DIR OUT_DIR JSON``, on the smoke classifier the fixtures
+``tests/data/smoke_grid*.json`` were written by the code before the plan (commit 39dcd9f) with this module run
+as a script, ``python tests/test_reproduction.py MODEL_DIR OUT_DIR JSON``, on the smoke classifier the fixtures
 build; the test runs the same grid with the code of today and compares every measured column (timings and
 file paths aside; accuracies are counts of examples, sparsities counts of weights) and the saved weights,
-bit for bit.
+bit for bit. Floating-point results depend on the CPU's instruction set (PyTorch and MKL pick kernels by it),
+so there is one reference per kind of CPU the project has been built on: ``smoke_grid.json`` from the first
+build machine, ``smoke_grid_avx512.json`` from an AVX-512 machine with bf16 and fp16 instructions
+(2026-12-02; 39dcd9f with the one-line fix below, ``PYTHONPATH`` pointing at its checkout). The test uses
+the reference whose smoke classifier is the one this machine trains, and fails on a CPU that has none:
+generate one the same way rather than loosen the comparison.
 
 One entry differs from what 39dcd9f itself computed, for a reason found by the reproduction: ``iterate-cubic``
 (gradual magnitude pruning). There the mask update runs right after an optimizer step, and 39dcd9f ranked
@@ -20,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-REFERENCE = Path(__file__).parent / "data" / "smoke_grid.json"
+REFERENCES = sorted((Path(__file__).parent / "data").glob("smoke_grid*.json"))   # one per kind of CPU
 GRID = {
     "weight-taylor-0.6": ["prune", "--method", "taylor", "--sparsity", "0.6", "--score-batches", "2"],
     "head-fisher-0.5": ["prune", "--method", "fisher", "--granularity", "head", "--sparsity", "0.5",
@@ -78,10 +83,13 @@ def measure(model_dir, out_root) -> dict:
 
 @pytest.mark.slow
 def test_the_plan_refactor_reproduces_the_grid(smoke_runs, tmp_path):
-    reference = json.loads(REFERENCE.read_text())
     got = measure(smoke_runs["ft"], tmp_path)
+    matching = [json.loads(p.read_text()) for p in REFERENCES if json.loads(p.read_text())["source"] == got["source"]]
+    assert len(REFERENCES) >= 2 and matching, \
+        f"no reference in {[p.name for p in REFERENCES]} was made on this kind of CPU (smoke classifier " \
+        f"{got['source'][0]['weights'][:12]}): generate one as the module docstring says"
+    reference = matching[0]
     assert got.keys() == reference.keys()
-    assert got["source"] == reference["source"], "the smoke classifier itself differs: not the same CPU or seed"
     for name in GRID:
         assert got[name] == reference[name], name
 
