@@ -101,12 +101,12 @@ def make_results(profile: str = DEFAULT_PROFILE, seeds=SEEDS, dest=None, only=No
         raise UserError(f"no results table comes from chapter {bad[0]!r}; chapters: {', '.join(CHAPTERS)}")
     if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
         raise UserError(f"--seeds must be distinct integers >= 0, got {seeds}")
-    names = [n for n in TABLES if n[:2] in only]
+    names, target = [n for n in TABLES if n[:2] in only], Path(dest or results_dir())
     for name in names:                  # refuse what collect would, before an hour of chapters
         if add:
-            check_addable(dest or results_dir(), name, profile)
+            check_addable(target, name, profile)
         else:
-            check_ours(Path(dest or results_dir()) / f"{name}.csv")
+            check_ours(target / f"{name}.csv")
     folders = []
     for i, seed in enumerate(seeds):
         chapters = only if i == 0 else [c for c in only if c in HEADLINE]

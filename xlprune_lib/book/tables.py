@@ -129,13 +129,13 @@ def provenance_summary(prov: dict) -> dict:
             "machine": distinct(machine)}
 
 
-def check_table(path: Path) -> list[str]:
-    """The columns of a results CSV, after reading it whole (:func:`read_table`) and checking it has the ones
-    its table requires. Raises ``UserError`` for an unknown table name, an unreadable file, or a missing
-    column."""
+def check_table(path: Path, frame=None) -> list[str]:
+    """The columns of a results CSV, after reading it whole (:func:`read_table`; or of ``frame``, the table
+    already read from ``path``) and checking it has the ones its table requires. Raises ``UserError`` for an
+    unknown table name, an unreadable file, or a missing column."""
     if path.stem not in TABLES and path.stem not in SCRIPT_TABLES:
         raise UserError(f"{path}: not a results table ({', '.join([*TABLES, *SCRIPT_TABLES])})")
-    columns = list(read_table(path.stem, path.parent).columns)
+    columns = list((read_table(path.stem, path.parent) if frame is None else frame).columns)
     need = (COMMON + TABLES[path.stem] if path.stem in TABLES else SCRIPT_TABLES[path.stem]) + \
         interval_columns(columns)
     missing = [c for c in need if c not in columns]
@@ -152,16 +152,18 @@ def check_ours(path: Path) -> None:
                         "nothing was changed: choose another --dest")
 
 
-def check_addable(dest, name: str, profile: str, columns=None) -> None:
+def check_addable(dest, name: str, profile: str, columns=None) -> tuple | None:
     """Refuse to add rows of ``profile`` (with ``columns``, when given) to ``dest``'s table ``name``, if that
     table exists and was made on another profile (its provenance's ``config.profile``: chapter 1's table holds
     rows of several models' profiles, and that is fine), has other columns, or cannot be read. Raises
-    ``UserError``; does nothing when ``dest`` has no such table."""
+    ``UserError``. Returns the table and its provenance as read and checked, ``(DataFrame, dict)``, or
+    ``None`` when ``dest`` has no such table."""
     path = Path(dest) / f"{name}.csv"
     if not path.exists():
-        return
+        return None
     check_ours(path)
-    held, have = read_provenance(name, dest)["config"].get("profile"), check_table(path)
+    table, prov = read_table(name, dest), read_provenance(name, dest)
+    held, have = prov["config"].get("profile"), check_table(path, table)
     if held is None:
         raise UserError(f"{path.with_suffix('.provenance.json')} names no profile; nothing was changed: "
                         "restore it with git or choose another --dest")
@@ -173,6 +175,7 @@ def check_addable(dest, name: str, profile: str, columns=None) -> None:
                         f"{sorted(set(have) - set(columns)) or 'none'}; only in this run: "
                         f"{sorted(set(columns) - set(have)) or 'none'}); nothing was changed: "
                         "remake every seed with `make results` or choose another --dest")
+    return table, prov
 
 
 def collect(src, dest=None, names=None, more=(), add: bool = False) -> list[Path]:
@@ -180,14 +183,14 @@ def collect(src, dest=None, names=None, more=(), add: bool = False) -> list[Path
     checked, atomically; the rows of the same table in the folders ``more`` (other seeds) are appended.
 
     ``src`` must hold every wanted table. A merged table's provenance is ``src``'s run's (configuration; its
-    top-level versions and machine are that run's too), plus ``seeds`` (the seeds its rows come from) and ``sources`` (each seed's commit,
-    versions and machine, see :func:`table_sources`); its ``git_commit`` is ``"mixed"`` when the sources'
-    commits differ. A file of the same name in ``dest`` that is not an xlprune table (no ``.provenance.json``
-    beside it) is refused before anything is written. With ``add``, the rows ``dest`` already holds for
-    *other* seeds are kept (rows of the seeds collected now are replaced), so seeds can be added one run at a
-    time; a ``dest`` table of another profile or other columns, or one that cannot be read, is refused
-    (:func:`check_addable`): every table and provenance involved is read whole and merged before the first
-    file is written. Raises ``UserError``.
+    top-level versions and machine are that run's too), plus ``seeds`` (the seeds its rows come from) and
+    ``sources`` (each seed's commit, versions and machine, see :func:`table_sources`); its ``git_commit`` is
+    ``"mixed"`` when the sources' commits differ. A file of the same name in ``dest`` that is not an xlprune table
+    (no ``.provenance.json`` beside it) is refused before anything is written. With ``add``, the rows ``dest``
+    already holds for *other* seeds are kept (rows of the seeds collected now are replaced), so seeds can be added
+    one run at a time; a ``dest`` table of another profile or other columns, or one that cannot be read, is refused
+    (:func:`check_addable`): every table and provenance involved is read whole and merged before the first file is
+    written. Raises ``UserError``.
     """
     src, dest, more = Path(src), Path(dest or results_dir()), [Path(f) for f in more]
     wanted = list(names or TABLES)
@@ -199,25 +202,24 @@ def collect(src, dest=None, names=None, more=(), add: bool = False) -> list[Path
     merged = []
     for name in names:                   # everything is read, checked and merged before anything is written
         folders = sources[name]
-        columns = [check_table(f / f"{name}.csv") for f in folders][0]
-        check_ours(dest / f"{name}.csv")
         frames = [read_table(name, f) for f in folders]
+        columns = [check_table(f / f"{name}.csv", frame) for f, frame in zip(folders, frames)][0]
+        check_ours(dest / f"{name}.csv")
         prov = [read_provenance(name, f) for f in folders]
         new, earlier = [_source(p) for p in prov], []
         if add and (dest / f"{name}.csv").exists():
             if (profile := prov[0]["config"].get("profile")) is None:
-                raise UserError(f"{folders[0] / f'{name}.provenance.json'} names no profile: not made by save_table")
-            check_addable(dest, name, profile, columns)
+                raise UserError(f"{folders[0] / f'{name}.provenance.json'} names no profile: not made by "
+                                "save_table")
+            old, old_prov = check_addable(dest, name, profile, columns)
             seeds = {int(s) for f in frames for s in f["seed"]}
-            old = read_table(name, dest)
             frames.insert(0, old[~old["seed"].isin(seeds)][list(frames[0].columns)])
-            earlier = [s for s in table_sources(name, dest) if s["seed"] not in seeds]
+            earlier = [s for s in _sources(old_prov) if s["seed"] not in seeds]
         frame = pd.concat(frames, ignore_index=True).sort_values("seed", kind="stable")
         every = sorted(earlier + new, key=lambda s: s["seed"])
         commits = {s.get("git_commit") for s in every}
         merged.append((name, frame, {**prov[0], "rows": len(frame), "seeds": sorted({int(s) for s in frame["seed"]}),
-                                     "sources": every,
-                                     "git_commit": commits.pop() if len(commits) == 1 else "mixed"}))
+                                     "sources": every, "git_commit": commits.pop() if len(commits) == 1 else "mixed"}))
     written = []
     for name, frame, sidecar in merged:
         write_text_atomic(dest / f"{name}.csv", frame.to_csv(index=False, float_format="%.6g"))
