@@ -43,6 +43,17 @@ def test_notebooks_execute_on_smoke(smoke_book):
         assert images or nb.stem == "07_which_method", f"{nb.name} produced no figure"   # that page is a table
 
 
+def test_chapter4_trains_what_the_reference_table_lacks_and_says_so(smoke_book):
+    """The committed table holds no smoke rows, so the smoke run trains all four approaches and prints why."""
+    site, executed = smoke_book
+    nb = next(p for p in executed if p.stem == "04_iterative_finetuning")
+    text = "".join("".join(o.get("text", "")) for c in json.loads(nb.read_text())["cells"]
+                   for o in c.get("outputs", []))
+    assert "gradual movement (cubic): this run" in text and "reference file" not in text
+    assert "trained here because the reference table 04_iterative has no run" in text
+    assert "for profile smoke, seed 0" in text
+
+
 def test_chapter2_records_its_numbers_with_provenance(smoke_book):
     from xlprune_lib.config import cache_dir
 

@@ -29,8 +29,9 @@ CHAPTERS = ("01", "02", "03", "04", "05")
 SEEDS = (0, 1, 2)
 HEADLINE = ("02", "04", "05")   # chapters whose grids `make results` repeats at every seed (one-shot curves,
                                 # chapter 4's approaches, chapter 5's speed table); the others run at the first
-# chapter parameters for `make results`: chapter 1 trains its comparison models instead of reading them
-RESULTS_PARAMETERS = {"01": {"live_comparison": True}}
+# chapter parameters for `make results`: chapter 1 trains its comparison models and chapter 4 its one-shot and
+# gradual runs, instead of reading them from data/results
+RESULTS_PARAMETERS = {"01": {"live_comparison": True}, "04": {"live_approaches": True}}
 
 
 def tables_dir(output_dir) -> Path:
