@@ -57,7 +57,7 @@ browser:
 # All tests: unit tests, the smoke-profile pipeline, every notebook on `smoke`, a book build with -W, and every
 # built page opened in a browser at desktop and phone width.
 test: data browser
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 clean:
 	rm -rf _build book/chapters

