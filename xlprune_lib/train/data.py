@@ -208,6 +208,8 @@ class UserData:
                     ds = datasets.load_dataset(DATA_FORMATS[f.suffix], data_files={split: str(f)}, split=split,
                                                cache_dir=tmp, keep_in_memory=True)
                 except Exception as exc:   # noqa: BLE001 -- pyarrow / pandas parse errors have many types
+                    if _no_rows(f):         # datasets fails on a file without rows instead of returning none
+                        raise UserError(f"{f}: the {split} split is empty") from None
                     why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                     raise UserError(f"cannot read {f}: {why}") from None
         else:
@@ -284,6 +286,17 @@ def _split_files(folder: Path) -> dict[str, Path]:
             raise UserError(f"{folder}: no {split} file ({split}.csv, {split}.jsonl or {split}.parquet); "
                             "a data folder needs train and test (validation is optional)")
     return {split: files[0] for split, files in found.items()}
+
+
+def _no_rows(path: Path) -> bool:
+    """Whether a text split file holds no example: nothing but blank lines (and a CSV's header)."""
+    if path.suffix == ".parquet":
+        return path.stat().st_size == 0
+    try:
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return False
+    return len(lines) <= (1 if path.suffix == ".csv" else 0)
 
 
 def _is_int(value) -> bool:
