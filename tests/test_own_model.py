@@ -192,6 +192,21 @@ def test_jsonl_and_parquet_with_label_names_and_no_validation(labelled, ext, tmp
     assert other["validation"]["text"] != splits["validation"]["text"]
 
 
+def test_a_relative_folder_is_recorded_absolute_and_keyed_by_content(labelled, tmp_path, monkeypatch):
+    folder = write_data(tmp_path / "d", labelled)
+    monkeypatch.chdir(tmp_path)
+    data = UserData("d")
+    assert data.source == str(folder.resolve())           # a later run from elsewhere finds it again
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for f in folder.iterdir():
+        (copy / f.name).write_bytes(f.read_bytes())
+    assert UserData(copy).key() == data.key()             # the same files elsewhere: the same data
+    (copy / "test.csv").rename(copy / "test.jsonl.bak")
+    with pytest.raises(UserError, match="unknown extension"):
+        UserData(copy)
+
+
 def test_prune_with_named_labels_records_the_carved_validation(models, labelled, tmp_path, capsys):
     folder = write_data(tmp_path / "d", labelled, ext=".jsonl", names=True, validation=False)
     out = tmp_path / "p"

@@ -156,8 +156,9 @@ class UserData:
     ``.csv``, ``.jsonl`` or ``.parquet`` (read by ``datasets.load_dataset``), columns ``text`` and ``label``
     (integers from 0, or names). ``validation`` may be missing: :data:`VALIDATION_SHARE` of train (seeded)
     becomes it. Any other string is a hub dataset, ``name`` or ``name:config`` (``config.require_hub`` fails
-    fast without the hub). ``digest`` is the sha256 of the files' bytes (a folder) or of the loaded splits'
-    fingerprints (the hub): it goes into every cache key the data affects. Raises ``UserError`` (one line) for
+    fast without the hub). ``source``: the folder's absolute path, or the hub name. ``digest`` is the sha256 of
+    the files' names and bytes (a folder) or of the loaded splits' fingerprints (the hub): it goes into every
+    cache key the data affects. Raises ``UserError`` (one line) for
     an unknown extension, two files for one split, a missing train or test file.
     """
     def __init__(self, spec: str | Path, source: str | Path | None = None):
@@ -166,6 +167,7 @@ class UserData:
         if path.is_file():
             raise UserError(f"--data {spec} is a file; give the folder that holds train, validation and test files")
         if path.is_dir():
+            self.source = str(path.resolve())   # recorded: a later run from another folder finds it again
             self.kind, self.files = "folder", _split_files(path)
             self._hub = None
             digest = hashlib.sha256()
@@ -193,8 +195,8 @@ class UserData:
                                      .encode()).hexdigest()
 
     def key(self) -> dict:
-        """What a cache key needs to know of the data: where it is and what it holds."""
-        return {"data": self.source, "data_digest": self.digest}
+        """What a cache key needs to know of the data: its content (the same files elsewhere are the same data)."""
+        return {"data_digest": self.digest}
 
     def _read(self, split: str):
         """One split with ``text`` and ``label`` columns, or ``None`` when the data has no such split."""
