@@ -70,11 +70,24 @@ def spec_from_args(spec_cls, args):
                        if hasattr(args, f.name)}).check()
 
 
+DATA_HELP = ("your own data: a folder holding train, validation (optional: else 10%% of train) and test files "
+             "(.csv, .jsonl or .parquet; columns text and label), or a hub dataset name[:config] "
+             "(default: the model's own data, else the profile's task)")
+MODEL_HELP = ("a fine-tuned classifier folder: made by xlprune finetune, or any XLNetForSequenceClassification "
+              "saved by transformers (save_pretrained) with its tokenizer (then --data is required)")
+
+
+def _data_arg(p, help_text: str = DATA_HELP) -> None:
+    p.add_argument("--data", metavar="PATH", help=help_text)
+
+
 def _run_options(p, out_help: str, out_required: bool = False) -> None:
     """The options every command that runs on a saved classifier takes."""
-    p.add_argument("--model", required=True, help="a fine-tuned classifier folder (xlprune finetune)")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--out", required=out_required, help=out_help)
-    p.add_argument("--profile", help="data and training settings (default: the model's own profile)")
+    p.add_argument("--profile", help="training settings, and the data when --data is not given (default: the "
+                   "model's own profile; base's settings for a folder from outside xlprune)")
+    _data_arg(p)
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -107,7 +120,8 @@ def cmd_pretrain(args) -> int:
 def cmd_finetune(args) -> int:
     from .train.finetune import finetune  # the [train] extra (see EXTRAS)
 
-    out = finetune(get_profile(args.profile), args.out, init=args.init, seed=args.seed, progress=not args.quiet)
+    out = finetune(get_profile(args.profile), args.out, init=args.init, seed=args.seed, progress=not args.quiet,
+                   data=args.data)
     _report_metrics(out, ("validation_accuracy", "test_accuracy", "majority_baseline", "train_seconds"))
     return 0
 
@@ -167,7 +181,7 @@ def cmd_prune(args) -> int:
 
     spec = spec_from_args(PruneSpec, args)
     profile = get_profile(args.profile) if args.profile else None
-    out = prune_run(args.model, spec, args.out, profile, seed=args.seed, progress=not args.quiet)
+    out = prune_run(args.model, spec, args.out, profile, seed=args.seed, progress=not args.quiet, data=args.data)
     metrics = _report_metrics(out, ("prunable_sparsity", "expected_sparsity_final", "validation_accuracy",
                                     "test_accuracy") if spec.method == "l0" else
                               ("prunable_sparsity", "validation_accuracy", "test_accuracy"))
@@ -182,7 +196,7 @@ def cmd_iterate(args) -> int:
 
     spec = spec_from_args(IterSpec, args)
     profile = get_profile(args.profile) if args.profile else None
-    out = iterate(args.model, spec, args.out, profile, seed=args.seed, progress=not args.quiet)
+    out = iterate(args.model, spec, args.out, profile, seed=args.seed, progress=not args.quiet, data=args.data)
     if is_main():
         summary = json.loads((out / SUMMARY).read_text())
         final = summary["final"] or {}
@@ -204,7 +218,8 @@ def cmd_bench(args) -> int:
 def cmd_export(args) -> int:
     from .deploy.export import export_run  # the [train] extra: verification and accuracy read the corpus
 
-    record = export_run(args.model, args.out, args.quantize, get_profile(args.profile) if args.profile else None)
+    record = export_run(args.model, args.out, args.quantize, get_profile(args.profile) if args.profile else None,
+                        data=args.data)
     check = record["verification"]
     print(f"wrote {args.out} ({record['file_bytes'] / 1e6:.1f} MB) and {args.out}.json")
     print(f"  verified: ONNX Runtime vs PyTorch, max |logit difference| {check['max_abs_logit_difference']:.1e} "
@@ -234,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     _profile_arg(p)
     p.add_argument("--out", help="output folder (default: the run cache)")
     p.add_argument("--init", help="start from this pretrained folder (default: random init, or the hub model)")
+    _data_arg(p, DATA_HELP.replace("the model's own data, else the profile's task", "the profile's task")
+              + "; the classifier's labels are the data's")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_finetune)
 
@@ -268,10 +285,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="export a classifier folder to ONNX (verified against PyTorch), optionally "
                        "int8, with its test accuracy")
-    p.add_argument("--model", required=True, help="a saved classifier folder (dense or pruned)")
+    p.add_argument("--model", required=True, help=MODEL_HELP.replace("fine-tuned classifier folder",
+                                                                      "classifier folder (dense or pruned)"))
     p.add_argument("--out", required=True, help="the .onnx file to write (and <out>.json, what was measured)")
     p.add_argument("--quantize", help="int8: ONNX Runtime dynamic quantization of every MatMul (default: fp32)")
     p.add_argument("--profile", help="the profile whose test split measures it (default: the one that made it)")
+    _data_arg(p, DATA_HELP + "; its test split measures the accuracy")
     p.set_defaults(func=cmd_export)
     return parser
 

@@ -26,13 +26,18 @@ def base_model(profile: Profile) -> str | None:
     return profile.hub_model
 
 
+def _foreign(metrics: dict) -> bool:
+    """Whether the source model came from outside xlprune (``metrics["source_profile"]`` is ``None``)."""
+    return "source_profile" in metrics and metrics["source_profile"] is None
+
+
 def _front_matter(profile: Profile, metrics: dict) -> str:
     spec = metrics.get("spec", {})
-    base = base_model(profile)
+    base = None if _foreign(metrics) else base_model(profile)
     lines = ["---", "library_name: transformers", "pipeline_tag: text-classification"]
     if base:
         lines.append(f"base_model: {base}")
-    if profile.warm_start == "minilm":
+    if profile.warm_start == "minilm" and not _foreign(metrics):
         lines.append("license: apache-2.0   # the license of the MiniLM weights this model starts from")
     tags = ["xlnet", "pruning", "xlprune", spec.get("method"), spec.get("granularity")]
     lines.append("tags:")
@@ -123,27 +128,39 @@ def model_card(metrics: dict, report: dict, files: dict, sizes: dict[str, int], 
     """The ``README.md`` of a pruned run folder.
 
     ``metrics``: the run's ``metrics.json`` (``spec``, ``delivery``, ``dense`` and final accuracies, provenance;
-    for ``xlprune iterate``, whose ``spec`` has a ``schedule``, the final record's ``step`` too);
+    for ``xlprune iterate``, whose ``spec`` has a ``schedule``, the final record's ``step`` too; ``labels``,
+    ``data`` (the user's data, ``UserData.load``'s record) and ``source_profile`` (``None``: a source model
+    from outside xlprune) where known);
     ``report``: ``report.layer_report`` of the saved model; ``files``: ``report.checkpoint_sizes`` of the
     folder; ``sizes``: examples per evaluation split (``{"validation": n, "test": n}``); ``model_type``: the
     saved config's ``model_type`` (``xlnet-pruned`` needs ``trust_remote_code``). Raises ``KeyError`` when
     ``sizes`` lacks a split.
     """
     spec = metrics.get("spec", {})
-    base = base_model(profile)
+    base = None if _foreign(metrics) else base_model(profile)
     d = metrics.get("delivery") or {}
-    title = (f"XLNet ({profile.name}), {100 * d.get('delivered', 0):.0f}% of its {d.get('unit', 'prunable weights')}"
+    made = f"from {metrics.get('source_model')}" if _foreign(metrics) else profile.name
+    title = (f"XLNet ({made}), {100 * d.get('delivered', 0):.0f}% of its {d.get('unit', 'prunable weights')}"
              f" pruned ({spec.get('method', '?')}, {spec.get('granularity', '?')})")
-    origin = (f"It starts from [{base}](https://huggingface.co/{base})" if base else
+    origin = (f"It starts from the classifier in `{metrics.get('source_model')}`, made outside xlprune"
+              if _foreign(metrics) else f"It starts from [{base}](https://huggingface.co/{base})" if base else
               "It starts from an XLNet pretrained here from scratch")
+    data = metrics.get("data") or {}
+    labels = ", ".join(metrics.get("labels") or ("negative", "positive"))
+    task = f"the `{profile.task}` task" if "source" not in data else f"the data `{data['source']}`"
+    splits = ("the by-movie validation and test splits" if "source" not in data else
+              "the validation and test splits of that data"
+              + (f" (validation: {100 * data['validation_from_train']:.0f}% of train, seeded)"
+                 if data.get("validation_from_train") else ""))
+    layers = (f"a {profile.n_layer}-layer XLNet" if not _foreign(metrics) else "an XLNet")
     provenance = {k: metrics.get(k) for k in ("config", "git_commit", "versions", "machine")}
     parts = [
         _front_matter(profile, metrics), "", f"# {title}", "",
-        f"A {profile.n_layer}-layer XLNet sentiment classifier (labels: negative, positive) on the `{profile.task}` "
-        f"task, pruned with xlprune; {_recovery(spec, metrics)}. {origin}"
-        + (" (mapped into XLNet and adapted with permutation language modelling)." if profile.warm_start else "."),
+        f"{layers[0].upper()}{layers[1:]} classifier (labels: {labels}) on {task}, pruned with xlprune; {_recovery(spec, metrics)}. "
+        f"{origin}" + (" (mapped into XLNet and adapted with permutation language modelling)."
+                       if profile.warm_start and not _foreign(metrics) else "."),
         "", "## Measured", "",
-        "Accuracies on the by-movie validation and test splits, with 95% bootstrap intervals over the examples:",
+        f"Accuracies on {splits}, with 95% bootstrap intervals over the examples:",
         "", *_accuracy_table(metrics, sizes), "", *_size_lines(metrics, report, files), "",
         "## How to load", "", *_how_to_load(model_type == PRUNED_MODEL_TYPE), "",
         "## Provenance", "", "The run that made this folder" + (" (its records are in the run's `rounds.jsonl`):"

@@ -38,11 +38,11 @@ from ..measure.report import checkpoint_sizes, git_commit, layer_report, provena
 from ..prune.importance import MovementCallback, gather_inputs, score
 from ..prune.plan import PruningPlan
 from ..prune.select import WeightSparsity, lowest_units
-from ..train.data import TASKS, load_task, load_tokenizer
+from ..train.data import load_tokenizer, run_data, user_data
 from ..train.finetune import Evaluator, tokenize_split, train_classifier
-from ..train.runs import default_out, quiet_libraries, run_key, source_run
+from ..train.runs import default_out, own_profile, quiet_libraries, run_key, source_data, source_run
 from ..xlnet.masks import counts, measured, prunable_parameters
-from ..xlnet.modeling import load_saved
+from ..xlnet.modeling import label_names, load_saved, saved_class
 from ..xlnet.structure import XLNetStructure
 
 ITERATE_VERSION = 3   # 2: signed movement scores ranked as given. 3: plans (removed units in original indices)
@@ -53,10 +53,11 @@ def threshold(requirement: str, dense_accuracy: float) -> float:
     return value if kind == "absolute" else dense_accuracy - value
 
 
-def iterate_config(spec: IterSpec, source_key: str, profile, seed: int) -> dict:
+def iterate_config(spec: IterSpec, source_key: str, profile, seed: int, data=None) -> dict:
+    """The run's cache key fields; ``data`` (``UserData``) adds the user's data and its digest."""
     return {"source": source_key, "profile": profile.name, "seed": seed, "iterate_version": ITERATE_VERSION,
             **{k: getattr(profile, k) for k in ("task", "max_examples", "max_seq_len", "ft_batch", "recovery_lr")},
-            **asdict(spec)}
+            **asdict(spec), **(data.key() if data is not None else {})}
 
 
 # --- running it ---------------------------------------------------------------------------------------
@@ -64,13 +65,13 @@ def iterate_config(spec: IterSpec, source_key: str, profile, seed: int) -> dict:
 class _Run:
     """What every round needs: the run folder, the data, the evaluator, the starting sizes, the printer."""
     def __init__(self, model_dir: Path, spec: IterSpec, out: Path, profile, seed: int, progress: bool,
-                 report: bool = True):
+                 report: bool = True, data=None):
 
         self.model_dir, self.spec, self.out, self.profile, self.seed = model_dir, spec, out, profile, seed
         self.progress, self.report = progress, report
         self.tok = load_tokenizer(model_dir)
-        self.data = load_task(profile.task, profile.max_examples, seed)
-        self.glue = TASKS[profile.task][2]
+        # ``data``: run_data's (splits, metric, record), read before the run folder was claimed
+        self.data, self.glue, self.data_record = data or run_data(profile, seed)
         self.enc = {"train": tokenize_split(self.data["train"], self.tok, profile.max_seq_len)}
         self.evaluator = Evaluator(self.tok, {s: self.data[s] for s in ("validation", "test")},
                                    profile.max_seq_len, self.glue)
@@ -131,26 +132,29 @@ class _Run:
 
 
 def iterate(model_dir, spec: IterSpec, out=None, profile=None, seed: int = 0, progress: bool = True,
-            report: bool = True) -> Path:
+            report: bool = True, data=None) -> Path:
     """``xlprune iterate``: the round-based loop (constant / geometric) or gradual pruning (cubic).
 
     Returns ``out``; its ``summary.json`` names the final model (the last round that met the requirement, or the
-    end of the gradual run) and why the loop stopped. Resumes when ``out`` holds earlier rounds of the same
+    end of the gradual run), why the loop stopped and the data it ran on (``data``). Resumes when ``out`` holds earlier rounds of the same
     configuration; refuses a folder that holds anything else. ``progress``: the Trainer's progress bars;
-    ``report``: one printed line per round.
+    ``report``: one printed line per round; ``data``: the user's data (as in ``oneshot.prune_run``).
     """
     init_distributed()
     spec.check()
-    model_dir, source_key, profile = source_run(model_dir, profile)
-    cfg = iterate_config(spec, source_key, profile, seed)
+    model_dir, source_key, profile = source_run(model_dir, profile, data)
+    user = user_data(source_data(model_dir, data))
+    cfg = iterate_config(spec, source_key, profile, seed, user)
     key = run_key("iterate", cfg)
     out = Path(out) if out else default_out("iterate", profile, key)
+    # the user's data is read and checked before the folder is claimed: bad files leave --out untouched
+    splits = None if user is None else run_data(profile, seed, user, label_names(saved_class(model_dir)[1]))
     claim(out, key, cfg)
     if (out / SUMMARY).is_file():
         return out
     if not progress:
         quiet_libraries()
-    run = _Run(model_dir, spec, out, profile, seed, progress, report)
+    run = _Run(model_dir, spec, out, profile, seed, progress, report, splits)
     if spec.schedule == "cubic":
 
         summary = run_gradual(run)
@@ -163,7 +167,8 @@ def iterate(model_dir, spec: IterSpec, out=None, profile=None, seed: int = 0, pr
     if is_main():
         if summary["final"] is not None and summary["final"]["round"] > 0:
             write_card(run, summary)
-        write_json_atomic(out / SUMMARY, {"config_key": key, **summary, "records": len(run.records)})
+        write_json_atomic(out / SUMMARY, {"config_key": key, **summary, "data": run.data_record,
+                                           "records": len(run.records)})
     barrier()
     return out
 
@@ -175,6 +180,8 @@ def write_card(run: "_Run", summary: dict) -> Path:
     folder, final = Path(summary["final_model"]), summary["final"]
     model = load_saved(folder)
     metrics = {"spec": asdict(run.spec), "delivery": summary["delivery"], "step": final["step"],
+               "data": run.data_record, "labels": label_names(model.config), "source_model": str(run.model_dir),
+               "source_profile": own_profile(run.model_dir),
                "dense": {k: run.records[0][k] for k in ("validation_accuracy", "test_accuracy")},
                **{k: final[k] for k in ("validation_accuracy", "test_accuracy")}, **provenance(run.cfg["config"])}
     sizes = {split: len(run.data[split]) for split in SPLITS}

@@ -27,11 +27,12 @@ from ..prune.importance import GRADIENT_METHODS, gather_inputs, score as importa
 from ..prune.l0 import finalize, train_l0
 from ..prune.plan import PruningPlan
 from ..prune.select import NM, EncoderBudget, UnitFraction, WeightSparsity
-from ..train.data import TASKS, load_task, load_tokenizer
+from ..train.data import load_tokenizer, run_data, user_data
 from ..train.finetune import Evaluator, tokenize_split, train_classifier
-from ..train.runs import METRICS, default_out, reuse_or_claim, run_key, source_accuracy, source_run
+from ..train.runs import (METRICS, default_out, own_profile, reuse_or_claim, run_key, source_accuracy, source_data,
+                          source_run)
 from ..xlnet.masks import counts, make_permanent, prunable_parameters, weight_sparsity
-from ..xlnet.modeling import load_saved, save_model
+from ..xlnet.modeling import label_names, load_saved, save_model
 from ..xlnet.structure import ENCODER, XLNetStructure
 
 # Part of every prune run's key: bump it when the pruning code changes what a request produces.
@@ -140,26 +141,32 @@ def _jsonable(removed):
     return removed
 
 
-def prune_config(spec: PruneSpec, source_key: str, profile: Profile, seed: int) -> dict:
+def prune_config(spec: PruneSpec, source_key: str, profile: Profile, seed: int, data=None) -> dict:
+    """The run's cache key fields; ``data`` (``UserData``) adds the user's data and its digest."""
     return {"source": source_key, "profile": profile.name, "seed": seed, "prune_version": PRUNE_VERSION,
-            "recovery_lr": profile.recovery_lr, **asdict(spec),
+            "recovery_lr": profile.recovery_lr, **asdict(spec), **(data.key() if data is not None else {}),
             # N:M groups moved to each matrix's input axis (layer_1 and o had theirs along the outputs): only
             # N:M runs get a new key, so the book's other cached runs stay valid
             **({"nm_axes": "input"} if NM.parse(spec.granularity) else {})}
 
 
 def prune_run(model_dir, spec: PruneSpec, out=None, profile: Profile | None = None, seed: int = 0,
-              progress: bool = True) -> Path:
+              progress: bool = True, data=None) -> Path:
     """``xlprune prune``: load a fine-tuned classifier, prune it, optionally fine-tune, evaluate, save.
 
     ``out`` receives the model (safetensors; weights pruned permanently, structures removed), the tokenizer,
     ``metrics.json`` (validation / test accuracy before and after, measured sparsity, provenance) and
     ``report.json`` (``report.layer_report``). Refuses an ``out`` that holds a different run; ``out=None`` uses
     the run cache, so the same request again returns the stored result.
+
+    ``data``: the user's data (a path or hub name, ``train.data.UserData``); default: the data the folder was
+    fine-tuned on (a user's, or its profile's task). A folder from outside xlprune needs it
+    (``runs.source_run``). Bad data is a one-line ``UserError`` before anything is written.
     """
     spec.check()
-    model_dir, source_key, profile = source_run(model_dir, profile)
-    cfg = prune_config(spec, source_key, profile, seed)
+    model_dir, source_key, profile = source_run(model_dir, profile, data)
+    user = user_data(source_data(model_dir, data))
+    cfg = prune_config(spec, source_key, profile, seed, user)
     key = run_key("prune", cfg)
     out = Path(out) if out else default_out("prune", profile, key)
     if reuse_or_claim(out, key) is not None:
@@ -167,24 +174,25 @@ def prune_run(model_dir, spec: PruneSpec, out=None, profile: Profile | None = No
     model = load_saved(model_dir)
     require_classifier(model)
     tok = load_tokenizer(model_dir)
-    data = load_task(profile.task, profile.max_examples, seed)
-    glue_metric = TASKS[profile.task][2]
-
+    data, glue_metric, data_record = run_data(profile, seed, user, label_names(model.config))
     evaluator = Evaluator(tok, {s: data[s] for s in ("validation", "test")}, profile.max_seq_len, glue_metric)
 
     def evaluate_all(m):
         return {k: v for k, v in evaluator(m).items() if k.endswith("_accuracy")}
 
-    dense = source_accuracy(model_dir, source_key, profile, seed, lambda: evaluate_all(model))
+    dense = source_accuracy(model_dir, source_key, profile, seed, lambda: evaluate_all(model),
+                            user.key() if user is not None else None)
     set_seed(seed)
-    header = {"config_key": key, "profile": profile.name, "task": profile.task, "seed": seed}
+    header = {"config_key": key, "profile": profile.name, "task": data_record.get("task"), "seed": seed,
+              "data": data_record, "labels": label_names(model.config), "source_model": str(model_dir),
+              "source_profile": own_profile(model_dir)}
     if spec.method == "l0":
         return _l0_run(model, tok, data, spec, profile, seed, progress, out, cfg, header, dense, evaluate_all)
     scores = score(model, spec, tok, data["train"], profile, seed, progress)
     scored = evaluate_all(model) if spec.method == "movement" else dense  # movement fine-tuned while scoring
     measured = apply(model, spec, scores)
     oneshot = evaluate_all(model)
-    metrics = {**header, "source_model": str(model_dir), "spec": asdict(spec), **measured,
+    metrics = {**header, "spec": asdict(spec), **measured,
                "dense": dense, "before_pruning": scored, "one_shot": oneshot}
     if spec.finetune_epochs > 0:
         enc = {k: tokenize_split(data[k], tok, profile.max_seq_len) for k in ("train", "validation")}

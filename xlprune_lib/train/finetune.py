@@ -17,7 +17,7 @@ import torch
 from transformers import DataCollatorWithPadding, Trainer
 
 from .baselines import majority_label
-from .data import TASKS, load_task, load_tokenizer, profile_tokenizer
+from .data import load_tokenizer, profile_tokenizer, run_data, user_data
 from .distill import DistillationTrainer, TEACHER_COLUMN, WithTeacher, teacher_logits
 from .pretrain import pretrain
 from .runs import METRICS, default_out, loss_curve, quiet_trainer, reuse_or_claim, run_key, training_args
@@ -63,10 +63,12 @@ def majority_baseline(train_labels, test_labels) -> float:
     return float((np.asarray(test_labels) == majority_label(train_labels)).mean())
 
 
-def finetune_config(profile: Profile, seed: int, init: str | None) -> dict:
+def finetune_config(profile: Profile, seed: int, init: str | None, data=None) -> dict:
+    """The run's cache key fields; ``data`` (``data.UserData``) adds the user's data and its digest."""
     keys = ("task", "max_examples", "max_seq_len", "ft_epochs", "ft_batch", "ft_lr", "warmup_ratio",
             "weight_decay", "dropout", "precision")
-    cfg = {"profile": profile.name, "seed": seed, **{k: getattr(profile, k) for k in keys}}
+    cfg = {"profile": profile.name, "seed": seed, **{k: getattr(profile, k) for k in keys},
+           **(data.key() if data is not None else {})}
     if profile.warm_start and init and init != SOURCE_INIT:
         cfg["summary"] = "source-pooler"     # warmstart.pooler_into_summary
     if distills(profile, init):
@@ -177,7 +179,7 @@ def train_classifier(model, tokenizer, enc: dict, profile: Profile, seed: int, e
 
 
 def finetune(profile: Profile, out: Path | str | None = None, init: str | Path | None = None, seed: int = 0,
-             progress: bool = True) -> Path:
+             progress: bool = True, data=None) -> Path:
     """Fine-tune a classifier on the profile's task; write checkpoint, tokenizer and ``metrics.json``.
 
     ``init``: a PLM-pretrained folder (``pretrain``); ``None`` starts from random weights (offline profiles)
@@ -187,17 +189,20 @@ def finetune(profile: Profile, out: Path | str | None = None, init: str | Path |
     learns from the source-BERT teacher too (``distill.py``). ``metrics.json`` holds ``validation_accuracy``,
     ``test_accuracy`` and their 95% intervals (``*_ci_low`` / ``*_ci_high``), ``majority_baseline``, the GLUE
     metric where the task has one, ``train_seconds``, the loss curve and provenance. Reuses ``out`` when it
-    already holds this configuration.
+    already holds this configuration. ``data``: the user's data instead of the profile's task (a folder of split
+    files or a hub name, :class:`data.UserData`; the classifier's labels are the data's); ``metrics.json``
+    records it (``data``: source, digest, split sizes, whether validation was carved from train).
     """
     if init is not None and init != SOURCE_INIT:
         init = check_model_dir(init)
-    cfg = finetune_config(profile, seed, init and str(init))
+    user = user_data(data)
+    cfg = finetune_config(profile, seed, init and str(init), user)
     key = run_key("finetune", cfg)
     out = Path(out) if out else default_out("finetune", profile, key)
     if reuse_or_claim(out, key) is not None:
         return out
 
-    data = load_task(profile.task, profile.max_examples, seed)
+    data, glue_metric, data_record = run_data(profile, seed, user)
     names = getattr(data["train"].features["label"], "names", None)  # saved as id2label: pipelines show them
     set_seed(seed)  # the new classifier head of a pretrained model is initialised from this state
     if init == SOURCE_INIT:
@@ -213,13 +218,12 @@ def finetune(profile: Profile, out: Path | str | None = None, init: str | Path |
     else:
         tok = profile_tokenizer(profile)
         model = build_classifier(profile, len(tok), seed, names)
-    glue_metric = TASKS[profile.task][2]
     enc = {k: tokenize_split(data[k], tok, profile.max_seq_len) for k in ("train", "validation", "test")}
 
     teacher = None
     if distills(profile, init):
 
-        teacher_run = finetune(profile, init=SOURCE_INIT, seed=seed, progress=progress)
+        teacher_run = finetune(profile, init=SOURCE_INIT, seed=seed, progress=progress, data=user)
         teacher = teacher_logits(teacher_run, list(data["train"]["text"]), profile.max_seq_len)
     set_seed(seed)
     trainer, seconds = train_classifier(model, tok, enc, profile, seed, profile.ft_epochs, glue_metric, progress,
@@ -227,7 +231,8 @@ def finetune(profile: Profile, out: Path | str | None = None, init: str | Path |
     val = trainer.evaluate(enc["validation"], metric_key_prefix="validation")
     test = trainer.evaluate(enc["test"], metric_key_prefix="test")
     metrics = {
-        "config_key": key, "profile": profile.name, "task": profile.task, "seed": seed,
+        "config_key": key, "profile": profile.name, "task": data_record.get("task"), "data": data_record,
+        "seed": seed,
         "init": str(init) if init else profile.hub_model,
         "validation_accuracy": val["validation_accuracy"], "test_accuracy": test["test_accuracy"],
         **{f"{split}_{end}": m[f"{split}_{end}"] for split, m in (("validation", val), ("test", test))

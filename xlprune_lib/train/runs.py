@@ -48,27 +48,66 @@ def reuse_or_claim(out: Path, key: str) -> dict | None:
     return stored
 
 
-def source_run(model_dir, profile: Profile | None = None) -> tuple[Path, str, Profile]:
+# The training settings of a folder made outside xlprune (plain ``save_pretrained``) when ``--profile`` is not
+# given: ``base``'s, the published recipe for fine-tuning XLNet (recovery rate 2e-5, 128 tokens, batch 32).
+FOREIGN_PROFILE = "base"
+
+
+def own_profile(model_dir) -> str | None:
+    """The profile a folder was made with: its ``metrics.json`` (a run of xlprune), or the ``run.json`` of the
+    ``iterate`` folder it is a round of; ``None`` for a folder from elsewhere."""
+    model_dir = Path(model_dir)
+    metrics = _read_json(model_dir / METRICS)
+    run = _read_json(model_dir.parent / "run.json")   # loops.rounds.RUN: a round folder's parent (a higher layer)
+    config = run.get("config") if isinstance(run.get("config"), dict) else {}
+    return metrics.get("profile") or config.get("profile") or None
+
+
+def _read_json(path: Path) -> dict:
+    """A JSON object from ``path``; ``{}`` when it is missing or unreadable."""
+    try:
+        value = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def source_run(model_dir, profile: Profile | None = None, data=None) -> tuple[Path, str, Profile]:
     """A saved model folder to start from: ``(folder, the config key it was made with (else its path), the profile
-    to use (the given one, else the one it was made with))``."""
+    to use (the given one, else the one it was made with, else :data:`FOREIGN_PROFILE`))``.
+
+    A folder from outside xlprune has no data of its own: ``data`` (``--data``) is then required, else a
+    one-line ``UserError``."""
     model_dir = check_model_dir(model_dir)
     source = json.loads((model_dir / METRICS).read_text()) if (model_dir / METRICS).is_file() else {}
-    profile = profile or get_profile(source.get("profile", "tiny"))
+    made_with = own_profile(model_dir)
+    if made_with is None and data is None:
+        raise UserError(f"{model_dir} was not made by xlprune (no metrics.json), so it has no data of its own: "
+                        "give --data (a folder of train/validation/test files, or a hub dataset name)")
+    profile = profile or get_profile(made_with or FOREIGN_PROFILE)
     return model_dir, source.get("config_key") or str(model_dir.resolve()), profile
 
 
-def source_accuracy(model_dir, source_key: str, profile: Profile, seed: int, measure) -> dict:
+def source_data(model_dir, data=None):
+    """The data a run on ``model_dir`` uses: ``data`` (``--data``) when given, else the data the folder was
+    fine-tuned on when that was a user's (its ``metrics.json`` records it), else ``None`` (the profile's task)."""
+    recorded = _read_json(Path(model_dir) / METRICS).get("data")
+    return data if data is not None else recorded.get("source") if isinstance(recorded, dict) else None
+
+
+def source_accuracy(model_dir, source_key: str, profile: Profile, seed: int, measure, data_key=None) -> dict:
     """The accuracy of a source model on the evaluation splits, ``measure()`` run once per source.
 
     Every pruning run from the same classifier starts by evaluating it; when the folder is a cached run (it
     has a config key, so its weights are fixed) the result is kept with :func:`memo` and later runs reuse it.
-    A folder without a key (a model from elsewhere) is measured every time.
+    A folder without a key (a model from elsewhere) is measured every time. ``data_key``: the user's data
+    (``UserData.key``), part of the memo's key; ``None`` for the profile's task.
     """
     if source_key == str(Path(model_dir).resolve()):
         return measure()
     return memo("source-accuracy", {"model": source_key, "profile": profile.name, "task": profile.task,
                                     "max_examples": profile.max_examples, "max_seq_len": profile.max_seq_len,
-                                    "seed": seed}, measure)
+                                    "seed": seed, **(data_key or {})}, measure)
 
 
 def run_key(kind: str, config: dict) -> str:

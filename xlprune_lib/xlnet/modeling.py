@@ -92,6 +92,12 @@ def classifier_fields(label_names) -> dict:
             "label2id": {n: i for i, n in enumerate(names)}, "use_mems_eval": False}
 
 
+def label_names(config) -> list[str]:
+    """A classifier's label names in id order, from ``config.id2label`` (``transformers`` calls them ``LABEL_<i>``
+    when the folder names none); ``config.num_labels`` of them."""
+    return [str(config.id2label.get(i, f"LABEL_{i}")) for i in range(config.num_labels)]
+
+
 def build_classifier(profile: Profile, vocab_size: int, seed: int, label_names):
     """A randomly initialised ``XLNetForSequenceClassification`` (the no-pretraining baseline) with these
     ``label_names`` (``data.LABEL_NAMES`` for the book's task)."""
