@@ -243,7 +243,7 @@ def _n_of_m(score: torch.Tensor, n: int, m: int, axis: int, name: str) -> torch.
     groups = _groups(score, m, axis, name)
     keep = torch.zeros_like(groups, dtype=torch.bool)
     keep.scatter_(-1, groups.topk(n, dim=-1).indices, True)
-    return keep.reshape(*groups.shape[:-2], -1).movedim(-1, axis)
+    return keep.flatten(-2).movedim(-1, axis)   # flatten, not reshape(..., -1): a tensor may have no entries
 
 
 class _StandIn(nn.Module):
