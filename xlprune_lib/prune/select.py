@@ -24,12 +24,11 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn.utils import prune
 
 from .. import validate
 from ..config import UserError
 from ..xlnet.structure import XLNetStructure
-from ..xlnet.masks import current_mask, current_weight, prune_to
+from ..xlnet.masks import attach, current_mask, current_weight, prune_to
 from .plan import PruningPlan
 
 
@@ -253,7 +252,7 @@ class _StandIn(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(weight, requires_grad=False)
         if mask is not None:
-            prune.custom_from_mask(self, "weight", mask)
+            attach(self, "weight", mask)
 
 
 def _stand_in(module, name: str) -> _StandIn:
