@@ -5,6 +5,7 @@ what it gives on the same model made permanent (issue 13, kind 2).
 pass with autograd on, so each masked weight is a non-leaf tensor), one made permanent. The list is checked
 against the library itself, so a new public function that takes a model cannot be left out.
 """
+import copy
 import dataclasses
 import importlib
 import inspect
@@ -261,6 +262,14 @@ def _evaluator_logits(model, c):
     return torch.from_numpy(logits), torch.from_numpy(labels)
 
 
+def _attached(m, c):
+    """A mask on one tensor (stacked on the live twin's): the half of layer 0's ``q`` with the smallest |w| goes."""
+    attn = m.transformer.layer[0].rel_attn
+    w = masks.current_weight(attn, "q").detach().abs()
+    masks.attach(attn, "q", w > w.median())
+    return c.logits(m), [masks.current_weight(*p) for p in masks.prunable_parameters(m)]
+
+
 # entry point -> what it gives on a model; the live and the permanent twin must give the same
 TWINS = {
     "masks.prune_to (signed scores)": lambda m, c: (masks.prune_to(m, 0.6, _signed(m)), c.logits(m),
@@ -337,6 +346,7 @@ TWINS = {
     "masks.measured": lambda m, c: masks.measured(m, masks.counts(m)),
     "masks.effective_state_dict": lambda m, c: masks.effective_state_dict(m),
     "masks.copy_model": lambda m, c: c.logits(masks.copy_model(m)),
+    "masks.attach": _attached,
     "modeling.record_plan": lambda m, c: (modeling.record_plan(m, PruningPlan.of(m).to_config()).config.heads_per_layer,
                                           c.logits(m)),
     "modeling.save_model": _saved,
@@ -443,14 +453,15 @@ def test_training_keeps_live_masks(small_tokenizer, tmp_path, name):
 
 
 def test_the_issue_inputs(twins):
-    """The three failures reported: surgery on a masked model, its sparse file, copying it after a forward."""
+    """The three failures reported: surgery on a masked model, its sparse file, copying it after a forward
+    (``copy.deepcopy`` itself, pytorch#37322)."""
     (live, c), (permanent, _) = twins
     before = c.logits(live)
     a = sparse.save_sparse(live, c.tmp / "a")
     b = sparse.save_sparse(permanent, c.tmp / "b")
     assert (a / sparse.SPARSE_FILE).stat().st_size == (b / sparse.SPARSE_FILE).stat().st_size
     _same(c.logits(sparse.load_sparse(a)), c.logits(live))
-    clone = masks.copy_model(live)                          # plain deepcopy raises on the non-leaf weights
+    clone = copy.deepcopy(live)   # the masked weights are no graph leaves during a forward pass only
     surgery.prune_heads(clone, {0: [1]})
     surgery.prune_heads(permanent, {0: [1]})
     _same(c.logits(clone), c.logits(permanent))

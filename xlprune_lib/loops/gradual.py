@@ -18,7 +18,6 @@ import shutil
 from pathlib import Path
 
 from safetensors.torch import load_file, save_file
-from torch.nn.utils import prune
 from transformers import TrainerCallback
 
 from .. import validate
@@ -29,7 +28,7 @@ from ..prune.importance import MovementCallback
 from ..prune.schedule import cubic
 from ..prune.select import WeightSparsity
 from ..train.finetune import train_classifier
-from ..xlnet.masks import make_permanent, prunable_parameters, weight_sparsity
+from ..xlnet.masks import attach, make_permanent, prunable_parameters, weight_sparsity
 from ..xlnet.modeling import save_model
 
 class GradualPruning(TrainerCallback):
@@ -67,10 +66,10 @@ class GradualPruning(TrainerCallback):
 
 
 def install_identity_masks(model) -> None:
-    """``prune.identity`` on every not-yet-pruned pair: all-ones masks, so later pruning only edits buffers."""
+    """All-ones masks (``masks.attach``) on every not-yet-pruned pair, so later pruning only edits buffers."""
     for module, name in prunable_parameters(model):
         if not hasattr(module, f"{name}_mask"):
-            prune.identity(module, name)
+            attach(module, name)
 
 
 class _Recorder(TrainerCallback):

@@ -15,13 +15,12 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
-from torch.nn.utils import prune
 
 from .distributed import barrier, is_main
 from ..config import UserError, check_output_dir, write_json_atomic, write_text_atomic
 from ..measure.report import provenance
 from ..prune.plan import PruningPlan
-from ..xlnet.masks import current_mask, make_permanent, prunable_parameters
+from ..xlnet.masks import attach, current_mask, make_permanent, prunable_parameters
 from ..xlnet.modeling import load_saved, save_model
 
 RECORDS = "rounds.jsonl"
@@ -129,7 +128,7 @@ def masks_of(model) -> dict[str, torch.Tensor]:
 
 
 def apply_masks(model, masks: dict[str, torch.Tensor]) -> None:
-    """Re-attach saved masks (by name, :func:`masks_of`) with ``prune.custom_from_mask`` (the weights already
+    """Re-attach saved masks (by name, :func:`masks_of`) with ``masks.attach`` (the weights already
     hold zeros where masked). Raises ``UserError`` for a mask whose weight the model does not have."""
     names = PruningPlan.of(model, weights=False).names()
     unknown = set(masks) - set(names)
@@ -137,4 +136,4 @@ def apply_masks(model, masks: dict[str, torch.Tensor]) -> None:
         raise UserError(f"saved masks name weights this model does not have: {sorted(unknown)[0]}")
     for n, (module, name) in zip(names, prunable_parameters(model)):
         if n in masks:
-            prune.custom_from_mask(module, name, masks[n].bool())
+            attach(module, name, masks[n].bool())

@@ -133,13 +133,27 @@ def _weights_used(pairs):
     return lambda: [forward_weight(*p) for p in pairs]
 
 
+def _grads(output: torch.Tensor, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """``d output / d t`` for every tensor ``t`` of ``inputs``, of ``t``'s shape.
+
+    A tensor with no entries gets an empty gradient without being differentiated. Pruning leaves such tensors:
+    a layer with no head keeps ``(d_model, 0, d_head)`` projections and a ``(0,)`` head gate, a layer with no
+    neuron ``(0, d_model)`` / ``(d_model, 0)`` FFN weights, and the zero-width forward never touches them
+    (``modeling_xlnet_pruned.fit_zero_width``), so ``torch.autograd.grad`` would call them unused. Every
+    tensor with entries must still be used by the forward pass: autograd's error stays for those.
+    """
+    used = [i for i, t in enumerate(inputs) if t.numel()]
+    grads = dict(zip(used, torch.autograd.grad(output, [inputs[i] for i in used]) if used else ()))
+    return [grads[i] if i in grads else torch.zeros_like(t) for i, t in enumerate(inputs)]
+
+
 def _batch_means(model, batches, params, combine) -> list[torch.Tensor]:
     """``mean_b combine(i, g_b[i])`` over batches, ``g_b`` the gradients of batch ``b``'s mean loss."""
     totals = [torch.zeros_like(p, dtype=torch.float32) for p in _inputs(params)]
     with _eval_mode(model):
         for batch in batches:
             loss = model(**_device_batch(model, batch)).loss
-            for i, (t, g) in enumerate(zip(totals, torch.autograd.grad(loss, _inputs(params)))):
+            for i, (t, g) in enumerate(zip(totals, _grads(loss, _inputs(params)))):
                 t += combine(i, g.float())
     return [t / max(1, len(batches)) for t in totals]
 
@@ -166,7 +180,7 @@ def _example_fisher(model, batches, params) -> list[torch.Tensor]:
         for batch in batches:
             for example in _examples(_device_batch(model, batch)):
                 logp = _log_likelihood(model, example)[0]
-                for t, g in zip(totals, torch.autograd.grad(logp, _inputs(params))):
+                for t, g in zip(totals, _grads(logp, _inputs(params))):
                     t += g.float() ** 2
                 n += 1
     return [t / max(1, n) for t in totals]

@@ -26,7 +26,7 @@ import torch
 from torch.nn.utils import prune
 
 from ..xlnet import surgery
-from ..xlnet.masks import current_weight
+from ..xlnet.masks import attach, current_weight
 from ..xlnet.modeling import record_plan
 from ..xlnet.structure import XLNetStructure
 
@@ -280,7 +280,7 @@ class PruningPlan:
             # every tensor the plan has a mask for is masked, all-True ones included, in the order of the prunable
             # set: the model's parameters (``w_orig``) then line up exactly as after ``masks.prune_to``
             if keep is not None:
-                prune.custom_from_mask(module, attr, keep.to(_device(module, attr)))
+                attach(module, attr, keep.to(_device(module, attr)))
 
     def finalize(self, model) -> None:
         """Make ``model`` this plan for good (in place): drop its layers, remove its heads and neurons by

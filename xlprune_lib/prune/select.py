@@ -24,12 +24,11 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn.utils import prune
 
 from .. import validate
 from ..config import UserError
 from ..xlnet.structure import XLNetStructure
-from ..xlnet.masks import current_mask, current_weight, prune_to
+from ..xlnet.masks import attach, current_mask, current_weight, prune_to
 from .plan import PruningPlan
 
 
@@ -243,7 +242,7 @@ def _n_of_m(score: torch.Tensor, n: int, m: int, axis: int, name: str) -> torch.
     groups = _groups(score, m, axis, name)
     keep = torch.zeros_like(groups, dtype=torch.bool)
     keep.scatter_(-1, groups.topk(n, dim=-1).indices, True)
-    return keep.reshape(*groups.shape[:-2], -1).movedim(-1, axis)
+    return keep.flatten(-2).movedim(-1, axis)   # flatten, not reshape(..., -1): a tensor may have no entries
 
 
 class _StandIn(nn.Module):
@@ -253,7 +252,7 @@ class _StandIn(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(weight, requires_grad=False)
         if mask is not None:
-            prune.custom_from_mask(self, "weight", mask)
+            attach(self, "weight", mask)
 
 
 def _stand_in(module, name: str) -> _StandIn:

@@ -11,8 +11,8 @@ given as the *total* sparsity to reach, and sparsity counted from the masks them
 Live masks everywhere. Every public function of the library that takes a model works on a model whose masks
 are still live and returns what it returns on the same model made permanent (``tests/test_live_masks.py``
 runs each one both ways): surgery slices ``w_orig`` and ``w_mask`` alike, savers write the masked tensors
-(:func:`effective_state_dict`), scores differentiate the weights the forward pass used, copies go through
-:func:`copy_model`. Two kinds differ by design: training keeps masked entries at zero (that is what a live
+(:func:`effective_state_dict`), scores differentiate the weights the forward pass used, and ``copy.deepcopy`` and
+``pickle`` work after any forward pass (every mask is attached through :func:`attach` or :func:`prune_to`). Two kinds differ by design: training keeps masked entries at zero (that is what a live
 mask is for), and :func:`live_masks` / ``rounds.masks_of`` report the masks themselves.
 """
 from __future__ import annotations
@@ -54,8 +54,69 @@ def forward_weight(module, name: str) -> torch.Tensor:
     """The tensor the last forward pass used for ``module.name``: with a live mask, the pre-hook's
     ``name_orig * name_mask``, attached to that pass's autograd graph (so a gradient with respect to it is the
     gradient with respect to the effective weight). Read it right after a forward pass; anywhere else use
-    :func:`current_weight`."""
+    :func:`current_weight`. For a mask made by this module the tensor is kept by :class:`_UsedWeights` (the
+    attribute itself is detached after each forward); otherwise it is ``module.name``."""
+    used = _used_weights(module)
+    if used is not None and name in used.tensors:
+        return used.tensors[name]
     return getattr(module, name)
+
+
+class _UsedWeights:
+    """Forward hook on a module with live masks: keeps the masked tensors its forward used, and leaves
+    detached copies in their place.
+
+    ``torch.nn.utils.prune`` stores ``name_orig * name_mask`` as the plain attribute ``module.name``. With
+    autograd on, that product is not a graph leaf, and ``copy.deepcopy`` and ``pickle`` refuse such tensors
+    (pytorch#37322). After the module's forward this hook moves the product here (for :func:`forward_weight`)
+    and sets ``module.name`` to the same values, detached. The graph already holds the product, so backward
+    still reaches ``name_orig``. A copy of the hook starts empty: a copied model has no last forward pass.
+    """
+
+    def __init__(self):
+        self.tensors: dict[str, torch.Tensor] = {}
+
+    def __call__(self, module, inputs, output):
+        self.tensors = {name: getattr(module, name) for name in _masked_names(module)}
+        for name, tensor in self.tensors.items():
+            setattr(module, name, tensor.detach())
+
+    def __deepcopy__(self, memo):
+        return type(self)()
+
+    def __getstate__(self):
+        return {"tensors": {}}
+
+
+def _masked_names(module) -> list[str]:
+    return [hook._tensor_name for hook in module._forward_pre_hooks.values()
+            if isinstance(hook, prune.BasePruningMethod)]
+
+
+def _used_weights(module) -> _UsedWeights | None:
+    return next((h for h in module._forward_hooks.values() if isinstance(h, _UsedWeights)), None)
+
+
+def _copyable(module) -> None:
+    """Make a module with live masks copyable: its masked attributes detached now (``prune`` computes them
+    with autograd on when it attaches a mask) and after every forward (:class:`_UsedWeights`). Idempotent."""
+    with torch.no_grad():
+        for name in _masked_names(module):
+            setattr(module, name, getattr(module, name).detach())
+    if _used_weights(module) is None:
+        module.register_forward_hook(_UsedWeights())
+
+
+def attach(module, name: str, keep: torch.Tensor | None = None) -> None:
+    """Mask ``module.name`` with ``keep`` (bool, the parameter's shape; ``None``: all ones) through
+    ``torch.nn.utils.prune.custom_from_mask`` (``prune.identity``). Stacks on a live mask. The one way the
+    library attaches a mask: the module stays copyable by ``copy.deepcopy`` and ``pickle`` (:class:`_UsedWeights`).
+    """
+    if keep is None:
+        prune.identity(module, name)
+    else:
+        prune.custom_from_mask(module, name, keep)
+    _copyable(module)
 
 
 def current_mask(module, name: str) -> torch.Tensor:
@@ -138,6 +199,8 @@ def prune_to(model, target: float, scores: dict | None = None, scope: str = "glo
             n = current_mask(*p).numel()
             amount = _amount_of_remaining(target, sparsity([p]), n)
             LowestScore.apply(p[0], p[1], amount, importance_scores=importance[p])
+    for module, _ in pairs:
+        _copyable(module)
     return weight_sparsity(pairs)
 
 
@@ -157,8 +220,7 @@ def make_permanent(model, pairs=None) -> None:
 
 def live_masks(model) -> list[tuple[torch.nn.Module, str]]:
     """``(module, name)`` of every tensor ``torch.nn.utils.prune`` masks right now (``name_orig`` + ``name_mask``)."""
-    return [(m, hook._tensor_name) for m in model.modules() for hook in m._forward_pre_hooks.values()
-            if isinstance(hook, prune.BasePruningMethod)]
+    return [(m, name) for m in model.modules() for name in _masked_names(m)]
 
 
 def effective_state_dict(model) -> dict:
@@ -176,16 +238,15 @@ def effective_state_dict(model) -> dict:
 
 
 def copy_model(model):
-    """``copy.deepcopy(model)`` that also works while masks are live.
+    """``copy.deepcopy(model)``, also for masks attached with ``torch.nn.utils.prune`` directly.
 
-    A masked weight is recomputed as ``name_orig * name_mask`` by a forward pre-hook; after a forward pass
-    with autograd on it is a non-leaf tensor, which ``deepcopy`` refuses. The recomputed tensors are replaced
-    by detached ones first (the next forward recomputes them anyway), then the model is copied.
+    Masks the library attaches (:func:`attach`, :func:`prune_to`) already leave the model copyable by
+    ``copy.deepcopy``. A mask attached by hand leaves a non-leaf ``name_orig * name_mask`` after a forward
+    pass with autograd on, which ``deepcopy`` refuses; this function makes such modules copyable too
+    (:func:`_copyable`, which changes only how the original stores its computed tensors), then copies.
     """
-
-    with torch.no_grad():
-        for module, name in live_masks(model):
-            setattr(module, name, getattr(module, name).detach())
+    for module in {id(m): m for m, _ in live_masks(model)}.values():
+        _copyable(module)
     return copy.deepcopy(model)
 
 
