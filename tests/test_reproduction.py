@@ -97,7 +97,6 @@ def measure(model_dir, out_root) -> dict:
     return out
 
 
-
 def old_code(dest: Path) -> Path:
     """``OLD_COMMIT``'s ``xlprune_lib`` with :data:`OLD_FIX`, unpacked from this repository's history into ``dest``."""
     try:

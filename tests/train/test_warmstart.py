@@ -271,7 +271,7 @@ def test_hub_layout_folder_gives_the_same_tensors(minilm_folder, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_bad_sources_are_one_line_errors(tmp_path, monkeypatch):
+def test_bad_sources_are_one_line_errors(tmp_path, unreachable_hub):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(UserError, match="lacks model.safetensors, tokenizer.json"):
         warmstart.source_folder(tmp_path)
@@ -279,12 +279,9 @@ def test_bad_sources_are_one_line_errors(tmp_path, monkeypatch):
     (tmp_path / "tokenizer.json").write_text("{}")
     with pytest.raises(UserError, match="cannot read the BERT weights"):
         warmstart.load_bert(tmp_path)
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     with pytest.raises(UserError, match="needs the model hub"):
         warmstart.source_folder("someone/not-a-local-folder")
+    assert unreachable_hub == [("127.0.0.1", 9)]                         # one probe, no library retries
 
 
 def test_an_altered_extracted_copy_is_extracted_again(tmp_path, monkeypatch):

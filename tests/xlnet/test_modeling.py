@@ -40,10 +40,7 @@ def test_corrupted_weights_are_a_user_error(tiny_classifier, tmp_path):
         modeling.load_saved(out)
 
 
-def test_hub_model_without_network_fails_fast(monkeypatch):
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+def test_hub_model_without_network_fails_fast(unreachable_hub):
     with pytest.raises(UserError, match="needs the model hub"):
         modeling.load_classifier("xlnet-base-cased", ["negative", "positive"])
+    assert unreachable_hub == [("127.0.0.1", 9)]                         # one probe, no library retries
