@@ -26,6 +26,10 @@ A layer may keep no head or no neuron. XLNet is post-LayerNorm, ``LN(x + sublaye
 computes ``LN(x)`` (attention) or ``LN(x + b_2)`` (FFN, ``b_2`` being ``layer_2``'s bias, dropout applied as
 in training). :func:`fit_zero_width` gives such sublayers a forward that computes exactly that without the
 zero-sized products, which exporters (ONNX) cannot handle.
+
+The classes compute in whatever dtype they are loaded in (``from_pretrained(..., dtype=torch.bfloat16)``,
+fp16, ``model.to(dtype)``): :func:`compute_in_model_dtype` casts the tensors XLNet makes in fp32 and the
+floating inputs of every ``einsum``. The stock XLNet classes of transformers 5 fail in bf16 there.
 """
 from __future__ import annotations
 
@@ -155,12 +159,65 @@ def shrink_to_config(model) -> None:
         cut_units(layer, index(heads), index(neurons))
 
 
+def match_default_dtype(model: nn.Module) -> None:
+    """Give every floating parameter and buffer of ``model`` the default dtype (``torch.get_default_dtype()``).
+
+    ``from_pretrained(..., dtype=torch.bfloat16)`` builds a model with that dtype as the default, so ``nn.Linear``,
+    ``nn.Embedding`` and ``nn.LayerNorm`` come out in it. XLNet makes ``q, k, v, o, r``, the relative biases,
+    ``seg_embed`` and ``mask_emb`` with ``torch.FloatTensor``, which is fp32 whatever the default (transformers
+    ``modeling_xlnet.py``); the weights then load into fp32 and the first ``einsum`` with a bf16 input fails
+    (transformers#23145, #34743). Casting here, before the weights load, puts every tensor in the requested
+    dtype (the loader casts the saved values to the tensors' dtype). Works on the meta device. In place.
+    """
+    dtype = torch.get_default_dtype()
+    for tensor in (*model.parameters(), *model.buffers()):
+        if tensor.is_floating_point() and tensor.dtype != dtype:
+            tensor.data = tensor.data.to(dtype)
+
+
+def _cast(value, dtype):
+    if isinstance(value, torch.Tensor) and value.is_floating_point() and value.dtype != dtype:
+        return value.to(dtype)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_cast(v, dtype) for v in value)
+    return value
+
+
+def _inputs_in_encoder_dtype(module, args, kwargs):
+    """Forward pre-hook of the encoder: its floating inputs (``perm_mask``, ``target_mapping``, ``inputs_embeds``,
+    ``mems``, a float ``attention_mask``) in the dtype of its weights. XLNet's own
+    ``prepare_inputs_for_generation`` makes ``target_mapping`` fp32."""
+    dtype = module.word_embedding.weight.dtype
+    return _cast(args, dtype), {k: _cast(v, dtype) for k, v in kwargs.items()}
+
+
+def _inputs_in_attention_dtype(module, args, kwargs):
+    """Forward pre-hook of a relative attention: every floating input of its ``einsum``s (``h``, ``g``, the
+    attention masks, the position encodings ``r``, ``seg_mat``, ``mems``, ``target_mapping``) in the dtype of
+    its weights. XLNet builds ``r`` in fp32 and casts it only on the one-stream path."""
+    dtype = module.layer_norm.weight.dtype
+    return _cast(args, dtype), {k: _cast(v, dtype) for k, v in kwargs.items()}
+
+
+def compute_in_model_dtype(model: nn.Module) -> None:
+    """Make ``model`` (an XLNet of this file) compute in the dtype it is built or loaded in, whatever dtype
+    ``from_pretrained`` or ``model.to`` gives: every weight in the default dtype (:func:`match_default_dtype`),
+    and the floating inputs of the encoder and of every relative attention cast to the weights' dtype on entry
+    (a cast happens only where the dtypes differ, so an fp32 model computes as before). In place."""
+    match_default_dtype(model)
+    encoder = getattr(model, "transformer", model)
+    encoder.register_forward_pre_hook(_inputs_in_encoder_dtype, with_kwargs=True)
+    for layer in encoder.layer:
+        layer.rel_attn.register_forward_pre_hook(_inputs_in_attention_dtype, with_kwargs=True)
+
+
 class PrunedXLNetModel(XLNetModel):
     config_class = PrunedXLNetConfig
 
     def __init__(self, config):
         super().__init__(config)
         shrink_to_config(self)
+        compute_in_model_dtype(self)
 
 
 class PrunedXLNetLMHeadModel(XLNetLMHeadModel):
@@ -169,6 +226,7 @@ class PrunedXLNetLMHeadModel(XLNetLMHeadModel):
     def __init__(self, config):
         super().__init__(config)
         shrink_to_config(self)
+        compute_in_model_dtype(self)
 
 
 class PrunedXLNetForSequenceClassification(XLNetForSequenceClassification):
@@ -177,6 +235,7 @@ class PrunedXLNetForSequenceClassification(XLNetForSequenceClassification):
     def __init__(self, config):
         super().__init__(config)
         shrink_to_config(self)
+        compute_in_model_dtype(self)
 
 
 # the Auto class that loads each model class from a saved folder
