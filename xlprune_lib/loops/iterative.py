@@ -31,7 +31,7 @@ from .gradual import run_gradual
 from .oneshot import require_classifier
 from .specs import IterSpec, parse_requirement
 from .rounds import RUN, SUMMARY, append_record, claim, load_checkpoint, read_records, save_checkpoint
-from ..config import set_seed, write_json_atomic, write_text_atomic
+from ..config import read_json, set_seed, write_json_atomic, write_text_atomic
 from ..deploy.card import CARD, SPLITS, model_card
 from ..measure.delivery import delivery
 from ..measure.report import checkpoint_sizes, git_commit, layer_report, provenance
@@ -42,7 +42,7 @@ from ..train.data import TASKS, load_task, load_tokenizer
 from ..train.finetune import Evaluator, tokenize_split, train_classifier
 from ..train.runs import default_out, quiet_libraries, run_key, source_run
 from ..xlnet.masks import counts, measured, prunable_parameters
-from ..xlnet.modeling import load_saved
+from ..xlnet.modeling import check_supported, load_saved
 from ..xlnet.structure import XLNetStructure
 
 ITERATE_VERSION = 3   # 2: signed movement scores ranked as given. 3: plans (removed units in original indices)
@@ -74,7 +74,7 @@ class _Run:
         self.enc = {"train": tokenize_split(self.data["train"], self.tok, profile.max_seq_len)}
         self.evaluator = Evaluator(self.tok, {s: self.data[s] for s in ("validation", "test")},
                                    profile.max_seq_len, self.glue)
-        self.cfg = json.loads((out / RUN).read_text())
+        self.cfg = read_json(out / RUN)
         self.records = read_records(out)
         self.clock = time.perf_counter()
 
@@ -141,6 +141,7 @@ def iterate(model_dir, spec: IterSpec, out=None, profile=None, seed: int = 0, pr
     """
     init_distributed()
     spec.check()
+    check_supported(model_dir, classifier=True, tokenizer=True)
     model_dir, source_key, profile = source_run(model_dir, profile)
     cfg = iterate_config(spec, source_key, profile, seed)
     key = run_key("iterate", cfg)
@@ -187,7 +188,7 @@ def write_card(run: "_Run", summary: dict) -> Path:
 def load_run(out) -> tuple[list[dict], dict]:
     """``(records, summary)`` of a finished ``iterate`` folder."""
     out = Path(out)
-    return read_records(out), json.loads((out / SUMMARY).read_text())
+    return read_records(out), read_json(out / SUMMARY)
 
 
 def run_rounds(run: "_Run") -> dict:

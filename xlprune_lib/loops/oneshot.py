@@ -31,7 +31,7 @@ from ..train.data import TASKS, load_task, load_tokenizer
 from ..train.finetune import Evaluator, tokenize_split, train_classifier
 from ..train.runs import METRICS, default_out, reuse_or_claim, run_key, source_accuracy, source_run
 from ..xlnet.masks import counts, make_permanent, prunable_parameters, weight_sparsity
-from ..xlnet.modeling import load_saved, save_model
+from ..xlnet.modeling import check_supported, load_saved, save_model
 from ..xlnet.structure import ENCODER, XLNetStructure
 
 # Part of every prune run's key: bump it when the pruning code changes what a request produces.
@@ -158,6 +158,7 @@ def prune_run(model_dir, spec: PruneSpec, out=None, profile: Profile | None = No
     the run cache, so the same request again returns the stored result.
     """
     spec.check()
+    check_supported(model_dir, classifier=True, tokenizer=True)
     model_dir, source_key, profile = source_run(model_dir, profile)
     cfg = prune_config(spec, source_key, profile, seed)
     key = run_key("prune", cfg)

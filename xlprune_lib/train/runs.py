@@ -14,7 +14,8 @@ import torch
 from transformers import PrinterCallback, TrainingArguments
 from transformers.utils import logging as hf_logging
 
-from ..config import Profile, UserError, cache_dir, cache_key, check_output_dir, get_profile, write_text_atomic
+from ..config import (Profile, UserError, cache_dir, cache_key, check_output_dir, get_profile, read_json,
+                      write_text_atomic)
 from ..measure.report import METRICS
 from ..xlnet.modeling import check_model_dir
 
@@ -38,10 +39,7 @@ def reuse_or_claim(out: Path, key: str) -> dict | None:
     if not metrics.is_file():
         check_output_dir(out)
         return None
-    try:
-        stored = json.loads(metrics.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"{metrics} is unreadable ({exc}); move it away or choose another --out") from None
+    stored = read_json(metrics, hint="move it away or choose another --out")
     if stored.get("config_key") != key:
         raise UserError(f"{out} already holds a different run (config {stored.get('config_key')}, "
                         f"this one is {key}); choose another --out")
@@ -52,7 +50,7 @@ def source_run(model_dir, profile: Profile | None = None) -> tuple[Path, str, Pr
     """A saved model folder to start from: ``(folder, the config key it was made with (else its path), the profile
     to use (the given one, else the one it was made with))``."""
     model_dir = check_model_dir(model_dir)
-    source = json.loads((model_dir / METRICS).read_text()) if (model_dir / METRICS).is_file() else {}
+    source = read_json(model_dir / METRICS) if (model_dir / METRICS).is_file() else {}
     profile = profile or get_profile(source.get("profile", "tiny"))
     return model_dir, source.get("config_key") or str(model_dir.resolve()), profile
 
