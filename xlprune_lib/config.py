@@ -177,10 +177,12 @@ def check_writable(target: Path | str) -> Path:
     parent = ensure_dir(target.parent)
     try:
         fd, probe = tempfile.mkstemp(dir=parent, prefix=f".{target.name}.probe-")
-        os.close(fd)
-        os.unlink(probe)
     except OSError as exc:
         raise fs_error(target, exc) from None
+    try:
+        os.close(fd)
+    finally:   # removed even when interrupted here
+        os.unlink(probe)
     return target
 
 

@@ -68,14 +68,14 @@ class _Run:
 
         self.model_dir, self.spec, self.out, self.profile, self.seed = model_dir, spec, out, profile, seed
         self.progress, self.report = progress, report
+        self.cfg = read_json(out / RUN)
+        self.records = read_records(out)   # read first: a damaged record is refused before any data is loaded
         self.tok = load_tokenizer(model_dir)
         self.data = load_task(profile.task, profile.max_examples, seed)
         self.glue = TASKS[profile.task][2]
         self.enc = {"train": tokenize_split(self.data["train"], self.tok, profile.max_seq_len)}
         self.evaluator = Evaluator(self.tok, {s: self.data[s] for s in ("validation", "test")},
                                    profile.max_seq_len, self.glue)
-        self.cfg = read_json(out / RUN)
-        self.records = read_records(out)
         self.clock = time.perf_counter()
 
     def start(self):
