@@ -7,6 +7,8 @@ threshold rules, the ``PruningPlan``, L0 gates, schedules), ``deploy`` (model ca
 benchmarks, 2:4 on sparse tensor cores), ``loops`` (one-shot, iterative, gradual, distributed pruning), ``book`` (chapter execution,
 reference results, figures); ``config`` and ``cli`` (the ``xlprune`` command) at the top.
 """
+import os
+import sys
 import warnings
 
 # tqdm.auto warns once per kernel that ipywidgets is missing; progress bars are off in notebooks anyway.
@@ -14,8 +16,29 @@ warnings.filterwarnings("ignore", message="IProgress not found")
 
 __version__ = "0.1.0"
 
+
+def _is_the_command() -> bool:
+    """Whether this process is the ``xlprune`` command, which imports this package first: the console script
+    (``sys.argv[0]`` is the script), or ``python -m xlprune_lib`` (``sys.argv[0]`` is ``-m`` while Python locates
+    the module, and the original command line names it)."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    if os.path.basename(argv0) in ("xlprune", "xlprune.exe"):
+        return True
+    orig = getattr(sys, "orig_argv", [])
+    return argv0 == "-m" and any(a == "-mxlprune_lib" or (a == "-m" and orig[i + 1:i + 2] == ["xlprune_lib"])
+                                 for i, a in enumerate(orig))
+
+
 # Pruned models (layers of different widths) are saved with model type ``xlnet-pruned``; registering it here
 # lets ``AutoModelForSequenceClassification.from_pretrained`` and ``pipeline`` load them after ``import xlprune_lib``.
-from .xlnet.modeling import register_pruned_xlnet  # noqa: E402
+# The import takes seconds (torch, transformers); a Ctrl-C during it ends the command with one line and exit code
+# 130, as anywhere else in the command (``__main__.py``); in any other program it stays a KeyboardInterrupt.
+try:
+    from .xlnet.modeling import register_pruned_xlnet  # noqa: E402
 
-register_pruned_xlnet()
+    register_pruned_xlnet()
+except KeyboardInterrupt:
+    if not _is_the_command():
+        raise
+    print("xlprune: interrupted", file=sys.stderr)
+    raise SystemExit(130) from None

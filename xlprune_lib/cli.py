@@ -11,7 +11,8 @@ import errno
 import json
 import sys
 
-from .config import DEFAULT_PROFILE, PROFILES, UserError, get_profile
+from . import validate
+from .config import DEFAULT_PROFILE, PROFILES, UserError, get_profile, read_json
 from .deploy.bench import BenchSpec, bench, format_bench
 from .loops.specs import IterSpec, PruneSpec
 from .measure.report import (METRICS, check_seq_len, checkpoint_sizes, format_breakdown, format_layer_report,
@@ -29,9 +30,15 @@ FILESYSTEM_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errn
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (``xlprune: error: ...``) and exit code 2."""
+    """argparse, but a usage error is one line (``xlprune: error: ...``) and exit code 2, and a float option
+    refuses NaN and +-inf (``validate.finite_float``: every ``type=float``, so no option can miss it)."""
     def error(self, message):
         raise UserError(f"{self.prog}: {message}")
+
+    def add_argument(self, *args, **kwargs):
+        if kwargs.get("type") is float:
+            kwargs["type"] = validate.finite_float
+        return super().add_argument(*args, **kwargs)
 
 
 def _profile_arg(p):
@@ -128,7 +135,7 @@ def cmd_finetune(args) -> int:
 
 def _report_metrics(out, keys) -> dict:
 
-    metrics = json.loads((out / METRICS).read_text())
+    metrics = read_json(out / METRICS)
     print(f"wrote {out}")
     width = max(22, *(len(k) + 2 for k in keys))
     for k in keys:
@@ -198,7 +205,7 @@ def cmd_iterate(args) -> int:
     profile = get_profile(args.profile) if args.profile else None
     out = iterate(args.model, spec, args.out, profile, seed=args.seed, progress=not args.quiet, data=args.data)
     if is_main():
-        summary = json.loads((out / SUMMARY).read_text())
+        summary = read_json(out / SUMMARY)
         final = summary["final"] or {}
         print(f"wrote {out}: {summary['stop_reason']}")
         print(f"  final model           {summary['final_model']}")

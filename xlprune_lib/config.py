@@ -177,10 +177,12 @@ def check_writable(target: Path | str) -> Path:
     parent = ensure_dir(target.parent)
     try:
         fd, probe = tempfile.mkstemp(dir=parent, prefix=f".{target.name}.probe-")
-        os.close(fd)
-        os.unlink(probe)
     except OSError as exc:
         raise fs_error(target, exc) from None
+    try:
+        os.close(fd)
+    finally:   # removed even when interrupted here
+        os.unlink(probe)
     return target
 
 
@@ -194,6 +196,60 @@ def check_output_dir(out: Path | str, what: str = "--out") -> Path:
         raise UserError(f"{what} {out} is not empty and holds no result of this run; nothing was changed: "
                         f"choose another {what}")
     return check_writable(out)
+
+
+def damaged(path: Path | str, reason, hint: str = "") -> UserError:
+    """The one-line error for a file that exists but cannot be read as what it should be: "<path> is damaged
+    (<reason>)", plus ``hint`` (what to do) when given. ``reason``: an exception (its first line) or text."""
+    if isinstance(reason, BaseException):
+        reason = (str(reason).strip().splitlines() or [type(reason).__name__])[0]
+    return UserError(f"{path} is damaged ({reason})" + (f"; {hint}" if hint else ""))
+
+
+def read_json(path: Path | str, expect: type | None = dict, hint: str = ""):
+    """The JSON value in the file ``path`` (every JSON file xlprune reads from a folder goes through here).
+
+    ``expect``: the type the top-level value must have (default: an object, ``dict``; ``None``: any). A file
+    that is truncated, not UTF-8, not JSON or of another type raises ``UserError`` "<path> is damaged
+    (<reason>)" (:func:`damaged`, with ``hint``); a missing file "<path> is missing"; another read failure
+    (permissions, a folder in its place) "cannot read <path>: ...".
+    """
+    path = Path(path)
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path} is missing" + (f"; {hint}" if hint else "")) from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise damaged(path, exc, hint) from None
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if expect is not None and not isinstance(value, expect):
+        raise damaged(path, f"a JSON {type(value).__name__} where a JSON {expect.__name__} belongs", hint)
+    return value
+
+
+def read_jsonl(path: Path | str, hint: str = "") -> list[dict]:
+    """The JSON objects of a JSON-lines file, one per non-blank line; a bad line raises :func:`damaged`
+    naming ``path`` and the line number."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise damaged(path, exc, hint) from None
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+    out = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise damaged(path, f"line {n}: {exc}", hint) from None
+        if not isinstance(value, dict):
+            raise damaged(path, f"line {n} is not a JSON object", hint)
+        out.append(value)
+    return out
 
 
 def cache_key(payload: dict) -> str:

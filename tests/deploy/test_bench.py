@@ -111,7 +111,7 @@ def test_cli_bench_json_and_errors(pair, tmp_path, capsys):
     broken.mkdir()
     (broken / "config.json").write_text((pair["dense"] / "config.json").read_text())
     (broken / "model.safetensors").write_bytes(b"not a safetensors file")
-    assert "cannot load" in main_error(capsys, *args[:2], str(broken), *args[3:])   # a corrupted weights file
+    assert f"{broken / 'model.safetensors'} is damaged" in main_error(capsys, *args[:2], str(broken), *args[3:])
 
 
 def test_provenance_commit_is_dirty_for_code_changes_but_not_for_results(tmp_path, monkeypatch):

@@ -64,5 +64,5 @@ def test_missing_and_corrupted_files_are_user_errors(tiny_classifier, tmp_path):
         load_sparse(tmp_path / "nothing")
     out = save_sparse(tiny_classifier, tmp_path / "s")
     (out / SPARSE_FILE).write_bytes((out / SPARSE_FILE).read_bytes()[:100])
-    with pytest.raises(UserError, match="unreadable"):
+    with pytest.raises(UserError, match=f"{SPARSE_FILE} is damaged"):
         load_sparse(out)

@@ -15,13 +15,12 @@ import contextlib
 import copy
 import inspect
 import io
-import json
 import time
 from functools import cached_property
 
 import torch
 
-from ..config import Profile, cache_key
+from ..config import Profile, cache_key, read_json
 from ..loops import experiments, oneshot
 from ..measure import ranks, report
 from ..prune import importance, select
@@ -214,7 +213,7 @@ class ScoreStudy(DenseStudy):
     @cached_property
     def _n_heads(self) -> int:
         """Heads of the dense model, read from its ``config.json`` (a cache key needs no model load)."""
-        config = json.loads((self.run_dir / "config.json").read_text())
+        config = read_json(self.run_dir / "config.json")
         return config["n_layer"] * config["n_head"]
 
     def head_fractions(self) -> dict:

@@ -42,9 +42,11 @@ import torch
 
 from ..measure.report import checkpoint_sizes, layer_report, load_metrics, provenance
 from ..measure.sparse import SPARSE_FILE, load_model, save_sparse
+from .. import validate
 from ..config import UserError, option
 from .onnx import OnnxClassifier, check_quantize, quantize_int8, to_onnx
 from .semi_structured import semi_structured_checked
+from ..xlnet.modeling import check_supported
 from ..xlnet.structure import XLNetStructure
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -85,6 +87,7 @@ class BenchSpec:
                                                "or fp16, a model pruned with --granularity 2:4)")
 
     def check(self) -> "BenchSpec":
+        validate.finite_fields(self)
         if not self.batch_sizes or any(int(b) < 1 for b in self.batch_sizes):
             raise UserError(f"--batch-sizes must be positive integers, got {list(self.batch_sizes)}")
         if self.seq_len < 1 or self.warmup < 0 or self.repeats < 1:
@@ -260,6 +263,8 @@ def bench(model_dir, baseline_dir, spec: BenchSpec | None = None) -> dict:
     """
     spec = (spec or BenchSpec()).check()
     dirs = {"model": Path(model_dir), "baseline": Path(baseline_dir)}
+    for d in dirs.values():   # both refused before either is loaded
+        check_supported(d)
     models = {k: load_model(d).eval() for k, d in dirs.items()}
     vocab = {m.config.vocab_size for m in models.values()}
     if len(vocab) != 1:

@@ -15,7 +15,7 @@ from ..measure.report import provenance
 from ..train.data import load_tokenizer, run_data, user_data
 from ..train.finetune import Evaluator
 from ..train.runs import source_data, source_run
-from ..xlnet.modeling import label_names, load_saved
+from ..xlnet.modeling import check_supported, label_names, load_saved
 from .onnx import OnnxClassifier, check_quantize, export_onnx, quantize_int8
 
 VERIFY_TEXTS = 64   # test texts compared between ONNX Runtime and PyTorch
@@ -37,6 +37,7 @@ def export_run(model_dir, out, quantize: str | None = None, profile: Profile | N
     out = Path(out)
     if out.suffix != ".onnx" or out.is_dir():
         raise UserError(f"--out names the .onnx file to write, got {out}")
+    check_supported(model_dir, classifier=True, tokenizer=True)   # before any accuracy is measured
     model_dir, _, profile = source_run(model_dir, profile, data)
     user = user_data(source_data(model_dir, data))
     model, tok = load_saved(model_dir), load_tokenizer(model_dir)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from transformers import TrainerCallback
 
 from .. import validate
@@ -29,7 +29,7 @@ from ..prune.schedule import cubic
 from ..prune.select import WeightSparsity
 from ..train.finetune import train_classifier
 from ..xlnet.masks import attach, make_permanent, prunable_parameters, weight_sparsity
-from ..xlnet.modeling import save_model
+from ..xlnet.modeling import load_tensors, save_model
 
 class GradualPruning(TrainerCallback):
     """Cubic-schedule pruning during training (Zhu & Gupta 2017, eq. 1), masks updated every ``dt`` steps.
@@ -101,7 +101,7 @@ class _Recorder(TrainerCallback):
     def restore(self, folder: Path) -> None:
 
         if self.pruner.movement is not None:
-            saved = load_file(str(folder / "movement.safetensors"))
+            saved = load_tensors(folder / "movement.safetensors")
             for i, key in enumerate(self.pruner.movement.scores):
                 self.pruner.movement.scores[key].copy_(saved[str(i)])
 

@@ -31,7 +31,7 @@ from .gradual import run_gradual
 from .oneshot import require_classifier
 from .specs import IterSpec, parse_requirement
 from .rounds import RUN, SUMMARY, append_record, claim, load_checkpoint, read_records, save_checkpoint
-from ..config import set_seed, write_json_atomic, write_text_atomic
+from ..config import read_json, set_seed, write_json_atomic, write_text_atomic
 from ..deploy.card import CARD, SPLITS, model_card
 from ..measure.delivery import delivery
 from ..measure.report import checkpoint_sizes, git_commit, layer_report, provenance
@@ -42,7 +42,7 @@ from ..train.data import load_tokenizer, run_data, user_data
 from ..train.finetune import Evaluator, tokenize_split, train_classifier
 from ..train.runs import default_out, own_profile, quiet_libraries, run_key, source_data, source_run
 from ..xlnet.masks import counts, measured, prunable_parameters
-from ..xlnet.modeling import label_names, load_saved, saved_class
+from ..xlnet.modeling import check_supported, label_names, load_saved, saved_class
 from ..xlnet.structure import XLNetStructure
 
 ITERATE_VERSION = 3   # 2: signed movement scores ranked as given. 3: plans (removed units in original indices)
@@ -69,14 +69,14 @@ class _Run:
 
         self.model_dir, self.spec, self.out, self.profile, self.seed = model_dir, spec, out, profile, seed
         self.progress, self.report = progress, report
+        self.cfg = read_json(out / RUN)
+        self.records = read_records(out)   # read first: a damaged record is refused before any data is loaded
         self.tok = load_tokenizer(model_dir)
         # ``data``: run_data's (splits, metric, record), read before the run folder was claimed
         self.data, self.glue, self.data_record = data or run_data(profile, seed)
         self.enc = {"train": tokenize_split(self.data["train"], self.tok, profile.max_seq_len)}
         self.evaluator = Evaluator(self.tok, {s: self.data[s] for s in ("validation", "test")},
                                    profile.max_seq_len, self.glue)
-        self.cfg = json.loads((out / RUN).read_text())
-        self.records = read_records(out)
         self.clock = time.perf_counter()
 
     def start(self):
@@ -142,6 +142,7 @@ def iterate(model_dir, spec: IterSpec, out=None, profile=None, seed: int = 0, pr
     """
     init_distributed()
     spec.check()
+    check_supported(model_dir, classifier=True, tokenizer=True)
     model_dir, source_key, profile = source_run(model_dir, profile, data)
     user = user_data(source_data(model_dir, data))
     cfg = iterate_config(spec, source_key, profile, seed, user)
@@ -194,7 +195,7 @@ def write_card(run: "_Run", summary: dict) -> Path:
 def load_run(out) -> tuple[list[dict], dict]:
     """``(records, summary)`` of a finished ``iterate`` folder."""
     out = Path(out)
-    return read_records(out), json.loads((out / SUMMARY).read_text())
+    return read_records(out), read_json(out / SUMMARY)
 
 
 def run_rounds(run: "_Run") -> dict:

@@ -32,7 +32,7 @@ from ..train.finetune import Evaluator, tokenize_split, train_classifier
 from ..train.runs import (METRICS, default_out, own_profile, reuse_or_claim, run_key, source_accuracy, source_data,
                           source_run)
 from ..xlnet.masks import counts, make_permanent, prunable_parameters, weight_sparsity
-from ..xlnet.modeling import label_names, load_saved, save_model
+from ..xlnet.modeling import check_supported, label_names, load_saved, save_model
 from ..xlnet.structure import ENCODER, XLNetStructure
 
 # Part of every prune run's key: bump it when the pruning code changes what a request produces.
@@ -164,6 +164,7 @@ def prune_run(model_dir, spec: PruneSpec, out=None, profile: Profile | None = No
     (``runs.source_run``). Bad data is a one-line ``UserError`` before anything is written.
     """
     spec.check()
+    check_supported(model_dir, classifier=True, tokenizer=True)
     model_dir, source_key, profile = source_run(model_dir, profile, data)
     user = user_data(source_data(model_dir, data))
     cfg = prune_config(spec, source_key, profile, seed, user)

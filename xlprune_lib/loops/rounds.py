@@ -14,14 +14,14 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from .distributed import barrier, is_main
-from ..config import UserError, check_output_dir, write_json_atomic, write_text_atomic
+from ..config import UserError, check_output_dir, read_json, read_jsonl, write_json_atomic, write_text_atomic
 from ..measure.report import provenance
 from ..prune.plan import PruningPlan
 from ..xlnet.masks import attach, current_mask, make_permanent, prunable_parameters
-from ..xlnet.modeling import load_saved, save_model
+from ..xlnet.modeling import load_saved, load_tensors, save_model
 
 RECORDS = "rounds.jsonl"
 RUN = "run.json"
@@ -35,10 +35,7 @@ def claim(out: Path, key: str, cfg: dict) -> None:
     run = out / RUN
     fresh = not run.is_file()
     if not fresh:
-        try:
-            stored = json.loads(run.read_text()).get("config_key")
-        except (OSError, json.JSONDecodeError) as exc:
-            raise UserError(f"{run} is unreadable ({exc}); move the folder away or choose another --out") from None
+        stored = read_json(run, hint="move the folder away or choose another --out").get("config_key")
         if stored != key:
             raise UserError(f"{out} holds a different run (config {stored}, this one is {key}); nothing was "
                             "changed: choose another --out")
@@ -54,10 +51,7 @@ def read_records(out: Path) -> list[dict]:
     path = out / RECORDS
     if not path.is_file():
         return []
-    try:
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path} is corrupted ({exc}); move the folder away or choose another --out") from None
+    return read_jsonl(path, hint="move the folder away or choose another --out")
 
 
 def append_record(out: Path, record: dict) -> None:
@@ -106,11 +100,8 @@ def load_checkpoint(folder: Path):
     """``(model, movement scores)`` from :func:`save_checkpoint`, the weight masks re-attached to the model."""
 
     model = load_saved(folder)
-    try:
-        state = load_file(str(folder / "state.safetensors")) if (folder / "state.safetensors").is_file() else {}
-    except Exception as exc:  # safetensors raises its own error types for truncated or foreign files
-        raise UserError(f"{folder}/state.safetensors is unreadable ({exc}); move {folder.parent} away and "
-                        "start again") from None
+    state = (load_tensors(folder / "state.safetensors", hint=f"move {folder.parent} away and start again")
+             if (folder / "state.safetensors").is_file() else {})
     masks = {k[len("mask."):]: v for k, v in state.items() if k.startswith("mask.")}
     apply_masks(model, masks)
     names = PruningPlan.of(model, weights=False).names()

@@ -43,6 +43,7 @@ class PruneSpec:
                                help="l0 only: fixed penalty weight instead of --sparsity")
 
     def check(self) -> "PruneSpec":
+        validate.finite_fields(self)
         if self.method == "l0":
             return self._check_l0()
         if (nm := NM.parse(self.granularity)) is not None:
@@ -95,6 +96,11 @@ def parse_requirement(text: str | float) -> tuple[str, float]:
     return kind, value
 
 
+def requirement_text(text: str) -> str:
+    """``--requirement`` as given, checked when the command line is read (:func:`parse_requirement`)."""
+    parse_requirement(text)
+    return text
+
 
 @dataclass
 class IterSpec:
@@ -111,7 +117,7 @@ class IterSpec:
     target: float = option(0.9, help="final sparsity in [0, 1)")
     schedule: str = option("geometric", help=f"{', '.join(SCHEDULES)}: fixed step per round, a fraction of what "
                            "remains per round, or gradual pruning inside fine-tuning")
-    requirement: str = option("dense-0.01", help="validation accuracy to keep: an absolute value (0.75) or "
+    requirement: str = option("dense-0.01", parse=requirement_text, help="validation accuracy to keep: an absolute value (0.75) or "
                               "dense minus a tolerance (dense-0.01)")
     step: float = option(0.2, help="constant: sparsity added per round; geometric: fraction of the remaining "
                          "weights removed per round")
@@ -126,6 +132,7 @@ class IterSpec:
     ramp: float = option(0.75, help="cubic: share of the steps during which the masks are updated")
 
     def check(self) -> "IterSpec":
+        validate.finite_fields(self)
         check_method(self.method, self.granularity)
         check_schedule(self.schedule)
         validate.sparsity(self.target, "--target")

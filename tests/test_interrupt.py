@@ -1,0 +1,139 @@
+"""Ctrl-C at any point of `xlprune prune` (imports, parsing, loading, scoring, saving): exit code 130, the one line
+"xlprune: interrupted", nothing half-written, and the next run completes as if nothing had happened."""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from importlib import import_module
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import tiny_config
+
+
+@pytest.fixture(scope="module")
+def classifier(small_tokenizer, tmp_path_factory):
+    """A tiny random classifier folder with its tokenizer, made for the smoke profile's data."""
+    from transformers import XLNetForSequenceClassification
+
+    from xlprune_lib.xlnet.modeling import classifier_fields, save_model
+
+    torch.manual_seed(0)
+    tok = small_tokenizer
+    model = XLNetForSequenceClassification(tiny_config(vocab_size=len(tok), pad_token_id=tok.pad_token_id,
+                                                       **classifier_fields(["rotten", "fresh"])))
+    return save_model(model, tok, tmp_path_factory.mktemp("interrupt") / "model",
+                      extra_files={"metrics.json": {"profile": "smoke"}})
+
+
+def start(*args) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=os.environ.copy())
+
+
+def prune(model, out) -> subprocess.Popen:
+    return start("-m", "xlprune_lib", "prune", "--model", str(model), "--method", "magnitude", "--sparsity", "0.5",
+                 "--profile", "smoke", "--quiet", "--out", str(out))
+
+
+def importing(proc) -> bool:
+    """Whether the child runs xlprune's code yet: it has mapped a compiled library of an installed package (torch,
+    at the start of the package's import). Before that the interpreter is still starting, out of the package's
+    reach (a signal there kills Python itself)."""
+    try:
+        return any("site-packages" in line and ".so" in line for line in Path(f"/proc/{proc.pid}/maps").open())
+    except OSError:
+        return False
+
+
+def wait_until(proc, ready, timeout=120.0) -> None:
+    end = time.monotonic() + timeout
+    while not ready() and proc.poll() is None:
+        assert time.monotonic() < end, "the child never got there"
+        time.sleep(0.005)
+
+
+def interrupt(proc) -> tuple[int, str, bool]:
+    """SIGINT now: ``(return code, stderr, whether the command had finished before the signal)``."""
+    finished = proc.poll() is not None
+    if not finished:
+        proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    return proc.returncode, err, finished
+
+
+def assert_clean(out: Path, code: int, err: str, finished: bool) -> None:
+    """An interrupted run: 130, one line, no traceback, ``out`` absent or empty, no temporary files beside it. A
+    signal that came after the work was done (the interpreter exiting) leaves a complete result and 0."""
+    leftovers = [p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")]
+    assert leftovers == [], leftovers
+    if code == 0 and (finished or (out / "metrics.json").is_file()):
+        assert (out / "metrics.json").is_file() and "Traceback" not in err
+        return
+    assert code == 130, (code, err)
+    assert err.strip().splitlines() == ["xlprune: interrupted"], err
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.3, 1.0, 4.0])
+def test_interrupt_at_any_point_then_rerun(delay, classifier, tmp_path):
+    """Imports (0.05 s, 0.3 s and 1 s after the package's import began), loading or evaluating (4 s); then the
+    same command again, to completion."""
+    out = tmp_path / "out"
+    proc = prune(classifier, out)
+    wait_until(proc, lambda: importing(proc))
+    time.sleep(delay)
+    assert_clean(out, *interrupt(proc))
+    if delay == 4.0:   # once: the next run behaves as if uninterrupted
+        again = prune(classifier, out)
+        _, err = again.communicate(timeout=300)
+        assert again.returncode == 0, err
+        assert (out / "metrics.json").is_file() and (out / "model.safetensors").is_file()
+
+
+def test_interrupt_while_saving(classifier, tmp_path):
+    out = tmp_path / "out"
+    proc = prune(classifier, out)
+    wait_until(proc, lambda: any(p.name.startswith(f".{out.name}.tmp-") for p in tmp_path.iterdir()), timeout=300)
+    assert_clean(out, *interrupt(proc))
+
+
+def test_interrupt_while_importing_cli_in_process(monkeypatch, capsys):
+    """The entry point's own guard: Ctrl-C during the import of ``cli`` (seconds of torch and transformers)."""
+    from xlprune_lib.__main__ import main
+
+    class Interrupting:
+        def find_spec(self, name, path=None, target=None):
+            if name == "xlprune_lib.cli":
+                raise KeyboardInterrupt
+            return None
+
+    monkeypatch.delitem(sys.modules, "xlprune_lib.cli", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [Interrupting(), *sys.meta_path])
+    assert main(["info", "--model", "x"]) == 130
+    assert capsys.readouterr().err == "xlprune: interrupted\n"
+
+
+def test_another_program_importing_the_package_keeps_its_keyboard_interrupt(tmp_path):
+    """Only the command turns Ctrl-C during ``import xlprune_lib`` into exit code 130; a program that imports the
+    package gets its KeyboardInterrupt as usual."""
+    proc = start("-c", "import xlprune_lib")
+    wait_until(proc, lambda: importing(proc))
+    time.sleep(0.3)
+    code, err, finished = interrupt(proc)
+    assert not finished and code != 130 and "KeyboardInterrupt" in err
+
+
+def test_the_console_script_is_the_guarded_entry_point():
+    root = Path(__file__).resolve().parents[1]
+    target = tomllib.loads((root / "pyproject.toml").read_text())["project"]["scripts"]["xlprune"]
+    module, func = target.split(":")
+    assert module == "xlprune_lib.__main__"   # not cli: its imports would be outside the guard
+    entry = getattr(import_module(module), func)
+    assert callable(entry) and entry(["info", "--model", "/nonexistent/folder"]) == 2
+    assert shutil.which("xlprune", path=str(Path(sys.executable).parent)) is not None
