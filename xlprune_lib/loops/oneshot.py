@@ -29,7 +29,7 @@ from ..prune.plan import PruningPlan
 from ..prune.select import NM, EncoderBudget, UnitFraction, WeightSparsity
 from ..train.data import TASKS, load_task, load_tokenizer
 from ..train.finetune import Evaluator, tokenize_split, train_classifier
-from ..train.runs import METRICS, default_out, reuse_or_claim, run_key, source_accuracy, source_run
+from ..train.runs import METRICS, default_out, produce_run, run_key, source_accuracy, source_run
 from ..xlnet.masks import counts, make_permanent, prunable_parameters, weight_sparsity
 from ..xlnet.modeling import load_saved, save_model
 from ..xlnet.structure import ENCODER, XLNetStructure
@@ -162,8 +162,13 @@ def prune_run(model_dir, spec: PruneSpec, out=None, profile: Profile | None = No
     cfg = prune_config(spec, source_key, profile, seed)
     key = run_key("prune", cfg)
     out = Path(out) if out else default_out("prune", profile, key)
-    if reuse_or_claim(out, key) is not None:
-        return out
+    return produce_run(out, key, lambda: _prune_run(model_dir, spec, out, profile, seed, progress, source_key, cfg,
+                                                    key))
+
+
+def _prune_run(model_dir: Path, spec: PruneSpec, out: Path, profile: Profile, seed: int, progress: bool,
+               source_key: str, cfg: dict, key: str) -> Path:
+    """:func:`prune_run`'s work into ``out`` (under its lock, ``runs.produce_run``)."""
     model = load_saved(model_dir)
     require_classifier(model)
     tok = load_tokenizer(model_dir)

