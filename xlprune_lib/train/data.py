@@ -23,7 +23,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 from transformers import AutoTokenizer, XLNetTokenizer
 
 from . import wheels
-from .warmstart import MINILM_WHEEL, source_folder, xlnet_tokenizer
+from .warmstart import source_folder, source_key, xlnet_tokenizer
 from .wheels import PinnedWheel
 from ..config import UserError, atomic_dir, cache_dir, computed_once, require_hub
 
@@ -189,7 +189,7 @@ def profile_tokenizer(profile):
     (trained once, cached)."""
     if profile.warm_start:
 
-        path = cache_dir() / "tokenizers" / f"{profile.warm_start}-wordpiece-xlnet-{MINILM_WHEEL.sha256[:8]}"
+        path = cache_dir() / "tokenizers" / f"{profile.warm_start}-wordpiece-xlnet-{source_key()}"
         return computed_once(path, lambda: _cached_tokenizer(path), lambda: xlnet_tokenizer(source_folder(), path))
     if profile.hub_model:
         require_hub(f"profile {profile.name!r} ({profile.hub_model})")

@@ -21,7 +21,7 @@ from .distill import DistillationTrainer, TEACHER_COLUMN, WithTeacher, teacher_l
 from .pretrain import pretrain
 from .runs import (METRICS, content_key, default_out, loss_curve, produce_run, quiet_trainer, run_key,
                    training_args)
-from .warmstart import MINILM_WHEEL, SOURCE_INIT, pooler_into_summary, source_classifier, source_tokenizer
+from .warmstart import SOURCE_INIT, pooler_into_summary, source_classifier, source_key, source_tokenizer
 from ..config import Profile, set_seed
 from ..measure.report import provenance
 from ..measure.stats import accuracy_ci
@@ -71,11 +71,11 @@ def finetune_config(profile: Profile, seed: int, init: str | None) -> dict:
         cfg["summary"] = "source-pooler"     # warmstart.pooler_into_summary
     if distills(profile, init):
         cfg.update(distill_alpha=profile.distill_alpha, distill_temperature=profile.distill_temperature,
-                   teacher=f"{SOURCE_INIT}-{MINILM_WHEEL.sha256[:8]}")
+                   teacher=f"{SOURCE_INIT}-{source_key()}")
     if profile.hub_model:
         cfg["init"] = profile.hub_model
     elif init == SOURCE_INIT:
-        cfg["init"] = f"{SOURCE_INIT}-{MINILM_WHEEL.sha256[:8]}"
+        cfg["init"] = f"{SOURCE_INIT}-{source_key()}"
     elif init:   # the folder's weights, config and tokenizer, not its path or label
         cfg["init"] = content_key(init)
     else:

@@ -47,6 +47,7 @@ from transformers import (AutoTokenizer, BertConfig, BertForSequenceClassificati
 
 from . import wheels
 from .wheels import PinnedWheel
+from .runs import content_key
 from ..config import UserError, atomic_dir, cache_dir, computed_once, require_hub, set_seed
 from ..xlnet.modeling import classifier_fields
 
@@ -102,6 +103,16 @@ def source_folder(source: str | Path | None = None, cache: Path | None = None) -
     if missing:
         raise UserError(f"{folder} lacks {', '.join(missing)}: not a BERT source folder")
     return folder
+
+
+def source_key() -> str:
+    """What the warm start's source weights are, for cache keys: the pinned wheel's sha256 (first 8 hex digits;
+    the extracted files are checked against it), or, with ``$XLPRUNE_WEIGHTS_SOURCE``, the content key of the
+    folder it names (``runs.content_key``; a hub repository is fetched first), so another source is never
+    mistaken for the wheel's."""
+    if not os.environ.get(SOURCE_ENV):
+        return MINILM_WHEEL.sha256[:8]
+    return content_key(source_folder())
 
 
 def load_bert(folder: Path | str) -> tuple[dict, BertConfig]:
