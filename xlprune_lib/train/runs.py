@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
 
 import torch
@@ -72,15 +73,20 @@ _digests: dict[tuple, str] = {}   # (path, inode, size, mtime_ns) -> sha256 of t
 
 
 def _file_digest(path: Path) -> str:
+    """sha256 of a file's bytes, remembered per (path, inode, size, mtime) once the file is 2 s old: file times
+    tick coarsely, so a file rewritten within the same tick could otherwise keep its old digest (git's "racily
+    clean" rule)."""
     st = path.stat()
     key = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
-    if key not in _digests:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
+    if key in _digests:
+        return _digests[key]
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    if time.time_ns() - st.st_mtime_ns > 2_000_000_000:
         _digests[key] = h.hexdigest()
-    return _digests[key]
+    return h.hexdigest()
 
 
 def content_key(folder) -> str:
