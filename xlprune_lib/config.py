@@ -23,11 +23,15 @@ import os
 import random
 import shutil
 import socket
+import sys
 import tempfile
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+import filelock
 from huggingface_hub import constants
 from transformers import set_seed as hf_set_seed
 
@@ -256,6 +260,96 @@ def cache_key(payload: dict) -> str:
     """Short stable hash of a JSON-serialisable configuration."""
     blob = json.dumps(payload, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
+
+
+LOCK_TIMEOUT_ENV = "XLPRUNE_LOCK_TIMEOUT"
+LOCK_TIMEOUT = 4 * 3600.0     # seconds a run waits for an identical one to finish (a cold minilm run takes ~1 h)
+_held = threading.local()     # the lock files this thread holds: a producer nested in one of its own is not blocked
+
+
+def lock_timeout() -> float:
+    """Seconds :func:`cache_lock` waits: ``$XLPRUNE_LOCK_TIMEOUT`` (a number >= 0) or :data:`LOCK_TIMEOUT`.
+    Raises ``UserError`` for anything else."""
+    raw = os.environ.get(LOCK_TIMEOUT_ENV)
+    if raw is None or not raw.strip():
+        return LOCK_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value < float("inf"):
+        raise UserError(f"{LOCK_TIMEOUT_ENV} must be a number of seconds >= 0, got {raw!r}")
+    return value
+
+
+def lock_path(target: Path | str) -> Path:
+    """The lock file of a cache entry: ``<target>.lock``, beside it."""
+    target = Path(target)
+    return target.with_name(target.name + ".lock")
+
+
+def _write_holder(fd: int) -> None:
+    """Record who holds the lock inside the lock file (read back when a waiter gives up)."""
+    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    command = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:200] if sys.argv and sys.argv[0] else "python"
+    text = f"pid {os.getpid()} on {socket.gethostname()} since {started} ({command})"
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, text.encode(), 0)
+
+
+@contextlib.contextmanager
+def cache_lock(target: Path | str):
+    """Hold the lock of the cache entry ``target`` (a run folder or a file) for the block; yields the lock path.
+
+    The one lock of the package's cached producers: two processes asking for the same entry take turns, so one
+    computes and the other then finds the result. The lock is an OS file lock (``filelock``, ``flock`` on
+    Unix) on :func:`lock_path`: it is released when the block ends, by an exception or ``Ctrl-C``, and by the
+    OS when the process dies. The lock file stays (a waiter may hold it open); it holds the holder's pid, host,
+    start time and command. A thread that already holds the lock enters at once.
+
+    Waits up to :func:`lock_timeout` seconds; then raises a one-line ``UserError`` naming the lock file and its
+    holder. A lock file that cannot be created is a one-line ``UserError`` (:func:`fs_error`).
+    """
+    path = lock_path(target)
+    held = _held.__dict__.setdefault("paths", set())
+    key = str(path.resolve())
+    if key in held:
+        yield path
+        return
+    timeout = lock_timeout()
+    ensure_dir(path.parent)
+    lock = filelock.FileLock(str(path), timeout=timeout, on_acquired=_write_holder)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        try:
+            holder = path.read_text().strip() or "an unknown process"
+        except OSError:
+            holder = "an unknown process"
+        raise UserError(f"waited {timeout:g} s for {path}, held by {holder}: another run is computing the same "
+                        f"result; wait for it, or raise {LOCK_TIMEOUT_ENV} (seconds)") from None
+    except OSError as exc:
+        raise fs_error(path, exc) from None
+    held.add(key)
+    try:
+        yield path
+    finally:
+        held.discard(key)
+        lock.release()
+
+
+def computed_once(target: Path | str, find, compute):
+    """``find()`` if it is not ``None`` (a finished cache entry ``target``), else ``compute()`` under
+    :func:`cache_lock`, after looking once more: identical requests at once compute once, and the others return
+    what the first one made. ``find`` must return ``None`` exactly while the entry is missing or incomplete (it
+    may raise ``UserError`` for an entry it refuses: that happens before any wait); ``compute`` writes the entry
+    atomically and returns the result."""
+    found = find()
+    if found is not None:
+        return found
+    with cache_lock(target):
+        found = find()
+        return found if found is not None else compute()
 
 
 def set_seed(seed: int) -> None:

@@ -87,7 +87,7 @@ def test_memo_computes_once_per_config_and_recovers_from_a_bad_file(tmp_path, mo
     assert memo("demo", {"grid": [0.5]}, compute) == first and len(calls) == 3
 
 
-def test_source_accuracy_is_measured_once_per_cached_run_only(tmp_path, monkeypatch):
+def test_source_accuracy_is_measured_once_per_source_content(tmp_path, monkeypatch):
     from xlprune_lib.config import get_profile
     from xlprune_lib.train.runs import source_accuracy
 
@@ -103,14 +103,14 @@ def test_source_accuracy_is_measured_once_per_cached_run_only(tmp_path, monkeypa
     run.mkdir()
     assert source_accuracy(run, "abc", smoke, 0, measure) == accuracy
     assert source_accuracy(run, "abc", smoke, 0, measure) == accuracy
-    assert len(calls) == 1                                    # a cached run (it has a key): measured once
+    assert len(calls) == 1                                    # the same content key: measured once
     source_accuracy(run, "abc", smoke, 1, measure)            # another seed draws other splits: measured again
     assert len(calls) == 2
-    other = tmp_path / "from-elsewhere"                       # no config key: its key is its path
+    other = tmp_path / "from-elsewhere"                       # another content key (runs.content_key): measured
     other.mkdir()
-    source_accuracy(other, str(other.resolve()), smoke, 0, measure)
-    source_accuracy(other, str(other.resolve()), smoke, 0, measure)
-    assert len(calls) == 4
+    source_accuracy(other, "def", smoke, 0, measure)
+    source_accuracy(other, "def", smoke, 0, measure)
+    assert len(calls) == 3
 
 
 def test_results_refuses_a_chapter_without_a_table(tmp_path):

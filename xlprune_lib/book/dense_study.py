@@ -12,9 +12,9 @@ from functools import cached_property
 
 from ..config import Profile, cache_key, get_profile, set_seed
 from ..loops import experiments, oneshot
-from ..measure.report import load_metrics
 from ..prune.plan import PruningPlan
 from ..train import data, finetune
+from ..train.runs import content_key
 from ..xlnet.modeling import load_saved
 from . import memo
 
@@ -111,4 +111,4 @@ class DenseStudy:
             dense, labels = self.evaluator.logits(self.model, split)
             pruned, _ = self.evaluator.logits(load_saved(model_dir).eval(), split)
             return {"labels": labels, "dense": dense, "pruned": pruned}
-        return self._measured("forgetting", compute, pruned=load_metrics(model_dir)["config_key"], split=split)
+        return self._measured("forgetting", compute, pruned=content_key(model_dir), split=split)

@@ -1,8 +1,8 @@
 """Chapter measurements cached like runs: accuracy curves, scans and baselines a page computes inline.
 
 A rebuild with cached checkpoints should not redo a chapter's many evaluations. :func:`measured` keys a result
-by its kind, the grid that defines it, the model run it measures (that run's own config key, read from its
-``metrics.json``) and the pruning code's version (``oneshot.PRUNE_VERSION``), so chapters never build cache
+by its kind, the grid that defines it, the model folder it measures (what the folder holds:
+``runs.content_key``, not its path or the config key in its ``metrics.json``) and the pruning code's version (``oneshot.PRUNE_VERSION``), so chapters never build cache
 keys by hand and a change to the pruning code invalidates what it measured.
 """
 from __future__ import annotations
@@ -10,8 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..loops.oneshot import PRUNE_VERSION
-from ..measure.report import load_metrics
-from ..train.runs import memo
+from ..train.runs import content_key, memo
 
 
 def measured(kind: str, compute, model_dir: Path | str | None = None, **grid):
@@ -19,5 +18,5 @@ def measured(kind: str, compute, model_dir: Path | str | None = None, **grid):
     result. ``grid``: every setting the result depends on besides the model (profile, seed, sparsities...)."""
     config = {**grid, "prune_version": PRUNE_VERSION}
     if model_dir is not None:
-        config["model"] = load_metrics(model_dir)["config_key"]
+        config["model"] = content_key(model_dir)
     return memo(kind, config, compute)

