@@ -12,6 +12,7 @@ import json
 
 from ..config import Profile
 from ..measure.stats import interval
+from ..train.data import split_description
 from ..train.warmstart import HUB_REPO
 from ..xlnet.modeling import PRUNED_MODEL_TYPE
 
@@ -139,11 +140,11 @@ def model_card(metrics: dict, report: dict, files: dict, sizes: dict[str, int], 
     provenance = {k: metrics.get(k) for k in ("config", "git_commit", "versions", "machine")}
     parts = [
         _front_matter(profile, metrics), "", f"# {title}", "",
-        f"A {profile.n_layer}-layer XLNet sentiment classifier (labels: negative, positive) on the `{profile.task}` "
+        f"A {len(report['layers'])}-layer XLNet sentiment classifier (labels: negative, positive) on the `{profile.task}` "
         f"task, pruned with xlprune; {_recovery(spec, metrics)}. {origin}"
         + (" (mapped into XLNet and adapted with permutation language modelling)." if profile.warm_start else "."),
         "", "## Measured", "",
-        "Accuracies on the by-movie validation and test splits, with 95% bootstrap intervals over the examples:",
+        f"Accuracies on {split_description(profile.task)}, with 95% bootstrap intervals over the examples:",
         "", *_accuracy_table(metrics, sizes), "", *_size_lines(metrics, report, files), "",
         "## How to load", "", *_how_to_load(model_type == PRUNED_MODEL_TYPE), "",
         "## Provenance", "", "The run that made this folder" + (" (its records are in the run's `rounds.jsonl`):"

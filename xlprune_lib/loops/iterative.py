@@ -40,7 +40,7 @@ from ..prune.plan import PruningPlan
 from ..prune.select import WeightSparsity, lowest_units
 from ..train.data import TASKS, load_task, load_tokenizer
 from ..train.finetune import Evaluator, tokenize_split, train_classifier
-from ..train.runs import default_out, quiet_libraries, run_key, source_run
+from ..train.runs import default_out, precision_record, quiet_libraries, run_key, source_run
 from ..xlnet.masks import counts, measured, prunable_parameters
 from ..xlnet.modeling import load_saved
 from ..xlnet.structure import XLNetStructure
@@ -135,9 +135,9 @@ def iterate(model_dir, spec: IterSpec, out=None, profile=None, seed: int = 0, pr
     """``xlprune iterate``: the round-based loop (constant / geometric) or gradual pruning (cubic).
 
     Returns ``out``; its ``summary.json`` names the final model (the last round that met the requirement, or the
-    end of the gradual run) and why the loop stopped. Resumes when ``out`` holds earlier rounds of the same
-    configuration; refuses a folder that holds anything else. ``progress``: the Trainer's progress bars;
-    ``report``: one printed line per round.
+    end of the gradual run), why the loop stopped, and the precision requested and delivered (``precision``).
+    Resumes when ``out`` holds earlier rounds of the same configuration; refuses a folder that holds anything
+    else. ``progress``: the Trainer's progress bars; ``report``: one printed line per round.
     """
     init_distributed()
     spec.check()
@@ -160,6 +160,7 @@ def iterate(model_dir, spec: IterSpec, out=None, profile=None, seed: int = 0, pr
     final = summary["final"] or run.records[0]   # no round met the requirement: the result is the dense model
     delivered = final["prunable_sparsity" if spec.granularity == "weight" else "unit_sparsity"]
     summary["delivery"] = delivery(spec.target, delivered, unit, why=summary["stop_reason"])
+    summary["precision"] = precision_record(run.profile)
     if is_main():
         if summary["final"] is not None and summary["final"]["round"] > 0:
             write_card(run, summary)

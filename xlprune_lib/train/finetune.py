@@ -20,7 +20,8 @@ from .baselines import majority_label
 from .data import TASKS, load_task, load_tokenizer, profile_tokenizer
 from .distill import DistillationTrainer, TEACHER_COLUMN, WithTeacher, teacher_logits
 from .pretrain import pretrain
-from .runs import METRICS, default_out, loss_curve, quiet_trainer, reuse_or_claim, run_key, training_args
+from .runs import (METRICS, default_out, loss_curve, precision_record, quiet_trainer, reuse_or_claim, run_key,
+                   training_args)
 from .warmstart import MINILM_WHEEL, SOURCE_INIT, pooler_into_summary, source_classifier, source_tokenizer
 from ..config import Profile, set_seed
 from ..measure.report import provenance
@@ -72,13 +73,14 @@ def finetune_config(profile: Profile, seed: int, init: str | None) -> dict:
     if distills(profile, init):
         cfg.update(distill_alpha=profile.distill_alpha, distill_temperature=profile.distill_temperature,
                    teacher=f"{SOURCE_INIT}-{MINILM_WHEEL.sha256[:8]}")
-    if profile.hub_model:
-        cfg["init"] = profile.hub_model
-    elif init == SOURCE_INIT:
+    # in the order finetune chooses its start: a given init comes before the profile's hub model
+    if init == SOURCE_INIT:
         cfg["init"] = f"{SOURCE_INIT}-{MINILM_WHEEL.sha256[:8]}"
     elif init:
         stored = json.loads((Path(init) / METRICS).read_text()) if (Path(init) / METRICS).is_file() else {}
         cfg["init"] = stored.get("config_key") or str(Path(init).resolve())
+    elif profile.hub_model:
+        cfg["init"] = profile.hub_model
     else:
         cfg["init"] = None
         cfg.update({k: getattr(profile, k) for k in ("n_layer", "n_head", "d_model", "d_inner", "vocab_size")})
@@ -186,8 +188,8 @@ def finetune(profile: Profile, out: Path | str | None = None, init: str | Path |
     the source's pooler as its summary layer (``warmstart.pooler_into_summary``) and, with ``distill_alpha``,
     learns from the source-BERT teacher too (``distill.py``). ``metrics.json`` holds ``validation_accuracy``,
     ``test_accuracy`` and their 95% intervals (``*_ci_low`` / ``*_ci_high``), ``majority_baseline``, the GLUE
-    metric where the task has one, ``train_seconds``, the loss curve and provenance. Reuses ``out`` when it
-    already holds this configuration.
+    metric where the task has one, ``train_seconds``, the loss curve, ``precision`` (requested and delivered,
+    ``runs.precision_record``) and provenance. Reuses ``out`` when it already holds this configuration.
     """
     if init is not None and init != SOURCE_INIT:
         init = check_model_dir(init)
@@ -237,6 +239,7 @@ def finetune(profile: Profile, out: Path | str | None = None, init: str | Path |
         "train_seconds": seconds, "loss_curve": loss_curve(trainer.state.log_history),
         "sizes": {k: len(v) for k, v in data.items()},
         "parameters": sum(p.numel() for p in model.parameters()),
+        "precision": precision_record(profile),
         **provenance(cfg),
     }
     save_model(model, tok, out, extra_files={METRICS: metrics})
