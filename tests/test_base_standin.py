@@ -178,8 +178,8 @@ def test_base_bf16_on_a_cpu_is_recorded_and_said(base_runs):
     bf16 the same test expects bf16 and no line."""
     from xlprune_lib.train.runs import precision
 
-    delivered = precision(get_profile("base"))     # this machine: fp32 without CUDA
-    assert delivered == ("fp32" if not torch.cuda.is_available() else delivered)
+    delivered = precision(get_profile("base"))     # what this machine gives
+    assert torch.cuda.is_available() or delivered == "fp32"
     for run in ("ft", "heads", "weights"):
         record = metrics(base_runs[run])["precision"]
         assert (record["requested"], record["delivered"]) == ("bf16", delivered), run
