@@ -12,6 +12,7 @@ import json
 
 from ..config import Profile
 from ..measure.stats import interval
+from ..train.data import split_description
 from ..train.warmstart import HUB_REPO
 from ..xlnet.modeling import PRUNED_MODEL_TYPE
 
@@ -148,11 +149,11 @@ def model_card(metrics: dict, report: dict, files: dict, sizes: dict[str, int], 
     data = metrics.get("data") or {}
     labels = ", ".join(metrics.get("labels") or ("negative", "positive"))
     task = f"the `{profile.task}` task" if "source" not in data else f"the data `{data['source']}`"
-    splits = ("the by-movie validation and test splits" if "source" not in data else
+    splits = (split_description(profile.task) if "source" not in data else
               "the validation and test splits of that data"
               + (f" (validation: {100 * data['validation_from_train']:.0f}% of train, seeded)"
                  if data.get("validation_from_train") else ""))
-    layers = (f"a {profile.n_layer}-layer XLNet" if not _foreign(metrics) else "an XLNet")
+    layers = f"a {len(report['layers'])}-layer XLNet"   # counted in the saved model (dropped layers are gone)
     provenance = {k: metrics.get(k) for k in ("config", "git_commit", "versions", "machine")}
     parts = [
         _front_matter(profile, metrics), "", f"# {title}", "",

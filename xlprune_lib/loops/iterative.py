@@ -18,7 +18,6 @@ round. Under ``torchrun`` the gradient-based scores are averaged across ranks (`
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 import time
 from dataclasses import asdict
@@ -41,7 +40,7 @@ from ..prune.plan import PruningPlan
 from ..prune.select import WeightSparsity, lowest_units
 from ..train.data import load_tokenizer, run_data, user_data
 from ..train.finetune import Evaluator, tokenize_split, train_classifier
-from ..train.runs import default_out, own_profile, quiet_libraries, run_key, source_data, source_run
+from ..train.runs import default_out, own_profile, precision_record, quiet_libraries, run_key, source_data, source_run
 from ..xlnet.masks import counts, measured, prunable_parameters
 from ..xlnet.modeling import check_supported, label_names, load_saved, saved_class
 from ..xlnet.structure import XLNetStructure
@@ -137,9 +136,10 @@ def iterate(model_dir, spec: IterSpec, out=None, profile=None, seed: int = 0, pr
     """``xlprune iterate``: the round-based loop (constant / geometric) or gradual pruning (cubic).
 
     Returns ``out``; its ``summary.json`` names the final model (the last round that met the requirement, or the
-    end of the gradual run), why the loop stopped and the data it ran on (``data``). Resumes when ``out`` holds earlier rounds of the same
-    configuration; refuses a folder that holds anything else. ``progress``: the Trainer's progress bars;
-    ``report``: one printed line per round; ``data``: the user's data (as in ``oneshot.prune_run``).
+    end of the gradual run), why the loop stopped, the data it ran on (``data``) and the precision requested and
+    delivered (``precision``). Resumes when ``out`` holds earlier rounds of the same configuration; refuses a
+    folder that holds anything else. ``progress``: the Trainer's progress bars; ``report``: one printed line per
+    round; ``data``: the user's data (as in ``oneshot.prune_run``).
     """
     init_distributed()
     spec.check()
@@ -177,6 +177,7 @@ def _iterate(model_dir: Path, spec: IterSpec, out: Path, profile, seed: int, pro
     final = summary["final"] or run.records[0]   # no round met the requirement: the result is the dense model
     delivered = final["prunable_sparsity" if spec.granularity == "weight" else "unit_sparsity"]
     summary["delivery"] = delivery(spec.target, delivered, unit, why=summary["stop_reason"])
+    summary["precision"] = precision_record(run.profile)
     if is_main():
         if summary["final"] is not None and summary["final"]["round"] > 0:
             write_card(run, summary)

@@ -29,8 +29,8 @@ from ..prune.plan import PruningPlan
 from ..prune.select import NM, EncoderBudget, UnitFraction, WeightSparsity
 from ..train.data import load_tokenizer, run_data, user_data
 from ..train.finetune import Evaluator, tokenize_split, train_classifier
-from ..train.runs import (METRICS, default_out, own_profile, produce_run, run_key, source_accuracy, source_data,
-                          source_run)
+from ..train.runs import (METRICS, default_out, own_profile, precision_record, produce_run, run_key, source_accuracy,
+                          source_data, source_run)
 from ..xlnet.masks import counts, make_permanent, prunable_parameters, weight_sparsity
 from ..xlnet.modeling import check_supported, label_names, load_saved, save_model
 from ..xlnet.structure import ENCODER, XLNetStructure
@@ -219,10 +219,12 @@ def _split_sizes(data) -> dict[str, int]:
 
 
 def _save_result(model, tok, out, profile, cfg, metrics: dict, sizes: dict[str, int]) -> Path:
-    """Write the pruned model, ``report.json``, ``metrics.json`` (with the saved sparsity and provenance) and
-    the model card (``README.md``, ``deploy.card``; ``sizes``: examples per evaluation split)."""
+    """Write the pruned model, ``report.json``, ``metrics.json`` (with the saved sparsity, ``precision``
+    requested and delivered, and provenance) and the model card (``README.md``, ``deploy.card``; ``sizes``:
+    examples per evaluation split)."""
     report = layer_report(model, profile.max_seq_len)
     metrics["prunable_sparsity_saved"] = report["totals"]["prunable"]["sparsity"]
+    metrics["precision"] = precision_record(profile)
     metrics.update(provenance(cfg))
     card = partial(model_card, metrics, report, sizes=sizes, profile=profile, model_type=model.config.model_type)
     save_model(model, tok, out, extra_files={"report.json": report, METRICS: metrics},

@@ -5,7 +5,6 @@ Every number here is counted from the model's tensors, never taken from what was
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import platform
 import subprocess
 from pathlib import Path

@@ -31,6 +31,7 @@ from ..config import Profile, UserError, get_profile, read_json
 MODELS = ("majority", "tfidf-logreg", "source-bert", "mapped", "mapped-positions", "aligned", "warm-start",
           "random-init", "plm-scratch")
 WARM_MODELS = ("source-bert", "mapped", "mapped-positions", "aligned", "warm-start")   # need a warm-start profile
+SCRATCH_MODELS = ("random-init", "plm-scratch")   # trained here from random weights: need an offline profile
 COLUMNS = ("profile", "seed", "model", "validation_accuracy", "validation_ci_low", "validation_ci_high",
            "test_accuracy", "test_ci_low", "test_ci_high", "train_seconds", "run")
 SCRATCH_PROFILE = "tiny"
@@ -43,6 +44,18 @@ def check_models(names) -> tuple:
     if unknown:
         raise UserError(f"unknown model {unknown[0]!r}; valid: {', '.join(MODELS)}")
     return tuple(names)
+
+
+def models_for(profile: Profile) -> tuple:
+    """The models of :data:`MODELS` that ``profile`` can have, in that order.
+
+    :data:`WARM_MODELS` need a warm-start profile. :data:`SCRATCH_MODELS` need an offline profile: on a hub
+    profile (``base``) fine-tuning with no init starts from the hub checkpoint, so ``random-init`` would be
+    that model again, and the from-scratch rows of ``tiny`` are on another task (the offline corpus, not
+    ``profile.task``), so their accuracies cannot stand beside this profile's.
+    """
+    return tuple(m for m in MODELS if (profile.warm_start or m not in WARM_MODELS)
+                 and not (profile.hub_model and m in SCRATCH_MODELS))
 
 
 def _run_row(profile: Profile, seed: int, model: str, run) -> dict:
@@ -61,6 +74,9 @@ def model_row(profile: Profile, model: str, seed: int = 0, progress: bool = Fals
                 "train_seconds": None, "run": None}
     if model in WARM_MODELS and not profile.warm_start:
         raise UserError(f"model {model!r} needs a warm-start profile (such as 'minilm'), not {profile.name!r}")
+    if model in SCRATCH_MODELS and profile.hub_model:
+        raise UserError(f"model {model!r} is trained here from random weights, which profile {profile.name!r} "
+                        f"does not do (it starts from {profile.hub_model}); use an offline profile such as 'minilm'")
     if model == "source-bert":
         run = finetune(profile, init=SOURCE_INIT, seed=seed, progress=progress)
     elif model == "random-init":

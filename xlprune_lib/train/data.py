@@ -143,6 +143,16 @@ def load_task(task: str, max_examples: int | None = None, seed: int = 0, source:
     return datasets.DatasetDict(_cap_splits({k: raw[k] for k in ("train", "validation", "test")}, max_examples, seed))
 
 
+def split_description(task: str) -> str:
+    """How :func:`load_task` makes the validation and test splits of ``task``, as a phrase (model cards)."""
+    if task == "rt":
+        return "the by-movie validation and test splits (no film in two splits)"
+    if task in ("sst2", "cola"):
+        return ("a validation split of 5% of GLUE's training sentences (held out, seeded) and GLUE's validation "
+                "split as the test split (GLUE hides its test labels)")
+    return "the dataset's own validation and test splits"
+
+
 # --------------------------------------------------------------------------- the user's own data
 
 DATA_FORMATS = {".csv": "csv", ".jsonl": "json", ".parquet": "parquet"}   # extension -> datasets builder

@@ -19,8 +19,8 @@ from .baselines import majority_label
 from .data import load_tokenizer, profile_tokenizer, run_data, user_data
 from .distill import DistillationTrainer, TEACHER_COLUMN, WithTeacher, teacher_logits
 from .pretrain import pretrain
-from .runs import (METRICS, content_key, default_out, loss_curve, produce_run, quiet_trainer, run_key,
-                   training_args)
+from .runs import (METRICS, content_key, default_out, loss_curve, precision_record, produce_run, quiet_trainer,
+                   run_key, training_args)
 from .warmstart import SOURCE_INIT, pooler_into_summary, source_classifier, source_key, source_tokenizer
 from ..config import Profile, set_seed
 from ..measure.report import provenance
@@ -74,12 +74,13 @@ def finetune_config(profile: Profile, seed: int, init: str | None, data=None) ->
     if distills(profile, init):
         cfg.update(distill_alpha=profile.distill_alpha, distill_temperature=profile.distill_temperature,
                    teacher=f"{SOURCE_INIT}-{source_key()}")
-    if profile.hub_model:
-        cfg["init"] = profile.hub_model
-    elif init == SOURCE_INIT:
+    # in the order finetune chooses its start: a given init comes before the profile's hub model
+    if init == SOURCE_INIT:
         cfg["init"] = f"{SOURCE_INIT}-{source_key()}"
     elif init:   # the folder's weights, config and tokenizer, not its path or label
         cfg["init"] = content_key(init)
+    elif profile.hub_model:
+        cfg["init"] = profile.hub_model
     else:
         cfg["init"] = None
         cfg.update({k: getattr(profile, k) for k in ("n_layer", "n_head", "d_model", "d_inner", "vocab_size")})
@@ -187,10 +188,11 @@ def finetune(profile: Profile, out: Path | str | None = None, init: str | Path |
     the source's pooler as its summary layer (``warmstart.pooler_into_summary``) and, with ``distill_alpha``,
     learns from the source-BERT teacher too (``distill.py``). ``metrics.json`` holds ``validation_accuracy``,
     ``test_accuracy`` and their 95% intervals (``*_ci_low`` / ``*_ci_high``), ``majority_baseline``, the GLUE
-    metric where the task has one, ``train_seconds``, the loss curve and provenance. Reuses ``out`` when it
-    already holds this configuration. ``data``: the user's data instead of the profile's task (a folder of split
-    files or a hub name, :class:`data.UserData`; the classifier's labels are the data's); ``metrics.json``
-    records it (``data``: source, digest, split sizes, whether validation was carved from train).
+    metric where the task has one, ``train_seconds``, the loss curve, ``precision`` (requested and delivered,
+    ``runs.precision_record``) and provenance. Reuses ``out`` when it already holds this configuration.
+    ``data``: the user's data instead of the profile's task (a folder of split files or a hub name,
+    :class:`data.UserData`; the classifier's labels are the data's); ``metrics.json`` records it (``data``:
+    source, digest, split sizes, whether validation was carved from train).
     """
     if init is not None and init != SOURCE_INIT:
         init = check_supported(init, tokenizer=True)
@@ -245,6 +247,7 @@ def _finetune(profile: Profile, out: Path, init, seed: int, progress: bool, cfg:
         "train_seconds": seconds, "loss_curve": loss_curve(trainer.state.log_history),
         "sizes": {k: len(v) for k, v in data.items()},
         "parameters": sum(p.numel() for p in model.parameters()),
+        "precision": precision_record(profile),
         **provenance(cfg),
     }
     save_model(model, tok, out, extra_files={METRICS: metrics})

@@ -23,7 +23,8 @@ from transformers import DataCollatorForPermutationLanguageModeling, Trainer
 
 from .align import align, source_bert
 from .data import load_corpus_rows, load_offline, pretraining_texts, profile_tokenizer
-from .runs import METRICS, default_out, loss_curve, produce_run, quiet_trainer, run_key, training_args
+from .runs import (METRICS, default_out, loss_curve, precision_record, produce_run, quiet_trainer, run_key,
+                   training_args)
 from .warmstart import MINILM_WHEEL, is_fresh, load_bert, source_folder, source_key, unigram_log_probs, warm_lm
 from ..config import Profile, UserError, set_seed
 from ..measure.report import parameter_breakdown, provenance
@@ -133,7 +134,8 @@ def pretrain(profile: Profile, out: Path | str | None = None, seed: int = 0, pro
     Returns the folder. ``metrics.json``: ``plm_loss_first`` / ``plm_loss_last`` (training loss at the first
     and last logged step), ``eval_loss_before`` / ``eval_loss_after`` (PLM loss on validation-split snippets,
     before and after the PLM steps), the loss curve, ``train_seconds`` (PLM steps only), ``warm_start`` (what the
-    mapping lost, the position fit, the alignment report with its own ``seconds``) and provenance.
+    mapping lost, the position fit, the alignment report with its own ``seconds``), ``precision`` (requested and
+    delivered, ``runs.precision_record``) and provenance.
     """
 
     if profile.hub_model:
@@ -191,6 +193,7 @@ def _pretrain(profile: Profile, out: Path, seed: int, progress: bool, cfg: dict,
         "loss_curve": curve, "train_seconds": seconds, "train_blocks": len(train), "eval_blocks": len(valid),
         "steps": trainer.state.global_step, "parameters": parameter_breakdown(model)["total"]["params"],
         "warm_start": {k: warm_report[k] for k in ("positions", "lost", "position_fold", "align") if k in warm_report},
+        "precision": precision_record(profile),
         **provenance(cfg),
     }
     save_model(model, tok, out, extra_files={METRICS: metrics})

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -179,6 +180,33 @@ def precision(profile: Profile) -> str:
     return profile.precision
 
 
+def precision_record(profile: Profile) -> dict:
+    """What a run's ``metrics.json`` says about precision: ``{"requested", "delivered", "note"}``.
+
+    ``requested`` is the profile's setting, ``delivered`` what :func:`precision` gives on this machine;
+    ``note`` (``None`` when they agree) says both and why they differ, in one line.
+    """
+    requested, delivered = profile.precision, precision(profile)
+    note = None
+    if delivered != requested:
+        why = "this machine has no CUDA GPU" if not torch.cuda.is_available() else "this GPU has no bf16"
+        note = (f"profile {profile.name!r} asks for {requested} training; {why}, so it trains in {delivered} "
+                f"(recorded in metrics.json as precision)")
+    return {"requested": requested, "delivered": delivered, "note": note}
+
+
+_NOTED: set[str] = set()   # precision notes already printed by this process
+
+
+def notify_precision(profile: Profile) -> dict:
+    """:func:`precision_record`, with its note printed once per process on stderr (one line)."""
+    record = precision_record(profile)
+    if record["note"] and record["note"] not in _NOTED:
+        _NOTED.add(record["note"])
+        print(f"xlprune: warning: {record['note']}", file=sys.stderr)
+    return record
+
+
 def training_args(profile: Profile, out: Path, seed: int, *, epochs: float, batch: int, lr: float,
                   progress: bool = True, **extra):
     """``TrainingArguments`` shared by pretraining and fine-tuning; ``extra`` adds or overrides settings.
@@ -187,7 +215,7 @@ def training_args(profile: Profile, out: Path, seed: int, *, epochs: float, batc
     pruning resumes from those).
     """
     on_gpu = torch.cuda.is_available()
-    mixed = precision(profile)
+    mixed = notify_precision(profile)["delivered"]
     kwargs = dict(
         output_dir=str(out), seed=seed, data_seed=seed, num_train_epochs=epochs,
         per_device_train_batch_size=batch, per_device_eval_batch_size=batch * 2, learning_rate=lr,
