@@ -16,6 +16,22 @@ warnings.filterwarnings("ignore", message="IProgress not found")
 
 __version__ = "0.1.0"
 
+INTERRUPTED = 130   # 128 + SIGINT, what a shell reports for a command ended by Ctrl-C
+
+
+def interrupted() -> int:
+    """Say on stderr that the command was interrupted (one line) and return its exit code, 130.
+
+    It also clears CPython's note of an uncaught KeyboardInterrupt. CPython (3.11, 3.12) sets that note when a
+    KeyboardInterrupt ends a string ``exec`` or ``eval``, even if a caller then catches it; ``dataclasses`` and
+    ``collections.namedtuple`` build code that way while modules import. A ``python -m`` process with the note set
+    kills itself with SIGINT at exit (return code -2) instead of exiting with the code it was given. Every string
+    eval begins by clearing the note, so one trivial eval here does it.
+    """
+    print("xlprune: interrupted", file=sys.stderr)
+    exec("pass", {})   # noqa: S102 -- a constant string: clears the note described above
+    return INTERRUPTED
+
 
 def _is_the_command() -> bool:
     """Whether this process is the ``xlprune`` command, which imports this package first: the console script
@@ -40,5 +56,4 @@ try:
 except KeyboardInterrupt:
     if not _is_the_command():
         raise
-    print("xlprune: interrupted", file=sys.stderr)
-    raise SystemExit(130) from None
+    raise SystemExit(interrupted()) from None

@@ -6,15 +6,8 @@ code 130. ``cli.main`` handles one that comes while a command runs; this module 
 own import is guarded in ``__init__.py`` (``python -m`` imports the package before this module runs).
 """
 import signal
-import sys
 
-INTERRUPTED = 130   # 128 + SIGINT, what a shell reports for a command ended by Ctrl-C
-
-
-def interrupted() -> int:
-    """Say so on stderr and return the exit code of an interrupted command."""
-    print("xlprune: interrupted", file=sys.stderr)
-    return INTERRUPTED
+from . import interrupted
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,7 @@ import errno
 import json
 import sys
 
-from . import validate
+from . import interrupted, validate
 from .config import DEFAULT_PROFILE, PROFILES, UserError, get_profile, read_json
 from .deploy.bench import BenchSpec, bench, format_bench
 from .loops.specs import IterSpec, PruneSpec
@@ -329,8 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"xlprune: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("xlprune: interrupted", file=sys.stderr)
-        return 130
+        return interrupted()
 
 
 if __name__ == "__main__":

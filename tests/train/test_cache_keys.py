@@ -24,11 +24,15 @@ LAYER_1 = "transformer.layer.0.ff.layer_1.weight"
 WEIGHTS = "model.safetensors"
 
 
-def save_classifier(folder, tok, seed: int, metrics: dict | None = None):
-    """A tiny random classifier (vocabulary of ``tok``) saved with its tokenizer, optionally with a metrics.json."""
+UNLABELLED = {"profile": "smoke"}   # a metrics.json without a config key: the smoke task's data, no cache label
+
+
+def save_classifier(folder, tok, seed: int, metrics: dict = UNLABELLED):
+    """A tiny random classifier (vocabulary of ``tok``) saved with its tokenizer and a ``metrics.json``
+    (``metrics``; by default one that names the profile and no config key, so the source's key once was its path)."""
     torch.manual_seed(seed)
     model = XLNetForSequenceClassification(tiny_config(vocab_size=len(tok), num_labels=2)).eval()
-    return modeling.save_model(model, tok, folder, extra_files={"metrics.json": metrics} if metrics else None)
+    return modeling.save_model(model, tok, folder, extra_files={"metrics.json": metrics})
 
 
 def layer_1(folder):
@@ -137,7 +141,7 @@ def test_source_accuracy_memo_follows_the_weights(models, tmp_path, monkeypatch)
     assert accuracy() == {"validation_accuracy": 0.2} and len(calls) == 2
 
 
-def test_a_foreign_folder_is_measured_once_per_content(models, tmp_path, monkeypatch):
+def test_a_folder_without_a_key_is_measured_once_per_content(models, tmp_path, monkeypatch):
     """A folder without a config key is memoized too, by its content (it used to be measured every time)."""
     monkeypatch.setenv("XLPRUNE_CACHE", str(tmp_path / "cache"))
     src, smoke, calls = models["old"], get_profile("smoke"), []

@@ -163,7 +163,8 @@ def test_a_bad_timeout_is_refused(value, monkeypatch, tmp_path):
 def classifier(small_tokenizer, tmp_path):
     torch.manual_seed(0)
     model = XLNetForSequenceClassification(tiny_config(vocab_size=len(small_tokenizer), num_labels=2)).eval()
-    return modeling.save_model(model, small_tokenizer, tmp_path / "m")
+    # a metrics.json naming the profile (no config key): a classifier made for the smoke task's data
+    return modeling.save_model(model, small_tokenizer, tmp_path / "m", extra_files={"metrics.json": {"profile": "smoke"}})
 
 
 def _producers(tmp_path, classifier):
