@@ -270,13 +270,15 @@ def test_finetune_key_names_the_init_given_before_the_hub_model(tmp_path):
     """``finetune(base, init=folder)`` starts from the folder, so its cache key must say so: before, every init
     of a hub profile was keyed as the hub model and would reuse the hub model's run."""
     from xlprune_lib.train.finetune import finetune_config
+    from xlprune_lib.train.runs import content_key
     from xlprune_lib.train.warmstart import SOURCE_INIT
 
     base = get_profile("base")
     assert finetune_config(base, 0, None)["init"] == "xlnet-base-cased"
-    assert finetune_config(base, 0, str(tmp_path))["init"] == str(tmp_path.resolve())
-    (tmp_path / "metrics.json").write_text(json.dumps({"config_key": "abc123"}))
-    assert finetune_config(base, 0, str(tmp_path))["init"] == "abc123"
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    assert finetune_config(base, 0, str(tmp_path))["init"] == content_key(tmp_path) != "xlnet-base-cased"
+    (tmp_path / "metrics.json").write_text(json.dumps({"config_key": "abc123"}))   # a label, not content
+    assert finetune_config(base, 0, str(tmp_path))["init"] == content_key(tmp_path)
     assert finetune_config(base, 0, SOURCE_INIT)["init"].startswith(SOURCE_INIT)
 
 
