@@ -426,6 +426,7 @@ def test_chapters_through_papermill_on_own_data(labelled, tmp_path):
     row = table[table.model == "warm-start"].iloc[0] if "warm-start" in set(table.model) else None
     if row is not None:
         assert row.test_accuracy == json.loads((dense.run_dir / "metrics.json").read_text())["test_accuracy"]
-    l0 = [p for p in (Path(dense.run_dir).parent).glob("prune-smoke-*")
-          if json.loads((p / "metrics.json").read_text()).get("data", {}).get("digest") == dense.user.digest]
+    l0 = [p for p in (Path(dense.run_dir).parent).glob("prune-smoke-*") if (p / "metrics.json").is_file()
+          and json.loads((p / "metrics.json").read_text()).get("data", {}).get("digest") == dense.user.digest
+          and json.loads((p / "metrics.json").read_text())["spec"]["method"] == "l0"]
     assert l0, "chapter 3's L0 runs were not made from the classifier on the user's data"
