@@ -381,3 +381,52 @@ def test_hub_layout_read_through_datasets(labelled, tmp_path):
     assert UserData("someone/reviews:plain", source=root).digest == data.digest
     with pytest.raises(UserError, match="cannot load dataset"):
         UserData("someone/reviews:nosuch", source=root)
+
+
+# ---------------------------------------------------------------- the book's chapters on the user's data
+
+def test_dense_study_on_own_data(labelled, tmp_path):
+    """A chapter's ``data`` parameter: the dense run is fine-tuned on the user's files (their label names, their
+    digest recorded) and every measurement uses their splits; without it, the profile's task."""
+    from xlprune_lib.book.dense_study import DenseStudy
+
+    folder = write_data(tmp_path / "named", labelled, names=True, sizes=(120, 30, 40))
+    study = DenseStudy("smoke", 0, data=str(folder))
+    metrics = json.loads((study.run_dir / "metrics.json").read_text())
+    assert metrics["data"]["digest"] == UserData(folder).digest and metrics["data"]["sizes"]["test"] == 40
+    assert json.loads((study.run_dir / "config.json").read_text())["id2label"] == {"0": "negative", "1": "positive"}
+    assert study.sizes == {"validation": 30, "test": 40}
+    assert list(study.data["test"]["text"]) == [r["text"] for r in labelled[150:190]]
+    assert study.grid["data_digest"] == UserData(folder).digest
+    default = DenseStudy("smoke", 0)
+    assert default.run_dir != study.run_dir and "data_digest" not in default.grid
+
+
+def test_chapters_through_papermill_on_own_data(labelled, tmp_path):
+    """Chapters 1 and 3 with ``data`` set run to the end on the user's files: chapter 1 describes that data and
+    trains its comparison on it (no reference rows of the profile's task beside them); chapter 3's runs start
+    from the classifier fine-tuned on it."""
+    import pandas as pd
+
+    from xlprune_lib.book.build import execute
+    from xlprune_lib.book.dense_study import DenseStudy
+
+    folder = write_data(tmp_path / "mine", labelled, names=True, sizes=(120, 30, 40))
+    pages = execute("smoke", out_dir=tmp_path / "chapters", only=["01", "03"], output_dir=tmp_path / "figures",
+                    chapter_parameters={n: {"data": str(folder)} for n in ("01", "03")}, log=lambda _: None)
+    assert [p.name[:2] for p in pages] == ["01", "03"]
+    text = {p.name[:2]: "\n".join("".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/plain", ""))
+                                  for c in json.loads(p.read_text())["cells"] if c["cell_type"] == "code"
+                                  for o in c.get("outputs", [])) for p in pages}
+    assert "the comparison shows only the models trained here on it" in text["01"]
+    assert "share 'negative'" in text["01"] and "120" in text["01"]       # the data summary: train has 120
+    table = pd.read_csv(tmp_path / "figures" / "tables" / "01_models.csv")
+    assert "reference file" not in set(table.get("source", [])) and set(table.profile) == {"smoke"}
+    dense = DenseStudy("smoke", 0, data=str(folder))   # the run chapter 1 and 3 trained: cached, not retrained
+    row = table[table.model == "warm-start"].iloc[0] if "warm-start" in set(table.model) else None
+    if row is not None:
+        assert row.test_accuracy == json.loads((dense.run_dir / "metrics.json").read_text())["test_accuracy"]
+    l0 = [p for p in (Path(dense.run_dir).parent).glob("prune-smoke-*") if (p / "metrics.json").is_file()
+          and json.loads((p / "metrics.json").read_text()).get("data", {}).get("digest") == dense.user.digest
+          and json.loads((p / "metrics.json").read_text())["spec"]["method"] == "l0"]
+    assert l0, "chapter 3's L0 runs were not made from the classifier on the user's data"

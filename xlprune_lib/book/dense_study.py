@@ -13,7 +13,7 @@ from functools import cached_property
 from ..config import Profile, cache_key, get_profile, set_seed
 from ..loops import experiments, oneshot
 from ..prune.plan import PruningPlan
-from ..train import data, finetune
+from ..train import data as train_data, finetune
 from ..train.runs import content_key
 from ..xlnet.modeling import load_saved
 from . import memo
@@ -22,14 +22,21 @@ from . import memo
 class DenseStudy:
     """The dense run of ``profile`` at ``seed`` (``finetune.dense_run``, trained when missing) and cached
     measurements on it. Accuracies are fractions in [0, 1] with their 95% bootstrap intervals; ``sizes`` gives
-    the examples behind them."""
+    the examples behind them.
 
-    def __init__(self, profile: Profile | str, seed: int = 0):
+    ``data``: a chapter's ``data`` parameter, the user's data (a folder of split files or a hub name,
+    ``data.UserData``): the dense run is fine-tuned on it and every measurement uses its splits; ``None``: the
+    profile's task. Bad data is a one-line ``UserError`` before any training.
+    """
+
+    def __init__(self, profile: Profile | str, seed: int = 0, data=None):
         self.profile = get_profile(profile) if isinstance(profile, str) else profile
         self.seed = seed
-        self.run_dir = finetune.dense_run(self.profile, seed=seed)
+        self.user = train_data.user_data(data)
+        self.run_dir = finetune.dense_run(self.profile, seed=seed, data=self.user)
         # the profile's every setting is in the key: a profile changed under the same name measures again
-        self.grid = {"profile": self.profile.name, "profile_settings": cache_key(self.profile.to_dict()), "seed": seed}
+        self.grid = {"profile": self.profile.name, "profile_settings": cache_key(self.profile.to_dict()), "seed": seed,
+                     **(self.user.key() if self.user is not None else {})}
 
     def _measured(self, kind: str, compute, **more):
         return memo.measured(kind, compute, self.run_dir, **self.grid, **more)
@@ -37,11 +44,12 @@ class DenseStudy:
     # --- inputs, loaded only when a measurement is missing -------------------------------------------------
     @cached_property
     def data(self):
-        return data.load_task(self.profile.task, self.profile.max_examples, self.seed)
+        """train / validation / test (``text``, ``label``): the profile's task, or the user's data."""
+        return train_data.run_data(self.profile, self.seed, self.user)[0]
 
     @cached_property
     def tokenizer(self):
-        return data.load_tokenizer(self.run_dir)
+        return train_data.load_tokenizer(self.run_dir)
 
     @cached_property
     def model(self):
@@ -55,7 +63,7 @@ class DenseStudy:
     @cached_property
     def sizes(self) -> dict[str, int]:
         """Examples per evaluation split, for intervals on accuracies recorded earlier."""
-        return data.split_sizes(self.profile.task, self.profile.max_examples, self.seed)
+        return {split: len(self.data[split]) for split in ("validation", "test")}
 
     def validation(self, model) -> dict:
         """Validation accuracy and interval only: what the curves are drawn on."""

@@ -76,11 +76,12 @@ class ScoreStudy(DenseStudy):
 
     ``score_batches``: training batches (of the profile's fine-tuning batch size) behind the gradient, Taylor
     and Fisher scores; ``movement_steps``: fine-tuning steps over which movement scores accumulate (Sanh et al.
-    2020, eq. 5). Accuracies are fractions in [0, 1] with their 95% bootstrap intervals.
+    2020, eq. 5); ``data``: the user's data (as in :class:`DenseStudy`). Accuracies are fractions in [0, 1] with their 95% bootstrap intervals.
     """
 
-    def __init__(self, profile: Profile | str, seed: int = 0, score_batches: int = 8, movement_steps: int = 60):
-        super().__init__(profile, seed)
+    def __init__(self, profile: Profile | str, seed: int = 0, score_batches: int = 8, movement_steps: int = 60,
+                 data=None):
+        super().__init__(profile, seed, data)
         self.grid.update(score_batches=score_batches, movement_steps=movement_steps)
 
     # --- inputs, computed only when a measurement is missing ------------------------------------------------
@@ -128,7 +129,8 @@ class ScoreStudy(DenseStudy):
         per-example correctness."""
         return memo.measured("tfidf-logreg", lambda: {
             k: v for k, v in baselines.tfidf_logreg(self.data, self.seed).items() if not k.endswith("_correct")},
-            profile=self.profile.name, seed=self.seed, task=self.profile.task, max_examples=self.profile.max_examples)
+            profile=self.profile.name, seed=self.seed, task=self.profile.task, max_examples=self.profile.max_examples,
+            **(self.user.key() if self.user is not None else {}))
 
     def prunable_count(self) -> dict:
         """``prunable``: weights in the prunable set (attention q, k, v, o, r and FFN); ``total``: all parameters

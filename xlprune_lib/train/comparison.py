@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 
 from . import baselines
-from .data import load_task
+from .data import run_data, user_data
 from .finetune import dense_run, finetune
 from .pretrain import pretrain
 from .runs import METRICS
@@ -64,12 +64,17 @@ def _run_row(profile: Profile, seed: int, model: str, run) -> dict:
             **{k: m.get(k) for k in COLUMNS[3:-2]}, "train_seconds": m.get("train_seconds"), "run": run.name}
 
 
-def model_row(profile: Profile, model: str, seed: int = 0, progress: bool = False) -> dict:
-    """The row of one model (computing and caching its runs when they do not exist yet)."""
+def model_row(profile: Profile, model: str, seed: int = 0, progress: bool = False, data=None) -> dict:
+    """The row of one model (computing and caching its runs when they do not exist yet).
+
+    ``data``: the user's data (a folder or hub name, ``data.UserData``) every model is fine-tuned and measured
+    on, instead of the profile's task (chapter 1's ``data`` parameter); ``None``: the profile's task.
+    """
     check_models([model])
+    data = user_data(data)
     if model in ("majority", "tfidf-logreg"):
-        data = load_task(profile.task, profile.max_examples, seed)
-        row = baselines.majority(data) if model == "majority" else baselines.tfidf_logreg(data, seed)
+        splits = run_data(profile, seed, data)[0]
+        row = baselines.majority(splits) if model == "majority" else baselines.tfidf_logreg(splits, seed)
         return {"profile": profile.name, "seed": seed, "model": model, **{k: row[k] for k in COLUMNS[3:-2]},
                 "train_seconds": None, "run": None}
     if model in WARM_MODELS and not profile.warm_start:
@@ -78,26 +83,30 @@ def model_row(profile: Profile, model: str, seed: int = 0, progress: bool = Fals
         raise UserError(f"model {model!r} is trained here from random weights, which profile {profile.name!r} "
                         f"does not do (it starts from {profile.hub_model}); use an offline profile such as 'minilm'")
     if model == "source-bert":
-        run = finetune(profile, init=SOURCE_INIT, seed=seed, progress=progress)
+        run = finetune(profile, init=SOURCE_INIT, seed=seed, progress=progress, data=data)
     elif model == "random-init":
-        run = finetune(profile, init=None, seed=seed, progress=progress)
+        run = finetune(profile, init=None, seed=seed, progress=progress, data=data)
     elif model == "plm-scratch":
         scratch = profile
         if profile.warm_start:   # the from-scratch architecture, fine-tuned with this profile's settings
             scratch = dataclasses.replace(get_profile(SCRATCH_PROFILE), **{k: getattr(profile, k) for k in FT_FIELDS})
-        run = finetune(scratch, init=pretrain(scratch, seed=seed, progress=progress), seed=seed, progress=progress)
+        run = finetune(scratch, init=pretrain(scratch, seed=seed, progress=progress), seed=seed, progress=progress,
+                       data=data)
         return _run_row(scratch, seed, model, run)
     elif model == "warm-start":
-        run = dense_run(profile, seed, progress)
+        run = dense_run(profile, seed, progress, data)
     else:
         start = {"mapped": dataclasses.replace(profile, plm_epochs=0.0, align_steps=0, warm_positions=False),
                  "mapped-positions": dataclasses.replace(profile, plm_epochs=0.0, align_steps=0, warm_positions=True),
                  "aligned": dataclasses.replace(profile, plm_epochs=0.0),
                  }[model]
-        run = finetune(profile, init=pretrain(start, seed=seed, progress=progress), seed=seed, progress=progress)
+        run = finetune(profile, init=pretrain(start, seed=seed, progress=progress), seed=seed, progress=progress,
+                       data=data)
     return _run_row(profile, seed, model, run)
 
 
-def models_table(profile: Profile, seed: int = 0, models=MODELS, progress: bool = False) -> list[dict]:
-    """Rows of :data:`COLUMNS` for ``models`` (default: all of :data:`MODELS`), in that order."""
-    return [model_row(profile, m, seed, progress) for m in check_models(models)]
+def models_table(profile: Profile, seed: int = 0, models=MODELS, progress: bool = False, data=None) -> list[dict]:
+    """Rows of :data:`COLUMNS` for ``models`` (default: all of :data:`MODELS`), in that order; ``data`` as in
+    :func:`model_row`."""
+    data = user_data(data)   # read and checked once, before any model is trained
+    return [model_row(profile, m, seed, progress, data) for m in check_models(models)]

@@ -379,11 +379,13 @@ CONTROL_SYMBOLS = ["<cls>", "<sep>", "<mask>", "<eod>", "<eop>"]   # ids 3, 4, 6
 
 
 
-def split_sizes(task: str, max_examples: int | None = None, seed: int = 0) -> dict[str, int]:
-    """Examples in the validation and test splits of ``load_task(task, max_examples, seed)``: what
-    ``stats.add_intervals`` needs to put an interval on an accuracy recorded earlier."""
-    ds = load_task(task, max_examples, seed)
+def split_sizes(task: str, max_examples: int | None = None, seed: int = 0, data=None) -> dict[str, int]:
+    """Examples in the validation and test splits of ``load_task(task, max_examples, seed)``, or of the user's
+    ``data`` (a folder or hub name, :class:`UserData`) when given: what ``stats.add_intervals`` needs to put an
+    interval on an accuracy recorded earlier."""
+    ds = load_task(task, max_examples, seed) if data is None else user_data(data).load(seed)[0]
     return {split: len(ds[split]) for split in ("validation", "test")}
+
 
 def train_tokenizer(texts: list[str], vocab_size: int, out_dir: Path):
     """Train a SentencePiece unigram model (Kudo 2018) and wrap it as a real ``XLNetTokenizer``.

@@ -211,12 +211,10 @@ def _finetune(profile: Profile, out: Path, init, seed: int, progress: bool, cfg:
     names = getattr(data["train"].features["label"], "names", None)  # saved as id2label: pipelines show them
     set_seed(seed)  # the new classifier head of a pretrained model is initialised from this state
     if init == SOURCE_INIT:
-
         tok, model = source_tokenizer(), source_classifier(names)
     elif init is not None:
         tok, model = load_tokenizer(init), load_classifier(init, names)
         if profile.warm_start:   # the source's pooler is the same function as XLNet's summary layer
-
             pooler_into_summary(model)
     elif profile.hub_model:
         tok, model = profile_tokenizer(profile), load_classifier(profile.hub_model, names)
@@ -227,7 +225,6 @@ def _finetune(profile: Profile, out: Path, init, seed: int, progress: bool, cfg:
 
     teacher = None
     if distills(profile, init):
-
         teacher_run = finetune(profile, init=SOURCE_INIT, seed=seed, progress=progress, data=user)
         teacher = teacher_logits(teacher_run, list(data["train"]["text"]), profile.max_seq_len)
     set_seed(seed)
@@ -257,7 +254,7 @@ def _finetune(profile: Profile, out: Path, init, seed: int, progress: bool, cfg:
 PRETRAIN_SEED = 0   # the one adapted checkpoint the chapters fine-tune, whatever their seed (dense_run)
 
 
-def dense_run(profile: Profile, seed: int = 0, progress: bool = False) -> Path:
+def dense_run(profile: Profile, seed: int = 0, progress: bool = False, data=None) -> Path:
     """The fine-tuned model the chapters prune, as a run folder (computed and cached when missing).
 
     On a warm-start profile (``minilm``) the whole warm-start path: ``pretrain`` (map, align, permutation-LM
@@ -266,10 +263,10 @@ def dense_run(profile: Profile, seed: int = 0, progress: bool = False) -> Path:
 
     The adapted checkpoint is made once, at :data:`PRETRAIN_SEED`, and shared by every ``seed``, the way a
     released pretrained model is: ``seed`` varies the fine-tuning and everything after it, which is the spread
-    ``make results`` reports over seeds.
+    ``make results`` reports over seeds. ``data``: the user's data (a folder or hub name, ``data.UserData``) to
+    fine-tune on instead of the profile's task (a chapter's ``data`` parameter); pretraining is unchanged.
     """
     if profile.warm_start:
-
         init = pretrain(profile, seed=PRETRAIN_SEED, progress=progress)
-        return finetune(profile, init=init, seed=seed, progress=progress)
-    return finetune(profile, seed=seed, progress=progress)
+        return finetune(profile, init=init, seed=seed, progress=progress, data=data)
+    return finetune(profile, seed=seed, progress=progress, data=data)
