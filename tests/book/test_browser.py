@@ -68,6 +68,21 @@ def _driver(width: int):
     return d
 
 
+# the page has finished loading and is not a redirect (the book's root index.html forwards with a meta refresh)
+SETTLED = """return document.readyState === 'complete' && document.body !== null
+    && !document.querySelector('meta[http-equiv="Refresh" i]');"""
+
+
+def _open(driver, page: Path) -> None:
+    """Open ``page`` and wait until the browser shows the page a reader ends up on, loaded: a redirect page is
+    followed first (checking it mid-navigation would find no document body)."""
+    from selenium.common.exceptions import JavascriptException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(page.as_uri())
+    WebDriverWait(driver, 60, ignored_exceptions=(JavascriptException,)).until(lambda d: d.execute_script(SETTLED))
+
+
 def _pages(html: Path) -> list[Path]:
     return sorted(p for p in html.rglob("*.html") if not {"_static", "_sources"} & set(p.relative_to(html).parts)
                   and p.name not in ("genindex.html", "search.html"))
@@ -112,7 +127,7 @@ def test_every_page_reads_offline_as_intended(smoke_html, view, tmp_path):
     try:
         for page in pages:
             name = str(page.relative_to(html))
-            driver.get(page.as_uri())
+            _open(driver, page)
             state = driver.execute_async_script(PAGE_STATE)
             assert "failed" not in state, (name, state)
             typeset += state["math"]
