@@ -416,6 +416,7 @@ def test_chapters_through_papermill_on_own_data(labelled, tmp_path):
                     chapter_parameters={n: {"data": str(folder)} for n in ("01", "03")}, log=lambda _: None)
     assert [p.name[:2] for p in pages] == ["01", "03"]
     text = {p.name[:2]: "\n".join("".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/plain", ""))
+                                  + "".join(o.get("data", {}).get("text/html", ""))
                                   for c in json.loads(p.read_text())["cells"] if c["cell_type"] == "code"
                                   for o in c.get("outputs", [])) for p in pages}
     assert "the comparison shows only the models trained here on it" in text["01"]
