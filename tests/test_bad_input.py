@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from conftest import tiny_config
+from test_cli import main_error
 from xlprune_lib import validate
 from xlprune_lib.cli import build_parser, main
 from xlprune_lib.config import UserError
@@ -24,13 +25,9 @@ NON_FINITE = ["nan", "NaN", "inf", "-inf", "Infinity", "1e999"]   # 1e999 overfl
 
 
 def one_line_error(capsys, argv) -> str:
-    """``main(argv)`` returns 2 with exactly one stderr line and no traceback; the line is returned."""
-    capsys.readouterr()
-    assert main(list(argv)) == 2
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
+    """``main(argv)`` returns 2 with exactly one stderr line and no traceback (``test_cli.main_error``); the line
+    is returned."""
+    return main_error(capsys, *argv)
 
 
 def subcommands():
