@@ -19,6 +19,7 @@ from pathlib import Path
 from transformers import DataCollatorWithPadding, Trainer
 
 from xlprune_lib.train import data, finetune, runs
+from xlprune_lib.loops import l0_training
 from xlprune_lib.prune import l0
 from xlprune_lib.config import DEFAULT_PROFILE, get_profile, set_seed
 from xlprune_lib.xlnet.modeling import load_saved
@@ -34,7 +35,7 @@ def seconds_per_step(model, tok, train, profile, steps, granularity=None):
         kw = dict(model=model, args=args, train_dataset=train, data_collator=DataCollatorWithPadding(tok))
         if granularity:
             l0.attach(model, granularity)
-            trainer = l0.L0Trainer(lam=1.0, **kw)
+            trainer = l0_training.L0Trainer(lam=1.0, **kw)
         else:
             trainer = Trainer(**kw)
         runs.quiet_trainer(trainer, False)

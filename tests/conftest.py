@@ -132,7 +132,7 @@ def zero_width_classifier(vocab_size: int = 120):
         p.data.add_(0.1 * torch.randn_like(p))
     plan = (PruningPlan.of(model).without("head", {0: [0, 1, 2, 3], 3: [1]})
             .without("neuron", {1: list(range(64)), 3: list(range(0, 64, 3))}).without("layer", [2]))
-    plan.finalize(model)
+    plan.apply_surgery(model)
     return model
 
 

@@ -17,7 +17,8 @@ import torch
 from conftest import padded_batch, tiny_config
 
 import xlprune_lib
-from xlprune_lib.loops import distributed, experiments, gradual, oneshot, rounds
+from xlprune_lib.book import experiments
+from xlprune_lib.loops import distributed, gradual, l0_training, oneshot, rounds, score_inputs
 from xlprune_lib.deploy import bench, onnx
 from xlprune_lib.measure import report, sparse
 from xlprune_lib.prune import importance, l0, select
@@ -68,7 +69,7 @@ def _step(model) -> None:
     one), to the kept entries of a permanent weight."""
     g = torch.Generator().manual_seed(11)
     with torch.no_grad():
-        for m, n in masks.prunable_parameters(model):
+        for m, n in XLNetStructure(model).prunable():
             delta = torch.randn(masks.current_mask(m, n).shape, generator=g) * 0.5
             if hasattr(m, f"{n}_orig"):
                 getattr(m, f"{n}_orig").add_(delta)
@@ -150,24 +151,24 @@ def _removed(model, c):
 
 def _l0_finalized(model, c):
     _seeded_gates(model, "weight")
-    removed = l0.finalize(model, target=0.6)
+    removed = l0.prune_with_gates(model, target=0.6)
     return c.logits(model), masks.counts(model), removed
 
 
 def _l0_heads_finalized(model, c):
     _seeded_gates(model, "head+neuron")
-    removed = l0.finalize(model)
+    removed = l0.prune_with_gates(model)
     return c.logits(model), _shapes(model), removed
 
 
 def _prune_to(model, c):
     reached = masks.prune_to(model, 0.6)
-    return reached, [masks.current_weight(*p) for p in masks.prunable_parameters(model)], c.logits(model)
+    return reached, [masks.current_weight(*p) for p in XLNetStructure(model).prunable()], c.logits(model)
 
 
 def _apply_masks(model, c):
     g = torch.Generator().manual_seed(3)
-    pairs = masks.prunable_parameters(model)
+    pairs = XLNetStructure(model).prunable()
     rounds.apply_masks(model, {"layer.0.rel_attn.q": torch.rand(masks.current_weight(*pairs[0]).shape, generator=g) > 0.5})
     return c.logits(model)
 
@@ -193,13 +194,13 @@ def _budget(model, c):
     heads = importance.score(model, "taylor", "head", c.batches)
     neurons = importance.score(model, "taylor", "neuron", c.batches)
     plan, info = select.EncoderBudget(0.25).plan_with_share(model, (heads, neurons))
-    plan.finalize(model)
+    plan.apply_surgery(model)
     return plan, info, c.logits(model), XLNetStructure(model).encoder_params()
 
 
 def _unit_rule(model, c):
     plan = select.UnitFraction("head", 0.25)(model, importance.score(model, "magnitude", "head"))
-    plan.finalize(model)
+    plan.apply_surgery(model)
     return plan, c.logits(model), _shapes(model), PruningPlan.of(model)
 
 
@@ -218,7 +219,7 @@ def _plan_masks(model, c):
 def _signed(model, seed=5):
     """Signed (movement-like) scores, the same for both twins: zeros already written in must still go first."""
     g = torch.Generator().manual_seed(seed)
-    return {p: torch.randn(masks.current_weight(*p).shape, generator=g) for p in masks.prunable_parameters(model)}
+    return {p: torch.randn(masks.current_weight(*p).shape, generator=g) for p in XLNetStructure(model).prunable()}
 
 
 def _timed(model, c, fn):
@@ -267,19 +268,19 @@ def _attached(m, c):
     attn = m.transformer.layer[0].rel_attn
     w = masks.current_weight(attn, "q").detach().abs()
     masks.attach(attn, "q", w > w.median())
-    return c.logits(m), [masks.current_weight(*p) for p in masks.prunable_parameters(m)]
+    return c.logits(m), [masks.current_weight(*p) for p in XLNetStructure(m).prunable()]
 
 
 # entry point -> what it gives on a model; the live and the permanent twin must give the same
 TWINS = {
     "masks.prune_to (signed scores)": lambda m, c: (masks.prune_to(m, 0.6, _signed(m)), c.logits(m),
-                                                    [masks.current_weight(*p) for p in masks.prunable_parameters(m)]),
+                                                    [masks.current_weight(*p) for p in XLNetStructure(m).prunable()]),
     "masks.prune_to (signed, local)": lambda m, c: (masks.prune_to(m, 0.6, _signed(m), scope="local"), c.logits(m)),
     "oneshot.apply (movement weights)": lambda m, c: (oneshot.apply(m, oneshot.PruneSpec("movement", "weight", 0.7),
                                                                     _signed(m)), c.logits(m)),
-    "masks.current_weight": lambda m, c: [masks.current_weight(*p) for p in masks.prunable_parameters(m)],
+    "masks.current_weight": lambda m, c: [masks.current_weight(*p) for p in XLNetStructure(m).prunable()],
     "masks.forward_weight": lambda m, c: (c.logits(m), [masks.forward_weight(*p) for p in
-                                                        masks.prunable_parameters(m)])[1],   # read after a forward
+                                                        XLNetStructure(m).prunable()])[1],   # read after a forward
     "bench.time_alternating": lambda m, c: _timed(m, c, lambda ms: bench.time_alternating(ms, c.inputs, 1, 2, "cpu")),
     "bench.latency_sweep": lambda m, c: _timed(m, c, lambda ms: bench.latency_sweep(ms, len(c.tok), 2, 8, 1, 2)),
     "finetune.Evaluator.__call__": _evaluator,
@@ -326,7 +327,7 @@ TWINS = {
     "importance.gather_inputs": lambda m, c: [
         [b["input_ids"] for b in importance.gather_inputs(m, "fisher", c.tok, c.ds, c.profile, 2, 1)["batches"]],
         importance.gather_inputs(m, "magnitude", c.tok, c.ds, c.profile, 2, 1), c.logits(m)],
-    "plan.PruningPlan.finalize": lambda m, c: (PruningPlan.of(m).without("neuron", {0: [1, 2], 1: [0]}).finalize(m),
+    "plan.PruningPlan.apply_surgery": lambda m, c: (PruningPlan.of(m).without("neuron", {0: [1, 2], 1: [0]}).apply_surgery(m),
                                                c.logits(m), _shapes(m), PruningPlan.of(m)),
     "plan.PruningPlan.apply_masks": _plan_masks,
     "plan.PruningPlan.check_model": lambda m, c: PruningPlan.of(m).check_model(m),
@@ -339,7 +340,7 @@ TWINS = {
     "l0.attach": lambda m, c: (_seeded_gates(m, "head"), c.logits(m))[1],
     "l0.finalize": _l0_finalized,
     "l0.finalize (heads, neurons)": _l0_heads_finalized,
-    "masks.prunable_parameters": lambda m, c: [masks.current_weight(*p).shape for p in masks.prunable_parameters(m)],
+    "structure.XLNetStructure.prunable": lambda m, c: [masks.current_weight(*p).shape for p in XLNetStructure(m).prunable()],
     "masks.prune_to": _prune_to,
     "masks.make_permanent": lambda m, c: (masks.make_permanent(m), c.logits(m), masks.counts(m)),
     "masks.counts": lambda m, c: masks.counts(m),
@@ -362,7 +363,7 @@ TWINS = {
                                                     onnx.max_logit_difference(m, p, c.tok, TEXTS) < 1e-4),
     "modeling.consumer_ready": lambda m, c: modeling.consumer_ready(m).config.use_mems_eval,
     "modeling.check_saveable": lambda m, c: modeling.check_saveable(m),
-    "oneshot.require_classifier": lambda m, c: oneshot.require_classifier(m),
+    "modeling.require_classifier": lambda m, c: modeling.require_classifier(m),
     "oneshot.score": lambda m, c: _values(oneshot.score(m, oneshot.PruneSpec("taylor", "head", 0.5, score_batches=1),
                                                         c.tok, c.ds, c.profile)),
     "oneshot.apply": lambda m, c: (oneshot.apply(m, oneshot.PruneSpec("magnitude", "head", 0.25),
@@ -383,15 +384,15 @@ TWINS = {
 }
 
 # entry points that train: live masks keep the pruned entries at zero (the point of keeping them live)
-TRAINING = ("finetune.train_classifier", "importance.movement_finetune", "l0.train_l0")
+TRAINING = ("finetune.train_classifier", "score_inputs.movement_finetune", "l0_training.train_l0")
 
 EXEMPT = {
     "bench.cuda_peak_memory": "needs a GPU; it only runs forward passes, like bench.static_measures here",
     "bench.resident_bytes": "counts the bytes a model holds: a live mask is a buffer of its own, so the twins "
                             "differ by exactly the masks (test_bench checks the count)",
     "masks.current_mask": "returns the mask itself; a permanent model has none (all ones)",
-    "l0.L0Trainer.create_optimizer": "run by l0.train_l0 in test_training_keeps_live_masks",
-    "l0.L0Trainer.compute_loss": "run by l0.train_l0 in test_training_keeps_live_masks",
+    "l0_training.L0Trainer.create_optimizer": "run by l0_training.train_l0 in test_training_keeps_live_masks",
+    "l0_training.L0Trainer.compute_loss": "run by l0_training.train_l0 in test_training_keeps_live_masks",
     "masks.live_masks": "lists the live masks, which a permanent model has none of",
     "rounds.masks_of": "reads the live masks (that is its job); a permanent model has none",
     "distill.DistillationTrainer.compute_loss": "the Trainer's loss hook, a function of logits; train_classifier "
@@ -441,17 +442,17 @@ def test_entry_point_on_live_masks_equals_permanent(twins, name):
 def test_training_keeps_live_masks(small_tokenizer, tmp_path, name):
     model = _make(len(small_tokenizer))
     c = Ctx(small_tokenizer, tmp_path, None)
-    pruned = [masks.current_mask(*p) == 0 for p in masks.prunable_parameters(model)]
+    pruned = [masks.current_mask(*p) == 0 for p in XLNetStructure(model).prunable()]
     enc = {"train": finetune.tokenize_split(c.ds, c.tok, 16)}
     if name == "finetune.train_classifier":
         finetune.train_classifier(model, c.tok, enc, c.profile, 0, 1.0, progress=False, steps=2)
-    elif name == "importance.movement_finetune":
+    elif name == "score_inputs.movement_finetune":
         scores = importance.movement_finetune(model, c.tok, c.ds, c.profile, 2)
         assert all(bool(s.abs().sum() > 0) for s in scores.values())
     else:
-        l0.train_l0(model, c.tok, enc, c.profile, 0, "neuron", lam=0.5, progress=False)
-        l0.finalize(model)
-    for p, gone in zip(masks.prunable_parameters(model), pruned):
+        l0_training.train_l0(model, c.tok, enc, c.profile, 0, "neuron", lam=0.5, progress=False)
+        l0.prune_with_gates(model)
+    for p, gone in zip(XLNetStructure(model).prunable(), pruned):
         assert not masks.current_weight(*p)[gone].any(), p
     assert masks.live_masks(model)
 

@@ -38,7 +38,7 @@ def pair(tmp_path, small_tokenizer):
     slim = XLNetForSequenceClassification(cfg).eval()
     slim.load_state_dict(dense.state_dict())
     EncoderBudget(0.5)(slim, (score(slim, "magnitude", "head"),
-                              score(slim, "magnitude", "neuron"))).finalize(slim)
+                              score(slim, "magnitude", "neuron"))).apply_surgery(slim)
     structured = save_model(slim, small_tokenizer, tmp_path / "structured")
     return {"dense": base, "unstructured": unstructured, "sparse": sparse, "structured": structured}
 

@@ -7,9 +7,10 @@ import sys
 import pytest
 import torch
 
-from xlprune_lib.xlnet.masks import prunable_parameters, weight_sparsity
+from xlprune_lib.xlnet.masks import weight_sparsity
 from xlprune_lib.xlnet.modeling import load_saved
 from xlprune_lib.loops.rounds import read_records
+from xlprune_lib.xlnet.structure import XLNetStructure
 
 
 @pytest.mark.slow
@@ -31,7 +32,7 @@ def test_torchrun_two_processes(smoke_runs, tmp_path, args):
     assert len(records) >= 3 and all(r["processes"] == 2 for r in records)
     assert proc.stdout.count("round  1 ") == 1                        # only rank 0 reports
     final = load_saved(json.loads((out / "summary.json").read_text())["final_model"])
-    assert weight_sparsity(prunable_parameters(final)) == pytest.approx(0.6, abs=1e-3)
+    assert weight_sparsity(XLNetStructure(final).prunable()) == pytest.approx(0.6, abs=1e-3)
 
 
 def _digest_worker(rank, world, init_file, differ, results):

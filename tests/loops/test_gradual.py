@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from xlprune_lib.xlnet.masks import prunable_parameters, weight_sparsity
+from xlprune_lib.xlnet.masks import weight_sparsity
+from xlprune_lib.xlnet.structure import XLNetStructure
 
 
 def _toy_trainer(model, callbacks, steps):
@@ -27,20 +28,20 @@ def test_gradual_callback_follows_the_cubic_schedule(tiny_classifier, method, tm
     monkeypatch.chdir(tmp_path)
     model = tiny_classifier.train()
     install_identity_masks(model)
-    pruner = GradualPruning(0.6, n=3, dt=4, method=method, pairs=prunable_parameters(model))
+    pruner = GradualPruning(0.6, n=3, dt=4, method=method, pairs=XLNetStructure(model).prunable())
     seen = {}
     from transformers import TrainerCallback
 
     class Snapshot(TrainerCallback):  # the masks after every step, to check that pruning is cumulative
         def on_step_end(self, args, state, control, model=None, **kw):
-            seen[state.global_step] = [getattr(m, f"{n}_mask").clone() for m, n in prunable_parameters(model)]
+            seen[state.global_step] = [getattr(m, f"{n}_mask").clone() for m, n in XLNetStructure(model).prunable()]
 
     _toy_trainer(model, [pruner, Snapshot()], steps=16).train()
     assert [t for t, _ in pruner.history] == [4, 8, 12]
     for t, reached in pruner.history:
         expected = 0.6 + (0.0 - 0.6) * (1 - t / 12) ** 3
         assert reached == pytest.approx(expected, abs=1e-3)
-    assert weight_sparsity(prunable_parameters(model)) == pytest.approx(0.6, abs=1e-3)
+    assert weight_sparsity(XLNetStructure(model).prunable()) == pytest.approx(0.6, abs=1e-3)
     for a, b in ((4, 8), (8, 12), (12, 16)):
         assert all(bool((nb <= na).all()) for na, nb in zip(seen[a], seen[b]))   # a pruned weight stays pruned
     if method == "movement":
@@ -58,7 +59,7 @@ def test_mask_update_ranks_the_weights_after_the_optimizer_step(tiny_classifier)
 
     model = tiny_classifier
     install_identity_masks(model)
-    pairs = prunable_parameters(model)
+    pairs = XLNetStructure(model).prunable()
     with torch.no_grad():
         model(input_ids=torch.tensor([[5, 6, 7]]))          # the pre-hooks set every ``w`` from ``w_orig``
         g = torch.Generator().manual_seed(3)

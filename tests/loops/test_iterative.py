@@ -15,9 +15,10 @@ from xlprune_lib.config import UserError
 from xlprune_lib.loops.iterative import threshold
 from xlprune_lib.loops.specs import IterSpec, parse_requirement
 from xlprune_lib.prune.plan import PruningPlan
-from xlprune_lib.xlnet.masks import prunable_parameters, weight_sparsity
+from xlprune_lib.xlnet.masks import weight_sparsity
 from xlprune_lib.xlnet.modeling import load_saved
 from xlprune_lib.loops.rounds import read_records, same_records
+from xlprune_lib.xlnet.structure import XLNetStructure
 
 
 def test_requirement_is_absolute_or_relative_to_dense():
@@ -49,7 +50,7 @@ def test_stop_rule_returns_the_last_round_that_met_the_requirement(smoke_runs, t
     from xlprune_lib.loops import iterative
 
     def falling(self, model):
-        acc = 0.9 - 0.5 * weight_sparsity(prunable_parameters(model))
+        acc = 0.9 - 0.5 * weight_sparsity(XLNetStructure(model).prunable())
         return {"validation_accuracy": acc, "test_accuracy": acc}
 
     monkeypatch.setattr(iterative._Run, "evaluate", falling)
@@ -60,7 +61,7 @@ def test_stop_rule_returns_the_last_round_that_met_the_requirement(smoke_runs, t
     summary = json.loads((out / "summary.json").read_text())
     assert summary["final_round"] == 2 and "round 3 missed" in summary["stop_reason"]
     final = load_saved(summary["final_model"])
-    assert weight_sparsity(prunable_parameters(final)) == pytest.approx(0.4, abs=1e-3)   # counted in the tensors
+    assert weight_sparsity(XLNetStructure(final).prunable()) == pytest.approx(0.4, abs=1e-3)   # counted in the tensors
     assert sorted(p.name for p in out.glob("round-*")) == ["round-2", "round-3"]        # older rounds dropped
     # the final folder has its model card: this run's accuracies (as the evaluator gave them), the delivered sparsity
     card = (Path(summary["final_model"]) / "README.md").read_text()

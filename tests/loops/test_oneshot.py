@@ -7,8 +7,9 @@ from test_cli import assert_user_error, cli, main_error, run
 
 from xlprune_lib.prune.plan import PruningPlan
 from xlprune_lib.prune.select import NM
-from xlprune_lib.xlnet.masks import prunable_parameters
+
 from xlprune_lib.xlnet.modeling import load_saved
+from xlprune_lib.xlnet.structure import XLNetStructure
 
 pytestmark = pytest.mark.slow
 
@@ -24,8 +25,8 @@ def test_weight_pruning_writes_zeros_and_measures_them(smoke_runs, tmp_path):
     assert proc.returncode == 0, proc.stderr
     m = _metrics(out)
     model = load_saved(out)
-    zeros = sum(int((getattr(mod, n) == 0).sum()) for mod, n in prunable_parameters(model))
-    total = sum(getattr(mod, n).numel() for mod, n in prunable_parameters(model))
+    zeros = sum(int((getattr(mod, n) == 0).sum()) for mod, n in XLNetStructure(model).prunable())
+    total = sum(getattr(mod, n).numel() for mod, n in XLNetStructure(model).prunable())
     assert m["prunable_sparsity"] == pytest.approx(zeros / total) and abs(zeros / total - 0.6) < 1e-3
     assert 0 <= m["test_accuracy"] <= 1 and m["dense"]["test_accuracy"] == pytest.approx(
         _metrics(smoke_runs["ft"])["test_accuracy"])
@@ -132,6 +133,6 @@ def test_n_of_m_pruning_from_the_command_line(smoke_runs, tmp_path, capsys):
     assert m["nm_groups"]["over_n"] == 0 and m["nm_groups"]["groups"] > 0
     model = load_saved(out)                       # recounted from the saved tensors
     assert NM(2, 4).groups(model) == m["nm_groups"]
-    zeros = sum(int((getattr(mod, n) == 0).sum()) for mod, n in prunable_parameters(model))
-    total = sum(getattr(mod, n).numel() for mod, n in prunable_parameters(model))
+    zeros = sum(int((getattr(mod, n) == 0).sum()) for mod, n in XLNetStructure(model).prunable())
+    total = sum(getattr(mod, n).numel() for mod, n in XLNetStructure(model).prunable())
     assert zeros / total == pytest.approx(0.5) == m["prunable_sparsity"]

@@ -9,8 +9,9 @@ from test_cli import cli, run
 
 from xlprune_lib.prune import l0
 from xlprune_lib.measure.delivery import TOLERANCE, delivery
-from xlprune_lib.xlnet.masks import counts, prunable_parameters
+from xlprune_lib.xlnet.masks import counts
 from xlprune_lib.xlnet.modeling import load_saved
+from xlprune_lib.xlnet.structure import XLNetStructure
 
 
 @pytest.fixture
@@ -41,14 +42,14 @@ def test_finalize_to_a_target_delivers_it(model, granularity, target):
     total = counts(model)["prunable"]
     clone = __import__("copy").deepcopy(model)
     _open_gates(clone, granularity)
-    l0.finalize(clone)                                     # the exact-zero rule: nothing is exactly 0 yet
+    l0.prune_with_gates(clone)                                     # the exact-zero rule: nothing is exactly 0 yet
     assert _zero_fraction(clone, total) < 0.01
     gates = _open_gates(model, granularity)
     alpha = {id(g): g.log_alpha.detach().clone() for g, _ in gates.all_gates()}
-    l0.finalize(model, target=target)
+    l0.prune_with_gates(model, target=target)
     assert _zero_fraction(model, total) == pytest.approx(target, abs=0.01)
     if granularity == "weight":                            # the lowest log_alpha went, the others stayed
-        kept = torch.cat([getattr(m, n).detach().reshape(-1) != 0 for m, n in prunable_parameters(model)])
+        kept = torch.cat([getattr(m, n).detach().reshape(-1) != 0 for m, n in XLNetStructure(model).prunable()])
         ranks = torch.cat([a.reshape(-1) for a in alpha.values()])
         assert ranks[kept].min() >= ranks[~kept].max()
 
@@ -57,7 +58,7 @@ def test_a_target_beyond_the_gated_units_removes_them_all(model):
     """FFN neurons own 4/9 of this model's prunable weights: a 0.5 target cannot be met with neurons alone."""
     total = counts(model)["prunable"]
     _open_gates(model, "neuron")
-    l0.finalize(model, target=0.5)
+    l0.prune_with_gates(model, target=0.5)
     assert _zero_fraction(model, total) == pytest.approx(4 / 9)
 
 

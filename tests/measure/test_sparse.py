@@ -3,10 +3,11 @@ import pytest
 import torch
 
 from xlprune_lib.config import UserError
-from xlprune_lib.xlnet.masks import make_permanent, prunable_parameters, prune_to
+from xlprune_lib.xlnet.masks import make_permanent, prune_to
 from xlprune_lib.xlnet.modeling import save_model
 from xlprune_lib.measure.report import checkpoint_sizes
 from xlprune_lib.measure.sparse import SPARSE_FILE, decode, encode, load_sparse, save_sparse
+from xlprune_lib.xlnet.structure import XLNetStructure
 
 
 def test_encode_decode_is_exact_and_only_used_when_smaller():
@@ -37,7 +38,7 @@ def test_pruned_classifier_round_trip_and_size(tiny_classifier, small_tokenizer,
     assert sizes[SPARSE_FILE] < sizes["model.safetensors"]
     payload = {name: sizes[name] - 8 - _header_bytes(d / name)               # tensor bytes without the JSON header
                for d, name in ((dense_dir, "model.safetensors"), (sparse_dir, SPARSE_FILE))}
-    prunable = sum(getattr(m, n).numel() for m, n in prunable_parameters(model))
+    prunable = sum(getattr(m, n).numel() for m, n in XLNetStructure(model).prunable())
     saved = sparsity * prunable * 4 - prunable / 8           # fp32 zeros dropped, one bit per entry added
     assert payload["model.safetensors"] - payload[SPARSE_FILE] == pytest.approx(saved, rel=0.1)
 

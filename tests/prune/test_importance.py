@@ -10,7 +10,7 @@ from xlprune_lib.xlnet import surgery
 from xlprune_lib.xlnet.gates import unit_gates
 from xlprune_lib.xlnet.structure import XLNetStructure
 from xlprune_lib.config import UserError
-from xlprune_lib.xlnet.masks import prunable_parameters, prune_to
+from xlprune_lib.xlnet.masks import prune_to
 
 
 @pytest.fixture
@@ -41,7 +41,7 @@ def _examples(batches):
 
 def test_fisher_matches_brute_force_per_example(model, batches):
     """Per-example Fisher == each padded row's own forward/backward, squared and averaged."""
-    pairs = prunable_parameters(model)
+    pairs = XLNetStructure(model).prunable()
     got = importance.fisher(model, batches)
     params = [getattr(m, n) for m, n in pairs]
     want = [torch.zeros_like(p) for p in params]
@@ -58,14 +58,14 @@ def test_fisher_matches_brute_force_per_example(model, batches):
 
 def test_fisher_is_not_the_squared_batch_gradient(model, batches):
     """The per-example estimator differs from squaring the mean gradient of each batch (the cheap shortcut)."""
-    pair = prunable_parameters(model)[0]
+    pair = XLNetStructure(model).prunable()[0]
     per_example = importance.fisher(model, batches)[pair]
     squared_mean = importance._batch_means(model, batches, [getattr(*pair)], lambda i, g: g ** 2)[0]
     assert not torch.allclose(per_example, squared_mean, rtol=1e-2, atol=0)
 
 
 def test_gradient_and_taylor_match_autograd(model, batches):
-    pairs = prunable_parameters(model)
+    pairs = XLNetStructure(model).prunable()
     grad, tay, mov = (f(model, batches) for f in (importance.gradient, importance.taylor,
                                                    importance.frozen_movement))
     params = [getattr(m, n) for m, n in pairs]
@@ -169,7 +169,7 @@ def test_movement_callback_accumulates_minus_w_times_g(small_tokenizer, rows, tm
                                                        summary_last_dropout=0.0))  # train mode == eval mode
     ds = Dataset.from_dict({"text": [r["text"] for r in rows[:8]], "label": [i % 2 for i in range(8)]})
     enc = tokenize_split(ds, small_tokenizer, 32)
-    cb = importance.MovementCallback(prunable_parameters(model))
+    cb = importance.MovementCallback(XLNetStructure(model).prunable())
     args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=8, learning_rate=0.0,
                              max_steps=3, max_grad_norm=0.0, report_to="none", use_cpu=True, disable_tqdm=True,
                              save_strategy="no")
@@ -209,7 +209,7 @@ def test_random_scores_are_seeded_and_cover_every_granularity(tiny_classifier):
     a = importance.score(model, "random", "weight", seed=3)
     b = importance.score(model, "random", "weight", seed=3)
     c = importance.score(model, "random", "weight", seed=4)
-    assert a.keys() == set(masks.prunable_parameters(model))
+    assert a.keys() == set(XLNetStructure(model).prunable())
     assert all(torch.equal(a[k], b[k]) for k in a) and not all(torch.equal(a[k], c[k]) for k in a)
     for k, v in a.items():
         assert v.shape == masks.current_weight(*k).shape

@@ -6,6 +6,7 @@ import pytest
 import torch
 from conftest import tiny_config
 
+from xlprune_lib.loops import l0_training
 from xlprune_lib.prune import l0
 from xlprune_lib.prune.plan import PruningPlan
 from xlprune_lib.xlnet import surgery
@@ -68,7 +69,7 @@ def _close_some(gates, fraction=0.4):
 
 @pytest.mark.parametrize("granularity", ["weight", "head", "neuron", "head+neuron"])
 def test_finalize_equals_the_gated_model_and_reloads(model, granularity, tmp_path):
-    from xlprune_lib.xlnet.masks import prunable_parameters
+    from xlprune_lib.xlnet.structure import XLNetStructure
     from xlprune_lib.xlnet.modeling import load_saved
 
     gates = l0.attach(model, granularity)
@@ -76,7 +77,7 @@ def test_finalize_equals_the_gated_model_and_reloads(model, granularity, tmp_pat
     model.eval()
     with torch.no_grad():
         gated = model(**_inputs()).logits
-    plan = l0.finalize(model)
+    plan = l0.prune_with_gates(model)
     removed = plan.removed()
     assert not hasattr(model, "l0_gates")
     with torch.no_grad():
@@ -86,8 +87,8 @@ def test_finalize_equals_the_gated_model_and_reloads(model, granularity, tmp_pat
         assert XLNetStructure(model).total_units("head") == 8 - sum(map(len, removed["heads"].values()))
         assert PruningPlan.of(model) == plan
     if granularity == "weight":
-        zeros = sum(int((getattr(m, n) == 0).sum()) for m, n in prunable_parameters(model))
-        assert zeros > 0.3 * sum(getattr(m, n).numel() for m, n in prunable_parameters(model))
+        zeros = sum(int((getattr(m, n) == 0).sum()) for m, n in XLNetStructure(model).prunable())
+        assert zeros > 0.3 * sum(getattr(m, n).numel() for m, n in XLNetStructure(model).prunable())
     model.save_pretrained(tmp_path)
     with torch.no_grad():
         torch.testing.assert_close(load_saved(tmp_path).eval()(**_inputs()).logits, gated, rtol=1e-5, atol=1e-6)
@@ -116,7 +117,7 @@ def test_bad_l0_settings_are_refused(model, tmp_path):
     for kw, msg in (({"lam": -1.0}, "lambda must be >= 0"), ({"target": 1.0}, r"\[0, 1\)"),
                     ({"target": -0.2}, r"\[0, 1\)"), ({}, "either")):
         with pytest.raises(UserError, match=msg):
-            l0.L0Trainer(model=model, args=args, **kw)
+            l0_training.L0Trainer(model=model, args=args, **kw)
 
 
 def _toy_task(n=64, seq=10, seed=0):
@@ -137,7 +138,7 @@ def _train(model, tmp_path, steps, **kw):
     args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=16, learning_rate=1e-3,
                              max_steps=steps, logging_steps=5, report_to="none", use_cpu=True, disable_tqdm=True,
                              save_strategy="no", seed=0)
-    trainer = l0.L0Trainer(model=model, args=args, train_dataset=_toy_task(), **kw)
+    trainer = l0_training.L0Trainer(model=model, args=args, train_dataset=_toy_task(), **kw)
     trainer.train()
     return trainer
 

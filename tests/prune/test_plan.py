@@ -38,9 +38,9 @@ def test_two_rounds_of_head_pruning_keep_original_indices_through_save_and_reloa
     is original head 2. The saved config records [0, 3]; reloading cuts exactly those heads and computes the
     same logits. A plan that kept widths only would reload heads [0, 1]."""
     model = tiny_classifier
-    PruningPlan.of(model).without("head", {0: [1]}).finalize(model)
+    PruningPlan.of(model).without("head", {0: [1]}).apply_surgery(model)
     assert PruningPlan.of(model).heads[0] == (0, 2, 3)
-    PruningPlan.of(model).without("head", {0: [1], 1: [0, 3]}).finalize(model)
+    PruningPlan.of(model).without("head", {0: [1], 1: [0, 3]}).apply_surgery(model)
     plan = PruningPlan.of(model)
     assert plan.heads == ((0, 3), (1, 2)) and plan.removed()["heads"] == {"0": [1, 2], "1": [0, 3]}
     save_model(model, None, tmp_path / "m")
@@ -59,7 +59,7 @@ def test_reload_cuts_the_recorded_units_not_the_first_ones(tiny_classifier, tmp_
         reference.transformer.layer[0].rel_attn.o[:, [1, 2], :] = 0
         reference.transformer.layer[1].ff.layer_2.weight[:, [5, 60]] = 0
     plan = PruningPlan.of(tiny_classifier).without("head", {0: [1, 2]}).without("neuron", {1: [5, 60]})
-    plan.finalize(tiny_classifier)
+    plan.apply_surgery(tiny_classifier)
     save_model(tiny_classifier, None, tmp_path / "m")
     loaded = load_saved(tmp_path / "m")
     assert torch.allclose(_logits(loaded), _logits(reference), atol=1e-5)
@@ -75,7 +75,7 @@ def test_layers_keep_original_indices_and_weight_masks_follow_the_units(tiny_cla
     assert smaller.layers == (1,) and smaller.heads[1] == (1, 2, 3)
     assert smaller.weights["layer.1.rel_attn.q"].shape == (32, 3, 8)
     assert torch.equal(smaller.weights["layer.1.rel_attn.q"], plan.weights["layer.1.rel_attn.q"][:, 1:, :])
-    smaller.finalize(model)
+    smaller.apply_surgery(model)
     assert PruningPlan.of(model) == smaller
     assert model.config.n_layer == 1 and model.config.pruning_plan["layers"] == [1]
 
@@ -84,9 +84,9 @@ def test_apply_masks_computes_what_finalize_computes(tiny_classifier):
     plan = PruningPlan.of(tiny_classifier).without("head", {0: [0, 3]}).without("neuron", {1: list(range(10))})
     masked, cut = _clone(tiny_classifier), _clone(tiny_classifier)
     plan.apply_masks(masked)
-    plan.finalize(cut)
+    plan.apply_surgery(cut)
     assert torch.allclose(_logits(masked), _logits(cut), atol=1e-5)
-    with pytest.raises(ValueError, match="finalize"):
+    with pytest.raises(ValueError, match="apply_surgery"):
         plan.without("layer", [1]).apply_masks(_clone(tiny_classifier))
 
 
@@ -146,7 +146,7 @@ def test_unit_rules_and_encoder_budget_produce_plans(tiny_classifier):
     neurons = [torch.arange(64.0), torch.arange(64.0).flip(0)]
     before = s.encoder_params()
     budget, info = select.EncoderBudget(0.3).plan_with_share(tiny_classifier, (heads, neurons))
-    budget.finalize(tiny_classifier)
+    budget.apply_surgery(tiny_classifier)
     after = XLNetStructure(tiny_classifier).encoder_params()
     assert before - after == info["params"] and abs((before - after) / before - 0.3) < 0.02
 
@@ -158,7 +158,7 @@ def test_n_of_m_keeps_n_in_every_group_of_each_products_inputs(tiny_classifier):
     its outputs, gives 2:4 masks that no sparse kernel can use.)"""
     from torch.nn import functional as F
 
-    from xlprune_lib.xlnet.masks import prunable_parameters
+    from xlprune_lib.xlnet.structure import XLNetStructure
 
     model = tiny_classifier
     plan = select.NM(2, 4)(model)
@@ -175,7 +175,7 @@ def test_n_of_m_keeps_n_in_every_group_of_each_products_inputs(tiny_classifier):
     ff = layer.ff.layer_1
     torch.testing.assert_close(F.linear(x, XLNetStructure.linear_weight("ff.layer_1.weight", ff.weight), ff.bias),
                                ff(x))
-    for name, (module, attr) in zip(plan.names(), prunable_parameters(model)):
+    for name, (module, attr) in zip(plan.names(), XLNetStructure(model).prunable()):
         keep = XLNetStructure.linear_weight(name, plan.weights[name])
         assert keep.shape[0] * keep.shape[1] == getattr(module, attr).numel()
         assert bool((keep.reshape(keep.shape[0], -1, 4).sum(-1) == 2).all()), name
@@ -192,8 +192,8 @@ def test_a_weights_only_plan_keeps_the_plain_class(tiny_classifier):
 
     plan = select.WeightSparsity(0.5)(tiny_classifier)
     assert plan.keeps_every_unit() and not plan.is_dense()
-    plan.finalize(tiny_classifier)
+    plan.apply_surgery(tiny_classifier)
     assert type(tiny_classifier) is XLNetForSequenceClassification
     assert getattr(tiny_classifier.config, "pruning_plan", None) is None
-    PruningPlan.of(tiny_classifier).without("head", {0: [0]}).finalize(tiny_classifier)
+    PruningPlan.of(tiny_classifier).without("head", {0: [0]}).apply_surgery(tiny_classifier)
     assert tiny_classifier.config.model_type == "xlnet-pruned"

@@ -10,7 +10,7 @@ from xlprune_lib.prune.importance import score
 from xlprune_lib.prune.plan import PruningPlan
 from xlprune_lib.prune.select import EncoderBudget, lowest_units
 from xlprune_lib.xlnet.gates import unit_gates
-from xlprune_lib.xlnet.masks import prunable_parameters
+
 from xlprune_lib.xlnet.structure import XLNetStructure
 
 
@@ -26,7 +26,7 @@ def test_unit_sizes_match_what_surgery_removes(tiny_classifier):
     assert head == 5 * d * dh + 3 * dh + 2 * dh and neuron == 2 * d + 1
     assert s.unit_cost(0, "head", "prunable") == 5 * d * dh and s.unit_cost(0, "neuron", "prunable") == 2 * d
     before = s.encoder_params()
-    PruningPlan.of(model).without("head", {0: [1]}).without("neuron", {1: [0, 5]}).finalize(model)
+    PruningPlan.of(model).without("head", {0: [1]}).without("neuron", {1: [0, 5]}).apply_surgery(model)
     assert before - XLNetStructure(model).encoder_params() == head + 2 * neuron
 
 
@@ -39,7 +39,7 @@ def test_reaches_the_requested_encoder_fraction_measured_from_tensors(fraction):
     s = XLNetStructure(model)
     before, neuron = s.encoder_params(), s.unit_cost(0, "neuron")
     plan, info = EncoderBudget(fraction).plan_with_share(model, _scores(model))
-    plan.finalize(model)
+    plan.apply_surgery(model)
     after = XLNetStructure(model).encoder_params()
     # whole units: within one neuron's worth of the request (heads are 20x larger, neurons close the gap)
     assert abs((before - after) / before - fraction) <= neuron / before
@@ -74,7 +74,7 @@ def test_pruned_model_equals_the_gated_model(tiny_classifier):
                 gates[int(li)].data[units] = 0
         gated = model(ids, attention_mask=mask).logits
     slim = copy.deepcopy(model)
-    plan.finalize(slim)
+    plan.apply_surgery(slim)
     with torch.no_grad():
         torch.testing.assert_close(slim(ids, attention_mask=mask).logits, gated, rtol=1e-5, atol=1e-6)
     assert XLNetStructure(slim).total_units("head") < 8
@@ -121,7 +121,7 @@ def test_n_of_m_counts_from_the_tensors(tiny_classifier, n, m):
     rule(tiny_classifier, importance_score(tiny_classifier, "random", "weight")).apply_masks(tiny_classifier)
     counted = rule.groups(tiny_classifier)
     assert counted["over_n"] == 0 and counted["groups"] > 0
-    assert weight_sparsity(prunable_parameters(tiny_classifier)) == pytest.approx(1 - n / m)
+    assert weight_sparsity(XLNetStructure(tiny_classifier).prunable()) == pytest.approx(1 - n / m)
     assert NM.parse("head") is None and NM.parse("head+neuron") is None
     with pytest.raises(UserError, match="multiple of m=5"):
         NM(2, 5).groups(tiny_classifier)                  # d_model 32: groups of 5 do not fit

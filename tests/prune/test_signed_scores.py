@@ -22,11 +22,11 @@ def model():
 
 def signed_scores(model, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return {p: torch.randn(masks.current_weight(*p).shape, generator=g) for p in masks.prunable_parameters(model)}
+    return {p: torch.randn(masks.current_weight(*p).shape, generator=g) for p in XLNetStructure(model).prunable()}
 
 
 def pruned_set(model) -> torch.Tensor:
-    return torch.cat([(masks.current_mask(*p) == 0).reshape(-1) for p in masks.prunable_parameters(model)])
+    return torch.cat([(masks.current_mask(*p) == 0).reshape(-1) for p in XLNetStructure(model).prunable()])
 
 
 def lowest(values: torch.Tensor, k: int) -> torch.Tensor:
@@ -37,7 +37,7 @@ def lowest(values: torch.Tensor, k: int) -> torch.Tensor:
 
 def test_global_pruning_removes_exactly_the_lowest_signed_scores(model):
     scores = signed_scores(model)
-    flat = ranks.flatten(scores, masks.prunable_parameters(model))
+    flat = ranks.flatten(scores, XLNetStructure(model).prunable())
     reached = masks.prune_to(model, 0.3, scores, scope="global")
     k = round(0.3 * len(flat))
     assert reached == pytest.approx(k / len(flat))
@@ -55,7 +55,7 @@ def test_local_pruning_removes_the_lowest_signed_scores_of_each_tensor(model):
 
 
 def test_cumulative_pruning_ranks_only_what_is_left_by_the_raw_score(model):
-    pairs = masks.prunable_parameters(model)
+    pairs = XLNetStructure(model).prunable()
     masks.prune_to(model, 0.2, signed_scores(model, seed=2))
     first = pruned_set(model)
     second_scores = signed_scores(model, seed=3)
@@ -69,14 +69,14 @@ def test_cumulative_pruning_ranks_only_what_is_left_by_the_raw_score(model):
 def test_movement_weight_pruning_through_oneshot_prunes_the_most_negative(model):
     scores = signed_scores(model, seed=4)
     apply(model, PruneSpec("movement", "weight", 0.4), scores)
-    flat = ranks.flatten(scores, masks.prunable_parameters(model))
+    flat = ranks.flatten(scores, XLNetStructure(model).prunable())
     assert torch.equal(pruned_set(model), lowest(flat, round(0.4 * len(flat))))
 
 
 def test_gradual_movement_pruning_prunes_the_most_negative(model):
     """The cubic schedule's mask update (``iterate --schedule cubic --method movement``)."""
     install_identity_masks(model)
-    pruner = GradualPruning(0.5, n=1, dt=1, method="movement", pairs=masks.prunable_parameters(model))
+    pruner = GradualPruning(0.5, n=1, dt=1, method="movement", pairs=XLNetStructure(model).prunable())
     scores = signed_scores(model, seed=5)
     for p, s in scores.items():
         pruner.movement.scores[p].copy_(s)
@@ -84,7 +84,7 @@ def test_gradual_movement_pruning_prunes_the_most_negative(model):
     class State:
         global_step = 1
     pruner.on_step_end(None, State(), None, model=model)
-    flat = ranks.flatten(scores, masks.prunable_parameters(model))
+    flat = ranks.flatten(scores, XLNetStructure(model).prunable())
     assert torch.equal(pruned_set(model), lowest(flat, round(0.5 * len(flat))))
 
 

@@ -10,7 +10,7 @@ from conftest import padded_batch, zero_width_classifier
 
 from xlprune_lib.prune import importance, l0
 from xlprune_lib.prune.select import NM, EncoderBudget, UnitFraction, WeightSparsity
-from xlprune_lib.xlnet.masks import current_weight, prunable_parameters, weight_sparsity
+from xlprune_lib.xlnet.masks import current_weight, weight_sparsity
 from xlprune_lib.xlnet.structure import ENCODER, XLNetStructure
 
 # N:M as 1:2: layer 3 keeps 42 neurons, which 2:4 refuses (its input size must be a multiple of m)
@@ -56,7 +56,7 @@ def test_scores_cover_the_units_that_exist(method, granularity, batches):
     scores = _score(model, method, granularity, batches)
 
     if granularity in ("weight", "1:2"):
-        pairs = prunable_parameters(model)
+        pairs = XLNetStructure(model).prunable()
         assert list(scores) == pairs
         assert all(scores[p].shape == current_weight(*p).shape for p in pairs)
         if granularity == "weight":
@@ -67,18 +67,18 @@ def test_scores_cover_the_units_that_exist(method, granularity, batches):
             assert NM(1, 2).groups(model)["over_n"] == 0 and weight_sparsity(pairs) >= 0.5
     elif granularity == "layer":
         assert scores.shape == (3,) and bool(torch.isfinite(scores).all())
-        UnitFraction("layer", 0.34)(model, scores).finalize(model)
+        UnitFraction("layer", 0.34)(model, scores).apply_surgery(model)
         assert len(XLNetStructure(model).layers) == 2
     elif granularity == ENCODER:
         _check_units(model, scores[0], "head")
         _check_units(model, scores[1], "neuron")
         before = s.encoder_params()
-        EncoderBudget(0.3)(model, scores).finalize(model)
+        EncoderBudget(0.3)(model, scores).apply_surgery(model)
         assert XLNetStructure(model).encoder_params() < before
     else:
         _check_units(model, scores, granularity)
         before = s.unit_counts(granularity)
-        UnitFraction(granularity, 0.5)(model, scores).finalize(model)
+        UnitFraction(granularity, 0.5)(model, scores).apply_surgery(model)
         after = XLNetStructure(model).unit_counts(granularity)
         assert sum(before) - sum(after) == round(0.5 * sum(before))
         assert all(a <= b for a, b in zip(after, before))   # an empty layer stays empty, nothing is taken twice
@@ -92,7 +92,7 @@ def test_local_rule_skips_empty_layers(method, kind, batches):
     model = zero_width_classifier()
     before = XLNetStructure(model).unit_counts(kind)
     scores = _score(model, method, kind, batches)
-    UnitFraction(kind, 0.5, scope="local")(model, scores).finalize(model)
+    UnitFraction(kind, 0.5, scope="local")(model, scores).apply_surgery(model)
     after = XLNetStructure(model).unit_counts(kind)
     assert after == [n - round(0.5 * n) for n in before]
     _forward(model, batches)
@@ -133,5 +133,5 @@ def test_l0_gates_on_zero_width_layers(granularity, batches):
             if kind in granularity:
                 assert [g.log_alpha.numel() for g in getattr(gates, f"{kind}s")] == \
                     XLNetStructure(model).unit_counts(kind)
-    l0.finalize(model, target=0.3)
+    l0.prune_with_gates(model, target=0.3)
     _forward(model, batches)

@@ -29,10 +29,10 @@ def _classifier():
 
 
 CUTS = {
-    "heads": lambda m: PruningPlan.of(m).without("head", {0: [1, 2], 2: [0]}).finalize(m),
-    "layer dropped": lambda m: PruningPlan.of(m).without("layer", [1]).finalize(m),
+    "heads": lambda m: PruningPlan.of(m).without("head", {0: [1, 2], 2: [0]}).apply_surgery(m),
+    "layer dropped": lambda m: PruningPlan.of(m).without("layer", [1]).apply_surgery(m),
     "heads and neurons": lambda m: (PruningPlan.of(m).without("head", {1: [3]})
-                                    .without("neuron", {0: list(range(0, 64, 2))}).finalize(m)),
+                                    .without("neuron", {0: list(range(0, 64, 2))}).apply_surgery(m)),
 }
 
 
@@ -100,7 +100,7 @@ def test_lm_head_two_streams_in_bf16(tmp_path):
     the one-stream path, and makes ``target_mapping`` fp32 itself when generating."""
     torch.manual_seed(0)
     lm = XLNetLMHeadModel(tiny_config()).eval()
-    PruningPlan.of(lm).without("head", {0: [0, 1]}).without("neuron", {1: [3, 4]}).finalize(lm)
+    PruningPlan.of(lm).without("head", {0: [0, 1]}).without("neuron", {1: [3, 4]}).apply_surgery(lm)
     folder = modeling.save_model(lm, None, tmp_path / "lm")
     ids = INPUTS["input_ids"]
     perm = torch.zeros(len(ids), ids.shape[1], ids.shape[1])

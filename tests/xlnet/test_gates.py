@@ -44,7 +44,7 @@ def test_l0_copy_is_independent_and_finalizes_alone(model, granularity):
     original = logits(model)
     clone_params = {id(p) for p in clone.parameters()}
     assert not clone_params & {id(p) for p in model.parameters()}
-    l0.finalize(clone)
+    l0.prune_with_gates(clone)
     torch.testing.assert_close(logits(clone), before, rtol=1e-5, atol=1e-6)
     assert hasattr(model, "l0_gates") and gates.is_gated(model) or granularity == "weight"
     torch.testing.assert_close(logits(model), original)      # finalizing the copy left the original gated

@@ -5,6 +5,7 @@ from torch.nn.utils import prune
 
 from xlprune_lib.xlnet import masks
 from xlprune_lib.config import UserError
+from xlprune_lib.xlnet.structure import XLNetStructure
 
 
 def _zeros_in_forward(pairs):
@@ -12,7 +13,7 @@ def _zeros_in_forward(pairs):
 
 
 def test_default_set_is_attention_and_ffn(tiny_classifier):
-    pairs = masks.prunable_parameters(tiny_classifier)
+    pairs = XLNetStructure(tiny_classifier).prunable()
     assert len(pairs) == 2 * 7
     shapes = {tuple(getattr(m, n).shape) for m, n in pairs}
     assert shapes == {(32, 4, 8), (64, 32), (32, 64)}  # 3-D attention tensors included
@@ -21,7 +22,7 @@ def test_default_set_is_attention_and_ffn(tiny_classifier):
 
 @pytest.mark.parametrize("scope", ["local", "global"])
 def test_target_is_reached_and_measured(tiny_classifier, scope):
-    pairs = masks.prunable_parameters(tiny_classifier)
+    pairs = XLNetStructure(tiny_classifier).prunable()
     total = sum(getattr(m, n).numel() for m, n in pairs)
     got = masks.prune_to(tiny_classifier, 0.5, scope=scope)
     assert got == pytest.approx(0.5, abs=0.01)
@@ -43,7 +44,7 @@ def test_magnitude_keeps_the_largest(tiny_classifier):
 
 
 def test_cumulative_pruning_keeps_earlier_zeros(tiny_classifier):
-    pairs = masks.prunable_parameters(tiny_classifier)
+    pairs = XLNetStructure(tiny_classifier).prunable()
     masks.prune_to(tiny_classifier, 0.3)
     first = [masks.current_mask(m, n).clone() for m, n in pairs]
     # scores that would prefer the already pruned weights: earlier zeros must stay zero anyway
@@ -55,7 +56,7 @@ def test_cumulative_pruning_keeps_earlier_zeros(tiny_classifier):
 
 def test_masks_survive_adamw_with_weight_decay(tiny_classifier):
     masks.prune_to(tiny_classifier, 0.7)
-    pairs = masks.prunable_parameters(tiny_classifier)
+    pairs = XLNetStructure(tiny_classifier).prunable()
     zero_before = [masks.current_mask(m, n) == 0 for m, n in pairs]
     tiny_classifier.train()
     opt = torch.optim.AdamW(tiny_classifier.parameters(), lr=1e-2, weight_decay=0.1)

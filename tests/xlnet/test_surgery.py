@@ -111,7 +111,7 @@ def test_bad_indices_are_refused(tiny_classifier):
 
 def _slim(model):
     plan = PruningPlan.of(model).without("head", {0: [1, 2], 1: [0]})
-    plan.without("neuron", {0: list(range(40)), 1: list(range(64))}).finalize(model)
+    plan.without("neuron", {0: list(range(40)), 1: list(range(64))}).apply_surgery(model)
     return model
 
 
@@ -136,7 +136,7 @@ def test_pruned_model_saves_and_reloads(tiny_classifier, tmp_path):
 def test_dropped_layers_reload(tiny_classifier, tmp_path):
     from xlprune_lib.xlnet.modeling import load_saved
 
-    PruningPlan.of(tiny_classifier).without("head", {1: [3]}).without("layer", [0]).finalize(tiny_classifier)
+    PruningPlan.of(tiny_classifier).without("head", {1: [3]}).without("layer", [0]).apply_surgery(tiny_classifier)
     ref = _outputs(tiny_classifier)
     tiny_classifier.save_pretrained(tmp_path)
     loaded = load_saved(tmp_path).eval()

@@ -11,7 +11,8 @@ from __future__ import annotations
 from functools import cached_property
 
 from ..config import Profile, cache_key, get_profile, set_seed
-from ..loops import experiments, oneshot
+from ..loops import oneshot
+from . import experiments
 from ..prune.plan import PruningPlan
 from ..train import data as train_data, finetune
 from ..train.runs import content_key
@@ -77,7 +78,7 @@ class DenseStudy:
         (``experiments.curve``; scores that need no data: magnitude, random)."""
         def compute():
             spec = oneshot.PruneSpec(method, granularity, 0.0)
-            return experiments.curve(self.model, spec, sparsities, oneshot.score(self.model, spec, seed=self.seed),
+            return experiments.curve(self.model, spec, sparsities, oneshot.spec_scores(self.model, spec, seed=self.seed),
                                      lambda m: self.evaluator(m, list(splits)))
         return self._measured("oneshot-curve", compute, method=method, granularity=granularity,
                               sparsities=list(sparsities), splits=list(splits))
@@ -97,7 +98,7 @@ class DenseStudy:
             rows = []
             for k in [k for k in drops if 0 < k < n_layer]:
                 m = load_saved(self.run_dir)
-                PruningPlan.of(m).without("layer", list(range(n_layer - k, n_layer))).finalize(m)
+                PruningPlan.of(m).without("layer", list(range(n_layer - k, n_layer))).apply_surgery(m)
                 before = self.evaluator(m)
                 set_seed(self.seed)
                 _, seconds = finetune.train_classifier(m, self.tokenizer, train, self.profile, self.seed, 1.0,

@@ -21,12 +21,14 @@ from functools import cached_property
 import torch
 
 from ..config import Profile, cache_key, read_json
-from ..loops import experiments, oneshot
+from ..loops import oneshot
+from ..loops.score_inputs import movement_finetune, score_batches
 from ..measure import ranks, report
 from ..prune import importance, select
 from ..train import baselines
-from ..xlnet.masks import current_weight, prunable_parameters, prune_to
-from . import memo
+from ..xlnet.masks import current_weight
+from ..xlnet.structure import XLNetStructure
+from . import experiments, memo
 from .dense_study import DenseStudy
 
 WEIGHT_METHODS = ("magnitude", "gradient", "taylor", "fisher")   # + random (the control) and movement
@@ -35,13 +37,13 @@ UNIT_METHODS = ("taylor", "magnitude", "fisher", "random")        # head and neu
 
 def lowest(scores: torch.Tensor, sparsity: float, order: torch.Tensor | None = None) -> torch.Tensor:
     """Indices of the ``int(sparsity * n)`` lowest of ``scores`` (shape ``(n,)``), ties by position: one global
-    cut over a flattened score. (``masks.prune_to`` masks exact zeros first; on trained weights the two agree.)
-    ``order``: ``torch.argsort(scores, stable=True)``, when it is already computed. Raises ``ValueError`` unless
-    ``0 <= sparsity < 1``."""
+    cut over a flattened score (``select.lowest``; ``select.WeightSparsity`` also masks exact zeros first, and on
+    trained weights the two agree). ``order``: every index, lowest first (``select.lowest(scores, n)``), when it
+    is already computed. Raises ``ValueError`` unless ``0 <= sparsity < 1``."""
     if not 0.0 <= sparsity < 1.0:
         raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
-    order = torch.argsort(scores, stable=True) if order is None else order
-    return order[: int(sparsity * len(scores))]
+    k = int(sparsity * len(scores))
+    return select.lowest(scores, k) if order is None else order[:k]
 
 
 def movement_anatomy(flat: dict[str, torch.Tensor], sparsities) -> dict:
@@ -59,7 +61,7 @@ def movement_anatomy(flat: dict[str, torch.Tensor], sparsities) -> dict:
       removes about ``sparsity`` of them.
     """
     movement, taylor = flat["movement"], flat["taylor"]
-    order = {m: torch.argsort(s, stable=True) for m, s in flat.items()}    # each score sorted once
+    order = {m: select.lowest(s, len(s)) for m, s in flat.items()}    # each score sorted once
     rows = []
     for sparsity in sparsities:
         keep = torch.ones(len(taylor), dtype=torch.bool)
@@ -87,7 +89,7 @@ class ScoreStudy(DenseStudy):
     # --- inputs, computed only when a measurement is missing ------------------------------------------------
     @cached_property
     def batches(self) -> list[dict]:
-        return importance.score_batches(self.tokenizer, self.data["train"], self.grid["score_batches"],
+        return score_batches(self.tokenizer, self.data["train"], self.grid["score_batches"],
                                         self.profile.ft_batch, self.profile.max_seq_len, self.seed)
 
     @cached_property
@@ -101,7 +103,7 @@ class ScoreStudy(DenseStudy):
         scores["random"], seconds["random"] = importance.score(self.model, "random", "weight", seed=self.seed), 0.0
         moved = copy.deepcopy(self.model)
         start = time.perf_counter()
-        scores["movement"] = importance.movement_finetune(moved, self.tokenizer, self.data["train"], self.profile,
+        scores["movement"] = movement_finetune(moved, self.tokenizer, self.data["train"], self.profile,
                                                           self.grid["movement_steps"], self.seed)
         seconds["movement"] = time.perf_counter() - start
         return {"scores": scores, "seconds": seconds, "moved": moved}
@@ -177,8 +179,7 @@ class ScoreStudy(DenseStudy):
     @cached_property
     def _flat_scores(self) -> dict:
         """Every weight score as one vector over the prunable set (flattened once, read by two measurements)."""
-        return {m: ranks.flatten(s, prunable_parameters(self._scored_model(m)))
-                for m, s in self._weights["scores"].items()}
+        return {m: s.flat() for m, s in self._weights["scores"].items()}
 
     def inside_cut(self, sparsity: float) -> dict:
         """What each score removes at ``sparsity`` (global threshold): the mean |w| removed over the mean |w| of
@@ -188,7 +189,7 @@ class ScoreStudy(DenseStudy):
             out = {}
             for method, s in self._flat_scores.items():
                 source = self._scored_model(method)
-                w = torch.cat([current_weight(m, n).detach().abs().reshape(-1) for m, n in prunable_parameters(source)])
+                w = torch.cat([current_weight(m, n).detach().abs().reshape(-1) for m, n in XLNetStructure(source).prunable()])
                 cut = lowest(s, sparsity)
                 sample = w[torch.randperm(len(w), generator=torch.Generator().manual_seed(self.seed))[:1_000_000]]
                 largest = w >= torch.quantile(sample, 0.9)
@@ -205,7 +206,7 @@ class ScoreStudy(DenseStudy):
     def head_importance(self) -> list[list[float]]:
         """Taylor (gate-gradient) head scores, each layer divided by its L2 norm: ``n_layer`` rows of ``n_head``."""
         def compute():
-            return torch.stack([h / h.norm() for h in self._unit_scores["head"]["taylor"]]).tolist()
+            return torch.stack([h / h.norm() for h in self._unit_scores["head"]["taylor"].per_layer()]).tolist()
         return self._measured("ch2-head-importance", compute)
 
     def _unit_curve(self, kind: str, method: str, fractions) -> list[dict]:
@@ -269,9 +270,10 @@ class ScoreStudy(DenseStudy):
             for method, s in scores.items():
                 for k in range(1, n_layer):
                     slim = copy.deepcopy(model)
-                    select.UnitFraction("layer", k / n_layer)(model, s).finalize(slim)   # the k lowest go
+                    select.UnitFraction("layer", k / n_layer)(model, s).apply_surgery(slim)   # the k lowest go
                     rows.append({"method": method, "layers removed": k, **self.validation(slim)})
-            return {"skip_loss": scores["skip loss"].tolist(), "taylor": scores["taylor"].tolist(), "rows": rows}
+            return {"skip_loss": scores["skip loss"].vector().tolist(), "taylor": scores["taylor"].vector().tolist(),
+                    "rows": rows}
         return self._measured("ch2-layer-study", compute)
 
     def ablation(self) -> list[dict]:
@@ -298,8 +300,9 @@ class ScoreStudy(DenseStudy):
             shortcut, proper = copy.deepcopy(self.model), copy.deepcopy(self.model)
             with contextlib.redirect_stdout(io.StringIO()):
                 prune_fn(shortcut, fraction)
-            # prune_to's target is a share of the prunable set, the shortcut's zero fraction one of the whole model
-            prune_to(proper, report.prunable_target(self.model, zeros(shortcut)))
+            # the rule's target is a share of the prunable set, the shortcut's zero fraction one of the whole model
+            target = report.prunable_target(self.model, zeros(shortcut))
+            select.WeightSparsity(target)(proper, importance.magnitude(proper)).apply_masks(proper)
             # the prunable set is only part of the model: past its share the fractions cannot be equal, and the
             # row says so
             same = abs(zeros(proper) - zeros(shortcut)) <= 0.005

@@ -22,7 +22,9 @@ from ..deploy import bench
 from ..deploy.export import export_run
 from ..measure.report import load_metrics
 from ..train.runs import content_key
-from ..xlnet.masks import make_permanent, prune_to
+from ..prune.importance import magnitude
+from ..prune.select import WeightSparsity
+from ..xlnet.masks import make_permanent
 from ..xlnet.modeling import load_saved
 from .dense_study import DenseStudy
 
@@ -77,7 +79,7 @@ class SpeedStudy(DenseStudy):
             models, removed = {"dense": copy.deepcopy(self.model)}, {"dense": 0.0}   # .to() below is in place
             for s in unstructured:
                 m = copy.deepcopy(self.model)
-                prune_to(m, s)
+                WeightSparsity(s)(m, magnitude(m)).apply_masks(m)
                 make_permanent(m)
                 models[f"weights {s:.0%}"], removed[f"weights {s:.0%}"] = m, s
             for name, out in structured.items():

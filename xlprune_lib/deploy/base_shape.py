@@ -32,8 +32,7 @@ def shaped_models(fractions=FRACTIONS, shape: dict | None = None, seed: int = 0)
     models = {"dense": dense}
     for fraction in fractions:
         model = copy_model(dense)
-        scores = (score(model, "magnitude", "head"), score(model, "magnitude", "neuron"))
-        EncoderBudget(fraction)(model, scores).finalize(model)
+        EncoderBudget(fraction)(model, score(model, "magnitude", "head+neuron")).apply_surgery(model)
         models[fraction] = model.eval()
     return models
 

@@ -4,7 +4,7 @@
 and ``t0 + n dt`` it raises the sparsity of the prunable set to the cubic schedule's ``s_t``
 (``schedule.cubic``), ranking the remaining weights by ``|w|`` (magnitude) or by the movement score
 ``-sum_t w_t g_t`` accumulated at every step (Sanh et al. 2020, "Movement Pruning", eq. 5, with a
-:class:`~xlprune_lib.prune.importance.MovementCallback` inside). Masks come from ``torch.nn.utils.prune``, so pruned
+:class:`~xlprune_lib.loops.score_inputs.MovementCallback` inside). Masks come from ``torch.nn.utils.prune``, so pruned
 weights stay zero while training continues and sparsity only grows.
 
 :func:`run_gradual` is the ``--schedule cubic`` branch of ``xlprune iterate``: it records the model every
@@ -24,12 +24,15 @@ from .. import validate
 from .distributed import barrier, is_main
 from .specs import GRADUAL_METHODS
 from ..config import UserError, set_seed
-from ..prune.importance import MovementCallback
+from ..prune.importance import magnitude
 from ..prune.schedule import cubic
 from ..prune.select import WeightSparsity
 from ..train.finetune import train_classifier
-from ..xlnet.masks import attach, make_permanent, prunable_parameters, weight_sparsity
+from ..xlnet.masks import attach, make_permanent, weight_sparsity
 from ..xlnet.modeling import load_tensors, save_model
+from .rounds import RunContext
+from .score_inputs import MovementCallback
+from ..xlnet.structure import XLNetStructure
 
 class GradualPruning(TrainerCallback):
     """Cubic-schedule pruning during training (Zhu & Gupta 2017, eq. 1), masks updated every ``dt`` steps.
@@ -40,14 +43,16 @@ class GradualPruning(TrainerCallback):
     Trainer (or DistributedDataParallel) has seen it; later updates only replace mask buffers.
     """
     def __init__(self, s_f: float, n: int, dt: int, t0: int = 0, s_i: float = 0.0, method: str = "magnitude",
-                 scope: str = "global", pairs=None):
+                 scope: str = "global", model=None):
         if method not in GRADUAL_METHODS:
             raise UserError(f"gradual pruning ranks by {' or '.join(GRADUAL_METHODS)}, not {method!r}")
         if n < 1 or dt < 1 or t0 < 0:
             raise UserError("gradual pruning needs n >= 1 pruning steps, dt >= 1 and t0 >= 0")
         self.s_f, self.s_i, self.t0, self.n, self.dt = validate.sparsity(s_f), validate.sparsity(s_i), t0, n, dt
         self.method, self.scope = method, scope
-        self.movement = MovementCallback(pairs) if method == "movement" else None
+        if method == "movement" and model is None:
+            raise UserError("gradual movement pruning needs the model whose movement it accumulates")
+        self.movement = MovementCallback(model) if method == "movement" else None
         self.history: list[tuple[int, float]] = []   # (step, measured sparsity) after every mask update
 
     def target(self, t: int) -> float:
@@ -60,14 +65,14 @@ class GradualPruning(TrainerCallback):
     def on_step_end(self, args, state, control, model=None, **kwargs):
         t = state.global_step
         if self.t0 < t <= self.t0 + self.n * self.dt and (t - self.t0) % self.dt == 0:
-            scores = self.movement.scores if self.movement is not None else None
+            scores = self.movement.scores if self.movement is not None else magnitude(model)
             WeightSparsity(self.target(t), self.scope)(model, scores).apply_masks(model)
-            self.history.append((t, weight_sparsity(prunable_parameters(model))))
+            self.history.append((t, weight_sparsity(XLNetStructure(model).prunable())))
 
 
 def install_identity_masks(model) -> None:
     """All-ones masks (``masks.attach``) on every not-yet-pruned pair, so later pruning only edits buffers."""
-    for module, name in prunable_parameters(model):
+    for module, name in XLNetStructure(model).prunable():
         if not hasattr(module, f"{name}_mask"):
             attach(module, name)
 
@@ -92,7 +97,7 @@ class _Recorder(TrainerCallback):
             return
         if self.pruner.movement is not None and is_main():
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            save_file({str(i): s.contiguous() for i, s in enumerate(self.pruner.movement.scores.values())},
+            save_file({n: s.contiguous() for n, s in self.pruner.movement.scores.items()},
                       str(folder / "movement.safetensors"))
         barrier()
         self.run.commit(self.pending)
@@ -102,20 +107,18 @@ class _Recorder(TrainerCallback):
 
         if self.pruner.movement is not None:
             saved = load_tensors(folder / "movement.safetensors")
-            for i, key in enumerate(self.pruner.movement.scores):
-                self.pruner.movement.scores[key].copy_(saved[str(i)])
+            for name, scores in self.pruner.movement.scores.items():
+                scores.copy_(saved[name])
 
 
-def run_gradual(run) -> dict:
+def run_gradual(run: RunContext) -> dict:
     """One fine-tuning run of ``total_steps`` with :class:`GradualPruning`; records and checkpoints every
-    ``round_steps``. ``run`` is the loop's ``iterative._Run`` (data, evaluator, records)."""
-
+    ``round_steps``. ``run``: the run's shared context (data, evaluator, records)."""
     spec = run.spec
     total, n, dt = spec.gradual_plan()
     model = run.start()
     install_identity_masks(model)
-    pruner = GradualPruning(spec.target, n, dt, method=spec.method, scope=spec.scope,
-                            pairs=prunable_parameters(model))
+    pruner = GradualPruning(spec.target, n, dt, method=spec.method, scope=spec.scope, model=model)
     recorder = _Recorder(run, pruner, spec.round_steps)
     trainer_dir = run.out / "trainer"
     resume = None

@@ -19,38 +19,28 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import time
 from dataclasses import asdict
 from pathlib import Path
 
-import torch
 
-from .distributed import (average_across_ranks, barrier, identical_across_ranks, init_distributed, is_main,
-                          plan_digest, rank_and_world)
+from .distributed import average_across_ranks, barrier, init_distributed, is_main, rank_and_world
 from .gradual import run_gradual
-from .oneshot import require_classifier
-from .specs import IterSpec, parse_requirement
-from .rounds import RUN, SUMMARY, append_record, claim, load_checkpoint, read_records, save_checkpoint
+from .rounds import RUN, SUMMARY, RunContext, claim, load_checkpoint, read_records, save_checkpoint
+from .score_inputs import MovementCallback, gather_inputs
+from .specs import IterSpec
 from ..config import cache_lock, check_output_dir, read_json, set_seed, write_json_atomic, write_text_atomic
 from ..deploy.card import CARD, SPLITS, model_card
 from ..measure.delivery import delivery
-from ..measure.report import checkpoint_sizes, git_commit, layer_report, provenance
-from ..prune.importance import MovementCallback, gather_inputs, score
+from ..measure.report import checkpoint_sizes, layer_report, provenance
+from ..prune.importance import score
 from ..prune.plan import PruningPlan
-from ..prune.select import WeightSparsity, lowest_units
-from ..train.data import load_tokenizer, run_data, user_data
-from ..train.finetune import Evaluator, tokenize_split, train_classifier
+from ..prune.select import UnitFraction, WeightSparsity
+from ..train.data import run_data, user_data
+from ..train.finetune import train_classifier
 from ..train.runs import default_out, own_profile, precision_record, quiet_libraries, run_key, source_data, source_run
-from ..xlnet.masks import counts, measured, prunable_parameters
 from ..xlnet.modeling import check_supported, label_names, load_saved, saved_class
-from ..xlnet.structure import XLNetStructure
 
 ITERATE_VERSION = 3   # 2: signed movement scores ranked as given. 3: plans (removed units in original indices)
-
-
-def threshold(requirement: str, dense_accuracy: float) -> float:
-    kind, value = parse_requirement(requirement)
-    return value if kind == "absolute" else dense_accuracy - value
 
 
 def iterate_config(spec: IterSpec, source_key: str, profile, seed: int, data=None) -> dict:
@@ -58,77 +48,6 @@ def iterate_config(spec: IterSpec, source_key: str, profile, seed: int, data=Non
     return {"source": source_key, "profile": profile.name, "seed": seed, "iterate_version": ITERATE_VERSION,
             **{k: getattr(profile, k) for k in ("task", "max_examples", "max_seq_len", "ft_batch", "recovery_lr")},
             **asdict(spec), **(data.key() if data is not None else {})}
-
-
-# --- running it ---------------------------------------------------------------------------------------
-
-class _Run:
-    """What every round needs: the run folder, the data, the evaluator, the starting sizes, the printer."""
-    def __init__(self, model_dir: Path, spec: IterSpec, out: Path, profile, seed: int, progress: bool,
-                 report: bool = True, data=None):
-
-        self.model_dir, self.spec, self.out, self.profile, self.seed = model_dir, spec, out, profile, seed
-        self.progress, self.report = progress, report
-        self.cfg = read_json(out / RUN)
-        self.records = read_records(out)   # read first: a damaged record is refused before any data is loaded
-        self.tok = load_tokenizer(model_dir)
-        # ``data``: run_data's (splits, metric, record), read before the run folder was claimed
-        self.data, self.glue, self.data_record = data or run_data(profile, seed)
-        self.enc = {"train": tokenize_split(self.data["train"], self.tok, profile.max_seq_len)}
-        self.evaluator = Evaluator(self.tok, {s: self.data[s] for s in ("validation", "test")},
-                                   profile.max_seq_len, self.glue)
-        self.clock = time.perf_counter()
-
-    def start(self):
-        """The source classifier and, on a fresh run, its round-0 record (the dense accuracy)."""
-        model = load_saved(self.model_dir)
-        require_classifier(model)
-        if not self.records:
-            self.commit(self.record(model, round=0, step=0, target=0.0))
-        return model
-
-    def evaluate(self, model) -> dict:
-        return {k: v for k, v in self.evaluator(model).items() if k.endswith("_accuracy")}
-
-    def record(self, model, **fields) -> dict:
-        """Measure, evaluate and append one record (after its checkpoint is on disk)."""
-        if not identical_across_ranks(plan_digest(model)):
-            raise RuntimeError("the processes disagree on what was pruned (masks or shapes differ across ranks)")
-        first = self.records[0] if self.records else None
-        start = first["start"] if first else counts(model)
-        metrics = self.evaluate(model)
-        need = threshold(self.spec.requirement, (first or metrics)["validation_accuracy"])
-        now = time.perf_counter()
-        seconds, self.clock = now - self.clock, now
-        rec = {**fields, **measured(model, start), **self.unit_sparsity(model, first), **metrics, "requirement": need,
-               "passed": metrics["validation_accuracy"] >= need, "seconds": seconds,
-               "processes": rank_and_world()[1],
-               "total_seconds": (self.records[-1]["total_seconds"] if self.records else 0.0) + seconds,
-               "config_key": self.cfg["config_key"], "config": self.cfg["config"], "git_commit": git_commit()}
-        if not first:
-            rec["start"] = start
-            s = XLNetStructure(model)
-            rec["units"] = {g: s.unit_counts(g) for g in ("head", "neuron")} | {"layer": len(s.layers)}
-        return rec
-
-    def unit_sparsity(self, model, first: dict | None) -> dict:
-        """For head, neuron and layer runs: the fraction of the starting model's units removed (what
-        ``--target`` counts), from the tensors."""
-        g = self.spec.granularity
-        if g == "weight" or first is None:
-            return {"unit_sparsity": 0.0} if g != "weight" else {}
-        start = first["units"][g]                    # per layer (heads, neurons) or a count (layers)
-        return {"unit_sparsity": 1 - XLNetStructure(model).total_units(g) / (start if g == "layer" else sum(start))}
-
-    def commit(self, rec: dict) -> None:
-        append_record(self.out, rec)
-        barrier()
-        self.records.append(rec)
-        if self.report and is_main():
-            print(f"round {rec['round']:>2}  step {rec['step']:>5}  sparsity {rec['prunable_sparsity']:.3f} "
-                  f"(model {rec['model_sparsity']:.3f})  val {rec['validation_accuracy']:.4f}  "
-                  f"test {rec['test_accuracy']:.4f}  {'meets' if rec['passed'] else 'misses'} "
-                  f"{rec['requirement']:.4f}  {rec['seconds']:.0f} s", flush=True)
 
 
 def iterate(model_dir, spec: IterSpec, out=None, profile=None, seed: int = 0, progress: bool = True,
@@ -167,7 +86,7 @@ def _iterate(model_dir: Path, spec: IterSpec, out: Path, profile, seed: int, pro
         return out
     if not progress:
         quiet_libraries()
-    run = _Run(model_dir, spec, out, profile, seed, progress, report, splits)
+    run = RunContext(model_dir, spec, out, profile, seed, progress, report, splits)
     if spec.schedule == "cubic":
 
         summary = run_gradual(run)
@@ -187,7 +106,7 @@ def _iterate(model_dir: Path, spec: IterSpec, out: Path, profile, seed: int, pro
     return out
 
 
-def write_card(run: "_Run", summary: dict) -> Path:
+def write_card(run: RunContext, summary: dict) -> Path:
     """The model card (``README.md``, ``deploy.card``) of the folder ``summary["final_model"]``: the dense and
     final accuracies of the run's records, the delivered sparsity, the sizes counted from the saved folder, and
     the run's provenance. Returns the card's path."""
@@ -211,7 +130,7 @@ def load_run(out) -> tuple[list[dict], dict]:
     return read_records(out), read_json(out / SUMMARY)
 
 
-def run_rounds(run: "_Run") -> dict:
+def run_rounds(run: RunContext) -> dict:
     """Score -> prune -> fine-tune ``round_steps`` -> evaluate, until the requirement fails or the target is met."""
     spec, targets = run.spec, run.spec.rounds()
     last = run.records[-1] if run.records else None
@@ -225,7 +144,7 @@ def run_rounds(run: "_Run") -> dict:
         steps = spec.round_steps + (spec.score_steps if spec.method == "movement" and movement is None else 0)
         scores = _scores(run, model, movement, k)
         removed = _prune(run, model, targets[k - 1], scores)
-        mover = MovementCallback(prunable_parameters(model)) if spec.method == "movement" else None
+        mover = MovementCallback(model) if spec.method == "movement" else None
         set_seed(run.seed + k)
         train_classifier(model, run.tok, run.enc, run.profile, run.seed + k, 1.0, run.glue, run.progress,
                          callbacks=[mover] if mover else None, steps=spec.round_steps, lr=run.profile.recovery_lr)
@@ -245,7 +164,7 @@ def run_rounds(run: "_Run") -> dict:
             "final": passing[-1] if passing else None}
 
 
-def _drop_old_rounds(run: _Run) -> None:
+def _drop_old_rounds(run: RunContext) -> None:
     """Keep the checkpoints a resume or the result needs: the latest round and the last one that passed."""
     if not is_main():
         return
@@ -256,7 +175,7 @@ def _drop_old_rounds(run: _Run) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _scores(run: _Run, model, movement, k: int):
+def _scores(run: RunContext, model, movement, k: int):
     """This round's importance scores; gradient-based ones averaged over every rank's share of the batches.
     Movement scores come from the previous round's fine-tuning (round 1 fine-tunes ``score_steps`` first)."""
     spec = run.spec
@@ -268,36 +187,22 @@ def _scores(run: _Run, model, movement, k: int):
                                rank=rank, world=world)
     scores = score(model, spec.method, spec.granularity, **inputs)
     if inputs.get("batches") is not None:
-        tensors = list(scores.values()) if isinstance(scores, dict) else \
-            [scores] if isinstance(scores, torch.Tensor) else list(scores)
-        average_across_ranks(tensors, len(inputs["batches"]))
+        average_across_ranks(list(scores.values()), len(inputs["batches"]))
     return scores
 
 
-def _prune(run: _Run, model, target: float, scores):
-    """Cumulative pruning to ``target`` of the *original* prunable weights or units, through a
-    :class:`PruningPlan` (weights masked, units cut); returns the units removed, in original indices."""
+def _prune(run: RunContext, model, target: float, scores):
+    """Cumulative pruning to ``target`` of the *original* prunable weights or units, through the rule's
+    :class:`PruningPlan` (weights masked, units cut); returns the units removed, in original indices. A unit
+    rule is given the starting model's count (round 0's record), so it removes what is still missing."""
     spec = run.spec
     if spec.granularity == "weight":
         WeightSparsity(target, spec.scope)(model, scores).apply_masks(model)
         return None
     original = run.records[0]["units"][spec.granularity]
-    if spec.granularity == "layer":
-        original, current = [original], [len(XLNetStructure(model).layers)]
-    else:
-        current = XLNetStructure(model).unit_counts(spec.granularity)
-
-    def fraction(n0, n):  # of what remains, so that round(target * n0) of the original units are gone
-        return max(0, round(target * n0) - (n0 - n)) / n if n else 0.0
-
-    if spec.scope == "global" or spec.granularity == "layer":
-        removed = lowest_units(scores, fraction(sum(original), sum(current)))
-    else:
-        removed = {li: lowest_units([s], fraction(n0, n)).get(0, []) for li, (s, n0, n)
-                   in enumerate(zip(scores, original, current))}
-    start = PruningPlan.of(model, weights=False)
-    plan = start.without(spec.granularity, removed)
-    plan.finalize(model)
-    return plan.removed_since(start)
-
-
+    start = original if spec.granularity == "layer" else \
+        tuple(original) if spec.scope == "local" else sum(original)
+    before = PruningPlan.of(model, weights=False)
+    plan = UnitFraction(spec.granularity, target, spec.scope, start=start)(model, scores)
+    plan.apply_surgery(model)
+    return plan.removed_since(before)

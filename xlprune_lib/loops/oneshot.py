@@ -1,14 +1,16 @@
 """One-shot pruning of a fine-tuned classifier: score, cut once, optionally fine-tune, evaluate, save.
 
-Weight granularity masks the lowest-scoring weights with ``torch.nn.utils.prune`` (``masks.prune_to``) and
-writes the zeros into the weights before saving; head, neuron and layer granularity remove the lowest-scoring
+Every granularity goes one way: the method's :class:`~xlprune_lib.prune.scores.Scores`, the spec's rule
+(``prune/select.py``), a :class:`~xlprune_lib.prune.plan.PruningPlan`. Weight granularity masks the weights the
+plan masks (live ``torch.nn.utils.prune`` masks) and writes the zeros into the weights before saving; head, neuron and layer granularity remove the lowest-scoring
 units with surgery, so the saved model is smaller (an ``xlnet-pruned`` folder). The sparsity reached is
 always measured from the tensors: for weights, the zero fraction of the prunable set; for structures, also
 ``1 - remaining / original`` parameters of the prunable set. Granularity ``head+neuron`` removes heads and
 neurons together until the requested fraction of the *encoder's* parameters is gone (``select.EncoderBudget``), the
 structured pruning that chapter 5 turns into speed.
 
-``xlprune prune`` is :func:`prune_run`; the chapters use :func:`score`, :func:`apply` and :func:`curve`.
+``xlprune prune`` is :func:`prune_run`; the chapters use :func:`spec_scores` and :func:`apply` (and
+``book/experiments.py``'s curves, built on them).
 """
 from __future__ import annotations
 
@@ -16,41 +18,35 @@ from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 
-from transformers import XLNetForSequenceClassification
-
 from .specs import PruneSpec
 from ..config import Profile, UserError, set_seed
 from ..deploy.card import SPLITS, model_card
 from ..measure.delivery import TOLERANCE, delivery
 from ..measure.report import checkpoint_sizes, layer_report, provenance
-from ..prune.importance import GRADIENT_METHODS, gather_inputs, score as importance_score
-from ..prune.l0 import finalize, train_l0
+from ..prune.importance import GRADIENT_METHODS, score
+from ..prune.l0 import prune_with_gates
 from ..prune.plan import PruningPlan
 from ..prune.select import NM, EncoderBudget, UnitFraction, WeightSparsity
 from ..train.data import load_tokenizer, run_data, user_data
 from ..train.finetune import Evaluator, tokenize_split, train_classifier
 from ..train.runs import (METRICS, default_out, own_profile, precision_record, produce_run, run_key, source_accuracy,
                           source_data, source_run)
-from ..xlnet.masks import counts, make_permanent, prunable_parameters, weight_sparsity
-from ..xlnet.modeling import check_supported, label_names, load_saved, save_model
+from ..xlnet.masks import counts, make_permanent, sparsity_from, weight_sparsity
+from ..xlnet.modeling import check_supported, label_names, load_saved, require_classifier, save_model
 from ..xlnet.structure import ENCODER, XLNetStructure
+from .l0_training import train_l0
+from .score_inputs import gather_inputs
 
 # Part of every prune run's key: bump it when the pruning code changes what a request produces.
 PRUNE_VERSION = 4   # 3: signed scores ranked as given; L0 finalized to its target. 4: plans (removed units in
                     # original indices, the plan recorded in the saved config)
 
 
-def require_classifier(model) -> None:
-    """Gradient scores and accuracy need a sequence classifier (a PLM checkpoint has no labels to differentiate)."""
-    if not isinstance(model, XLNetForSequenceClassification):
-        raise UserError(f"pruning needs a fine-tuned XLNetForSequenceClassification, got {type(model).__name__} "
-                        "(its loss on labelled examples gives the gradients and the accuracy)")
-
-
-def score(model, spec: PruneSpec, tokenizer=None, train=None, profile: Profile | None = None, seed: int = 0,
-          progress: bool = False):
-    """The scores ``spec`` asks for (``importance.score``; ``head+neuron``: a pair, heads then neurons).
-    Movement first fine-tunes ``model`` in place for ``spec.score_steps`` (``importance.gather_inputs``)."""
+def spec_scores(model, spec: PruneSpec, tokenizer=None, train=None, profile: Profile | None = None, seed: int = 0,
+                progress: bool = False):
+    """The :class:`~xlprune_lib.prune.scores.Scores` ``spec`` asks for (``importance.score``; N:M ranks single
+    weights). Movement first fine-tunes ``model`` in place for ``spec.score_steps``
+    (``score_inputs.gather_inputs``). Raises ``UserError`` when a gradient method lacks its data."""
     spec.check()
     inputs = {"seed": seed}
     if spec.method in GRADIENT_METHODS:
@@ -59,10 +55,8 @@ def score(model, spec: PruneSpec, tokenizer=None, train=None, profile: Profile |
             raise UserError(f"{spec.method} scores need the tokenizer, the training split and the profile")
         inputs = gather_inputs(model, spec.method, tokenizer, train, profile, spec.score_batches, spec.score_steps,
                                seed, progress=progress)
-    if spec.granularity == ENCODER:
-        return tuple(importance_score(model, spec.method, g, **inputs) for g in ("head", "neuron"))
     kind = "weight" if NM.parse(spec.granularity) else spec.granularity    # N:M ranks single weights
-    return importance_score(model, spec.method, kind, **inputs)
+    return score(model, spec.method, kind, **inputs)
 
 
 def rule(spec: PruneSpec):
@@ -86,7 +80,7 @@ def apply(model, spec: PruneSpec, scores) -> dict:
     layers removed, or the fraction of the encoder's parameters removed (``head+neuron``). ``removed``: what
     the plan removed, in original indices (``PruningPlan.removed``).
     """
-    before = _prunable_counts(model)[0]
+    before = counts(model)
     start = PruningPlan.of(model, weights=False)
     nm = NM.parse(spec.granularity)
     weights = spec.granularity == "weight" or nm is not None      # masks, nothing removed
@@ -101,8 +95,8 @@ def apply(model, spec: PruneSpec, scores) -> dict:
     if weights:
         plan.apply_masks(model)
     else:
-        plan.finalize(model)
-    out = {"mask_sparsity": weight_sparsity(prunable_parameters(model)), **_measured(model, before),
+        plan.apply_surgery(model)
+    out = {"mask_sparsity": weight_sparsity(XLNetStructure(model).prunable()), **_sparsity_record(model, before),
            "removed": None if weights else plan.removed_since(start)}
     if nm is not None:
         out["nm_groups"] = nm.groups(model)
@@ -122,23 +116,11 @@ def apply(model, spec: PruneSpec, scores) -> dict:
 
 
 
-def _prunable_counts(model) -> tuple[int, int]:
-    """Entries and nonzeros of the prunable set as the forward pass sees it (masked or sliced)."""
-    c = counts(model)
-    return c["prunable"], c["prunable_nonzero"]
-
-
-def _measured(model, before: int) -> dict:
-    """Sparsity of the prunable set now, against its ``before`` size (surgery shrinks the tensors)."""
-    after = _prunable_counts(model)[1]
-    return {"prunable_sparsity": 1 - after / before, "prunable_params_before": before,
-            "prunable_nonzero_after": after}
-
-
-def _jsonable(removed):
-    if isinstance(removed, dict):
-        return {str(k): v for k, v in removed.items()}
-    return removed
+def _sparsity_record(model, before: dict) -> dict:
+    """The prunable set's sparsity now against its size ``before`` (``masks.counts``; surgery shrinks the
+    tensors), with the two counts behind it."""
+    return {"prunable_sparsity": sparsity_from(model, before)["prunable_sparsity"],
+            "prunable_params_before": before["prunable"], "prunable_nonzero_after": counts(model)["prunable_nonzero"]}
 
 
 def prune_config(spec: PruneSpec, source_key: str, profile: Profile, seed: int, data=None) -> dict:
@@ -195,7 +177,7 @@ def _prune_run(model_dir: Path, spec: PruneSpec, out: Path, profile: Profile, se
               "source_profile": own_profile(model_dir)}
     if spec.method == "l0":
         return _l0_run(model, tok, data, spec, profile, seed, progress, out, cfg, header, dense, evaluate_all)
-    scores = score(model, spec, tok, data["train"], profile, seed, progress)
+    scores = spec_scores(model, spec, tok, data["train"], profile, seed, progress)
     scored = evaluate_all(model) if spec.method == "movement" else dense  # movement fine-tuned while scoring
     measured = apply(model, spec, scores)
     oneshot = evaluate_all(model)
@@ -233,16 +215,17 @@ def _save_result(model, tok, out, profile, cfg, metrics: dict, sizes: dict[str, 
 
 
 def _l0_run(model, tok, data, spec, profile, seed, progress, out, cfg, header, dense, evaluate_all) -> Path:
-    """``xlprune prune --method l0``: train gates with the weights, finalize, evaluate, save (same outputs)."""
-    before = _prunable_counts(model)[0]
+    """``xlprune prune --method l0``: train gates with the weights, prune with them, evaluate, save (same
+    outputs)."""
+    before = counts(model)
     enc = {"train": tokenize_split(data["train"], tok, profile.max_seq_len)}
     trainer, seconds = train_l0(model, tok, enc, profile, seed, spec.granularity, lam=spec.lam,
                                 target=spec.sparsity, epochs=spec.l0_epochs, progress=progress)
     history = trainer.l0_history
     gated = evaluate_all(model.eval())
-    plan = finalize(model, target=spec.sparsity)
+    plan = prune_with_gates(model, target=spec.sparsity)
     final = evaluate_all(model)
-    done = _measured(model, before)
+    done = _sparsity_record(model, before)
     expected = history[-1]["expected_sparsity"] if history else None
     why = None
     if spec.sparsity is not None and expected is not None and spec.sparsity > expected + TOLERANCE:

@@ -11,13 +11,27 @@ from dataclasses import dataclass
 
 from .. import validate
 from ..config import UserError, option
-from ..prune.importance import GRANULARITIES, METHODS, check_method, shared_option
+from ..prune.importance import GRANULARITIES, METHODS, check_method
 from ..prune.l0 import GRANULARITIES as L0_GRANULARITIES
 from ..prune.schedule import SCHEDULES, check_schedule, round_targets
 from ..prune.select import NM
 from ..xlnet.structure import ENCODER
 
 GRADUAL_METHODS = ("magnitude", "movement")   # scores available during training (cubic schedule)
+
+# options both specs share (``xlprune prune`` and ``iterate``), defined once, next to the specs that use them
+OPTIONS = {
+    "method": dict(help=f"importance score: {', '.join(METHODS)}"),
+    "granularity": dict(default="weight", help=f"unit removed: {', '.join(GRANULARITIES)}"),
+    "scope": dict(default="global", help="global (one threshold over all layers) or local (per tensor / layer)"),
+    "score_batches": dict(default=16, help="training batches for gradient, Taylor and Fisher scores"),
+    "score_steps": dict(default=100, help="fine-tuning steps that accumulate movement scores"),
+}
+
+
+def shared_option(name: str, **overrides):
+    """The spec field of a shared option (:data:`OPTIONS`), with ``overrides`` (``help``, ``default``)."""
+    return option(**{**OPTIONS[name], **overrides})
 
 
 @dataclass

@@ -9,11 +9,6 @@ import numpy as np
 import torch
 
 
-def flatten(scores: dict, pairs) -> torch.Tensor:
-    """One vector of a weight score over ``pairs`` (in that order), for rankings and correlations."""
-    return torch.cat([scores[p].reshape(-1).float() for p in pairs])
-
-
 def _centred_ranks(a: torch.Tensor) -> torch.Tensor:
     """Ranks 0..n-1 of ``a`` (ties broken by position), centred, in float64."""
     ranks = torch.empty(len(a), dtype=torch.float64)

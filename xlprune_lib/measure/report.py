@@ -14,7 +14,7 @@ import torch
 import transformers
 
 from ..config import UserError, read_json, repo_root
-from ..xlnet.masks import current_weight, prunable_parameters
+from ..xlnet.masks import current_weight
 from ..xlnet.structure import XLNetStructure
 
 def parameter_breakdown(model) -> dict:
@@ -213,7 +213,7 @@ def layer_report(model, seq_len: int = 128) -> dict:
 
     Everything is counted from the tensors (after surgery layers differ; pruned weights are counted as the
     masked tensors, and exact zeros count as pruned). ``totals``: the prunable set of
-    ``masks.prunable_parameters``, the whole model (tied weights once), the parameters outside the layers
+    ``XLNetStructure.prunable``, the whole model (tied weights once), the parameters outside the layers
     (embeddings, classifier or LM head) and the encoder FLOPs per token (see :func:`layer_flops`; the
     embedding lookup is 0 FLOPs and the classifier head, applied once per sequence, is excluded).
     """
@@ -224,7 +224,7 @@ def layer_report(model, seq_len: int = 128) -> dict:
     prefixes = tuple(f"{name}." for name, mod in model.named_modules() if id(mod) in layer_ids)
     outside = [t for name, t in everything if not name.startswith(prefixes)]
     totals = {
-        "prunable": _with_sparsity(_count(current_weight(m, n) for m, n in prunable_parameters(model))),
+        "prunable": _with_sparsity(_count(current_weight(m, n) for m, n in XLNetStructure(model).prunable())),
         "model": _with_sparsity(_count(t for _, t in everything)),
         "outside_layers": _count(outside),
         "flops_per_token": sum(layer["flops_per_token"] for layer in layers),

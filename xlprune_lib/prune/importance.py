@@ -1,8 +1,11 @@
 """Importance scores: which weights, FFN neurons, attention heads and layers a classifier can lose.
 
-Every score is "higher = keep". Weight-level scores are ``{(module, name): tensor}`` dicts over the prunable
-set of ``masks.prunable_parameters`` (the shape ``masks.prune_to`` takes); structure scores are one tensor per
-layer (heads, neurons) or one tensor over layers.
+Every score is "higher = keep", and every method gives a :class:`~xlprune_lib.prune.scores.Scores`: tensors
+keyed by the plan's unit names (``layer.<L>.rel_attn.q`` for a weight, ``layer.<L>.heads``, ``.neurons``,
+``layer.<L>``), whatever the granularity. One class per method (:class:`Importance`, after Torch-Pruning's
+``Importance``) is the registry; :func:`score` is its front door. Scorers are pure: ``(model, inputs) ->
+Scores``, the model unchanged. Gathering what they need (batches, the fine-tuning that accumulates movement)
+is the loops' work (``loops/score_inputs.py``).
 
 Weights (``w``: the effective, masked weight; ``g_b``: the gradient of the mean loss of batch ``b``):
 
@@ -15,8 +18,9 @@ Weights (``w``: the effective, masked weight; ``g_b``: the gradient of the mean 
   example of a batch is run forward and backward alone (its padding stripped), so memory holds one gradient
   of the model at a time, never per-example gradients of the whole model;
 * movement ``-sum_t w_t * g_t`` accumulated at every optimizer step of fine-tuning (Sanh et al. 2020,
-  "Movement Pruning", eq. 5 with the straight-through estimator), by :class:`MovementCallback`. Without
-  training, :func:`frozen_movement` gives its zero-step limit ``-w * sum_b g_b`` (a signed Taylor score).
+  "Movement Pruning", eq. 5 with the straight-through estimator), by ``loops.score_inputs.MovementCallback``
+  (:func:`movement_step` is one step of it). Without training, :func:`frozen_movement` gives its zero-step
+  limit ``-w * sum_b g_b`` (a signed Taylor score).
 
 Structures (heads, FFN neurons, layers) get a multiplicative gate ``xi = 1`` on their output, put into the
 ``transformers`` XLNet (which has no ``head_mask``) by ``gates.py``: a head's slice of the output projection
@@ -41,56 +45,27 @@ For a layer, ``|dL/d xi|`` is the first-order estimate of the loss increase when
 from __future__ import annotations
 
 import contextlib
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
-from transformers import DataCollatorWithPadding, Trainer, TrainerCallback
 
 from .. import validate
-from ..config import UserError, option
-from ..train.runs import quiet_trainer, training_args
+from ..config import UserError
 from ..xlnet.gates import unit_gates
-from ..xlnet.masks import current_weight, forward_weight, prunable_parameters
-from ..xlnet.structure import KINDS, XLNetStructure
+from ..xlnet.masks import current_weight, forward_weight
+from ..xlnet.structure import ENCODER, KINDS, UNIT_KINDS, XLNetStructure
+from .plan import PruningPlan
+from .scores import Scores
 
 METHODS = ("magnitude", "gradient", "taylor", "fisher", "movement", "random")
 GRANULARITIES = KINDS
 GRADIENT_METHODS = ("gradient", "taylor", "fisher", "movement")
 
 
-# options every pruning command shares (``xlprune prune`` and ``iterate``), defined once
-OPTIONS = {
-    "method": dict(help=f"importance score: {', '.join(METHODS)}"),
-    "granularity": dict(default="weight", help=f"unit removed: {', '.join(GRANULARITIES)}"),
-    "scope": dict(default="global", help="global (one threshold over all layers) or local (per tensor / layer)"),
-    "score_batches": dict(default=16, help="training batches for gradient, Taylor and Fisher scores"),
-    "score_steps": dict(default=100, help="fine-tuning steps that accumulate movement scores"),
-}
-
-
-def shared_option(name: str, **overrides):
-    """The spec field of a shared option (:data:`OPTIONS`), with ``overrides`` (``help``, ``default``)."""
-    return option(**{**OPTIONS[name], **overrides})
-
-
 def check_method(method: str, granularity: str = "weight") -> None:
     validate.choice(method, METHODS, "method")
     validate.choice(granularity, GRANULARITIES, "granularity", "granularities")
-
-
-def score_batches(tokenizer, dataset, n_batches: int, batch_size: int, max_len: int, seed: int = 0) -> list[dict]:
-    """``n_batches`` padded batches (with ``labels``) drawn without replacement from a ``text``/``label`` split."""
-    from ..train.finetune import tokenize_split  # the [train] extra (datasets): not needed to score given batches
-
-    n = min(len(dataset), n_batches * batch_size)
-    enc = tokenize_split(dataset.shuffle(seed=seed).select(range(n)), tokenizer, max_len)
-    collate = DataCollatorWithPadding(tokenizer, return_tensors="pt")
-    rows = [enc[i] for i in range(n)]
-    return [dict(collate(rows[i:i + batch_size])) for i in range(0, n, batch_size)]
 
 
 def _device_batch(model, batch: dict) -> dict:
@@ -188,88 +163,73 @@ def _example_fisher(model, batches, params) -> list[torch.Tensor]:
 
 # --- weight-level scores -------------------------------------------------------------------------------
 
-def magnitude(model, pairs=None) -> dict:
-    """``|w|`` (Han et al. 2015)."""
-    pairs = pairs if pairs is not None else prunable_parameters(model)
-    return {p: current_weight(*p).detach().abs().float() for p in pairs}
+def _named(model) -> tuple[list[str], list[tuple[nn.Module, str]]]:
+    """The names (``PruningPlan.names``) and ``(module, attr)`` pairs of the prunable set, in the same order."""
+    return PruningPlan.of(model, weights=False).names(), XLNetStructure(model).prunable()
 
 
-def random_scores(model, seed: int = 0, pairs=None) -> dict:
+def _weight_scores(names, tensors) -> Scores:
+    return Scores("weight", dict(zip(names, tensors)))
+
+
+def magnitude(model) -> Scores:
+    """``|w|`` of every weight of the prunable set (Han et al. 2015)."""
+    names, pairs = _named(model)
+    return _weight_scores(names, [current_weight(*p).detach().abs().float() for p in pairs])
+
+
+def random_scores(model, seed: int = 0) -> Scores:
     """Uniform ``[0, 1)`` scores of the shape of each prunable weight, from ``torch.Generator`` seeded with ``seed``
     (the same seed gives the same scores; Blalock et al. 2020's random baseline)."""
-    pairs = pairs if pairs is not None else prunable_parameters(model)
+    names, pairs = _named(model)
     g = torch.Generator().manual_seed(seed)
-    return {p: torch.rand(current_weight(*p).shape, generator=g) for p in pairs}
+    return _weight_scores(names, [torch.rand(current_weight(*p).shape, generator=g) for p in pairs])
 
 
-def _weight_scores(model, batches, pairs, combine) -> dict:
-    pairs = pairs if pairs is not None else prunable_parameters(model)
+def _gradient_scores(model, batches, combine) -> Scores:
+    names, pairs = _named(model)
     weights = [current_weight(*p).detach().float() for p in pairs]
-    return dict(zip(pairs, _batch_means(model, batches, _weights_used(pairs), lambda i, g: combine(weights[i], g))))
+    return _weight_scores(names, _batch_means(model, batches, _weights_used(pairs),
+                                              lambda i, g: combine(weights[i], g)))
 
 
-def gradient(model, batches, pairs=None) -> dict:
+def gradient(model, batches) -> Scores:
     """``mean_b |g_b|``: how strongly the loss reacts to each weight."""
-    return _weight_scores(model, batches, pairs, lambda w, g: g.abs())
+    return _gradient_scores(model, batches, lambda w, g: g.abs())
 
 
-def taylor(model, batches, pairs=None) -> dict:
+def taylor(model, batches) -> Scores:
     """``mean_b |w * g_b|`` (Molchanov et al. 2019, eq. 3-4): first-order loss change of zeroing ``w``."""
-    return _weight_scores(model, batches, pairs, lambda w, g: (w * g).abs())
+    return _gradient_scores(model, batches, lambda w, g: (w * g).abs())
 
 
-def frozen_movement(model, batches, pairs=None) -> dict:
+def frozen_movement(model, batches) -> Scores:
     """``-w * mean_b g_b``: movement (Sanh et al. 2020, eq. 5) in the limit of a zero learning rate."""
-    return _weight_scores(model, batches, pairs, lambda w, g: -w * g)
+    return _gradient_scores(model, batches, lambda w, g: -w * g)
 
 
-def fisher(model, batches, pairs=None) -> dict:
+def fisher(model, batches) -> Scores:
     """Diagonal empirical Fisher ``mean_i (d log p(y_i|x_i) / dw)^2``, per example (see the module docstring)."""
-    pairs = pairs if pairs is not None else prunable_parameters(model)
-    return dict(zip(pairs, _example_fisher(model, batches, _weights_used(pairs))))
+    names, pairs = _named(model)
+    return _weight_scores(names, _example_fisher(model, batches, _weights_used(pairs)))
 
 
-class MovementCallback(TrainerCallback):
-    """Trainer callback accumulating movement scores ``S -= w * g`` at every optimizer step (Sanh et al. 2020).
-
-    ``g`` is the gradient after clipping, read in ``on_pre_optimizer_step``; ``w`` the effective weight the
-    forward pass used. ``scores`` is a ``{(module, name): tensor}`` dict like the other weight scores.
-    """
-    def __init__(self, pairs):
-        self.pairs = list(pairs)
-        self.scores = {p: torch.zeros_like(current_weight(*p), dtype=torch.float32) for p in self.pairs}
-        self.steps = 0
-
-    def on_pre_optimizer_step(self, args, state, control, **kwargs):
-        with torch.no_grad():
-            for p in self.pairs:
-                grad = _param(*p).grad
-                if grad is not None:
-                    self.scores[p] -= current_weight(*p).detach().float() * grad.float()
-        self.steps += 1
+def zero_movement(model) -> Scores:
+    """Movement scores before the first step: zeros of the shape of each prunable weight (float32)."""
+    names, pairs = _named(model)
+    return _weight_scores(names, [torch.zeros_like(current_weight(*p), dtype=torch.float32) for p in pairs])
 
 
-def movement_finetune(model, tokenizer, train, profile, steps: int, seed: int = 0, progress: bool = False,
-                      lr: float | None = None) -> dict:
-    """Fine-tune ``model`` in place for ``steps`` optimizer steps and return the movement scores gathered.
-
-    The profile's fine-tuning learning rate, batch size and weight decay; the weights after these steps are
-    the ones movement pruning then masks (Sanh et al. 2020 score and prune the weights being fine-tuned).
-    """
-    from ..train.finetune import tokenize_split  # the [train] extra (datasets): fine-tuning reads a split
-
-    if steps < 1:
-        raise UserError("movement scores are accumulated during fine-tuning: give at least one scoring step")
-    callback = MovementCallback(prunable_parameters(model))
-    with tempfile.TemporaryDirectory() as tmp:
-        args = training_args(profile, Path(tmp), seed, epochs=1, batch=profile.ft_batch, lr=lr or profile.ft_lr,
-                             progress=progress, max_steps=steps)
-        trainer = Trainer(model=model, args=args, train_dataset=tokenize_split(train, tokenizer, profile.max_seq_len),
-                          data_collator=DataCollatorWithPadding(tokenizer), callbacks=[callback])
-        quiet_trainer(trainer, progress)
-        trainer.train()
-    model.eval()
-    return callback.scores
+def movement_step(named, scores: Scores) -> None:
+    """One optimizer step's movement, in place: ``S -= w * g`` for every weight of ``scores`` (Sanh et al. 2020,
+    eq. 5), ``g`` the gradient now held by the trainable tensor (``w_orig`` while a mask is live), ``w`` the
+    effective weight. ``named``: ``plan.named_weights(model)``. Call it after clipping and before the
+    optimizer steps. Weights without a gradient are left as they are."""
+    with torch.no_grad():
+        for name, module, attr in named:
+            grad = _param(module, attr).grad
+            if name in scores and grad is not None:
+                scores[name].sub_(current_weight(module, attr).detach().float() * grad.float())
 
 
 # --- structure gates -------------------------------------------------------------------------------------
@@ -292,8 +252,9 @@ def mean_loss(model, batches) -> float:
         return sum(float(model(**_device_batch(model, b)).loss) for b in batches) / max(1, len(batches))
 
 
-def layer_skip_loss(model, batches) -> torch.Tensor:
-    """Loss increase when each layer alone is skipped (its gate set to 0): the exact layer importance."""
+def layer_skip_loss(model, batches) -> Scores:
+    """Loss increase when each layer alone is skipped (its gate set to 0): the exact layer importance, as
+    layer :class:`Scores` (one scalar per layer, in nats)."""
     base = mean_loss(model, batches)
     out = []
     with unit_gates(model, "layer") as gates:
@@ -303,114 +264,161 @@ def layer_skip_loss(model, batches) -> torch.Tensor:
             out.append(mean_loss(model, batches) - base)
             with torch.no_grad():
                 gate.fill_(1.0)
-    return torch.tensor(out)
+    return Scores("layer", dict(zip(PruningPlan.of(model, weights=False).unit_names("layer"),
+                                    [torch.tensor(x) for x in out])))
 
 
 # --- aggregating weight scores over structures ---------------------------------------------------------
 
-def unit_sums(model, scores: dict, granularity: str) -> list[torch.Tensor]:
-    """Sum a weight-level score over each head / neuron / layer's weights (one tensor per layer)."""
-    s, out = XLNetStructure(model), []
-    for i in range(len(s.layers)):
+def unit_sums(model, scores: Scores, granularity: str) -> list[torch.Tensor]:
+    """A weight-level score summed over each head / neuron / layer's weights: one tensor per layer (a head's
+    slices of ``q, k, v, o, r``; a neuron's ``layer_1`` row and ``layer_2`` column; all of a layer's weights)."""
+    if granularity not in UNIT_KINDS:
+        raise UserError(f"unit sums exist for heads, neurons and layers, not {granularity!r}")
+    out = []
+    for L in PruningPlan.of(model, weights=False).layers:
+        at = lambda part: scores[f"layer.{L}.{part}"]   # noqa: E731 (one layer's weight scores, by part)
         if granularity == "head":
-            out.append(sum(scores[p].sum(dim=(0, 2)) for p in s.prunable(part="attention", layer=i)))
+            out.append(sum(at(f"rel_attn.{n}").sum(dim=(0, 2)) for n in XLNetStructure.PROJECTIONS))
         elif granularity == "neuron":
-            (w1, n1), (w2, n2) = s.prunable(part="ffn", layer=i)
-            out.append(scores[(w1, n1)].sum(1) + scores[(w2, n2)].sum(0))
-        elif granularity == "layer":
-            out.append(sum(scores[p].sum() for p in s.prunable(layer=i)))
+            out.append(at("ff.layer_1.weight").sum(1) + at("ff.layer_2.weight").sum(0))
         else:
-            raise UserError(f"unit sums exist for heads, neurons and layers, not {granularity!r}")
+            out.append(sum(t.sum() for n, t in scores.items() if n.startswith(f"layer.{L}.")))
     return out
-
-
-def _magnitude_units(model, kind: str, inputs: "ScoreInputs"):
-    """The L2 norm of each unit's weights (for a neuron: its ``layer_1`` row and ``layer_2`` column)."""
-    return [s.sqrt() for s in unit_sums(model, {p: w ** 2 for p, w in magnitude(model).items()}, kind)]
-
-
-def _random_units(model, kind: str, inputs: "ScoreInputs"):
-    g = torch.Generator().manual_seed(inputs.seed)
-    s = XLNetStructure(model)
-    return torch.rand(len(s.layers), generator=g) if kind == "layer" else \
-        [torch.rand(int(n), generator=g) for n in s.unit_counts(kind)]
 
 
 @dataclass(frozen=True)
 class ScoreInputs:
-    """What a score may need: ``batches`` of labelled examples (:func:`score_batches`; gradient, Taylor,
-    Fisher), the weight-level ``movement`` scores gathered while fine-tuning (:func:`movement_finetune`), the
-    ``seed`` of the random control."""
+    """What a score may need: ``batches`` of labelled examples (gradient, Taylor, Fisher), the weight-level
+    ``movement`` :class:`Scores` accumulated while fine-tuning (``loops.score_inputs``), the ``seed`` of the
+    random control."""
     batches: list | None = None
-    movement: dict | None = None
+    movement: Scores | None = None
     seed: int = 0
 
 
-@dataclass(frozen=True)
-class Scorer:
-    """One importance method, for every granularity (after Torch-Pruning's one ``Importance`` interface):
-    ``weights(model, inputs)`` gives ``{(module, name): tensor}`` over the prunable set, ``units(model, kind,
-    inputs)`` one tensor per layer (heads, neurons) or one over layers. ``needs``: ``"batches"`` or
-    ``"movement"`` when the method cannot score without them; ``signed``: scores may be negative (ranked as
-    given, never normalised per layer)."""
-    name: str
-    weights: Callable
-    units: Callable
+class Importance:
+    """One importance method for every granularity: ``Importance(kind)(model, inputs) -> Scores``.
+
+    The model of Torch-Pruning's ``Importance`` (one class per method, called on what it scores). A method
+    defines :meth:`weights` (one tensor per weight of the prunable set, in ``XLNetStructure.prunable`` order)
+    and :meth:`units` (one tensor per layer for heads and neurons; one tensor over layers for layers); the
+    base class checks the inputs and names the tensors (``scores.py``). ``needs``: ``"batches"`` or
+    ``"movement"`` when the method cannot score without them; ``signed``: scores may be negative (rules rank
+    them as given, never normalised per layer). Pure: the model is unchanged.
+    """
+
+    name: str = ""
     needs: str | None = None
     signed: bool = False
 
+    def __init__(self, kind: str = "weight"):
+        validate.choice(kind, GRANULARITIES + (ENCODER,), "granularity", "granularities")
+        self.kind = kind
 
-SCORERS = {s.name: s for s in (
-    Scorer("magnitude", lambda m, x: magnitude(m), _magnitude_units),
-    Scorer("gradient", lambda m, x: gradient(m, x.batches), lambda m, k, x: gate_gradient(m, x.batches, k),
-           needs="batches"),
-    # at xi = 1, |xi * dL/dxi| = |dL/dxi|: for units the Taylor and gradient scores coincide (module docstring)
-    Scorer("taylor", lambda m, x: taylor(m, x.batches), lambda m, k, x: gate_gradient(m, x.batches, k),
-           needs="batches"),
-    Scorer("fisher", lambda m, x: fisher(m, x.batches), lambda m, k, x: gate_fisher(m, x.batches, k),
-           needs="batches"),
-    Scorer("movement", lambda m, x: x.movement, lambda m, k, x: unit_sums(m, x.movement, k), needs="movement",
-           signed=True),
-    Scorer("random", lambda m, x: random_scores(m, x.seed), _random_units),
-)}
+    def __call__(self, model, inputs: ScoreInputs = ScoreInputs()) -> Scores:
+        if self.needs == "batches" and not inputs.batches:
+            raise UserError(f"{self.name} scores need batches of labelled examples")
+        if self.needs == "movement" and inputs.movement is None:
+            raise UserError("movement scores are accumulated during fine-tuning (loops.score_inputs)")
+        if self.kind == "weight":
+            return self.weights(model, inputs)
+        plan = PruningPlan.of(model, weights=False)
+        kinds = ("head", "neuron") if self.kind == ENCODER else (self.kind,)
+        tensors = {}
+        for kind in kinds:
+            out = self.units(model, kind, inputs)
+            out = list(out) if not isinstance(out, torch.Tensor) else list(out.unbind(0))
+            tensors.update(zip(plan.unit_names(kind), [t.reshape(()) if kind == "layer" else t for t in out]))
+        return Scores(self.kind, tensors)
+
+    def weights(self, model, inputs: ScoreInputs) -> Scores:
+        raise NotImplementedError
+
+    def units(self, model, kind: str, inputs: ScoreInputs):
+        """By default, the weight score summed over each unit's weights (:func:`unit_sums`)."""
+        return unit_sums(model, self.weights(model, inputs), kind)
 
 
-def score(model, method: str, kind: str = "weight", batches=None, movement: dict | None = None, seed: int = 0):
-    """The ``method`` scores of every weight, head, neuron or layer (``kind``) of ``model``: the one entry point
-    for every method and granularity (definitions in the module docstring; what each needs: :class:`Scorer`,
-    and :func:`gather_inputs` to get it). Weights come back as ``{(module, name): tensor}`` of the weights'
-    shapes, heads and neurons as one tensor per layer (``(n_head,)``, ``(d_inner,)`` as the layer is now),
-    layers as one tensor of shape ``(n_layer,)``.
+class Magnitude(Importance):
+    """``|w|``; a unit's magnitude is the L2 norm of its weights (a neuron: its ``layer_1`` row and
+    ``layer_2`` column)."""
+    name = "magnitude"
+
+    def weights(self, model, inputs):
+        return magnitude(model)
+
+    def units(self, model, kind, inputs):
+        return [s.sqrt() for s in unit_sums(model, magnitude(model).map(lambda w: w ** 2), kind)]
+
+
+class Gradient(Importance):
+    """``mean_b |g_b|`` for weights; Michel et al. 2019's ``mean_b |dL_b / d xi|`` for unit gates."""
+    name, needs = "gradient", "batches"
+
+    def weights(self, model, inputs):
+        return gradient(model, inputs.batches)
+
+    def units(self, model, kind, inputs):
+        return gate_gradient(model, inputs.batches, kind)
+
+
+class Taylor(Gradient):
+    """``mean_b |w g_b|`` for weights (Molchanov et al. 2019, eq. 3-4). For a unit gate at ``xi = 1``,
+    ``|xi * g| = |g|``: the Taylor and gradient scores coincide (module docstring)."""
+    name = "taylor"
+
+    def weights(self, model, inputs):
+        return taylor(model, inputs.batches)
+
+
+class Fisher(Importance):
+    """The diagonal empirical Fisher of weights, or of unit gates (Kwon et al. 2022, eq. 6), per example."""
+    name, needs = "fisher", "batches"
+
+    def weights(self, model, inputs):
+        return fisher(model, inputs.batches)
+
+    def units(self, model, kind, inputs):
+        return gate_fisher(model, inputs.batches, kind)
+
+
+class Movement(Importance):
+    """The movement accumulated while fine-tuning (Sanh et al. 2020, eq. 5); a unit's is the sum over its
+    weights. Signed: the most negative goes first."""
+    name, needs, signed = "movement", "movement", True
+
+    def weights(self, model, inputs):
+        return inputs.movement
+
+
+class Random(Importance):
+    """Independent uniform scores from a generator seeded with ``inputs.seed`` (Blalock et al. 2020's control)."""
+    name = "random"
+
+    def weights(self, model, inputs):
+        return random_scores(model, inputs.seed)
+
+    def units(self, model, kind, inputs):
+        g = torch.Generator().manual_seed(inputs.seed)
+        s = XLNetStructure(model)
+        return torch.rand(len(s.layers), generator=g) if kind == "layer" else \
+            [torch.rand(int(n), generator=g) for n in s.unit_counts(kind)]
+
+
+IMPORTANCES = {cls.name: cls for cls in (Magnitude, Gradient, Taylor, Fisher, Movement, Random)}
+assert tuple(IMPORTANCES) == METHODS
+
+
+def score(model, method: str, kind: str = "weight", batches=None, movement: Scores | None = None,
+          seed: int = 0) -> Scores:
+    """The ``method`` scores of every weight, head, neuron or layer (``kind``; ``head+neuron``: both) of
+    ``model``: ``IMPORTANCES[method](kind)(model, ScoreInputs(batches, movement, seed))``. Weights have the
+    weights' shapes, heads and neurons one entry per unit the layer has now, layers one scalar each
+    (``scores.py``).
 
     Raises ``UserError`` for an unknown method or kind, or when the method needs batches or movement scores
     it was not given.
     """
-    check_method(method, kind)
-    scorer, inputs = SCORERS[method], ScoreInputs(batches, movement, seed)
-    if scorer.needs == "batches" and not inputs.batches:
-        raise UserError(f"{method} scores need batches of labelled examples")
-    if scorer.needs == "movement" and inputs.movement is None:
-        raise UserError("movement scores are accumulated during fine-tuning (movement_finetune)")
-    if kind == "weight":
-        return scorer.weights(model, inputs)
-    out = scorer.units(model, kind, inputs)
-    return torch.stack([o.reshape(()) for o in out]) if kind == "layer" and not isinstance(out, torch.Tensor) \
-        else out
-
-
-def gather_inputs(model, method: str, tokenizer, train, profile, n_batches: int, score_steps: int, seed: int = 0,
-                  lr: float | None = None, progress: bool = False, rank: int = 0, world: int = 1) -> dict:
-    """What ``method`` needs before it can score: ``n_batches`` training batches (this rank's share of them,
-    every ``world``-th from ``rank``), or for movement ``score_steps`` fine-tuning steps of ``model`` (in place,
-    at ``lr``, default the profile's fine-tuning rate), as the keyword arguments of :func:`score`. Raises
-    ``UserError`` when the batches cannot be shared among the processes."""
-    needs = SCORERS[method].needs if method in SCORERS else None
-    if needs == "movement":
-        movement = movement_finetune(model, tokenizer, train, profile, score_steps, seed, progress, lr=lr)
-        return {"movement": movement, "seed": seed}
-    if needs == "batches":
-        if n_batches < world:
-            raise UserError(f"--score-batches ({n_batches}) must be at least the number of processes")
-        batches = score_batches(tokenizer, train, n_batches, profile.ft_batch, profile.max_seq_len, seed)
-        return {"batches": batches[rank::world], "seed": seed}
-    return {"seed": seed}
+    validate.choice(method, METHODS, "method")
+    return IMPORTANCES[method](kind)(model, ScoreInputs(batches, movement, seed))

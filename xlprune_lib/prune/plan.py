@@ -28,7 +28,8 @@ from torch.nn.utils import prune
 from ..xlnet import surgery
 from ..xlnet.masks import attach, current_weight
 from ..xlnet.modeling import record_plan
-from ..xlnet.structure import XLNetStructure
+from ..xlnet.structure import ENCODER, XLNetStructure
+from .scores import unit_name
 
 PLAN_FIELD = "pruning_plan"      # the config field that carries :meth:`PruningPlan.to_config`
 
@@ -44,7 +45,10 @@ class PruningPlan:
     ``n_layer``, ``n_head``, ``d_inner``: the original model's sizes. ``layers``: original indices of the layers
     kept. ``heads[L]`` / ``neurons[L]``: for every original layer ``L`` (kept or not), the original indices of
     its heads / FFN neurons kept. ``weights``: keep-masks (bool) of prunable weights by name (module
-    docstring); a tensor without a mask is kept whole.
+    docstring); a tensor without a mask is kept whole. ``values``: new values for prunable weights by name, of
+    the shape the tensor has once the plan's units are removed (a method that reconstructs what it keeps, such
+    as a rescaled neuron or SparseGPT's update of the weights it keeps); a tensor without one keeps its values.
+    Masked entries stay zero whatever ``values`` holds there.
     """
 
     n_layer: int
@@ -54,12 +58,14 @@ class PruningPlan:
     heads: tuple[tuple[int, ...], ...]
     neurons: tuple[tuple[int, ...], ...]
     weights: Mapping[str, torch.Tensor] = field(default_factory=dict)
+    values: Mapping[str, torch.Tensor] = field(default_factory=dict)
 
     def __post_init__(self):
         object.__setattr__(self, "layers", _kept(self.layers))
         object.__setattr__(self, "heads", tuple(_kept(h) for h in self.heads))
         object.__setattr__(self, "neurons", tuple(_kept(n) for n in self.neurons))
         object.__setattr__(self, "weights", MappingProxyType({k: v.bool() for k, v in dict(self.weights).items()}))
+        object.__setattr__(self, "values", MappingProxyType({k: v.detach() for k, v in dict(self.values).items()}))
         self.validate()
 
     # --- construction --------------------------------------------------------------------------------
@@ -69,13 +75,6 @@ class PruningPlan:
         """Everything kept."""
         return cls(n_layer, n_head, d_inner, tuple(range(n_layer)), (tuple(range(n_head)),) * n_layer,
                    (tuple(range(d_inner)),) * n_layer)
-
-    @classmethod
-    def select(cls, model, scores, rule) -> "PruningPlan":
-        """The plan a threshold ``rule`` (``select.py``: ``UnitFraction``, ``EncoderBudget``, ``WeightSparsity``,
-        ``NM``) makes from ``scores`` (``importance.score``) on ``model``, starting from the plan the model
-        realises now. The model is not changed."""
-        return rule(model, scores)
 
     @classmethod
     def of(cls, model, weights: bool = True) -> "PruningPlan":
@@ -142,6 +141,16 @@ class PruningPlan:
                 [f"ff.{s}.{n}" for s, n in XLNetStructure.FFN_MATRICES]
         return [f"layer.{L}.{p}" for L in self.layers for p in parts]
 
+    def unit_names(self, kind: str) -> list[str]:
+        """The keys of ``kind`` scores on a model that realises this plan (``scores.py``), in the model's order:
+        :meth:`names` for weights, ``layer.<L>.heads`` / ``.neurons`` / ``layer.<L>`` per kept layer, and both
+        heads and neurons for ``head+neuron``. Raises ``ValueError`` for an unknown kind."""
+        if kind == "weight":
+            return self.names()
+        if kind == ENCODER:
+            return [unit_name(k, L) for k in ("head", "neuron") for L in self.layers]
+        return [unit_name(kind, L) for L in self.layers]
+
     def widths(self) -> tuple[list[int], list[int]]:
         """Heads and neurons per kept layer (what the pruned config's ``heads_per_layer`` / ``inner_per_layer`` say)."""
         return [len(self.heads[L]) for L in self.layers], [len(self.neurons[L]) for L in self.layers]
@@ -192,6 +201,9 @@ class PruningPlan:
             mask = pruned[name]
             h.update(name.encode() + str(tuple(mask.shape)).encode())
             h.update(mask.reshape(-1).to(torch.uint8).numpy().tobytes())
+        for name in sorted(self.values):
+            value = self.values[name].float().contiguous()
+            h.update(b"value" + name.encode() + str(tuple(value.shape)).encode() + value.cpu().numpy().tobytes())
         return h.hexdigest()
 
     def __eq__(self, other) -> bool:
@@ -199,11 +211,12 @@ class PruningPlan:
             return NotImplemented
         mine, theirs = self.pruned_weights(), other.pruned_weights()
         return self.to_config() == other.to_config() and mine.keys() == theirs.keys() and all(
-            torch.equal(v, theirs[k]) for k, v in mine.items())
+            torch.equal(v, theirs[k]) for k, v in mine.items()) and self.values.keys() == other.values.keys() and all(
+            torch.equal(v, other.values[k]) for k, v in self.values.items())
 
     def pruned_weights(self) -> dict:
         """The weight masks that remove something (an all-True mask keeps its tensor whole: it says the tensor is
-        masked, which ``apply_masks`` needs to line parameters up as ``masks.prune_to`` does, and nothing else)."""
+        masked, which :meth:`apply_masks` needs to line the parameters up as every earlier masking did, and nothing else)."""
         return {k: v for k, v in self.weights.items() if not bool(v.all())}
 
     __hash__ = None
@@ -220,11 +233,12 @@ class PruningPlan:
             if len(gone) >= len(self.layers):
                 raise ValueError("a plan must keep at least one layer")
             weights = {k: v for k, v in self.weights.items() if int(k.split(".")[1]) not in gone}
-            return replace(self, layers=tuple(L for L in self.layers if L not in gone), weights=weights)
+            values = {k: v for k, v in self.values.items() if int(k.split(".")[1]) not in gone}
+            return replace(self, layers=tuple(L for L in self.layers if L not in gone), weights=weights, values=values)
         if kind not in ("head", "neuron"):
             raise ValueError(f"units are heads, neurons or layers, not {kind!r}")
         kept = list(self.heads if kind == "head" else self.neurons)
-        weights = dict(self.weights)
+        weights, values = dict(self.weights), dict(self.values)
         for position, units in dict(removal).items():
             L = self._layer_at(position)
             now = kept[L]
@@ -233,10 +247,11 @@ class PruningPlan:
                 raise ValueError(f"{kind} position out of range for layer {L} with {len(now)} {kind}s")
             stay = [j for j in range(len(now)) if j not in drop]
             kept[L] = tuple(now[j] for j in stay)
-            for name in [n for n in weights if n.startswith(f"layer.{L}.") and _unit_axis(n)[0] == kind]:
-                weights[name] = weights[name].index_select(_unit_axis(name)[1], torch.tensor(stay, dtype=torch.long))
+            for sliced in (weights, values):
+                for name in [n for n in sliced if n.startswith(f"layer.{L}.") and _unit_axis(n)[0] == kind]:
+                    sliced[name] = sliced[name].index_select(_unit_axis(name)[1], torch.tensor(stay, dtype=torch.long))
         field_name = "heads" if kind == "head" else "neurons"
-        return replace(self, **{field_name: tuple(kept)}, weights=weights)
+        return replace(self, **{field_name: tuple(kept)}, weights=weights, values=values)
 
     def with_weights(self, masks: Mapping[str, torch.Tensor]) -> "PruningPlan":
         """This plan with weight keep-masks (by name) replaced or added."""
@@ -244,6 +259,13 @@ class PruningPlan:
         if unknown:
             raise ValueError(f"no prunable weight {sorted(unknown)[0]!r} in this plan")
         return replace(self, weights={**self.weights, **masks})
+
+    def with_values(self, values: Mapping[str, torch.Tensor]) -> "PruningPlan":
+        """This plan with new values (by name) for weights it keeps, replaced or added (see the class docstring)."""
+        unknown = set(values) - set(self.names())
+        if unknown:
+            raise ValueError(f"no prunable weight {sorted(unknown)[0]!r} in this plan")
+        return replace(self, values={**self.values, **values})
 
     def _layer_at(self, position: int) -> int:
         if not 0 <= int(position) < len(self.layers):
@@ -268,23 +290,27 @@ class PruningPlan:
         and neurons are masked in the prunable tensors that carry them (a head's slices of ``q, k, v, o, r``,
         a neuron's ``layer_1`` row and ``layer_2`` column: with its slice of ``o`` or its column of ``layer_2``
         at zero, the unit adds nothing, exactly as if removed), weights by their masks. Masks stack on live
-        ones, so sparsity only grows. Raises ``ValueError`` for a plan that drops a layer the model still has
-        (a layer cannot be masked: use :meth:`finalize`).
+        ones, so sparsity only grows. The plan's ``values`` are written into the kept entries first (into
+        ``w_orig`` where a mask is live). Raises ``ValueError`` for a plan that drops a layer the model still
+        has (a layer cannot be masked: use :meth:`apply_surgery`).
         """
         now = PruningPlan.of(model, weights=False)
         if now.layers != self.layers:
-            raise ValueError("this plan drops layers the model still has; only finalize() removes layers")
+            raise ValueError("this plan drops layers the model still has; only apply_surgery() removes layers")
         target = self._masks_on(now, model)
-        for name, (module, attr) in zip(now.names(), XLNetStructure(model).prunable()):
+        for name, module, attr in named_weights(model, now):
+            if name in self.values:
+                _write(module, attr, self._on_model(now, model, name, self.values[name], 0.0))
             keep = target.get(name)
             # every tensor the plan has a mask for is masked, all-True ones included, in the order of the prunable
-            # set: the model's parameters (``w_orig``) then line up exactly as after ``masks.prune_to``
+            # set: the model's parameters (``w_orig``) then line up as after every earlier masking
             if keep is not None:
                 attach(module, attr, keep.to(_device(module, attr)))
 
-    def finalize(self, model) -> None:
+    def apply_surgery(self, model) -> None:
         """Make ``model`` this plan for good (in place): drop its layers, remove its heads and neurons by
-        surgery, write its weight masks into the weights as zeros, and, when units are gone, record the plan in
+        surgery, write its ``values`` into the weights it keeps and its weight masks into the weights as zeros,
+        and, when units are gone, record the plan in
         the config (the model becomes an ``xlnet-pruned`` one, which saves and reloads with exactly these
         units; a plan that only masks weights leaves the plain XLNet class).
 
@@ -303,8 +329,10 @@ class PruningPlan:
                 removal[p] = [j for j, u in enumerate(theirs[L]) if u not in mine[L]]
             (surgery.prune_heads if kind == "head" else surgery.prune_neurons)(model, removal)
         with torch.no_grad():   # weight masks become zeros; live masks on tensors the plan has none for stay live
-            for name, (module, attr) in zip(self.names(), XLNetStructure(model).prunable()):
+            for name, module, attr in named_weights(model, self):
                 keep = self.weights.get(name)
+                if name in self.values:
+                    _write(module, attr, self.values[name])
                 if keep is None:
                     continue
                 if prune.is_pruned(module) and hasattr(module, f"{attr}_orig"):
@@ -317,26 +345,57 @@ class PruningPlan:
         """Keep-masks, by name, over the prunable tensors of ``model`` (which realises ``now``) that express this
         plan: removed units' slices are ``False``, this plan's weight masks fill the slices of the units kept."""
         out = {}
-        for name, (module, attr) in zip(now.names(), XLNetStructure(model).prunable()):
+        for name, module, attr in named_weights(model, now):
+            kind = _unit_axis(name)[0]
             L = int(name.split(".")[1])
-            kind, axis = _unit_axis(name)
-            mine, theirs = (self.heads[L], now.heads[L]) if kind == "head" else (self.neurons[L], now.neurons[L])
-            where = {u: j for j, u in enumerate(theirs)}
-            if any(u not in where for u in mine):
-                raise ValueError(f"the plan keeps {kind}s of layer {L} the model no longer has")
+            fewer = len(self.heads[L] if kind == "head" else self.neurons[L]) < \
+                len(now.heads[L] if kind == "head" else now.neurons[L])
             keep = self.weights.get(name)
-            if keep is None and len(mine) == len(theirs):
+            if keep is None and not fewer:
                 continue
-            shape = list(getattr(module, attr).shape)
             if keep is None:
-                keep = torch.ones(shape[:axis] + [len(mine)] + shape[axis + 1:], dtype=torch.bool)
-            full = torch.zeros(shape, dtype=torch.bool)
-            full.index_copy_(axis, torch.tensor([where[u] for u in mine], dtype=torch.long), keep)
-            out[name] = full
+                shape = list(getattr(module, attr).shape)
+                axis = _unit_axis(name)[1]
+                keep = torch.ones(shape[:axis] + [len(self.heads[L] if kind == "head" else self.neurons[L])] +
+                                  shape[axis + 1:], dtype=torch.bool)
+            out[name] = self._on_model(now, model, name, keep, False)
         return out
+
+    def _on_model(self, now: "PruningPlan", model, name: str, tensor: torch.Tensor, fill) -> torch.Tensor:
+        """``tensor`` (one of this plan's masks or values, the shape the weight has once the plan's units are
+        gone) spread over the weight ``name`` of ``model``, which realises ``now``: the slices of units this plan
+        removes hold ``fill``. Raises ``ValueError`` when the plan keeps a unit the model no longer has."""
+        module, attr = dict((n, (m, a)) for n, m, a in named_weights(model, now))[name]
+        L = int(name.split(".")[1])
+        kind, axis = _unit_axis(name)
+        mine, theirs = (self.heads[L], now.heads[L]) if kind == "head" else (self.neurons[L], now.neurons[L])
+        where = {u: j for j, u in enumerate(theirs)}
+        if any(u not in where for u in mine):
+            raise ValueError(f"the plan keeps {kind}s of layer {L} the model no longer has")
+        shape = list(getattr(module, attr).shape)
+        full = torch.full(shape, fill, dtype=tensor.dtype)
+        full.index_copy_(axis, torch.tensor([where[u] for u in mine], dtype=torch.long), tensor.cpu())
+        return full
 
 
 # --- helpers -----------------------------------------------------------------------------------------------
+
+def named_weights(model, plan: "PruningPlan | None" = None) -> list[tuple[str, torch.nn.Module, str]]:
+    """``(name, module, attr)`` of every weight of the prunable set (``XLNetStructure.prunable``), named as the
+    plan names it (``layer.<L>.rel_attn.q``, ``L`` the original layer index; :meth:`PruningPlan.names`).
+    ``plan``: the plan ``model`` realises, when it is already known."""
+    plan = plan if plan is not None else PruningPlan.of(model, weights=False)
+    return [(name, module, attr) for name, (module, attr) in zip(plan.names(), XLNetStructure(model).prunable())]
+
+
+def _write(module, attr: str, value: torch.Tensor) -> None:
+    """Write ``value`` into the trainable tensor behind ``module.attr`` (``attr_orig`` while a mask is live)."""
+    target = getattr(module, f"{attr}_orig", None)
+    target = target if target is not None else getattr(module, attr)
+    if tuple(value.shape) != tuple(target.shape):
+        raise ValueError(f"a new value of shape {tuple(value.shape)} for a weight of shape {tuple(target.shape)}")
+    with torch.no_grad():
+        target.copy_(value.to(target.device, target.dtype))
 
 def _keep_mask(module, attr: str) -> torch.Tensor:
     """The keep-mask of one prunable weight as the forward pass sees it: its live mask, else its nonzeros."""

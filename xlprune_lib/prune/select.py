@@ -7,14 +7,17 @@ A rule is a small frozen dataclass whose call ``rule(model, scores) -> PruningPl
   al. 2019, Sec. 4.2) or the same fraction of every layer (``"local"``);
 * :class:`EncoderBudget`: heads and neurons together until ``f`` of the encoder's parameters are gone,
   attention and FFN giving up the same share of what they own (chapter 5's structured pruning);
-* :class:`WeightSparsity`: the lowest-scoring weights of the prunable set until ``f`` of it is zero, one
-  threshold over all of it (``"global"``) or per tensor (``"local"``), through ``torch.nn.utils.prune``;
+* :class:`WeightSparsity`: the lowest-scoring weights until ``f`` of the scored tensors is masked, one
+  threshold over all of them (``"global"``) or per tensor (``"local"``);
 * :class:`NM`: N:M semi-structured sparsity, at most ``n`` of every ``m`` consecutive weights of an input row
   kept (the pattern sparse tensor cores run; Mishra et al. 2021, "Accelerating Sparse Deep Neural Networks").
 
-L0 gates make their plan from what the gates learned (``l0.finalize``). Every rule starts from the plan the
-model realises (``PruningPlan.of``) and removes more, so pruning is cumulative; units are named in the
-positions the model has now and the plan translates them to original indices.
+Rules are the only place that decides what goes: every loop, study and chapter hands its :class:`Scores` to
+one, and every cut by a score is :func:`lowest`. L0 gates are the one other source of plans: what the gates
+learned (``l0.prune_with_gates``). Every rule starts from the plan the model realises (``PruningPlan.of``) and
+removes more, so pruning is cumulative; units are named in the positions the model has now and the plan
+translates them to original indices. A rule may also give new values for the weights it keeps
+(``PruningPlan.values``).
 """
 from __future__ import annotations
 
@@ -23,17 +26,25 @@ import re
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from .. import validate
 from ..config import UserError
-from ..xlnet.structure import XLNetStructure
-from ..xlnet.masks import attach, current_mask, current_weight, prune_to
-from .plan import PruningPlan
+from ..xlnet.masks import current_weight
+from ..xlnet.structure import ENCODER, XLNetStructure
+from .plan import PruningPlan, named_weights
+from .scores import Scores
 
 
+# --- the one cut ---------------------------------------------------------------------------------------------
 
-# --- ranking units -----------------------------------------------------------------------------------------
+def lowest(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the ``k`` lowest entries along the last axis of ``scores``, lowest first; ties go to the lower
+    index (a stable sort, so the cut is the same on every CPU). Shape: ``scores.shape[:-1] + (k,)``. The one
+    top-k selection of the library: every rule, and every chapter that cuts by a score, goes through it."""
+    if not 0 <= k <= scores.shape[-1]:
+        raise ValueError(f"cannot take the {k} lowest of {scores.shape[-1]} entries")
+    return torch.argsort(scores.float(), dim=-1, stable=True)[..., :k]
+
 
 def layer_normalized(scores) -> list[torch.Tensor]:
     """Per-layer unit scores divided by their layer's L2 norm (Michel et al. 2019, Sec. 4.2), so that a layer
@@ -50,46 +61,40 @@ def layer_normalized(scores) -> list[torch.Tensor]:
 
 
 def ranked_units(scores, normalize: bool = True) -> list[tuple[int, int]]:
-    """``(layer, unit)`` of every head or neuron, lowest score first, ranked across layers (ties: lower layer,
-    then lower unit). ``scores``: one 1-D tensor per layer; ``normalize``: :func:`layer_normalized` first."""
+    """``(layer position, unit)`` of every head or neuron, lowest score first, ranked across layers (ties: lower
+    layer, then lower unit). ``scores``: one 1-D tensor per layer; ``normalize``: :func:`layer_normalized`
+    first."""
     if not any(len(s) for s in scores):
         return []
     per_layer = layer_normalized(scores) if normalize else [s.float() for s in scores]
     owner = [(li, u) for li, s in enumerate(per_layer) for u in range(len(s))]
-    return [owner[i] for i in torch.argsort(torch.cat(per_layer), stable=True).tolist()]
+    flat = torch.cat(per_layer)
+    return [owner[i] for i in lowest(flat, len(flat)).tolist()]
 
 
-def lowest_units(scores, fraction: float, normalize: bool = True) -> dict[int, list[int]] | list[int]:
-    """The ``round(fraction * total)`` lowest-scoring units, ranked across all layers at once.
-
-    Heads / neurons (a list of per-layer tensors) give ``{layer: [indices]}`` (:func:`ranked_units`). Layers
-    (one 1-D tensor) give a list of layer indices. Raises ``UserError`` for a fraction outside [0, 1).
-    """
-    validate.sparsity(fraction)
-    if isinstance(scores, torch.Tensor):
-        k = round(fraction * len(scores))
-        return sorted(torch.argsort(scores.float(), stable=True)[:k].tolist())
-    ranked = ranked_units(scores, normalize)
-    out: dict[int, list[int]] = {}
-    for li, u in ranked[:round(fraction * len(ranked))]:
-        out.setdefault(li, []).append(u)
-    return {li: sorted(v) for li, v in sorted(out.items())}
+def _still_to_remove(fraction: float, start: int, now: int) -> int:
+    """Units to remove now so that ``round(fraction * start)`` of the ``start`` units are gone (never negative,
+    never more than are left)."""
+    return min(now, max(0, round(fraction * start) - (start - now)))
 
 
 # --- rules ---------------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class UnitFraction:
-    """Remove ``fraction`` of the model's current heads, neurons or layers (``kind``), lowest scores first.
+    """Remove heads, neurons or layers (``kind``), lowest scores first, until ``fraction`` of them are gone.
 
-    ``scores``: one 1-D tensor per layer (heads, neurons) or one 1-D tensor over layers. ``scope="local"``
-    removes the fraction from every layer separately (heads and neurons only). Weight masks are left out of
-    the plan (live masks stay live through the surgery).
+    ``scores``: :class:`Scores` of ``kind``. ``scope="global"`` ranks all layers' units at once (non-negative
+    scores divided by their layer's L2 norm first, :func:`layer_normalized`); ``"local"`` removes the fraction
+    from every layer separately (heads and neurons only). ``start``: the unit count ``fraction`` is of, for a
+    cumulative run (the original model's: the total, or for ``"local"`` one count per layer); default the
+    model's count now. Weight masks are left out of the plan (live masks stay live through the surgery).
     """
 
     kind: str
     fraction: float
     scope: str = "global"
+    start: int | tuple[int, ...] | None = None
 
     def __post_init__(self):
         if self.kind not in ("head", "neuron", "layer"):
@@ -97,14 +102,27 @@ class UnitFraction:
         validate.sparsity(self.fraction)
         validate.scope(self.scope)
 
-    def __call__(self, model, scores) -> PruningPlan:
-        if self.scope == "global" or self.kind == "layer":
-            removal = lowest_units(scores, self.fraction)
+    def __call__(self, model, scores: Scores) -> PruningPlan:
+        scores = _of_kind(scores, self.kind)
+        plan = PruningPlan.of(model, weights=False)
+        if self.kind == "layer":
+            vector = scores.vector()
+            k = _still_to_remove(self.fraction, self.start if self.start is not None else len(vector), len(vector))
+            if k >= len(vector):
+                raise UserError("cannot remove every layer")
+            return plan.without("layer", sorted(lowest(vector, k).tolist()))
+        per_layer = scores.per_layer()
+        now = [len(s) for s in per_layer]
+        if self.scope == "global":
+            k = _still_to_remove(self.fraction, self.start if self.start is not None else sum(now), sum(now))
+            removal: dict[int, list[int]] = {}
+            for li, u in ranked_units(per_layer)[:k]:
+                removal.setdefault(li, []).append(u)
         else:
-            removal = {li: lowest_units([s], self.fraction).get(0, []) for li, s in enumerate(scores)}
-        if self.kind == "layer" and len(removal) >= len(XLNetStructure(model).layers):
-            raise UserError("cannot remove every layer")
-        return PruningPlan.of(model, weights=False).without(self.kind, removal)
+            start = self.start if self.start is not None else now
+            removal = {li: sorted(lowest(s, _still_to_remove(self.fraction, n0, len(s))).tolist())
+                       for li, (s, n0) in enumerate(zip(per_layer, start))}
+        return plan.without(self.kind, removal)
 
 
 @dataclass(frozen=True)
@@ -114,8 +132,8 @@ class EncoderBudget:
     Costs are ``XLNetStructure.unit_cost(..., within="encoder")``. Attention and FFN each give up the same
     share ``s`` of the parameters their units own, chosen so that the total reaches ``fraction``; within a kind
     the lowest-scoring units go first (:func:`ranked_units`). Heads take their share first, then neurons close
-    the gap as tightly as whole units allow. ``scores``: ``(head_scores, neuron_scores)``, one tensor per layer
-    each. Weight masks are left out of the plan (live masks stay live through the surgery).
+    the gap as tightly as whole units allow. ``scores``: ``head+neuron`` :class:`Scores`. Weight masks are left
+    out of the plan (live masks stay live through the surgery).
     """
 
     fraction: float
@@ -128,7 +146,8 @@ class EncoderBudget:
 
     def plan_with_share(self, model, scores) -> tuple[PruningPlan, dict]:
         """``(plan, {"share": s, "params": n})``: ``n`` the encoder parameters the plan removes, by the costs."""
-        head_scores, neuron_scores = scores
+        scores = _of_kind(scores, ENCODER)
+        head_scores, neuron_scores = scores.part("head").per_layer(), scores.part("neuron").per_layer()
         s = XLNetStructure(model)
         n_layers = len(s.layers)
         if len(head_scores) != n_layers or len(neuron_scores) != n_layers:
@@ -158,10 +177,16 @@ class EncoderBudget:
 
 @dataclass(frozen=True)
 class WeightSparsity:
-    """Mask the lowest-scoring weights of the prunable set until ``target`` of it is zero (``masks.prune_to``:
-    scores ranked as given, exact zeros first, cumulative). ``scores``: ``{(module, name): tensor}`` or
-    ``None`` for magnitude. The model is not changed: the masks are computed on stand-ins that hold its
-    current weights and masks."""
+    """Mask the lowest-scoring weights until ``target`` of the scored tensors is masked: one threshold over all
+    of them (``scope="global"``) or the same fraction of each (``"local"``).
+
+    ``scores``: weight :class:`Scores`; only the tensors it names are pruned (the whole prunable set, or a
+    part of it, as chapter 2's per-layer scan does). Scores are ranked as given, signed ones included (the most
+    negative movement score goes first, Sanh et al. 2020, eq. 5). Cumulative: the rule counts what the live
+    masks already remove and removes the rest from the entries still kept, and weights that are exactly zero
+    (pruned before and made permanent) go first whatever their score, so a model gets the same masks whether
+    its earlier pruning is live or written in. The model is not changed.
+    """
 
     target: float
     scope: str = "global"
@@ -170,14 +195,52 @@ class WeightSparsity:
         validate.sparsity(self.target)
         validate.scope(self.scope)
 
-    def __call__(self, model, scores=None) -> PruningPlan:
+    def __call__(self, model, scores: Scores) -> PruningPlan:
+        scores = _of_kind(scores, "weight")
         plan = PruningPlan.of(model)
-        pairs = XLNetStructure(model).prunable()
-        stand_ins = [_stand_in(m, n) for m, n in pairs]
-        keyed = {(h, "weight"): scores[p] for h, p in zip(stand_ins, pairs)} if scores else None
-        prune_to(None, self.target, keyed, self.scope, pairs=[(h, "weight") for h in stand_ins])
-        return plan.with_weights({name: current_mask(h, "weight").bool()
-                                  for name, h in zip(plan.names(), stand_ins)})
+        keep, weights = {}, {}
+        for name, module, attr in named_weights(model, plan):
+            if name in scores:
+                weights[name] = current_weight(module, attr).detach()
+                live = getattr(module, f"{attr}_mask", None)
+                keep[name] = live.bool() if live is not None else torch.ones_like(weights[name], dtype=torch.bool)
+        return plan.with_weights(self.masks(scores, keep, weights))
+
+    def masks(self, scores, keep: dict, weights: dict | None = None) -> dict:
+        """The keep-masks (bool, by name) this rule gives: ``keep`` (the masks now) with more entries removed,
+        ranked by ``scores`` (tensors by name, each of its mask's shape). ``weights``: the weights by name, whose
+        exact zeros go first. Pure: the tensors are not changed (``learned.py`` calls it in every forward
+        pass)."""
+        names = list(keep)
+        ranked = {n: _zeros_first(scores[n], None if weights is None else weights[n]) for n in names}
+        groups = [names] if self.scope == "global" else [[n] for n in names]
+        out = {}
+        for group in groups:
+            kept = torch.cat([keep[n].reshape(-1) for n in group])
+            order = torch.cat([ranked[n].reshape(-1) for n in group])
+            where = torch.nonzero(kept).flatten()
+            k = _still_to_remove(self.target, len(kept), len(where))
+            cut = kept.clone()
+            cut[where[lowest(order[where], k)]] = False
+            start = 0
+            for n in group:
+                size = keep[n].numel()
+                out[n] = cut[start:start + size].view_as(keep[n])
+                start += size
+        return out
+
+
+def _zeros_first(score: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """``score`` (float32) with ``-inf`` where ``weight`` is exactly zero."""
+    score = score.detach().float()
+    return score if weight is None else torch.where(weight == 0, torch.full_like(score, float("-inf")), score)
+
+
+def _of_kind(scores, kind: str) -> Scores:
+    if not isinstance(scores, Scores) or scores.kind != kind:
+        got = scores.kind if isinstance(scores, Scores) else type(scores).__name__
+        raise ValueError(f"this rule needs {kind} scores (importance.score), got {got}")
+    return scores
 
 
 @dataclass(frozen=True)
@@ -203,7 +266,7 @@ class NM:
         return cls(int(match.group(1)), int(match.group(2))) if match else None
 
     @property
-    def sparsity(self) -> float:
+    def pattern_sparsity(self) -> float:
         """The sparsity N:M gives a dense weight: ``1 - n / m``."""
         return 1 - self.n / self.m
 
@@ -211,20 +274,20 @@ class NM:
         """Counted from the weights as the forward pass uses them: ``groups`` of ``m`` consecutive inputs in the
         prunable set, and ``over_n``, how many hold more than ``n`` nonzeros (0 after this rule)."""
         total = over = 0
-        for name, pair in zip(PruningPlan.of(model).names(), XLNetStructure(model).prunable()):
-            nonzero = current_weight(*pair).detach() != 0
+        for name, module, attr in named_weights(model):
+            nonzero = current_weight(module, attr).detach() != 0
             per_group = _groups(nonzero, self.m, XLNetStructure.input_axis(name), name).sum(-1)
             total, over = total + per_group.numel(), over + int((per_group > self.n).sum())
         return {"groups": total, "over_n": over}
 
-    def __call__(self, model, scores=None) -> PruningPlan:
+    def __call__(self, model, scores: Scores) -> PruningPlan:
+        scores = _of_kind(scores, "weight")
         plan = PruningPlan.of(model)
         masks = {}
-        for name, pair in zip(plan.names(), XLNetStructure(model).prunable()):
-            w = current_weight(*pair).detach()
-            score = (w.abs() if not scores else scores[pair]).float()
-            score = torch.where(w == 0, torch.full_like(score, float("-inf")), score)
-            masks[name] = _n_of_m(score, self.n, self.m, XLNetStructure.input_axis(name), name)
+        for name, module, attr in named_weights(model, plan):
+            if name in scores:
+                score = _zeros_first(scores[name], current_weight(module, attr).detach())
+                masks[name] = _n_of_m(score, self.n, self.m, XLNetStructure.input_axis(name), name)
         return plan.with_weights(masks)
 
 
@@ -240,22 +303,6 @@ def _groups(t: torch.Tensor, m: int, axis: int, name: str) -> torch.Tensor:
 
 def _n_of_m(score: torch.Tensor, n: int, m: int, axis: int, name: str) -> torch.Tensor:
     groups = _groups(score, m, axis, name)
-    keep = torch.zeros_like(groups, dtype=torch.bool)
-    keep.scatter_(-1, groups.topk(n, dim=-1).indices, True)
+    keep = torch.ones_like(groups, dtype=torch.bool)
+    keep.scatter_(-1, lowest(groups, m - n), False)   # the m - n lowest of every group go
     return keep.flatten(-2).movedim(-1, axis)   # flatten, not reshape(..., -1): a tensor may have no entries
-
-
-class _StandIn(nn.Module):
-    """A module holding a copy of one weight as the model uses it, and its live mask if it has one."""
-
-    def __init__(self, weight: torch.Tensor, mask: torch.Tensor | None):
-        super().__init__()
-        self.weight = nn.Parameter(weight, requires_grad=False)
-        if mask is not None:
-            attach(self, "weight", mask)
-
-
-def _stand_in(module, name: str) -> _StandIn:
-    live = getattr(module, f"{name}_mask", None)
-    return _StandIn(getattr(module, f"{name}_orig" if live is not None else name).detach().clone(),
-                    None if live is None else live.detach().clone())

@@ -19,7 +19,7 @@ from torch.nn import functional as F
 from transformers import AutoModelForSequenceClassification, Trainer
 
 from .data import load_tokenizer
-from ..xlnet.modeling import _load
+from ..xlnet.modeling import load_pretrained
 
 TEACHER_COLUMN = "teacher_logits"
 
@@ -72,7 +72,7 @@ class WithTeacher:
 def teacher_logits(run_dir: Path | str, texts: list[str], max_len: int, batch: int = 64) -> np.ndarray:
     """Logits ``(len(texts), classes)`` of the classifier saved in ``run_dir`` (its own tokenizer), in order."""
     tok = load_tokenizer(run_dir)
-    model = _load(AutoModelForSequenceClassification, run_dir).eval()
+    model = load_pretrained(AutoModelForSequenceClassification, run_dir).eval()
     out = []
     with torch.inference_mode():
         for i in range(0, len(texts), batch):

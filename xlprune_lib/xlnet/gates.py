@@ -86,12 +86,12 @@ class GatedLayer(nn.Module):
         return (h, g) + tuple(out[2:])
 
 
-def _tensor_name(module, name: str) -> str:
+def tensor_name(module, name: str) -> str:
     """Where a gate goes: ``name_orig`` while ``torch.nn.utils.prune`` masks ``name``, else ``name`` itself."""
     return f"{name}_orig" if hasattr(module, f"{name}_orig") else name
 
 
-def _gated_weights(model, granularity: str):
+def gated_weights(model, granularity: str):
     """``(module, name, axis)`` of the tensor each layer's head or neuron gate scales (``XLNetStructure.GATED``)."""
     s = XLNetStructure(model)
     return [s.gated_tensor(i, granularity) for i in range(len(s.layers))]
@@ -105,8 +105,8 @@ def install(model, granularity: str, gates) -> None:
         base = XLNetStructure.base_of(model)
         base.layer = nn.ModuleList(GatedLayer(layer, gate) for layer, gate in zip(base.layer, gates))
         return
-    for (module, name, axis), gate in zip(_gated_weights(model, granularity), gates):
-        parametrize.register_parametrization(module, _tensor_name(module, name), AxisGate(gate, axis))
+    for (module, name, axis), gate in zip(gated_weights(model, granularity), gates):
+        parametrize.register_parametrization(module, tensor_name(module, name), AxisGate(gate, axis))
 
 
 def remove(model, granularity: str, keep_values: bool = False) -> None:
@@ -116,8 +116,8 @@ def remove(model, granularity: str, keep_values: bool = False) -> None:
         base = XLNetStructure.base_of(model)
         base.layer = nn.ModuleList(m.layer if isinstance(m, GatedLayer) else m for m in base.layer)
         return
-    for module, name, _ in _gated_weights(model, granularity):
-        name = _tensor_name(module, name)
+    for module, name, _ in gated_weights(model, granularity):
+        name = tensor_name(module, name)
         if parametrize.is_parametrized(module, name) and any(
                 isinstance(p, AxisGate) for p in module.parametrizations[name]):
             unparametrize(module, name, keep_values)

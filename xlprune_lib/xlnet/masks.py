@@ -2,18 +2,18 @@
 
 ``torch.nn.utils.prune`` reparametrises a parameter ``w`` as ``w_orig * w_mask`` with a forward pre-hook, so the
 mask lives beside the weight, is applied in every forward pass and survives any number of optimizer steps:
-the gradient of ``w_orig`` at a masked entry is multiplied by zero. Pruning the same tensor again stacks the
-new mask on the old one (a ``PruningContainer``), so sparsity only grows. This module adds what XLNet needs on
-top: the default prunable set (the five 3-D attention projections and the two FFN matrices of every layer),
-local (per-tensor) and global (one threshold across the set) rules driven by any importance score, targets
-given as the *total* sparsity to reach, and sparsity counted from the masks themselves.
+the gradient of ``w_orig`` at a masked entry is multiplied by zero. Masking the same tensor again stacks the
+new mask on the old one (a ``PruningContainer``), so sparsity only grows. This module is the mechanism only:
+attaching a mask, reading the weight as the forward pass uses it, counting, copying and saving. Which entries
+a mask removes is decided by the rules of ``prune/select.py``, never here.
 
 Live masks everywhere. Every public function of the library that takes a model works on a model whose masks
 are still live and returns what it returns on the same model made permanent (``tests/test_live_masks.py``
 runs each one both ways): surgery slices ``w_orig`` and ``w_mask`` alike, savers write the masked tensors
 (:func:`effective_state_dict`), scores differentiate the weights the forward pass used, and ``copy.deepcopy`` and
-``pickle`` work after any forward pass (every mask is attached through :func:`attach` or :func:`prune_to`). Two kinds differ by design: training keeps masked entries at zero (that is what a live
-mask is for), and :func:`live_masks` / ``rounds.masks_of`` report the masks themselves.
+``pickle`` work after any forward pass (every mask is attached through :func:`attach`). Two kinds differ by
+design: training keeps masked entries at zero (that is what a live mask is for), and :func:`live_masks` /
+``rounds.live_weight_masks`` report the masks themselves.
 """
 from __future__ import annotations
 
@@ -22,17 +22,7 @@ import copy
 import torch
 from torch.nn.utils import prune
 
-from .. import validate
 from .structure import XLNetStructure
-
-def prunable_parameters(model, include_embeddings: bool = False) -> list[tuple[torch.nn.Module, str]]:
-    """``(module, name)`` pairs of the default prunable set (``XLNetStructure.prunable``).
-
-    Per layer: ``rel_attn.{q,k,v,o,r}`` (shape ``(d_model, n_head, d_head)``) and ``ff.layer_1.weight`` /
-    ``ff.layer_2.weight``. Embeddings, LayerNorm, biases and the classifier head are excluded (the word
-    embedding only when asked: it is a lookup table, pruning it saves storage, not compute).
-    """
-    return XLNetStructure(model).prunable(include_embeddings)
 
 
 def current_weight(module, name: str) -> torch.Tensor:
@@ -130,8 +120,8 @@ def _zero_fraction(tensors) -> float:
     return sum(int((t == 0).sum()) for t in tensors) / total if total else 0.0
 
 
-def sparsity(pairs) -> float:
-    """Fraction of zero entries in the masks of ``pairs`` (counted, not requested)."""
+def mask_sparsity(pairs) -> float:
+    """Fraction of zero entries in the masks of ``pairs`` (counted, not requested; no mask: nothing masked)."""
     return _zero_fraction(current_mask(m, n) for m, n in pairs)
 
 
@@ -140,80 +130,9 @@ def weight_sparsity(pairs) -> float:
     return _zero_fraction(current_weight(m, n) for m, n in pairs)
 
 
-class LowestScore(prune.BasePruningMethod):
-    """Mask the ``amount`` entries with the *lowest raw score* among those still unmasked.
-
-    ``torch.nn.utils.prune.L1Unstructured`` ranks ``|score|``, which is right for magnitude, gradient, Taylor
-    and Fisher scores (all non-negative) and wrong for signed ones: movement pruning (Sanh et al. 2020, eq. 5)
-    removes the weights with the most *negative* ``S = -sum_t w_t g_t`` (those moving towards zero), not those
-    with the smallest ``|S|``. This method ranks the scores exactly as given, so "lower score = pruned first"
-    holds for every score. Used through ``prune.global_unstructured`` or ``LowestScore.apply``; inside a
-    ``PruningContainer`` it only sees the entries earlier masks left, so pruning stays cumulative.
-    """
-
-    PRUNING_TYPE = "unstructured"
-
-    def __init__(self, amount: int):
-        if not isinstance(amount, int) or amount < 0:
-            raise ValueError(f"amount must be a non-negative number of entries, got {amount!r}")
-        self.amount = amount
-
-    def compute_mask(self, t: torch.Tensor, default_mask: torch.Tensor) -> torch.Tensor:
-        if self.amount > t.numel():
-            raise ValueError(f"cannot prune {self.amount} entries of a tensor with {t.numel()}")
-        mask = default_mask.clone(memory_format=torch.contiguous_format)
-        if self.amount:
-            lowest = torch.topk(t.reshape(-1).float(), k=self.amount, largest=False).indices
-            mask.view(-1)[lowest] = 0
-        return mask
-
-
-def _amount_of_remaining(target: float, already: float, n_total: int) -> int:
-    """Entries to remove now so that the total sparsity becomes ``target`` (never negative)."""
-    return max(0, round(target * n_total) - round(already * n_total))
-
-
-def prune_to(model, target: float, scores: dict | None = None, scope: str = "global", pairs=None) -> float:
-    """Mask the lowest-scoring weights until ``target`` of the prunable set is zero; returns measured sparsity.
-
-    ``scores``: ``{(module, name): tensor}`` importances of the same shape as each weight (default: |w|,
-    magnitude pruning, Han et al. 2015). Scores are ranked as given, signed ones included (:class:`LowestScore`):
-    the most negative movement score goes first. ``scope="local"`` removes the same fraction from every tensor;
-    ``"global"`` ranks all entries of the set against one threshold. Cumulative: earlier zeros stay, because
-    ``torch.nn.utils.prune`` only ranks the entries its previous masks left, and weights that are already exactly
-    zero (pruned earlier and made permanent) count as pruned and are masked first, whatever their score, so a
-    model gets the same masks whether its earlier pruning is live or written in. Returns the zero fraction of
-    the prunable weights the forward pass now uses (at least ``target``).
-    """
-    validate.sparsity(target)
-    validate.scope(scope)
-    pairs = pairs if pairs is not None else prunable_parameters(model)
-    scores = scores or {}
-    importance = {p: _zeros_first(p, scores.get(p)) for p in pairs}
-    if scope == "global":
-        n_total = sum(current_mask(*p).numel() for p in pairs)
-        amount = _amount_of_remaining(target, sparsity(pairs), n_total)
-        prune.global_unstructured(pairs, pruning_method=LowestScore, amount=amount, importance_scores=importance)
-    else:
-        for p in pairs:
-            n = current_mask(*p).numel()
-            amount = _amount_of_remaining(target, sparsity([p]), n)
-            LowestScore.apply(p[0], p[1], amount, importance_scores=importance[p])
-    for module, _ in pairs:
-        _copyable(module)
-    return weight_sparsity(pairs)
-
-
-def _zeros_first(pair, score: torch.Tensor | None) -> torch.Tensor:
-    """``score`` (default ``|w|``) with ``-inf`` where the weight is already exactly zero."""
-    w = current_weight(*pair).detach()
-    score = (w.abs() if score is None else score).float()
-    return torch.where(w == 0, torch.full_like(score, float("-inf")), score)
-
-
 def make_permanent(model, pairs=None) -> None:
     """``prune.remove`` on every pruned pair: the zeros are written into the weights, the hooks go away."""
-    for module, name in pairs if pairs is not None else prunable_parameters(model):
+    for module, name in pairs if pairs is not None else XLNetStructure(model).prunable():
         if prune.is_pruned(module) and hasattr(module, f"{name}_orig"):
             prune.remove(module, name)
 
@@ -240,7 +159,7 @@ def effective_state_dict(model) -> dict:
 def copy_model(model):
     """``copy.deepcopy(model)``, also for masks attached with ``torch.nn.utils.prune`` directly.
 
-    Masks the library attaches (:func:`attach`, :func:`prune_to`) already leave the model copyable by
+    Masks the library attaches (:func:`attach`) already leave the model copyable by
     ``copy.deepcopy``. A mask attached by hand leaves a non-leaf ``name_orig * name_mask`` after a forward
     pass with autograd on, which ``deepcopy`` refuses; this function makes such modules copyable too
     (:func:`_copyable`, which changes only how the original stores its computed tensors), then copies.
@@ -252,7 +171,7 @@ def copy_model(model):
 
 def counts(model) -> dict:
     """Entries and nonzeros of the prunable set, and of the whole model (masked entries count as zero)."""
-    pairs = prunable_parameters(model)
+    pairs = XLNetStructure(model).prunable()
     prunable = sum(current_weight(*p).numel() for p in pairs)
     nonzero = sum(int((current_weight(*p) != 0).sum()) for p in pairs)
     total = sum(p.numel() for p in model.parameters())
@@ -260,8 +179,9 @@ def counts(model) -> dict:
             "model_nonzero": total - prunable + nonzero}
 
 
-def measured(model, start: dict) -> dict:
-    """Sparsity of the prunable set and of the whole model against the *starting* model's sizes."""
+def sparsity_from(model, start: dict) -> dict:
+    """Sparsity of the prunable set and of the whole model now, against the sizes ``start`` (:func:`counts` of
+    the model before pruning: surgery shrinks the tensors, so the fractions are of what there was)."""
     now = counts(model)
     return {"prunable_sparsity": 1 - now["prunable_nonzero"] / start["prunable"],
             "model_sparsity": 1 - now["model_nonzero"] / start["model"],

@@ -49,7 +49,7 @@ def register_pruned_xlnet() -> None:
 
 def record_plan(model, plan: dict):
     """Turn an XLNet model cut to ``plan`` (``PruningPlan.to_config()``) into its ``Pruned*`` class, with a config
-    recording the plan and the widths it leaves (``PruningPlan.finalize`` calls this). Returns ``model``."""
+    recording the plan and the widths it leaves (``PruningPlan.apply_surgery`` calls this). Returns ``model``."""
     if not isinstance(model.config, PrunedXLNetConfig):
         fields = {k: v for k, v in model.config.to_dict().items() if k not in ("model_type", "transformers_version")}
         model.config = PrunedXLNetConfig(**fields)
@@ -127,6 +127,14 @@ CLASSIFIERS = ("XLNetForSequenceClassification", "PrunedXLNetForSequenceClassifi
 # A tokenizer is read from one of these (the fast tokenizer's JSON first); the JSON files beside them are read too.
 TOKENIZER_FILES = ("tokenizer.json", "spiece.model")
 TOKENIZER_JSON = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
+
+
+def require_classifier(model) -> None:
+    """Raise ``UserError`` unless ``model`` is a sequence classifier (plain or pruned): gradient scores and
+    accuracy need labels to differentiate, which a PLM checkpoint does not have."""
+    if not isinstance(model, XLNetForSequenceClassification):
+        raise UserError(f"pruning needs a fine-tuned XLNetForSequenceClassification, got {type(model).__name__} "
+                        "(its loss on labelled examples gives the gradients and the accuracy)")
 
 
 def check_supported(path: Path | str, classifier: bool = False, tokenizer: bool = False) -> Path:
@@ -210,14 +218,12 @@ def load_classifier(source: str | Path, label_names):
     """``XLNetForSequenceClassification`` from a local folder or a hub name (fails fast without hub access), with
     :func:`classifier_fields` of ``label_names`` (a new classification head when the source is a language
     model)."""
-    return _load(XLNetForSequenceClassification, source, **classifier_fields(label_names))
+    return load_pretrained(XLNetForSequenceClassification, source, **classifier_fields(label_names))
 
 
-def load_lm(source: str | Path):
-    return _load(XLNetLMHeadModel, source)
-
-
-def _load(cls, source, **kwargs):
+def load_pretrained(cls, source, **kwargs):
+    """``cls.from_pretrained(source, **kwargs)`` from a local folder (checked first: config, weights) or a hub
+    name (fails fast without hub access). Raises ``UserError`` in one line for what cannot be loaded."""
     if Path(source).exists() or str(source).startswith((".", "/")):
         source = check_model_dir(source)
     else:
@@ -236,7 +242,7 @@ def check_saveable(model) -> None:
     parametrizations that no loader rebuilds. Live ``torch.nn.utils.prune`` masks are fine (they are saved as
     the masked tensors)."""
     if hasattr(model, "l0_gates") or is_gated(model):
-        raise UserError("this model still carries gates: call l0.finalize(model) (or leave the unit_gates block) "
+        raise UserError("this model still carries gates: call l0.prune_with_gates(model) (or leave the unit_gates block) "
                         "before saving")
 
 
@@ -303,4 +309,4 @@ def load_saved(path: Path | str):
     """Load a saved model folder with the class its ``config.json`` names (LM head, classifier, ...). Raises
     ``UserError`` for a folder that is missing, damaged or not an XLNet (:func:`check_supported`)."""
     path = check_model_dir(path)
-    return consumer_ready(_load(saved_class(path)[0], path))
+    return consumer_ready(load_pretrained(saved_class(path)[0], path))

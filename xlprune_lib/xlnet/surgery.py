@@ -3,7 +3,7 @@
 Masks (``masks.py``) only zero weights; surgery makes the tensors smaller so that every matrix
 multiplication gets cheaper. Layers are pruned independently, so after surgery layers may have different head
 and neuron counts. These are the low-level cuts, in the positions the model has *now*; they do not touch the
-config. Pruning code removes units through a plan (``PruningPlan.finalize``), which calls them and records in
+config. Pruning code removes units through a plan (``PruningPlan.apply_surgery``), which calls them and records in
 the config which original units survive.
 
 Heads (Michel et al. 2019, "Are Sixteen Heads Really Better than One?"). XLNet stores its projections as

@@ -7,10 +7,13 @@ from dataclasses import asdict
 
 import torch
 
-from ..xlnet.masks import copy_model, prunable_parameters, prune_to
+from ..loops.oneshot import PruneSpec, apply
+from ..prune.importance import magnitude
+from ..prune.plan import PruningPlan
+from ..prune.select import WeightSparsity
 from ..xlnet.gates import unit_gates
+from ..xlnet.masks import copy_model, weight_sparsity
 from ..xlnet.structure import XLNetStructure
-from .oneshot import PruneSpec, apply
 
 
 def curve(model, spec: PruneSpec, sparsities, scores, evaluate_fn) -> list[dict]:
@@ -22,31 +25,26 @@ def curve(model, spec: PruneSpec, sparsities, scores, evaluate_fn) -> list[dict]
     for s in sparsities:
         pruned = copy_model(model)
         run = PruneSpec(**{**asdict(spec), "sparsity": s}).check()
-        measured = apply(pruned, run, _rekey(scores, model, pruned))
+        measured = apply(pruned, run, scores)   # scores are keyed by unit names, so they fit the copy
         rows.append({"method": spec.method, "granularity": spec.granularity, "requested": s,
                      "sparsity": measured["prunable_sparsity"], **evaluate_fn(pruned)})
     return rows
 
 
-def _rekey(scores, original, clone):
-    """Weight scores are keyed by ``(module, name)``; map them onto the same modules of a deep copy."""
-    if not isinstance(scores, dict):
-        return scores
-    lookup = dict(zip([id(m) for m, _ in prunable_parameters(original)],
-                      [m for m, _ in prunable_parameters(clone)]))
-    return {(lookup[id(m)], n): s for (m, n), s in scores.items()}
-
-
 def sensitivity(model, sparsities, evaluate_fn, parts=("attention", "ffn")) -> list[dict]:
     """Per-layer sensitivity scan: prune one layer's attention or FFN weights alone (magnitude, local) at each
-    sparsity and evaluate; everything else stays dense (Han et al. 2015, Fig. 5; Li et al. 2017, Fig. 2)."""
-    rows = []
-    for li in range(len(XLNetStructure(model).layers)):
+    sparsity and evaluate; everything else stays dense (Han et al. 2015, Fig. 5; Li et al. 2017, Fig. 2).
+    ``sparsity``: the zero fraction of the pruned tensors, counted."""
+    rows, scores = [], magnitude(model)
+    layers = PruningPlan.of(model, weights=False).layers
+    for li, L in enumerate(layers):
         for part in parts:
+            prefix = f"layer.{L}.rel_attn." if part == "attention" else f"layer.{L}.ff."
+            chosen = scores.only([n for n in scores if n.startswith(prefix)])
             for s in sparsities:
                 pruned = copy_model(model)
-                pairs = XLNetStructure(pruned).prunable(part="attention" if part == "attention" else "ffn", layer=li)
-                reached = prune_to(pruned, s, scope="local", pairs=pairs)
+                WeightSparsity(s, "local")(pruned, chosen).apply_masks(pruned)
+                reached = weight_sparsity(XLNetStructure(pruned).prunable(part=part, layer=li))
                 rows.append({"layer": li, "part": part, "requested": s, "sparsity": reached, **evaluate_fn(pruned)})
     return rows
 
