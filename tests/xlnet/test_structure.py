@@ -3,6 +3,7 @@ import pytest
 import torch
 from conftest import tiny_config
 
+from xlprune_lib.prune.plan import PruningPlan
 from xlprune_lib.xlnet import surgery
 from xlprune_lib.xlnet.structure import XLNetStructure
 
@@ -10,11 +11,12 @@ from xlprune_lib.xlnet.structure import XLNetStructure
 def test_prunable_set_order_names_and_parts(tiny_classifier):
     s = XLNetStructure(tiny_classifier)
     pairs = s.prunable()
-    assert len(pairs) == 14 == len(s.prunable_names())
+    names = PruningPlan.of(tiny_classifier).names()
+    assert len(pairs) == 14 == len(names)
     layer0 = tiny_classifier.transformer.layer[0]
     assert pairs[:7] == [(layer0.rel_attn, n) for n in "qkvor"] + [(layer0.ff.layer_1, "weight"),
                                                                   (layer0.ff.layer_2, "weight")]
-    assert s.prunable_names()[5:7] == ["layer.0.ff.layer_1.weight", "layer.0.ff.layer_2.weight"]
+    assert names[5:7] == ["layer.0.ff.layer_1.weight", "layer.0.ff.layer_2.weight"]
     assert s.prunable(part="ffn", layer=1) == pairs[12:]
     assert s.prunable(include_embeddings=True)[-1] == (tiny_classifier.transformer.word_embedding, "weight")
     with pytest.raises(ValueError):

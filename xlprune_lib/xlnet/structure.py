@@ -163,12 +163,6 @@ class XLNetStructure:
             pairs.append((self.base.word_embedding, "weight"))
         return pairs
 
-    def prunable_names(self) -> list[str]:
-        """Names of :meth:`prunable` (no embeddings), ``layer.<i>.rel_attn.q`` ... ``layer.<i>.ff.layer_2.weight``,
-        ``i`` the layer's position now."""
-        parts = [f"rel_attn.{n}" for n in self.PROJECTIONS] + [f"ff.{s}.{n}" for s, n in self.FFN_MATRICES]
-        return [f"layer.{i}.{p}" for i in range(len(self.layers)) for p in parts]
-
     # --- how many, and what they cost -------------------------------------------------------------------
 
     def heads(self, i: int) -> int:
