@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from xlprune_lib.book.script_tables import save_script_table
+from xlprune_lib.book.results import save_script_table
 from xlprune_lib.config import UserError
 from xlprune_lib.deploy.base_shape import BASE_SHAPE, shaped_models
 from xlprune_lib.deploy.semi_structured import semi_structured_checked

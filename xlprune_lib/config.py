@@ -40,6 +40,10 @@ class UserError(Exception):
     """A mistake the user can fix (bad name, missing file, no network). The CLI prints it on one line, exit 2."""
 
 
+# the published model each warm start reads its weights from (``Profile.warm_start``; train/warmstart.py)
+WARM_START_SOURCES = {"minilm": "sentence-transformers/all-MiniLM-L6-v2"}
+
+
 @dataclass(frozen=True)
 class Profile:
     name: str

@@ -11,7 +11,7 @@ import pytest
 
 from xlprune_lib.book import approach_runs, build
 from xlprune_lib.book.results import RESULTS_PARAMETERS
-from xlprune_lib.book.tables import results_dir
+from xlprune_lib.book.results import results_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMES = ["one-shot + fine-tuning", "gradual magnitude (cubic)", "gradual movement (cubic)"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 
 from ..config import UserError
-from .tables import provenance_summary, read_provenance, read_table
+from .results import provenance_summary, read_provenance, read_table
 
 TABLE = "04_iterative"
 GRID = ("target", "budget", "round_steps")      # what shapes a one-shot or gradual run (step only shapes the loop)

@@ -6,7 +6,7 @@ chapter without recomputing a score or evaluating a pruned copy. The expensive i
 batches, the scores of every method, the movement fine-tuning) are loaded or computed only when a measurement
 is missing from the cache, and then once.
 
-The measurements themselves are :mod:`..loops.experiments` (curves, sensitivity, ablation) and
+The measurements themselves are :mod:`.experiments` (curves, sensitivity, ablation) and
 :mod:`..prune.importance` (scores); this module only decides what chapter 2 measures on which model.
 """
 from __future__ import annotations

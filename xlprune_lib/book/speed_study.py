@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import copy
 import platform
+import statistics
+import warnings
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -51,6 +53,72 @@ def _stamped(compute):
     return run
 
 
+# --- chapter 5's own measurements: why zeros are not speed, and its comparison table -----------------
+
+def kernel_sweep(d_in: int, d_out: int, tokens: int, sparsities, repeats: int = 20, seed: int = 0,
+                 device: str = "cpu") -> list[dict]:
+    """Time ``x @ W.T`` for a ``(d_out, d_in)`` weight at each sparsity: dense kernel vs CSR sparse kernel.
+
+    The dense matrix with zeros in it runs the same dense GEMM (every zero is still loaded and multiplied);
+    ``torch.sparse`` CSR only touches the nonzeros, but pays for indices and irregular memory access, so it
+    wins only at very high sparsity. Magnitude-style random sparsity patterns, ``tokens`` rows of input.
+    Times are medians in milliseconds, the three kernels timed in a random order every repetition.
+    """
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(tokens, d_in, generator=g).to(device)
+    w = torch.randn(d_out, d_in, generator=g).to(device)
+    rows = []
+    with torch.inference_mode():
+        for s in sparsities:
+            ws = w * (torch.rand(d_out, d_in, generator=g) >= s).to(device)
+            with warnings.catch_warnings():  # "sparse CSR support is in beta": known, and what we measure
+                warnings.simplefilter("ignore", UserWarning)
+                csr = ws.to_sparse_csr()
+            kernels = {"dense": lambda: x @ w.T, "dense with zeros": lambda: x @ ws.T,
+                       "sparse CSR": lambda: (csr @ x.T).T}
+            times = bench.alternate(kernels, 1, repeats, device, seed)
+            med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+            rows += [{"sparsity": float(1 - int((ws != 0).sum()) / ws.numel()), "kernel": k, "median_ms": v,
+                      "ratio_to_dense": v / med["dense"]} for k, v in med.items()]
+    return rows
+
+
+
+
+def comparison_row(name: str, run_dir, result: dict, entry: str = "model", accuracy: dict | None = None) -> dict:
+    """One row of the chapter-5 table for the ``entry`` of a ``bench.bench`` result: ``"model"``, or ``bench.INT8``
+    (the pruned model quantized to int8, timed with ``--quantize int8``; its ratios are ``ratios_int8``).
+
+    ``runtime`` and ``dtype`` say what was timed (``dtype`` ``"int8"`` for the quantized entry); latency ratios
+    are against the baseline timed in the same runtime and run. Accuracies (``validation_accuracy``,
+    ``test_accuracy``) come from ``accuracy`` when given (what this runtime measured, e.g. ``export_run``'s
+    ``test`` entries), else from the run's ``metrics.json`` (PyTorch). Sizes: the saved folder's files, and with
+    ONNX Runtime the ``.onnx`` file (``onnx_file_mb``, ``onnx_file_ratio``). Raises ``KeyError`` for an ``entry``
+    the result does not hold.
+    """
+    metrics = accuracy if accuracy is not None else (
+        load_metrics(run_dir) if (Path(run_dir) / "metrics.json").is_file() else {})
+    m, spec, b = result[entry], result["spec"], result["baseline"]
+    r = result["ratios" if entry == "model" else "ratios_int8"]
+    base = result["ratios"]   # parameters, FLOPs and the saved files are the pruned model's in every runtime
+    row = {"method": name, "runtime": spec["runtime"], "dtype": "int8" if entry == bench.INT8 else spec["dtype"],
+           "validation_accuracy": metrics.get("validation_accuracy"), "test_accuracy": metrics.get("test_accuracy"),
+           # zero or removed, against the baseline's prunable set: masks and surgery on one scale
+           "prunable_removed": 1 - m["prunable_nonzero"] / b["prunable_params"],
+           "encoder_removed": 1 - base["encoder_params"], "params_ratio": base["params"],
+           "nonzero_ratio": base["nonzero"], "flops_ratio": base["flops_per_token"],
+           "file_mb": m["file_bytes"] / 1e6, "sparse_file_mb": m["sparse_file_bytes"] / 1e6,
+           "file_ratio": base["file_bytes"], "sparse_file_ratio": base["sparse_file_bytes"]}
+    if "onnx_file_bytes" in m:
+        row["onnx_file_mb"], row["onnx_file_ratio"] = m["onnx_file_bytes"] / 1e6, r["onnx_file_bytes"]
+    for bs in map(str, spec["batch_sizes"]):
+        row[f"latency_ratio_b{bs}"] = r[f"latency_b{bs}"]
+        row[f"latency_ms_b{bs}"] = m["latency"][bs]["median_ms"]
+    big = str(max(spec["batch_sizes"]))
+    row["peak_memory_ratio"] = r.get(f"peak_memory_b{big}")
+    return row
+
+
 class SpeedStudy(DenseStudy):
     """The dense run of ``profile`` at ``seed`` and chapter 5's timed measurements against it. Each method returns
     ``{"measured_utc": str, "result": ...}``; times are milliseconds, ratios are model / dense."""
@@ -59,9 +127,9 @@ class SpeedStudy(DenseStudy):
         return self._measured(kind, _stamped(compute), machine=machine(), **more)
 
     def kernels(self, tokens: int, sparsities, repeats: int, device: str = "cpu") -> dict:
-        """``bench.kernel_sweep`` on the profile's FFN shape (``d_inner`` × ``d_model``) with ``tokens`` rows."""
+        """``kernel_sweep`` on the profile's FFN shape (``d_inner`` × ``d_model``) with ``tokens`` rows."""
         p = self.profile
-        return self._timed("ch5-kernels", lambda: bench.kernel_sweep(
+        return self._timed("ch5-kernels", lambda: kernel_sweep(
             p.d_model, p.d_inner, tokens, list(sparsities), repeats=repeats, seed=self.seed, device=device),
             tokens=tokens, sparsities=list(sparsities), repeats=repeats, device=device)
 

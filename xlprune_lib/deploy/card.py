@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import json
 
-from ..config import Profile
+from ..config import WARM_START_SOURCES, Profile
 from ..measure.stats import interval
 from ..train.data import split_description
-from ..train.warmstart import HUB_REPO
 from ..xlnet.modeling import PRUNED_MODEL_TYPE
 
 CARD = "README.md"
@@ -22,9 +21,7 @@ SPLITS = ("validation", "test")
 
 def base_model(profile: Profile) -> str | None:
     """The published model a profile starts from (hub name), or ``None`` for a model trained here from scratch."""
-    if profile.warm_start == "minilm":
-        return HUB_REPO
-    return profile.hub_model
+    return WARM_START_SOURCES.get(profile.warm_start) or profile.hub_model
 
 
 def _foreign(metrics: dict) -> bool:

@@ -194,7 +194,7 @@ def tensor_sizes(model) -> dict:
 
 
 def prunable_target(model, model_fraction: float) -> float:
-    """The sparsity of the prunable set (what :func:`masks.prune_to` asks for) that makes ``model_fraction`` of
+    """The sparsity of the prunable set (what ``select.WeightSparsity`` asks for) that makes ``model_fraction`` of
     the *whole* model zero, counting the zeros the model already has outside the prunable set. Capped at 0.99:
     a whole-model fraction beyond the prunable set's share cannot be reached by pruning it.
 

