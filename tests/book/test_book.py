@@ -122,7 +122,7 @@ def test_a_rebuild_of_chapters_2_to_4_computes_nothing(smoke_book, monkeypatch):
 
     p2, p4 = _chapter_defaults("02_importance_metrics"), _chapter_defaults("04_iterative_finetuning")
     monkeypatch.setattr(score_study.importance, "score", forbidden)
-    monkeypatch.setattr(score_study.importance, "movement_finetune", forbidden)
+    monkeypatch.setattr(score_study, "movement_finetune", forbidden)
     monkeypatch.setattr(finetune.Evaluator, "__call__", forbidden)
     monkeypatch.setattr(finetune, "train_classifier", forbidden)
     monkeypatch.setattr(score_study.experiments, "curve", forbidden)
@@ -171,8 +171,9 @@ def test_a_rebuild_of_chapter_5_times_nothing_again(smoke_book, monkeypatch):
         raise AssertionError("a warm rebuild timed a model again")
 
     p5 = _chapter_defaults("05_structured_speedup")
-    for name in ("bench", "latency_sweep", "kernel_sweep"):
+    for name in ("bench", "latency_sweep"):
         monkeypatch.setattr(bench, name, forbidden)
+    monkeypatch.setattr(speed_study, "kernel_sweep", forbidden)
     monkeypatch.setattr(speed_study, "export_run", forbidden)
     study = speed_study.SpeedStudy("smoke", 0)
     seq_len, repeats = study.profile.max_seq_len, p5["repeats"] or study.profile.bench_repeats
