@@ -38,7 +38,7 @@ def _zero_fraction(model, total):
 
 
 @pytest.mark.parametrize("granularity,target", [("weight", 0.5), ("neuron", 0.3), ("head+neuron", 0.5)])
-def test_finalize_to_a_target_delivers_it(model, granularity, target):
+def test_prune_with_gates_to_a_target_delivers_it(model, granularity, target):
     total = counts(model)["prunable"]
     clone = __import__("copy").deepcopy(model)
     _open_gates(clone, granularity)

@@ -10,10 +10,18 @@ from torch.nn.utils import prune
 
 from xlprune_lib import cli
 from xlprune_lib.measure import report
+from xlprune_lib.prune import importance
+from xlprune_lib.prune.select import WeightSparsity
 from xlprune_lib.xlnet import masks, surgery
 from xlprune_lib.xlnet.structure import XLNetStructure
 
 L, D, H, DH, DI, V = 2, 32, 4, 8, 64, 120
+
+
+def _magnitude_prune(model, target):
+    """Mask the lowest-magnitude weights until ``target`` of the prunable set is masked; the measured zero fraction."""
+    WeightSparsity(target)(model, importance.magnitude(model)).apply_masks(model)
+    return masks.weight_sparsity(XLNetStructure(model).prunable())
 
 
 @pytest.fixture
@@ -86,7 +94,7 @@ def test_masked_weights_are_counted_as_masked(model):
     assert rep["layers"][0]["flops_per_token"] - rep["layers"][0]["flops_per_token_sparse"] == \
         2 * attn_zeros + 2 * 100
 
-    measured = masks.prune_to(model, 0.5)
+    measured = _magnitude_prune(model, 0.5)
     rep = report.layer_report(model)
     pairs = XLNetStructure(model).prunable()
     zeros = sum(int((masks.current_weight(m, n) == 0).sum()) for m, n in pairs)
@@ -114,7 +122,7 @@ def test_surgery_shapes_and_flops(model):
 def test_sparse_bytes(model):
     dense = report.layer_report(model)["sizes"]
     assert dense["sparse_bytes"] == dense["dense_bytes"] == 4 * sum(p.numel() for p in model.parameters())
-    masks.prune_to(model, 0.9)
+    _magnitude_prune(model, 0.9)
     sizes = report.layer_report(model)["sizes"]
     assert sizes["dense_bytes"] == dense["dense_bytes"]  # masks are not stored twice
     assert sizes["sparse_bytes"] < 0.6 * sizes["dense_bytes"]
@@ -200,7 +208,7 @@ def test_unknown_parameter_names_are_not_silently_dropped():
 
 def test_prunable_target_reaches_a_whole_model_zero_fraction(model):
     """Chapter 2 compares a shortcut with magnitude pruning "to the same zero fraction" of the whole model; the
-    prunable set is only part of the model, so the target handed to prune_to must be converted (the chapter once
+    prunable set is only part of the model, so the target handed to WeightSparsity must be converted (the chapter once
     passed the whole-model fraction straight through and got half of it)."""
     with torch.no_grad():                      # a few zeros outside the prunable set count as well
         model.transformer.word_embedding.weight[:3] = 0
@@ -208,7 +216,7 @@ def test_prunable_target_reaches_a_whole_model_zero_fraction(model):
     share = totals["prunable"]["params"] / totals["model"]["params"]
     for wanted in (0.05, 0.2, share * 0.9):
         pruned = copy.deepcopy(model)
-        masks.prune_to(pruned, report.prunable_target(model, wanted))
+        _magnitude_prune(pruned, report.prunable_target(model, wanted))
         assert report.layer_report(pruned)["totals"]["model"]["sparsity"] == pytest.approx(wanted, abs=2e-3)
     assert report.prunable_target(model, 0.0) == 0.0 and report.prunable_target(model, 1.0) == 0.99
     with pytest.raises(ValueError, match="model_fraction"):

@@ -3,7 +3,9 @@ import pytest
 import torch
 
 from xlprune_lib.config import UserError
-from xlprune_lib.xlnet.masks import make_permanent, prune_to
+from xlprune_lib.prune import importance
+from xlprune_lib.prune.select import WeightSparsity
+from xlprune_lib.xlnet.masks import make_permanent
 from xlprune_lib.xlnet.modeling import save_model
 from xlprune_lib.measure.report import checkpoint_sizes
 from xlprune_lib.measure.sparse import SPARSE_FILE, decode, encode, load_sparse, save_sparse
@@ -23,7 +25,7 @@ def test_encode_decode_is_exact_and_only_used_when_smaller():
 @pytest.mark.parametrize("sparsity", [0.5, 0.9])
 def test_pruned_classifier_round_trip_and_size(tiny_classifier, small_tokenizer, tmp_path, sparsity):
     model = tiny_classifier
-    prune_to(model, sparsity)
+    WeightSparsity(sparsity)(model, importance.magnitude(model)).apply_masks(model)
     make_permanent(model)
     dense_dir = save_model(model, small_tokenizer, tmp_path / "dense")
     sparse_dir = save_sparse(model, tmp_path / "sparse", small_tokenizer)

@@ -6,11 +6,12 @@ from conftest import tiny_config
 
 from xlprune_lib.measure import ranks
 from xlprune_lib.prune import importance
+from xlprune_lib.prune.plan import PruningPlan, named_weights
+from xlprune_lib.prune.select import WeightSparsity
 from xlprune_lib.xlnet import surgery
 from xlprune_lib.xlnet.gates import unit_gates
 from xlprune_lib.xlnet.structure import XLNetStructure
 from xlprune_lib.config import UserError
-from xlprune_lib.xlnet.masks import prune_to
 
 
 @pytest.fixture
@@ -41,9 +42,10 @@ def _examples(batches):
 
 def test_fisher_matches_brute_force_per_example(model, batches):
     """Per-example Fisher == each padded row's own forward/backward, squared and averaged."""
-    pairs = XLNetStructure(model).prunable()
+    named = named_weights(model)
     got = importance.fisher(model, batches)
-    params = [getattr(m, n) for m, n in pairs]
+    assert got.kind == "weight" and list(got) == [n for n, _, _ in named]
+    params = [getattr(m, a) for _, m, a in named]
     want = [torch.zeros_like(p) for p in params]
     examples = list(_examples(batches))
     model.eval()
@@ -51,38 +53,41 @@ def test_fisher_matches_brute_force_per_example(model, batches):
         logp = torch.log_softmax(model(input_ids=ex["input_ids"], attention_mask=ex["attention_mask"]).logits, -1)
         for w, g in zip(want, torch.autograd.grad(logp[0, ex["labels"][0]], params)):
             w += g ** 2 / len(examples)
-    for pair, w in zip(pairs, want):
-        _close(got[pair], w)
+    for (name, _, _), w in zip(named, want):
+        _close(got[name], w)
     assert all(float(v.sum()) > 0 for v in got.values())
 
 
 def test_fisher_is_not_the_squared_batch_gradient(model, batches):
     """The per-example estimator differs from squaring the mean gradient of each batch (the cheap shortcut)."""
-    pair = XLNetStructure(model).prunable()[0]
-    per_example = importance.fisher(model, batches)[pair]
-    squared_mean = importance._batch_means(model, batches, [getattr(*pair)], lambda i, g: g ** 2)[0]
+    name, module, attr = named_weights(model)[0]
+    per_example = importance.fisher(model, batches)[name]
+    squared_mean = importance._batch_means(model, batches, [getattr(module, attr)], lambda i, g: g ** 2)[0]
     assert not torch.allclose(per_example, squared_mean, rtol=1e-2, atol=0)
 
 
 def test_gradient_and_taylor_match_autograd(model, batches):
-    pairs = XLNetStructure(model).prunable()
+    named = named_weights(model)
     grad, tay, mov = (f(model, batches) for f in (importance.gradient, importance.taylor,
                                                    importance.frozen_movement))
-    params = [getattr(m, n) for m, n in pairs]
+    params = [getattr(m, a) for _, m, a in named]
     model.eval()
     gs = [torch.autograd.grad(model(**b).loss, params) for b in batches]
-    for k, (pair, p) in enumerate(zip(pairs, params)):
+    for k, ((name, _, _), p) in enumerate(zip(named, params)):
         g = [x[k] for x in gs]
-        _close(grad[pair], (g[0].abs() + g[1].abs()) / 2)
-        _close(tay[pair], ((p * g[0]).abs() + (p * g[1]).abs()) / 2)
-        _close(mov[pair], -p.detach() * (g[0] + g[1]) / 2)
+        _close(grad[name], (g[0].abs() + g[1].abs()) / 2)
+        _close(tay[name], ((p * g[0]).abs() + (p * g[1]).abs()) / 2)
+        _close(mov[name], -p.detach() * (g[0] + g[1]) / 2)
 
 
 def test_scores_of_a_masked_model_use_the_masked_weights(model, batches):
-    prune_to(model, 0.5)
+    WeightSparsity(0.5)(model, importance.magnitude(model)).apply_masks(model)
+    modules = {name: (m, a) for name, m, a in named_weights(model)}
     for scores in (importance.magnitude(model), importance.taylor(model, batches)):
-        for (m, n), s in scores.items():
-            assert torch.all(s[getattr(m, f"{n}_mask") == 0] == 0)
+        assert list(scores) == list(modules)
+        for name, s in scores.items():
+            m, a = modules[name]
+            assert torch.all(s[getattr(m, f"{a}_mask") == 0] == 0)
 
 
 def test_head_gate_gradient_is_the_taylor_sum_of_the_output_projection(model, batches):
@@ -135,12 +140,13 @@ def test_layer_skip_loss_and_its_first_order_estimate(model, batches):
     import copy
 
     skip = importance.layer_skip_loss(model, batches)
+    assert skip.kind == "layer" and list(skip) == ["layer.0", "layer.1"]
     base = importance.mean_loss(model, batches)
     for li in range(2):
         slim = copy.deepcopy(model)
         surgery.drop_layers(slim, [li])
-        assert float(skip[li]) == pytest.approx(importance.mean_loss(slim, batches) - base, abs=1e-6)
-    first_order = importance.score(model, "taylor", "layer", batches)
+        assert float(skip[f"layer.{li}"]) == pytest.approx(importance.mean_loss(slim, batches) - base, abs=1e-6)
+    first_order = importance.score(model, "taylor", "layer", batches).vector()
     assert first_order.shape == (2,) and torch.all(first_order >= 0)
 
 
@@ -149,8 +155,8 @@ def test_structure_scores_and_selection(model, batches):
     for method in importance.METHODS:
         heads = importance.score(model, method, "head", batches, movement=mov)
         neurons = importance.score(model, method, "neuron", batches, movement=mov)
-        assert [h.shape for h in heads] == [torch.Size([4])] * 2
-        assert [n.shape for n in neurons] == [torch.Size([64])] * 2
+        assert [h.shape for h in heads.per_layer()] == [torch.Size([4])] * 2
+        assert [n.shape for n in neurons.per_layer()] == [torch.Size([64])] * 2
     with pytest.raises(UserError, match="unknown method"):
         importance.score(model, "entropy", "weight", batches)
     with pytest.raises(UserError, match="need batches"):
@@ -162,6 +168,7 @@ def test_movement_callback_accumulates_minus_w_times_g(small_tokenizer, rows, tm
     from datasets import Dataset
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, XLNetForSequenceClassification
 
+    from xlprune_lib.loops.score_inputs import MovementCallback, score_batches
     from xlprune_lib.train.finetune import tokenize_split
 
     torch.manual_seed(0)
@@ -169,17 +176,18 @@ def test_movement_callback_accumulates_minus_w_times_g(small_tokenizer, rows, tm
                                                        summary_last_dropout=0.0))  # train mode == eval mode
     ds = Dataset.from_dict({"text": [r["text"] for r in rows[:8]], "label": [i % 2 for i in range(8)]})
     enc = tokenize_split(ds, small_tokenizer, 32)
-    cb = importance.MovementCallback(XLNetStructure(model).prunable())
+    cb = MovementCallback(model)
     args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=8, learning_rate=0.0,
                              max_steps=3, max_grad_norm=0.0, report_to="none", use_cpu=True, disable_tqdm=True,
                              save_strategy="no")
     Trainer(model=model, args=args, train_dataset=enc, data_collator=DataCollatorWithPadding(small_tokenizer),
             callbacks=[cb]).train()
     assert cb.steps == 3
-    batch = importance.score_batches(small_tokenizer, ds, 1, 8, 32)
+    batch = score_batches(small_tokenizer, ds, 1, 8, 32)
     want = importance.frozen_movement(model, batch)
-    for pair in cb.pairs:
-        _close(cb.scores[pair], 3 * want[pair], rtol=1e-3)
+    assert cb.scores.kind == "weight" and list(cb.scores) == list(want)
+    for name in want:
+        _close(cb.scores[name], 3 * want[name], rtol=1e-3)
 
 
 def test_spearman_matrix_matches_pearson_of_ranks():
@@ -209,12 +217,12 @@ def test_random_scores_are_seeded_and_cover_every_granularity(tiny_classifier):
     a = importance.score(model, "random", "weight", seed=3)
     b = importance.score(model, "random", "weight", seed=3)
     c = importance.score(model, "random", "weight", seed=4)
-    assert a.keys() == set(XLNetStructure(model).prunable())
+    assert list(a) == PruningPlan.of(model).names()
     assert all(torch.equal(a[k], b[k]) for k in a) and not all(torch.equal(a[k], c[k]) for k in a)
-    for k, v in a.items():
-        assert v.shape == masks.current_weight(*k).shape
+    for name, module, attr in named_weights(model):
+        assert a[name].shape == masks.current_weight(module, attr).shape
     for granularity in ("head", "neuron"):
         s = importance.score(model, "random", granularity, seed=1)
-        assert [len(x) for x in s] == [int(n) for n in XLNetStructure(model).unit_counts(granularity)]
+        assert [len(x) for x in s.per_layer()] == [int(n) for n in XLNetStructure(model).unit_counts(granularity)]
     layers = importance.score(model, "random", "layer", seed=1)
-    assert layers.shape == (len(XLNetStructure(model).layers),)
+    assert layers.vector().shape == (len(XLNetStructure(model).layers),)

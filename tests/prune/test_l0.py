@@ -68,7 +68,7 @@ def _close_some(gates, fraction=0.4):
 
 
 @pytest.mark.parametrize("granularity", ["weight", "head", "neuron", "head+neuron"])
-def test_finalize_equals_the_gated_model_and_reloads(model, granularity, tmp_path):
+def test_prune_with_gates_equals_the_gated_model_and_reloads(model, granularity, tmp_path):
     from xlprune_lib.xlnet.structure import XLNetStructure
     from xlprune_lib.xlnet.modeling import load_saved
 

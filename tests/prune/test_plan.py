@@ -4,9 +4,10 @@ import json
 import pytest
 import torch
 
-from xlprune_lib.prune import select
-from xlprune_lib.xlnet.masks import make_permanent, prune_to
-from xlprune_lib.prune.plan import PruningPlan
+from xlprune_lib.prune import importance, select
+from xlprune_lib.prune.scores import Scores
+from xlprune_lib.xlnet.masks import current_mask, current_weight, make_permanent
+from xlprune_lib.prune.plan import PruningPlan, named_weights
 from xlprune_lib.xlnet.modeling import load_saved, save_model
 from xlprune_lib.xlnet.structure import XLNetStructure
 
@@ -24,6 +25,14 @@ def _clone(model):
     from xlprune_lib.xlnet.masks import copy_model
 
     return copy_model(model)
+
+
+def _magnitude_masks(model, target, scope="global"):
+    select.WeightSparsity(target, scope)(model, importance.magnitude(model)).apply_masks(model)
+
+
+def _heads(model, tensors) -> Scores:
+    return Scores("head", dict(zip(PruningPlan.of(model, weights=False).unit_names("head"), tensors)))
 
 
 def test_dense_plan_of_an_unpruned_model(tiny_classifier):
@@ -68,7 +77,7 @@ def test_reload_cuts_the_recorded_units_not_the_first_ones(tiny_classifier, tmp_
 
 def test_layers_keep_original_indices_and_weight_masks_follow_the_units(tiny_classifier):
     model = _clone(tiny_classifier)
-    prune_to(model, 0.5)                                    # live masks on every prunable weight
+    _magnitude_masks(model, 0.5)                            # live masks on every prunable weight
     plan = PruningPlan.of(model)
     assert set(plan.weights) == set(plan.names())
     smaller = plan.without("head", {1: [0]}).without("layer", [0])
@@ -80,7 +89,7 @@ def test_layers_keep_original_indices_and_weight_masks_follow_the_units(tiny_cla
     assert model.config.n_layer == 1 and model.config.pruning_plan["layers"] == [1]
 
 
-def test_apply_masks_computes_what_finalize_computes(tiny_classifier):
+def test_apply_masks_computes_what_apply_surgery_computes(tiny_classifier):
     plan = PruningPlan.of(tiny_classifier).without("head", {0: [0, 3]}).without("neuron", {1: list(range(10))})
     masked, cut = _clone(tiny_classifier), _clone(tiny_classifier)
     plan.apply_masks(masked)
@@ -90,29 +99,80 @@ def test_apply_masks_computes_what_finalize_computes(tiny_classifier):
         plan.without("layer", [1]).apply_masks(_clone(tiny_classifier))
 
 
-def test_weight_rule_equals_prune_to_and_leaves_the_model_alone(tiny_classifier):
-    """WeightSparsity computes on stand-ins exactly the masks prune_to puts on the model, also on top of
-    earlier live masks and of zeros made permanent."""
+def _expected_keep(model, scores, target, scope):
+    """The masks the weight rule must give, written out: every entry the forward pass already zeroes stays
+    pruned, then the lowest ``scores`` of the others go until ``round(target * n)`` of each group are pruned."""
+    named = named_weights(model)
+    gone = {n: current_weight(m, a).detach() == 0 for n, m, a in named}
+    groups = [[n for n, _, _ in named]] if scope == "global" else [[n] for n, _, _ in named]
+    out = {}
+    for group in groups:
+        flat_gone = torch.cat([gone[n].reshape(-1) for n in group])
+        flat_score = torch.cat([scores[n].reshape(-1) for n in group]).clone()
+        flat_score[flat_gone] = float("-inf")
+        keep = torch.ones(len(flat_score), dtype=torch.bool)
+        keep[torch.argsort(flat_score)[:round(target * len(flat_score))]] = False
+        start = 0
+        for n in group:
+            out[n] = keep[start:start + gone[n].numel()].view_as(gone[n])
+            start += gone[n].numel()
+    return out
+
+
+def test_weight_rule_is_cumulative_exact_zeros_first_and_leaves_the_model_alone(tiny_classifier):
+    """WeightSparsity on top of earlier live masks and of zeros made permanent: earlier pruning stays pruned,
+    exact zeros go first whatever their score (random scores here, which would keep many of them), the rest by
+    score; the same masks whether the earlier pruning is live or written in. The model is not changed until
+    the plan is applied."""
     for scope in ("global", "local"):
-        model = _clone(tiny_classifier)
-        prune_to(model, 0.3)
-        make_permanent(model)
-        prune_to(model, 0.5, scope=scope)
-        before = PruningPlan.of(model)
-        plan = select.WeightSparsity(0.8, scope)(model)
-        assert PruningPlan.of(model) == before                      # not changed
-        reference = _clone(model)
-        prune_to(reference, 0.8, scope=scope)
-        assert plan == PruningPlan.of(reference)
-        plan.apply_masks(model)
-        assert PruningPlan.of(model) == plan
+        written, live = _clone(tiny_classifier), _clone(tiny_classifier)
+        _magnitude_masks(written, 0.3)
+        make_permanent(written)                                     # the first round's zeros in the weights
+        _magnitude_masks(live, 0.3)                                 # the same round, its masks live
+        second = importance.random_scores(written, seed=2)
+        zeros = {n: current_weight(m, a).detach() == 0 for n, m, a in named_weights(written)}
+        plan = select.WeightSparsity(0.5, scope)(written, second)
+        assert plan == select.WeightSparsity(0.5, scope)(live, second)
+        assert all(not bool(plan.weights[n][z].any()) for n, z in zeros.items())   # every exact zero went
+        for name, keep in _expected_keep(written, second, 0.5, scope).items():
+            assert torch.equal(plan.weights[name], keep), name
+        plan.apply_masks(written)
+        select.WeightSparsity(0.5, scope)(live, second).apply_masks(live)
+        random = importance.random_scores(written, seed=3)
+        before = PruningPlan.of(written)
+        plan = select.WeightSparsity(0.8, scope)(written, random)
+        assert PruningPlan.of(written) == before                    # not changed
+        assert plan == select.WeightSparsity(0.8, scope)(live, random)
+        want = _expected_keep(written, random, 0.8, scope)
+        assert set(plan.weights) == set(want)
+        for name, keep in want.items():
+            assert torch.equal(plan.weights[name], keep), name
+            assert not bool((plan.weights[name] & ~before.weights[name]).any())   # earlier pruning stays
+        plan.apply_masks(written)
+        assert PruningPlan.of(written) == plan
+
+
+def test_weight_rule_prunes_only_the_tensors_it_is_given_scores_for(tiny_classifier):
+    """Scores restricted with ``.only`` (chapter 2's per-layer scan): the target is of those tensors alone, the
+    others are left whole; earlier masks on them stay as they are."""
+    model = tiny_classifier
+    _magnitude_masks(model, 0.2)
+    before = {n: current_mask(m, a).clone() for n, m, a in named_weights(model)}
+    chosen = ["layer.1.rel_attn.q", "layer.1.ff.layer_1.weight"]
+    plan = select.WeightSparsity(0.6)(model, importance.magnitude(model).only(chosen))
+    plan.apply_masks(model)
+    after = {n: current_mask(m, a) for n, m, a in named_weights(model)}
+    total = sum(after[n].numel() for n in chosen)
+    assert sum(int((after[n] == 0).sum()) for n in chosen) == round(0.6 * total)
+    for n in set(before) - set(chosen):
+        assert torch.equal(after[n], before[n]), n
 
 
 def test_plan_digest_and_equality_see_every_difference(tiny_classifier):
     plan = PruningPlan.of(tiny_classifier)
     a = plan.without("neuron", {0: [3]})
     assert a.digest() == plan.without("neuron", {0: [3]}).digest() != plan.digest()
-    w = select.WeightSparsity(0.5)(tiny_classifier)
+    w = select.WeightSparsity(0.5)(tiny_classifier, importance.magnitude(tiny_classifier))
     flipped = dict(w.weights)
     name = next(iter(flipped))
     m = flipped[name].clone()
@@ -138,14 +198,16 @@ def test_plan_records_and_validation():
 def test_unit_rules_and_encoder_budget_produce_plans(tiny_classifier):
     s = XLNetStructure(tiny_classifier)
     heads = [torch.tensor([4.0, 1.0, 3.0, 2.0]), torch.tensor([1.0, 5.0, 6.0, 7.0])]
-    plan = select.UnitFraction("head", 0.25)(tiny_classifier, heads)
-    assert plan.removed()["heads"] == {str(k): v for k, v in select.lowest_units(heads, 0.25).items()}
+    plan = select.UnitFraction("head", 0.25)(tiny_classifier, _heads(tiny_classifier, heads))
+    assert plan.removed()["heads"] == {"0": [1], "1": [0]}       # the two lowest once normalised per layer
     assert sum(plan.widths()[0]) == 6
-    local = select.UnitFraction("head", 0.25, "local")(tiny_classifier, heads)
+    local = select.UnitFraction("head", 0.25, "local")(tiny_classifier, _heads(tiny_classifier, heads))
     assert local.removed()["heads"] == {"0": [1], "1": [0]}
     neurons = [torch.arange(64.0), torch.arange(64.0).flip(0)]
     before = s.encoder_params()
-    budget, info = select.EncoderBudget(0.3).plan_with_share(tiny_classifier, (heads, neurons))
+    both = Scores("head+neuron", {**_heads(tiny_classifier, heads), "layer.0.neurons": neurons[0],
+                                  "layer.1.neurons": neurons[1]})
+    budget, info = select.EncoderBudget(0.3).plan_with_share(tiny_classifier, both)
     budget.apply_surgery(tiny_classifier)
     after = XLNetStructure(tiny_classifier).encoder_params()
     assert before - after == info["params"] and abs((before - after) / before - 0.3) < 0.02
@@ -161,7 +223,7 @@ def test_n_of_m_keeps_n_in_every_group_of_each_products_inputs(tiny_classifier):
     from xlprune_lib.xlnet.structure import XLNetStructure
 
     model = tiny_classifier
-    plan = select.NM(2, 4)(model)
+    plan = select.NM(2, 4)(model, importance.magnitude(model))
     assert set(plan.weights) == set(plan.names())
     layer = XLNetStructure(model).layers[0]
     x, heads = torch.randn(5, 3, 32), torch.randn(5, 3, 4, 8)
@@ -190,7 +252,7 @@ def test_a_weights_only_plan_keeps_the_plain_class(tiny_classifier):
     config, as before plans existed; removing one head makes it an xlnet-pruned model."""
     from transformers import XLNetForSequenceClassification
 
-    plan = select.WeightSparsity(0.5)(tiny_classifier)
+    plan = select.WeightSparsity(0.5)(tiny_classifier, importance.magnitude(tiny_classifier))
     assert plan.keeps_every_unit() and not plan.is_dense()
     plan.apply_surgery(tiny_classifier)
     assert type(tiny_classifier) is XLNetForSequenceClassification

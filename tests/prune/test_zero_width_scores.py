@@ -2,13 +2,15 @@
 
 ``zero_width_classifier`` has a layer with no head, a layer with no neuron and a dropped layer. Scores must
 cover exactly the units that exist (an empty tensor for a layer with nothing left), and the rule after them
-must prune further and finalize into a model that still runs.
+must prune further and cut (``apply_surgery``) into a model that still runs. Keys name the ORIGINAL layers:
+0, 1 and 3 (layer 2 is gone).
 """
 import pytest
 import torch
 from conftest import padded_batch, zero_width_classifier
 
 from xlprune_lib.prune import importance, l0
+from xlprune_lib.prune.plan import named_weights
 from xlprune_lib.prune.select import NM, EncoderBudget, UnitFraction, WeightSparsity
 from xlprune_lib.xlnet.masks import current_weight, weight_sparsity
 from xlprune_lib.xlnet.structure import ENCODER, XLNetStructure
@@ -28,16 +30,18 @@ def _inputs(model, method, batches):
     return {"batches": batches} if method in importance.GRADIENT_METHODS else {"seed": 3}
 
 
+KEPT = (0, 1, 3)      # the original indices of the layers zero_width_classifier keeps
+
+
 def _check_units(model, scores, kind):
     counts = XLNetStructure(model).unit_counts(kind)
-    assert [tuple(s.shape) for s in scores] == [(n,) for n in counts]
-    assert all(bool(torch.isfinite(s).all()) for s in scores)
+    assert scores.kind == kind and list(scores) == [f"layer.{L}.{kind}s" for L in KEPT]
+    assert [tuple(s.shape) for s in scores.per_layer()] == [(n,) for n in counts]
+    assert all(bool(torch.isfinite(s).all()) for s in scores.values())
 
 
 def _score(model, method, granularity, batches):
     inputs = _inputs(model, method, batches)
-    if granularity == ENCODER:
-        return tuple(importance.score(model, method, k, **inputs) for k in ("head", "neuron"))
     return importance.score(model, method, "weight" if NM.parse(granularity) else granularity, **inputs)
 
 
@@ -57,8 +61,10 @@ def test_scores_cover_the_units_that_exist(method, granularity, batches):
 
     if granularity in ("weight", "1:2"):
         pairs = XLNetStructure(model).prunable()
-        assert list(scores) == pairs
-        assert all(scores[p].shape == current_weight(*p).shape for p in pairs)
+        named = named_weights(model)
+        assert scores.kind == "weight" and list(scores) == [n for n, _, _ in named]
+        assert {int(n.split(".")[1]) for n in scores} == set(KEPT)
+        assert all(scores[n].shape == current_weight(m, a).shape for n, m, a in named)
         if granularity == "weight":
             WeightSparsity(0.5)(model, scores).apply_masks(model)
             assert weight_sparsity(pairs) >= 0.5
@@ -66,12 +72,14 @@ def test_scores_cover_the_units_that_exist(method, granularity, batches):
             NM(1, 2)(model, scores).apply_masks(model)
             assert NM(1, 2).groups(model)["over_n"] == 0 and weight_sparsity(pairs) >= 0.5
     elif granularity == "layer":
-        assert scores.shape == (3,) and bool(torch.isfinite(scores).all())
+        assert list(scores) == [f"layer.{L}" for L in KEPT]
+        assert scores.vector().shape == (3,) and bool(torch.isfinite(scores.vector()).all())
         UnitFraction("layer", 0.34)(model, scores).apply_surgery(model)
         assert len(XLNetStructure(model).layers) == 2
     elif granularity == ENCODER:
-        _check_units(model, scores[0], "head")
-        _check_units(model, scores[1], "neuron")
+        assert scores.kind == ENCODER
+        _check_units(model, scores.part("head"), "head")
+        _check_units(model, scores.part("neuron"), "neuron")
         before = s.encoder_params()
         EncoderBudget(0.3)(model, scores).apply_surgery(model)
         assert XLNetStructure(model).encoder_params() < before
@@ -117,12 +125,12 @@ def test_reloaded_zero_width_folder_scores(tmp_path, batches):
     model = load_saved(tmp_path / "m")
     scores = importance.score(model, "fisher", "head", batches=batches)
     _check_units(model, scores, "head")
-    assert scores[0].shape == (0,) and float(scores[2].sum()) > 0
+    assert scores["layer.0.heads"].shape == (0,) and float(scores["layer.3.heads"].sum()) > 0
 
 
 @pytest.mark.parametrize("granularity", l0.GRANULARITIES)
 def test_l0_gates_on_zero_width_layers(granularity, batches):
-    """L0 gates train (forward, backward) and finalize on a model with empty layers."""
+    """L0 gates train (forward, backward) and prune (``prune_with_gates``) a model with empty layers."""
     model = zero_width_classifier()
     gates = l0.attach(model, granularity)
     model.train()

@@ -2,8 +2,8 @@
 picklable after forward passes with and without autograd, in train and eval mode (pytorch#37322).
 
 ``torch.nn.utils.prune`` stores ``w_orig * w_mask`` as the plain attribute ``w``; with autograd on it is not a
-graph leaf and ``deepcopy`` refuses it. Every producer attaches its masks through ``masks.attach`` or
-``masks.prune_to``, which keep that attribute detached outside a forward pass.
+graph leaf and ``deepcopy`` refuses it. Every producer attaches its masks through ``masks.attach`` (directly or
+by ``PruningPlan.apply_masks``), which keeps that attribute detached outside a forward pass.
 """
 import copy
 import io
@@ -37,10 +37,14 @@ def _attach_one(m):
     masks.attach(m.transformer.layer[1].ff.layer_1, "weight", w > w.median())
 
 
+def _magnitude_masks(m, target, scope="global"):
+    select.WeightSparsity(target, scope)(m, importance.magnitude(m)).apply_masks(m)
+
+
 def _rounds(m):
     source = _model()
-    masks.prune_to(source, 0.5)
-    rounds.apply_masks(m, rounds.masks_of(source))
+    _magnitude_masks(source, 0.5)
+    rounds.reattach_masks(m, rounds.live_weight_masks(source))
 
 
 def _gradual(m):
@@ -49,21 +53,20 @@ def _gradual(m):
 
 
 def _heads_on_masked(m):   # surgery on a masked model: the masks stay live on the cut tensors
-    masks.prune_to(m, 0.4)
+    _magnitude_masks(m, 0.4)
     oneshot.apply(m, oneshot.PruneSpec(method="magnitude", granularity="head", sparsity=0.25),
                   importance.score(m, "magnitude", "head"))
 
 
 def _l0_on_masked(m):
-    masks.prune_to(m, 0.4)
+    _magnitude_masks(m, 0.4)
     l0.attach(m, "head")
 
 
 # every way the library hands out a model with live masks
 PRODUCERS = {
-    "masks.prune_to (global)": lambda m: masks.prune_to(m, 0.5),
-    "masks.prune_to (local, twice)": lambda m: (masks.prune_to(m, 0.3, scope="local"),
-                                                masks.prune_to(m, 0.6, scope="local")),
+    "WeightSparsity (local, twice)": lambda m: (_magnitude_masks(m, 0.3, "local"),
+                                                _magnitude_masks(m, 0.6, "local")),
     "masks.attach": _attach_one,
     "PruningPlan.apply_masks (heads)": lambda m: PruningPlan.of(m).without("head", {0: [1, 2]}).apply_masks(m),
     "WeightSparsity": lambda m: select.WeightSparsity(0.5)(m, importance.magnitude(m)).apply_masks(m),
@@ -71,7 +74,7 @@ PRODUCERS = {
     "oneshot.apply (weights)": lambda m: oneshot.apply(
         m, oneshot.PruneSpec(method="magnitude", granularity="weight", sparsity=0.5), importance.magnitude(m)),
     "oneshot.apply (heads, on masks)": _heads_on_masked,
-    "rounds.apply_masks": _rounds,
+    "rounds.reattach_masks": _rounds,
     "gradual masks": _gradual,
     "l0 gates on masks": _l0_on_masked,
 }
@@ -132,7 +135,7 @@ def test_deepcopy_of_a_masked_model(producer, state):
 
 
 @pytest.mark.parametrize("state", ["forward with grad, train", "after a training step"])
-@pytest.mark.parametrize("producer", ["masks.prune_to (global)", "PruningPlan.apply_masks (heads)",
+@pytest.mark.parametrize("producer", ["WeightSparsity", "PruningPlan.apply_masks (heads)",
                                       "oneshot.apply (heads, on masks)"])
 def test_pickle_and_safetensors_of_a_masked_model(producer, state, tmp_path):
     """``torch.save`` (pickle) round-trips; the masked tensors save to safetensors without pickle."""
@@ -155,7 +158,7 @@ def test_gradients_still_reach_the_weights():
     """The attribute is detached after a forward pass, yet backward reaches ``w_orig`` (zero where masked) and
     ``forward_weight`` is the tensor that pass used (gradients of the masked entries too)."""
     model = _model()
-    masks.prune_to(model, 0.5)
+    _magnitude_masks(model, 0.5)
     permanent = copy.deepcopy(model)
     masks.make_permanent(permanent)
     for m in (model, permanent):
@@ -178,7 +181,7 @@ def test_gradients_still_reach_the_weights():
 def test_a_copy_has_its_own_last_forward():
     """The copy's hook starts empty: its ``forward_weight`` after its own forward belongs to its own graph."""
     model = _model()
-    masks.prune_to(model, 0.5)
+    _magnitude_masks(model, 0.5)
     model.eval()(**BATCH)
     clone = copy.deepcopy(model)
     module, name = masks.live_masks(clone)[0]
@@ -204,11 +207,11 @@ def test_copy_model_handles_masks_attached_by_hand():
 # a call that attaches a mask without ``masks.attach``: the module would not stay copyable
 DIRECT_ATTACH = re.compile(r"\bprune\.(custom_from_mask|identity|\w+_unstructured|\w+_structured)\("
                            r"|\b(CustomFromMask|Identity|L1Unstructured|RandomUnstructured|LnStructured|"
-                           r"RandomStructured|PruningContainer|LowestScore)\.apply\(")
+                           r"RandomStructured|PruningContainer)\.apply\(")
 
 
 def test_masks_are_attached_only_through_masks_py():
-    """Every mask of the library goes through ``masks.attach`` / ``masks.prune_to``: no other module attaches one
+    """Every mask of the library goes through ``masks.attach``: no other module attaches one
     with ``torch.nn.utils.prune`` itself (a new producer could not be forgotten)."""
     root = Path(xlprune_lib.__file__).parent
     offenders = [str(p.relative_to(root)) for p in sorted(root.rglob("*.py"))

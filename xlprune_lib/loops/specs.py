@@ -76,10 +76,11 @@ class PruneSpec:
     def _check_nm(self, nm: NM) -> None:
         """N:M fixes the sparsity (``1 - n / m``): fill it in, or refuse a different one."""
         if self.sparsity is None:
-            self.sparsity = nm.sparsity
-        elif abs(self.sparsity - nm.sparsity) > 1e-9:
-            raise UserError(f"{nm.n}:{nm.m} keeps {nm.n} of every {nm.m} weights, a sparsity of {nm.sparsity:g}; "
-                            f"got --sparsity {self.sparsity}: leave it out or give {nm.sparsity:g}")
+            self.sparsity = nm.pattern_sparsity
+        elif abs(self.sparsity - nm.pattern_sparsity) > 1e-9:
+            implied = nm.pattern_sparsity
+            raise UserError(f"{nm.n}:{nm.m} keeps {nm.n} of every {nm.m} weights, a sparsity of {implied:g}; "
+                            f"got --sparsity {self.sparsity}: leave it out or give {implied:g}")
 
     def _check_l0(self) -> "PruneSpec":
 

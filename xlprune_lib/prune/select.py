@@ -84,7 +84,8 @@ def _still_to_remove(fraction: float, start: int, now: int) -> int:
 class UnitFraction:
     """Remove heads, neurons or layers (``kind``), lowest scores first, until ``fraction`` of them are gone.
 
-    ``scores``: :class:`Scores` of ``kind``. ``scope="global"`` ranks all layers' units at once (non-negative
+    ``scores``: :class:`Scores` of ``kind``, read by name (``ValueError`` when a kept layer has none, or one of
+    another length than its units). ``scope="global"`` ranks all layers' units at once (non-negative
     scores divided by their layer's L2 norm first, :func:`layer_normalized`); ``"local"`` removes the fraction
     from every layer separately (heads and neurons only). ``start``: the unit count ``fraction`` is of, for a
     cumulative run (the original model's: the total, or for ``"local"`` one count per layer); default the
@@ -106,12 +107,12 @@ class UnitFraction:
         scores = _of_kind(scores, self.kind)
         plan = PruningPlan.of(model, weights=False)
         if self.kind == "layer":
-            vector = scores.vector()
+            vector = torch.cat(_per_layer(scores, plan, "layer"))
             k = _still_to_remove(self.fraction, self.start if self.start is not None else len(vector), len(vector))
             if k >= len(vector):
                 raise UserError("cannot remove every layer")
             return plan.without("layer", sorted(lowest(vector, k).tolist()))
-        per_layer = scores.per_layer()
+        per_layer = _per_layer(scores, plan, self.kind)
         now = [len(s) for s in per_layer]
         if self.scope == "global":
             k = _still_to_remove(self.fraction, self.start if self.start is not None else sum(now), sum(now))
@@ -147,7 +148,8 @@ class EncoderBudget:
     def plan_with_share(self, model, scores) -> tuple[PruningPlan, dict]:
         """``(plan, {"share": s, "params": n})``: ``n`` the encoder parameters the plan removes, by the costs."""
         scores = _of_kind(scores, ENCODER)
-        head_scores, neuron_scores = scores.part("head").per_layer(), scores.part("neuron").per_layer()
+        now = PruningPlan.of(model, weights=False)
+        head_scores, neuron_scores = _per_layer(scores, now, "head"), _per_layer(scores, now, "neuron")
         s = XLNetStructure(model)
         n_layers = len(s.layers)
         if len(head_scores) != n_layers or len(neuron_scores) != n_layers:
@@ -234,6 +236,23 @@ def _zeros_first(score: torch.Tensor, weight: torch.Tensor | None) -> torch.Tens
     """``score`` (float32) with ``-inf`` where ``weight`` is exactly zero."""
     score = score.detach().float()
     return score if weight is None else torch.where(weight == 0, torch.full_like(score, float("-inf")), score)
+
+
+def _per_layer(scores: Scores, plan: PruningPlan, kind: str) -> list[torch.Tensor]:
+    """The ``kind`` scores of the layers ``plan`` keeps, read by name (``plan.unit_names``) in the model's order:
+    one 1-D float32 tensor per layer (one entry for a layer score). ``ValueError`` when a kept layer has no score
+    or its score has another length than the layer has units (scores of another model, or of this one before a
+    round cut it): positions alone would silently rank the wrong units."""
+    counts = dict(zip(("head", "neuron"), plan.widths())).get(kind, [1] * len(plan.layers))
+    out = []
+    for name, n in zip(plan.unit_names(kind), counts):
+        if name not in scores:
+            raise ValueError(f"no score named {name!r}: these {kind} scores are not of this model")
+        t = scores[name].detach().float().reshape(-1)
+        if len(t) != n:
+            raise ValueError(f"{name!r} has {len(t)} scores for {n} {kind}s")
+        out.append(t)
+    return out
 
 
 def _of_kind(scores, kind: str) -> Scores:
