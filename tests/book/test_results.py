@@ -402,10 +402,7 @@ def test_results_refuses_repeated_or_negative_seeds(tmp_path):
 
 def test_base_shape_table_is_written_checked_and_refused_cleanly(tmp_path, monkeypatch):
     """``make results``' base-shape table (timed on a small shape here: the function is the same), its provenance,
-    and the refusals of a script table without its columns and of a bad ``--repeats``."""
-    import subprocess
-    import sys
-
+    and the refusal of a script table without its columns (a bad ``--repeats``: tests/book/test___main__.py)."""
     import xlprune_lib.book.results as results
     from xlprune_lib.book.results import base_shape_results, check_table, read_provenance, save_script_table
     from xlprune_lib.deploy import base_shape
@@ -422,6 +419,3 @@ def test_base_shape_table_is_written_checked_and_refused_cleanly(tmp_path, monke
     with pytest.raises(ValueError, match="unknown script table"):
         save_script_table(frame.to_dict("records"), "99_nothing", tmp_path / "x.csv", {})
     assert not (tmp_path / "gpu.csv").exists() and not (tmp_path / "x.csv").exists()
-    bad = subprocess.run([sys.executable, "-m", "xlprune_lib.book", "base-shape", "--repeats", "0", "--dest",
-                          str(tmp_path)], capture_output=True, text=True)
-    assert bad.returncode == 2 and bad.stderr.strip() == "xlprune: error: --repeats must be >= 1, got 0"

@@ -1,5 +1,4 @@
 """Generated verdicts follow the intervals: a higher point estimate inside the noise is not a win."""
-import pytest
 
 from xlprune_lib.book import verdicts
 
@@ -26,25 +25,3 @@ def test_keep_more_despite_size_needs_more_large_weights_and_more_accuracy():
     # fisher takes more large weights but is not apart from random; magnitude is better but takes none
     assert verdicts.keep_more_despite_size(inside, rows) == ["gradient"]
 
-
-def test_movement_anatomy_on_hand_made_scores():
-    """Movement scores whose sign is chance and whose size follows Taylor: about half negative, |S| ranked like
-    Taylor, and the cut removes more of what Taylor keeps than random does; Taylor's own cut removes none."""
-    import torch
-
-    from xlprune_lib.book.score_study import lowest, movement_anatomy
-
-    g = torch.Generator().manual_seed(0)
-    taylor = torch.rand(20_000, generator=g)
-    sign = torch.where(torch.rand(20_000, generator=g) < 0.5, -1.0, 1.0)
-    flat = {"taylor": taylor, "movement": sign * taylor, "random": torch.rand(20_000, generator=g)}
-    out = movement_anatomy(flat, [0.3, 0.7])
-    assert abs(out["negative_share"] - 0.5) < 0.02 and abs(out["rho_signed"]) < 0.05 and out["rho_magnitude"] > 0.99
-    removed = {(r["method"], r["requested"]): r["removed"] for r in out["taylor_keep_removed"]}
-    for s in (0.3, 0.7):
-        assert removed["taylor", s] == 0 and abs(removed["random", s] - s) < 0.02
-    # at 30% movement removes the most negative: the large-Taylor weights with a minus sign, half of the top 70%
-    assert removed["movement", 0.3] > 0.4
-    assert len(lowest(taylor, 0.3)) == 6000
-    with pytest.raises(ValueError, match="sparsity"):
-        lowest(taylor, 1.0)
