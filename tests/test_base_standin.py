@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from xlprune_lib.config import UserError, get_profile, repo_root
+from xlprune_lib.config import get_profile, repo_root
 
 COMMIT = "ceaa69c7bc5e512b5007106a7ccbb7daf24b2c79"   # a snapshot id of xlnet-base-cased (any 40 hex digits do)
 SIZES = {"train": 300, "validation": 60, "test": 40}  # the stand-in's splits; GLUE's test labels are -1
@@ -280,19 +280,6 @@ def test_finetune_key_names_the_init_given_before_the_hub_model(tmp_path):
     (tmp_path / "metrics.json").write_text(json.dumps({"config_key": "abc123"}))   # a label, not content
     assert finetune_config(base, 0, str(tmp_path))["init"] == content_key(tmp_path)
     assert finetune_config(base, 0, SOURCE_INIT)["init"].startswith(SOURCE_INIT)
-
-
-def test_comparison_models_of_each_profile():
-    """A hub profile has no from-scratch rows (its random-init would be the hub model, and `tiny`'s from-scratch
-    rows are on the offline corpus, another task); warm-start rows need a warm-start profile."""
-    from xlprune_lib.train import comparison
-
-    assert comparison.models_for(get_profile("base")) == ("majority", "tfidf-logreg")
-    assert comparison.models_for(get_profile("minilm")) == comparison.MODELS
-    assert comparison.models_for(get_profile("tiny")) == ("majority", "tfidf-logreg", "random-init", "plm-scratch")
-    for model in comparison.SCRATCH_MODELS:
-        with pytest.raises(UserError, match="random weights"):
-            comparison.model_row(get_profile("base"), model)
 
 
 def test_model_card_describes_the_model_and_the_task_splits():

@@ -10,6 +10,7 @@ import dataclasses
 import importlib
 import inspect
 import pkgutil
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -21,9 +22,12 @@ from xlprune_lib.book import experiments
 from xlprune_lib.loops import distributed, gradual, l0_training, oneshot, rounds, score_inputs
 from xlprune_lib.deploy import bench, onnx
 from xlprune_lib.measure import report, sparse
-from xlprune_lib.prune import importance, l0, select
+from xlprune_lib.loops.specs import IterSpec
+from xlprune_lib.prune import importance, l0, learned, select
+from xlprune_lib.prune.importance import ScoreInputs
+from xlprune_lib.prune.scores import Scores
 from xlprune_lib.xlnet import masks
-from xlprune_lib.prune.plan import PruningPlan
+from xlprune_lib.prune.plan import PruningPlan, named_weights
 from xlprune_lib.train import finetune, pretrain
 from xlprune_lib.xlnet import gates, modeling, modeling_xlnet_pruned, surgery
 from xlprune_lib.xlnet.structure import XLNetStructure
@@ -39,7 +43,7 @@ def _make(vocab: int):
 
     torch.manual_seed(0)
     model = XLNetForSequenceClassification(tiny_config(num_labels=2, vocab_size=vocab, summary_last_dropout=0.0))
-    masks.prune_to(model, 0.4)
+    select.WeightSparsity(0.4)(model, importance.magnitude(model)).apply_masks(model)
     return model
 
 
@@ -105,10 +109,6 @@ def _permanent(vocab):
     return m
 
 
-def _values(scores):
-    return list(scores.values()) if isinstance(scores, dict) else scores
-
-
 def _shapes(model):
     s = XLNetStructure(model)
     return s.unit_counts("head"), s.unit_counts("neuron")
@@ -161,15 +161,19 @@ def _l0_heads_finalized(model, c):
     return c.logits(model), _shapes(model), removed
 
 
-def _prune_to(model, c):
-    reached = masks.prune_to(model, 0.6)
-    return reached, [masks.current_weight(*p) for p in XLNetStructure(model).prunable()], c.logits(model)
+def _weights_masked(model, c, scores, scope="global"):
+    """A weight sparsity reached the one way (``WeightSparsity`` -> plan -> ``apply_masks``): what the tensors
+    then show."""
+    select.WeightSparsity(0.6, scope)(model, scores).apply_masks(model)
+    pairs = XLNetStructure(model).prunable()
+    return masks.weight_sparsity(pairs), c.logits(model), [masks.current_weight(*p) for p in pairs]
 
 
-def _apply_masks(model, c):
+def _reattach_masks(model, c):
     g = torch.Generator().manual_seed(3)
     pairs = XLNetStructure(model).prunable()
-    rounds.apply_masks(model, {"layer.0.rel_attn.q": torch.rand(masks.current_weight(*pairs[0]).shape, generator=g) > 0.5})
+    rounds.reattach_masks(model, {"layer.0.rel_attn.q": torch.rand(masks.current_weight(*pairs[0]).shape,
+                                                                    generator=g) > 0.5})
     return c.logits(model)
 
 
@@ -191,9 +195,8 @@ def _saved(model, c):
 
 
 def _budget(model, c):
-    heads = importance.score(model, "taylor", "head", c.batches)
-    neurons = importance.score(model, "taylor", "neuron", c.batches)
-    plan, info = select.EncoderBudget(0.25).plan_with_share(model, (heads, neurons))
+    scores = importance.score(model, "taylor", "head+neuron", c.batches)
+    plan, info = select.EncoderBudget(0.25).plan_with_share(model, scores)
     plan.apply_surgery(model)
     return plan, info, c.logits(model), XLNetStructure(model).encoder_params()
 
@@ -217,9 +220,39 @@ def _plan_masks(model, c):
 
 
 def _signed(model, seed=5):
-    """Signed (movement-like) scores, the same for both twins: zeros already written in must still go first."""
+    """Signed (movement-like) weight scores, the same for both twins: zeros already written in must still go
+    first."""
     g = torch.Generator().manual_seed(seed)
-    return {p: torch.randn(masks.current_weight(*p).shape, generator=g) for p in XLNetStructure(model).prunable()}
+    return Scores("weight", {n: torch.randn(masks.current_weight(m, a).shape, generator=g)
+                             for n, m, a in named_weights(model)})
+
+
+def _learned(model, c):
+    """A trained score on one weight: the mask it gives now, the logits through it, and the plan it gives."""
+    mask = learned.attach_learned_mask(model, "layer.1.ff.layer_1.weight", 0.5)
+    return mask.mask(), c.logits(model), learned.learned_plan(model, [mask])
+
+
+def _movement_step(model, c):
+    """One step of movement accumulation (``S -= w g``): the gradient is held by ``w_orig`` under a live mask."""
+    callback = score_inputs.MovementCallback(model)
+    model(**c.batches[0]).loss.backward()
+    callback.on_pre_optimizer_step(None, None, None)
+    return callback.scores, callback.steps
+
+
+def _run_context(model, c, granularity):
+    """An ``iterate`` run's shared context on a claimed folder: what it measures and records for a model (the
+    wall-clock fields left out, as ``rounds.same_records`` leaves them out)."""
+    out = c.tmp / "run"
+    rounds.claim(out, "key", {"run": "twins"})
+    data = ({"train": c.ds, "validation": c.ds, "test": c.ds}, "accuracy", {})
+    spec = IterSpec("magnitude", granularity=granularity, target=0.5, requirement="dense-0.01")
+    run = rounds.RunContext(c.saved, spec, out, c.profile, 0, progress=False, report=False, data=data)
+    first = run.record(model, round=0, step=0, target=0.0)
+    run.commit(first)
+    return ({k: v for k, v in first.items() if k not in rounds.TIMING_KEYS}, run.evaluate(model),
+            run.unit_sparsity(model, first))
 
 
 def _timed(model, c, fn):
@@ -273,9 +306,12 @@ def _attached(m, c):
 
 # entry point -> what it gives on a model; the live and the permanent twin must give the same
 TWINS = {
-    "masks.prune_to (signed scores)": lambda m, c: (masks.prune_to(m, 0.6, _signed(m)), c.logits(m),
-                                                    [masks.current_weight(*p) for p in XLNetStructure(m).prunable()]),
-    "masks.prune_to (signed, local)": lambda m, c: (masks.prune_to(m, 0.6, _signed(m), scope="local"), c.logits(m)),
+    "select.WeightSparsity.__call__ (signed, applied)": lambda m, c: _weights_masked(m, c, _signed(m)),
+    "select.WeightSparsity.__call__ (signed, local)": lambda m, c: _weights_masked(m, c, _signed(m), "local"),
+    "select.WeightSparsity.__call__ (magnitude, applied)": lambda m, c: _weights_masked(m, c,
+                                                                                         importance.magnitude(m)),
+    "select.WeightSparsity.__call__ (one part)": lambda m, c: _weights_masked(
+        m, c, importance.magnitude(m).only(["layer.0.rel_attn.q", "layer.1.ff.layer_2.weight"])),
     "oneshot.apply (movement weights)": lambda m, c: (oneshot.apply(m, oneshot.PruneSpec("movement", "weight", 0.7),
                                                                     _signed(m)), c.logits(m)),
     "masks.current_weight": lambda m, c: [masks.current_weight(*p) for p in XLNetStructure(m).prunable()],
@@ -303,18 +339,25 @@ TWINS = {
     "gates.install": _installed,
     "gates.remove": _removed,
     "gates.is_gated": lambda m, c: gates.is_gated(m),
+    # the trainable tensor a gate scales: w_orig under a live mask, w itself once permanent (the same parameter)
+    "gates.tensor_name": lambda m, c: [(isinstance(getattr(mod, gates.tensor_name(mod, n)), torch.nn.Parameter),
+                                        getattr(mod, gates.tensor_name(mod, n)).shape)
+                                       for mod, n in XLNetStructure(m).prunable()],
+    "gates.gated_weights": lambda m, c: [[(type(mod).__name__, n, axis, masks.current_weight(mod, n))
+                                          for mod, n, axis in gates.gated_weights(m, k)] for k in ("head", "neuron")],
     "gradual.install_identity_masks": lambda m, c: (gradual.install_identity_masks(m), c.logits(m)),
-    "importance.magnitude": lambda m, c: _values(importance.magnitude(m)),
-    "importance.random_scores": lambda m, c: _values(importance.random_scores(m, 3)),
+    "importance.magnitude": lambda m, c: importance.magnitude(m),
+    "importance.random_scores": lambda m, c: importance.random_scores(m, 3),
+    "importance.zero_movement": lambda m, c: importance.zero_movement(m),
     "experiments.sublayer_ablation": lambda m, c: experiments.sublayer_ablation(m, lambda mm: {"logits":
                                                                                               c.logits(mm)}),
     "pretrain.fresh_rate_optimizer": lambda m, c: [
         (g["lr"], g["weight_decay"], sum(p.numel() for p in g["params"]))
         for g in pretrain.fresh_rate_optimizer(m, dataclasses.replace(c.profile, plm_fresh_lr=1e-2)).param_groups],
-    "importance.gradient": lambda m, c: _values(importance.gradient(m, c.batches)),
-    "importance.taylor": lambda m, c: _values(importance.taylor(m, c.batches)),
-    "importance.frozen_movement": lambda m, c: _values(importance.frozen_movement(m, c.batches)),
-    "importance.fisher": lambda m, c: _values(importance.fisher(m, c.batches)),
+    "importance.gradient": lambda m, c: importance.gradient(m, c.batches),
+    "importance.taylor": lambda m, c: importance.taylor(m, c.batches),
+    "importance.frozen_movement": lambda m, c: importance.frozen_movement(m, c.batches),
+    "importance.fisher": lambda m, c: importance.fisher(m, c.batches),
     "gates.unit_gates": lambda m, c: _gated_logits(m, c, "neuron"),
     "importance.gate_gradient": lambda m, c: importance.gate_gradient(m, c.batches, "head"),
     "importance.gate_fisher": lambda m, c: importance.gate_fisher(m, c.batches, "neuron"),
@@ -322,11 +365,32 @@ TWINS = {
     "importance.layer_skip_loss": lambda m, c: importance.layer_skip_loss(m, c.batches),
     "importance.unit_sums": lambda m, c: importance.unit_sums(m, importance.magnitude(m), "head"),
     "importance.score (layers)": lambda m, c: importance.score(m, "taylor", "layer", c.batches),
-    "importance.score (weights)": lambda m, c: _values(importance.score(m, "fisher", "weight", c.batches)),
+    "importance.score (weights)": lambda m, c: importance.score(m, "fisher", "weight", c.batches),
+    "importance.score (heads and neurons)": lambda m, c: importance.score(m, "gradient", "head+neuron", c.batches),
+    # the registry's classes, each method's own weights / units (Importance.units: the sum over a unit's weights)
+    "importance.Importance.__call__": lambda m, c: importance.Fisher("head+neuron")(m, ScoreInputs(c.batches)),
+    "importance.Importance.units": lambda m, c: importance.Movement("head").units(
+        m, "neuron", ScoreInputs(movement=_signed(m))),
+    "importance.Magnitude.weights": lambda m, c: importance.Magnitude().weights(m, ScoreInputs()),
+    "importance.Magnitude.units": lambda m, c: [importance.Magnitude().units(m, k, ScoreInputs())
+                                                for k in ("head", "neuron", "layer")],
+    "importance.Gradient.weights": lambda m, c: importance.Gradient().weights(m, ScoreInputs(c.batches)),
+    "importance.Gradient.units": lambda m, c: importance.Gradient().units(m, "neuron", ScoreInputs(c.batches)),
+    "importance.Taylor.weights": lambda m, c: importance.Taylor().weights(m, ScoreInputs(c.batches)),
+    "importance.Fisher.weights": lambda m, c: importance.Fisher().weights(m, ScoreInputs(c.batches)),
+    "importance.Fisher.units": lambda m, c: importance.Fisher().units(m, "head", ScoreInputs(c.batches)),
+    "importance.Movement.weights": lambda m, c: importance.Movement().weights(m, ScoreInputs(movement=_signed(m))),
+    "importance.Random.weights": lambda m, c: importance.Random().weights(m, ScoreInputs(seed=4)),
+    "importance.Random.units": lambda m, c: importance.Random().units(m, "head", ScoreInputs(seed=4)),
     # the batches path (the movement path trains: it is movement_finetune, covered in TRAINING)
-    "importance.gather_inputs": lambda m, c: [
-        [b["input_ids"] for b in importance.gather_inputs(m, "fisher", c.tok, c.ds, c.profile, 2, 1)["batches"]],
-        importance.gather_inputs(m, "magnitude", c.tok, c.ds, c.profile, 2, 1), c.logits(m)],
+    "score_inputs.gather_inputs": lambda m, c: [
+        [b["input_ids"] for b in score_inputs.gather_inputs(m, "fisher", c.tok, c.ds, c.profile, 2, 1)["batches"]],
+        score_inputs.gather_inputs(m, "magnitude", c.tok, c.ds, c.profile, 2, 1), c.logits(m)],
+    "score_inputs.MovementCallback": _movement_step,
+    "learned.attach_learned_mask": _learned,
+    "learned.learned_plan": _learned,
+    "plan.named_weights": lambda m, c: [(n, a, masks.current_weight(mod, a).shape) for n, mod, a in
+                                        named_weights(m)],
     "plan.PruningPlan.apply_surgery": lambda m, c: (PruningPlan.of(m).without("neuron", {0: [1, 2], 1: [0]}).apply_surgery(m),
                                                c.logits(m), _shapes(m), PruningPlan.of(m)),
     "plan.PruningPlan.apply_masks": _plan_masks,
@@ -338,13 +402,12 @@ TWINS = {
     "select.NM.__call__": lambda m, c: _weight_rule(m, c, select.NM(2, 4)),
     "l0.L0Gates": lambda m, c: float(l0.L0Gates(m, "head+neuron").expected_sparsity().detach()),
     "l0.attach": lambda m, c: (_seeded_gates(m, "head"), c.logits(m))[1],
-    "l0.finalize": _l0_finalized,
-    "l0.finalize (heads, neurons)": _l0_heads_finalized,
-    "structure.XLNetStructure.prunable": lambda m, c: [masks.current_weight(*p).shape for p in XLNetStructure(m).prunable()],
-    "masks.prune_to": _prune_to,
+    "l0.prune_with_gates": _l0_finalized,
+    "l0.prune_with_gates (heads, neurons)": _l0_heads_finalized,
+    "structure.XLNetStructure (prunable)": lambda m, c: [masks.current_weight(*p).shape for p in XLNetStructure(m).prunable()],
     "masks.make_permanent": lambda m, c: (masks.make_permanent(m), c.logits(m), masks.counts(m)),
     "masks.counts": lambda m, c: masks.counts(m),
-    "masks.measured": lambda m, c: masks.measured(m, masks.counts(m)),
+    "masks.sparsity_from": lambda m, c: masks.sparsity_from(m, masks.counts(m)),
     "masks.effective_state_dict": lambda m, c: masks.effective_state_dict(m),
     "masks.copy_model": lambda m, c: c.logits(masks.copy_model(m)),
     "masks.attach": _attached,
@@ -364,8 +427,9 @@ TWINS = {
     "modeling.consumer_ready": lambda m, c: modeling.consumer_ready(m).config.use_mems_eval,
     "modeling.check_saveable": lambda m, c: modeling.check_saveable(m),
     "modeling.require_classifier": lambda m, c: modeling.require_classifier(m),
-    "oneshot.score": lambda m, c: _values(oneshot.score(m, oneshot.PruneSpec("taylor", "head", 0.5, score_batches=1),
-                                                        c.tok, c.ds, c.profile)),
+    "oneshot.spec_scores": lambda m, c: oneshot.spec_scores(m, oneshot.PruneSpec("taylor", "head", 0.5,
+                                                                                  score_batches=1),
+                                                            c.tok, c.ds, c.profile),
     "oneshot.apply": lambda m, c: (oneshot.apply(m, oneshot.PruneSpec("magnitude", "head", 0.25),
                                                  importance.score(m, "magnitude", "head")), c.logits(m)),
     "experiments.curve": lambda m, c: experiments.curve(m, oneshot.PruneSpec("magnitude", "weight", 0.0), [0.5, 0.7],
@@ -376,7 +440,10 @@ TWINS = {
     "report.prunable_target": lambda m, c: report.prunable_target(m, 0.3),
     "report.tensor_sizes": lambda m, c: report.tensor_sizes(m),
     "rounds.save_checkpoint": _checkpoint,
-    "rounds.apply_masks": _apply_masks,
+    "rounds.reattach_masks": _reattach_masks,
+    "rounds.RunContext.record": lambda m, c: _run_context(m, c, "weight"),
+    "rounds.RunContext.evaluate": lambda m, c: _run_context(m, c, "weight"),
+    "rounds.RunContext.unit_sparsity": lambda m, c: _run_context(m, c, "head"),
     "sparse.save_sparse": _sparse,
     "surgery.prune_heads": lambda m, c: (surgery.prune_heads(m, {0: [1]}), c.logits(m), _shapes(m)),
     "surgery.prune_neurons": lambda m, c: (surgery.prune_neurons(m, {1: [0, 5, 7]}), c.logits(m)),
@@ -394,7 +461,10 @@ EXEMPT = {
     "l0_training.L0Trainer.create_optimizer": "run by l0_training.train_l0 in test_training_keeps_live_masks",
     "l0_training.L0Trainer.compute_loss": "run by l0_training.train_l0 in test_training_keeps_live_masks",
     "masks.live_masks": "lists the live masks, which a permanent model has none of",
-    "rounds.masks_of": "reads the live masks (that is its job); a permanent model has none",
+    "rounds.live_weight_masks": "reads the live masks (that is its job); a permanent model has none "
+                                "(rounds.save_checkpoint and rounds.reattach_masks, which use it, are twins)",
+    "importance.Importance.weights": "the base class's abstract method (NotImplementedError); every method's own "
+                                     "weights is a twin",
     "distill.DistillationTrainer.compute_loss": "the Trainer's loss hook, a function of logits; train_classifier "
                                                 "runs it with a teacher in test_distill",
     "modeling_xlnet_pruned.shrink_to_config": "runs in a pruned class's __init__, before any mask can exist",
@@ -418,7 +488,8 @@ def _same(a, b, where="result"):
         assert isinstance(b, torch.Tensor) and a.shape == b.shape, where
         scale = b.double().abs().max().clamp_min(1e-30) if b.numel() else 1.0   # gradients can be ~1e-9
         torch.testing.assert_close(a.double() / scale, b.double() / scale, rtol=1e-5, atol=1e-5, msg=where)
-    elif isinstance(a, dict):
+    elif isinstance(a, Mapping):          # dicts, and Scores (their kind too)
+        assert type(a) is type(b) and getattr(a, "kind", None) == getattr(b, "kind", None), where
         assert list(a) == list(b) if all(isinstance(k, str) for k in a) else len(a) == len(b), where
         for (ka, va), vb in zip(a.items(), b.values()):
             _same(va, vb, f"{where}[{ka}]")
@@ -432,6 +503,7 @@ def _same(a, b, where="result"):
         assert a == b, where
 
 
+# twins that fail today because of a library bug (strict: once fixed, they pass and this entry must go)
 @pytest.mark.parametrize("name", sorted(TWINS))
 def test_entry_point_on_live_masks_equals_permanent(twins, name):
     (live, c_live), (permanent, c_perm) = twins
@@ -447,7 +519,8 @@ def test_training_keeps_live_masks(small_tokenizer, tmp_path, name):
     if name == "finetune.train_classifier":
         finetune.train_classifier(model, c.tok, enc, c.profile, 0, 1.0, progress=False, steps=2)
     elif name == "score_inputs.movement_finetune":
-        scores = importance.movement_finetune(model, c.tok, c.ds, c.profile, 2)
+        scores = score_inputs.movement_finetune(model, c.tok, c.ds, c.profile, 2)
+        assert isinstance(scores, Scores) and list(scores) == PruningPlan.of(model).names()
         assert all(bool(s.abs().sum() > 0) for s in scores.values())
     else:
         l0_training.train_l0(model, c.tok, enc, c.profile, 0, "neuron", lam=0.5, progress=False)

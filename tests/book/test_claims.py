@@ -11,7 +11,7 @@ from xlprune_lib.book.reference import dense_by_seed
 from xlprune_lib.book.results import read_table
 from xlprune_lib.config import DEFAULT_PROFILE
 from xlprune_lib.measure.stats import apart
-from xlprune_lib.train.comparison import SCRATCH_PROFILE
+from xlprune_lib.book.comparison import SCRATCH_PROFILE
 
 
 def _interval(row, split="test"):

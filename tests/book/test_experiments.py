@@ -8,6 +8,7 @@ import torch
 from conftest import padded_batch
 
 from xlprune_lib.book import experiments
+from xlprune_lib.book.experiments import sublayer_ablation
 from xlprune_lib.loops.oneshot import PruneSpec
 from xlprune_lib.prune import importance
 from xlprune_lib.prune.select import WeightSparsity
@@ -76,3 +77,28 @@ def test_sublayer_ablation_switches_a_whole_kind_off_and_restores_it(tiny_classi
     assert len({r["validation_accuracy"] for r in rows}) == 3                 # each changes the output
     again = experiments.sublayer_ablation(tiny_classifier, _probe([]))
     assert again[0] == rows[0]                                                # the gates came off again
+
+
+def test_sublayer_ablation_switches_off_every_head_or_neuron(tiny_classifier):
+    """The blunt ablation of chapter 2: all heads off equals an attention output of zero, all FFN neurons off
+    equals an FFN output of its bias only; the model is unchanged afterwards."""
+    batch = padded_batch([7, 5, 3], [0, 1, 1])
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+
+    def logits(m):
+        with torch.no_grad():
+            return {"logits": m(**inputs).logits.clone()}
+
+    before = logits(tiny_classifier)["logits"]
+    rows = sublayer_ablation(tiny_classifier, logits)
+    assert [r["ablation"] for r in rows] == ["dense", "all-heads-off", "all-ffn-off"]
+    assert torch.equal(rows[0]["logits"], before) and torch.equal(logits(tiny_classifier)["logits"], before)
+    no_heads, no_ffn = [copy.deepcopy(tiny_classifier) for _ in range(2)]
+    with torch.no_grad():
+        for layer in no_heads.transformer.layer:
+            layer.rel_attn.o.zero_()
+        for layer in no_ffn.transformer.layer:
+            layer.ff.layer_2.weight.zero_()
+    assert torch.allclose(rows[1]["logits"], logits(no_heads)["logits"], atol=1e-5)
+    assert torch.allclose(rows[2]["logits"], logits(no_ffn)["logits"], atol=1e-5)
+    assert (rows[1]["logits"] - before).abs().max() > 1e-6 and (rows[2]["logits"] - before).abs().max() > 1e-6

@@ -25,7 +25,7 @@ missing = [m for m in ("datasets", "pandas", "matplotlib", "sklearn", "papermill
 torch.manual_seed(0)
 model = XLNetForSequenceClassification(XLNetConfig(vocab_size=100, d_model=32, n_layer=2, n_head=4, d_inner=64,
                                                    num_labels=2)).eval()
-EncoderBudget(0.5)(model, (score(model, "magnitude", "head"), score(model, "magnitude", "neuron"))).apply_surgery(model)
+EncoderBudget(0.5)(model, score(model, "magnitude", "head+neuron")).apply_surgery(model)
 out = Path(sys.argv[-1])
 loaded = load_saved(save_model(model, None, out / "m")).eval()
 ids = {"input_ids": torch.randint(5, 100, (2, 9)), "attention_mask": torch.ones(2, 9, dtype=torch.long)}

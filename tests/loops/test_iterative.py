@@ -12,12 +12,11 @@ import torch
 from test_cli import assert_user_error, cli, main_error
 
 from xlprune_lib.config import UserError
-from xlprune_lib.loops.iterative import threshold
 from xlprune_lib.loops.specs import IterSpec, parse_requirement
 from xlprune_lib.prune.plan import PruningPlan
 from xlprune_lib.xlnet.masks import weight_sparsity
 from xlprune_lib.xlnet.modeling import load_saved
-from xlprune_lib.loops.rounds import read_records, same_records
+from xlprune_lib.loops.rounds import read_records, same_records, threshold
 from xlprune_lib.xlnet.structure import XLNetStructure
 
 
@@ -47,13 +46,13 @@ def test_spec_errors(kwargs, message):
 
 def test_stop_rule_returns_the_last_round_that_met_the_requirement(smoke_runs, tmp_path, monkeypatch):
     """Accuracy is made to fall with sparsity (0.9 - 0.5 s): rounds at 0.2 and 0.4 pass 0.69, 0.6 fails."""
-    from xlprune_lib.loops import iterative
+    from xlprune_lib.loops import iterative, rounds
 
     def falling(self, model):
         acc = 0.9 - 0.5 * weight_sparsity(XLNetStructure(model).prunable())
         return {"validation_accuracy": acc, "test_accuracy": acc}
 
-    monkeypatch.setattr(iterative._Run, "evaluate", falling)
+    monkeypatch.setattr(rounds.RunContext, "evaluate", falling)
     spec = IterSpec("magnitude", target=0.8, schedule="constant", step=0.2, round_steps=2, requirement="0.69")
     out = iterative.iterate(smoke_runs["ft"], spec, tmp_path / "it", seed=0, progress=False)
     records = read_records(out)

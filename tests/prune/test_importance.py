@@ -4,7 +4,6 @@ import torch
 from conftest import padded_batch as _batch
 from conftest import tiny_config
 
-from xlprune_lib.measure import ranks
 from xlprune_lib.prune import importance
 from xlprune_lib.prune.plan import PruningPlan, named_weights
 from xlprune_lib.prune.select import WeightSparsity
@@ -188,23 +187,6 @@ def test_movement_callback_accumulates_minus_w_times_g(small_tokenizer, rows, tm
     assert cb.scores.kind == "weight" and list(cb.scores) == list(want)
     for name in want:
         _close(cb.scores[name], 3 * want[name], rtol=1e-3)
-
-
-def test_spearman_matrix_matches_pearson_of_ranks():
-    """Rank correlations against numpy's Pearson correlation of independently computed ranks (no ties)."""
-    import numpy as np
-
-    g = torch.Generator().manual_seed(0)
-    a = torch.rand(500, generator=g)
-    b = a + 0.5 * torch.rand(500, generator=g)     # correlated with a
-    c = torch.rand(500, generator=g)
-    vectors = [a, b, c, -a]
-    ranked = np.stack([np.argsort(np.argsort(v.numpy())) for v in vectors])
-    expected = np.corrcoef(ranked)
-    got = ranks.spearman_matrix(vectors)
-    np.testing.assert_allclose(got, expected, atol=1e-12)
-    assert got[0, 3] == pytest.approx(-1.0) and got[0, 1] > 0.8 and abs(got[0, 2]) < 0.2
-    assert ranks.spearman(a, b) == pytest.approx(expected[0, 1])
 
 
 def test_random_scores_are_seeded_and_cover_every_granularity(tiny_classifier):

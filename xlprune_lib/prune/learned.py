@@ -20,6 +20,8 @@ from torch.nn.utils import parametrize
 
 from .plan import PruningPlan, named_weights
 from .select import WeightSparsity
+from ..xlnet.gates import tensor_name
+from ..xlnet.masks import current_weight
 
 
 class _StraightThrough(torch.autograd.Function):
@@ -63,10 +65,11 @@ def attach_learned_mask(model, name: str, target: float, init: torch.Tensor | No
     the scores to start from (default ``|W|``, so the first mask is magnitude pruning's). Returns the
     parametrization (its ``scores`` is the parameter to train). Raises ``KeyError`` for an unknown name."""
     module, attr = {n: (m, a) for n, m, a in named_weights(model)}[name]
-    weight = getattr(module, attr)
-    scores = nn.Parameter((weight.detach().abs() if init is None else init.detach()).float().clone())
+    weight = current_weight(module, attr).detach()    # w_orig * w_mask under a live mask, as it is now
+    scores = nn.Parameter((weight.abs() if init is None else init.detach()).float().clone())
     learned = LearnedMask(name, scores, WeightSparsity(target, "local"))
-    parametrize.register_parametrization(module, attr, learned)
+    # under a live torch.nn.utils.prune mask the parameter is ``<attr>_orig``: the learned mask goes on it
+    parametrize.register_parametrization(module, tensor_name(module, attr), learned)
     return learned
 
 

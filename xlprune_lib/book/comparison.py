@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import dataclasses
 
-from . import baselines
-from .data import run_data, user_data
-from .finetune import dense_run, finetune
-from .pretrain import pretrain
-from .runs import METRICS
-from .warmstart import SOURCE_INIT
+from ..train import baselines
+from ..train.data import run_data, user_data
+from ..train.finetune import dense_run, finetune
+from ..train.pretrain import pretrain
+from ..train.runs import METRICS
+from ..train.warmstart import SOURCE_INIT
 from ..config import Profile, UserError, get_profile, read_json
 
 MODELS = ("majority", "tfidf-logreg", "source-bert", "mapped", "mapped-positions", "aligned", "warm-start",
