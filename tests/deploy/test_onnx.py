@@ -3,12 +3,10 @@ layers), verified against PyTorch on real padded text, with dynamic batch and se
 attention projections as well as the FFN."""
 from __future__ import annotations
 
-import collections
-
-import onnx
 import pytest
 import torch
 
+from conftest import onnx_ops as _ops
 from conftest import zero_width_classifier
 from xlprune_lib.config import UserError
 from xlprune_lib.deploy.onnx import OnnxClassifier, export_onnx, quantize_int8
@@ -17,10 +15,6 @@ from xlprune_lib.deploy.onnx import OnnxClassifier, export_onnx, quantize_int8
 @pytest.fixture(scope="module")
 def texts(rows):
     return [r["text"] for r in rows[:40]]
-
-
-def _ops(path):
-    return collections.Counter(n.op_type for n in onnx.load(str(path)).graph.node)
 
 
 def test_zero_width_model_exports_and_verifies(small_tokenizer, texts, tmp_path):
@@ -71,40 +65,6 @@ def test_unverified_export_leaves_the_file_as_it_was(small_tokenizer, texts, tmp
     with pytest.raises(UserError, match="differ from PyTorch's"):
         export_onnx(model, small_tokenizer, out, texts, tolerance=1e-12)
     assert out.read_bytes() == b"earlier file" and list(tmp_path.iterdir()) == [out]
-
-
-def test_export_refuses_bad_requests(tiny_classifier, capsys, tmp_path):
-    from test_cli import main_error
-    from xlprune_lib.xlnet.modeling import save_model
-
-    folder = save_model(tiny_classifier, None, tmp_path / "m")
-    capsys.readouterr()   # the save's progress bar
-    assert "--quantize takes int8, not 'int4'" in main_error(capsys, "export", "--model", str(folder), "--out",
-                                                             str(tmp_path / "m.onnx"), "--quantize", "int4")
-    assert "the .onnx file" in main_error(capsys, "export", "--model", str(folder), "--out", str(tmp_path / "x.txt"))
-    assert "does not exist" in main_error(capsys, "export", "--model", str(tmp_path / "no"), "--out",
-                                          str(tmp_path / "m.onnx"))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
-
-
-@pytest.mark.slow
-def test_export_cli_measures_fp32_and_int8(pruned_run, tmp_path, capsys):
-    """``xlprune export --quantize int8`` on a pruned run of the real corpus: verified, and the record's
-    accuracies are those of the three models on the test split."""
-    import json
-
-    from xlprune_lib.cli import main
-
-    out = tmp_path / "m.onnx"
-    assert main(["export", "--model", str(pruned_run), "--out", str(out), "--quantize", "int8"]) == 0
-    printed = capsys.readouterr().out
-    record = json.loads((tmp_path / "m.onnx.json").read_text())
-    assert record["verification"]["max_abs_logit_difference"] <= 1e-4 and "verified" in printed
-    assert set(record["test"]) == {"torch", "onnx_fp32", "onnx_int8"}
-    n = 300   # the smoke profile's test split
-    assert abs(record["test"]["onnx_fp32"]["test_accuracy"] - record["test"]["torch"]["test_accuracy"]) <= 1 / n
-    assert _ops(out)["MatMulInteger"] > 0 and record["file_bytes"] == out.stat().st_size
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.onnx.json"]
 
 
 def test_export_leaves_the_model_as_it_was(small_tokenizer, tmp_path):

@@ -141,24 +141,3 @@ def test_pruned_run_serves_a_pipeline_without_xlprune(fresh_python, pruned_run, 
     for got, want in zip(fresh, here):
         assert got.keys() == {"negative", "positive"}
         assert all(abs(got[d["label"]] - d["score"]) < 1e-6 for d in want)
-
-
-@pytest.mark.slow
-def test_pruned_run_has_a_model_card(pruned_run):
-    """The card's numbers are the run's measurements: accuracies with the exact bootstrap interval of the split
-    sizes, the delivered sparsity, the file size; and it says how to load the folder."""
-    from xlprune_lib.measure.stats import interval
-    from xlprune_lib.train.data import split_sizes
-
-    card = (pruned_run / "README.md").read_text()
-    metrics = json.loads((pruned_run / "metrics.json").read_text())
-    front = card.split("---")[1]
-    assert "library_name: transformers" in front and "- magnitude" in front and "- head" in front
-    n = split_sizes("rt", 300, 0)["test"]
-    low, high = interval(metrics["test_accuracy"], n)
-    assert f"{100 * metrics['test_accuracy']:.1f}% [{100 * low:.1f}, {100 * high:.1f}]" in card
-    assert f"(n = {n})" in card
-    assert f"delivered {100 * metrics['delivery']['delivered']:.1f}%" in card
-    size = (pruned_run / "model.safetensors").stat().st_size
-    assert f"{size / 1e6:.1f} MB" in card
-    assert "trust_remote_code=True" in card and metrics["git_commit"] in card

@@ -1,6 +1,7 @@
 """Importance scores on tiny random XLNets, checked against independent computations."""
 import pytest
 import torch
+from conftest import close_to_scale as _close
 from conftest import padded_batch as _batch
 from conftest import tiny_config
 
@@ -24,12 +25,6 @@ def model():
 
     torch.manual_seed(0)
     return XLNetForSequenceClassification(tiny_config(num_labels=2))
-
-
-def _close(got, want, rtol=1e-4):
-    """allclose relative to the tensor's scale (random-init gradients of q and k are ~1e-9)."""
-    scale = want.abs().max().clamp_min(1e-30)
-    torch.testing.assert_close(got / scale, want / scale, rtol=rtol, atol=rtol)
 
 
 def _examples(batches):
@@ -160,33 +155,6 @@ def test_structure_scores_and_selection(model, batches):
         importance.score(model, "entropy", "weight", batches)
     with pytest.raises(UserError, match="need batches"):
         importance.score(model, "fisher", "weight", None)
-
-
-def test_movement_callback_accumulates_minus_w_times_g(small_tokenizer, rows, tmp_path):
-    """With learning rate 0 and one full batch, the callback's score is -w * g of that batch, per step."""
-    from datasets import Dataset
-    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, XLNetForSequenceClassification
-
-    from xlprune_lib.loops.score_inputs import MovementCallback, score_batches
-    from xlprune_lib.train.finetune import tokenize_split
-
-    torch.manual_seed(0)
-    model = XLNetForSequenceClassification(tiny_config(vocab_size=len(small_tokenizer), num_labels=2,
-                                                       summary_last_dropout=0.0))  # train mode == eval mode
-    ds = Dataset.from_dict({"text": [r["text"] for r in rows[:8]], "label": [i % 2 for i in range(8)]})
-    enc = tokenize_split(ds, small_tokenizer, 32)
-    cb = MovementCallback(model)
-    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=8, learning_rate=0.0,
-                             max_steps=3, max_grad_norm=0.0, report_to="none", use_cpu=True, disable_tqdm=True,
-                             save_strategy="no")
-    Trainer(model=model, args=args, train_dataset=enc, data_collator=DataCollatorWithPadding(small_tokenizer),
-            callbacks=[cb]).train()
-    assert cb.steps == 3
-    batch = score_batches(small_tokenizer, ds, 1, 8, 32)
-    want = importance.frozen_movement(model, batch)
-    assert cb.scores.kind == "weight" and list(cb.scores) == list(want)
-    for name in want:
-        _close(cb.scores[name], 3 * want[name], rtol=1e-3)
 
 
 def test_random_scores_are_seeded_and_cover_every_granularity(tiny_classifier):

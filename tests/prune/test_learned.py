@@ -126,9 +126,17 @@ def test_values_on_a_masked_model_land_in_the_kept_entries(model):
     assert torch.all(w[gone] == 0)
 
 
-def test_a_value_of_the_wrong_shape_is_refused(model):
-    plan = PruningPlan.of(model).with_values({NAME: torch.zeros(2, 2)})
-    with pytest.raises(ValueError, match="shape"):
-        plan.apply_surgery(model)
+def test_a_value_of_the_wrong_shape_is_refused_before_anything_changes(model):
+    """Checked first: a plan that removes neurons and carries a value of the wrong shape leaves the model whole
+    (surgery would otherwise have run before the value was written)."""
+    import copy
+    before = copy.deepcopy(model.state_dict())
+    plan = UnitFraction("neuron", 0.5)(model, importance.score(model, "magnitude", "neuron"))
+    bad = plan.with_values({NAME: torch.zeros(2, 2)})
+    for apply in (bad.apply_surgery, bad.apply_masks):
+        with pytest.raises(ValueError, match="shape"):
+            apply(model)
+        assert model.state_dict().keys() == before.keys()
+        assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     assert isinstance(importance.score(model, "magnitude"), Scores)
     assert not parametrize.is_parametrized(model.transformer.layer[0].ff.layer_1)

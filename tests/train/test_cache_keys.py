@@ -5,12 +5,10 @@ import json
 import shutil
 from pathlib import Path
 
-import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import XLNetForSequenceClassification
 
-from conftest import tiny_config
+from conftest import WEIGHTS, replace_weights
 from xlprune_lib.book import memo as book_memo
 from xlprune_lib.cli import main
 from xlprune_lib.config import get_profile
@@ -18,40 +16,12 @@ from xlprune_lib.loops.iterative import iterate
 from xlprune_lib.loops.oneshot import PruneSpec, prune_run
 from xlprune_lib.loops.specs import IterSpec
 from xlprune_lib.train import finetune, pretrain, runs, warmstart
-from xlprune_lib.xlnet import modeling
 
 LAYER_1 = "transformer.layer.0.ff.layer_1.weight"
-WEIGHTS = "model.safetensors"
-
-
-UNLABELLED = {"profile": "smoke"}   # a metrics.json without a config key: the smoke task's data, no cache label
-
-
-def save_classifier(folder, tok, seed: int, metrics: dict = UNLABELLED):
-    """A tiny random classifier (vocabulary of ``tok``) saved with its tokenizer and a ``metrics.json``
-    (``metrics``; by default one that names the profile and no config key, so the source's key once was its path)."""
-    torch.manual_seed(seed)
-    model = XLNetForSequenceClassification(tiny_config(vocab_size=len(tok), num_labels=2)).eval()
-    return modeling.save_model(model, tok, folder, extra_files={"metrics.json": metrics})
 
 
 def layer_1(folder):
     return load_file(str(folder / WEIGHTS))[LAYER_1]
-
-
-def replace_weights(folder, other):
-    """Copy another model's weights over ``folder``'s in place (its config, tokenizer and metrics.json stay)."""
-    shutil.copyfile(other / WEIGHTS, folder / WEIGHTS)
-
-
-@pytest.fixture
-def models(small_tokenizer, tmp_path):
-    """``old``/``new``: two random classifiers with the same shape and tokenizer; ``labelled``: ``old``'s weights
-    in a folder whose metrics.json names a config key, as a cached run's does."""
-    label = {"config_key": "abc123", "profile": "smoke"}
-    return {"old": save_classifier(tmp_path / "old", small_tokenizer, 0),
-            "new": save_classifier(tmp_path / "new", small_tokenizer, 1),
-            "labelled": save_classifier(tmp_path / "labelled", small_tokenizer, 0, label), "root": tmp_path}
 
 
 def one_line(capsys) -> str:
@@ -108,48 +78,6 @@ def test_same_content_at_two_paths_is_one_entry(models):
     assert runs.source_run(models["labelled"], smoke)[1] == runs.source_run(src, smoke)[1]
 
 
-def test_content_key_reads_what_changes_a_result(models):
-    """Weights, config.json and tokenizer files change the key; metrics.json, the model card, hidden files
-    (temporaries, locks) and sub-folders do not."""
-    folder = shutil.copytree(models["old"], models["root"] / "k")
-    key = runs.content_key(folder)
-    (folder / "metrics.json").write_text(json.dumps({"config_key": "other"}))
-    (folder / "README.md").write_text("card")
-    (folder / ".k.tmp-1").write_text("temporary")
-    (folder / "trainer").mkdir()
-    assert runs.content_key(folder) == key
-    for name in ("config.json", "tokenizer_config.json", WEIGHTS):
-        changed = shutil.copytree(models["old"], models["root"] / f"k-{name}")
-        with open(changed / name, "ab") as f:
-            f.write(b" ")
-        assert runs.content_key(changed) != key, name
-
-
-def test_source_accuracy_memo_follows_the_weights(models, tmp_path, monkeypatch):
-    monkeypatch.setenv("XLPRUNE_CACHE", str(tmp_path / "cache"))
-    src, smoke, calls = models["labelled"], get_profile("smoke"), []
-
-    def measure():
-        calls.append(1)
-        return {"validation_accuracy": len(calls) / 10}
-
-    def accuracy():
-        return runs.source_accuracy(src, runs.source_run(src, smoke)[1], smoke, 0, measure)
-
-    assert accuracy() == accuracy() == {"validation_accuracy": 0.1} and len(calls) == 1
-    replace_weights(src, models["new"])
-    assert accuracy() == {"validation_accuracy": 0.2} and len(calls) == 2
-
-
-def test_a_folder_without_a_key_is_measured_once_per_content(models, tmp_path, monkeypatch):
-    """A folder without a config key is memoized too, by its content (it used to be measured every time)."""
-    monkeypatch.setenv("XLPRUNE_CACHE", str(tmp_path / "cache"))
-    src, smoke, calls = models["old"], get_profile("smoke"), []
-    for _ in range(2):
-        runs.source_accuracy(src, runs.source_run(src, smoke)[1], smoke, 0, lambda: calls.append(1) or {"a": 1})
-    assert len(calls) == 1
-
-
 def test_chapter_memo_follows_the_weights(models, tmp_path, monkeypatch):
     monkeypatch.setenv("XLPRUNE_CACHE", str(tmp_path / "cache"))
     src, calls = models["labelled"], []
@@ -157,14 +85,6 @@ def test_chapter_memo_follows_the_weights(models, tmp_path, monkeypatch):
         book_memo.measured("demo", lambda: calls.append(1) or len(calls), src, grid=[0.5])
     replace_weights(src, models["new"])
     assert book_memo.measured("demo", lambda: calls.append(1) or len(calls), src, grid=[0.5]) == 2
-
-
-def test_finetune_init_is_keyed_by_content(models):
-    smoke = get_profile("smoke")
-    key = finetune.finetune_config(smoke, 0, str(models["labelled"]))["init"]
-    assert key == finetune.finetune_config(smoke, 0, str(models["old"]))["init"]     # same weights, other path
-    replace_weights(models["labelled"], models["new"])
-    assert finetune.finetune_config(smoke, 0, str(models["labelled"]))["init"] != key
 
 
 def test_warm_start_from_another_source_is_another_key(minilm_folder, tmp_path, monkeypatch):

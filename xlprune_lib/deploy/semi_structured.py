@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..config import UserError
-from ..prune.plan import PruningPlan
+from ..prune.plan import named_weights
 from ..prune.select import NM
 from ..xlnet.structure import XLNetStructure
 from .onnx import PROJECTION_OUT, PROJECTIONS_IN
@@ -73,15 +73,17 @@ def semi_structured(model, convert=_semi_structured) -> int:
     if NM(2, 4).groups(model)["over_n"]:
         raise UserError("semi-structured sparsity needs a 2:4 model (xlprune prune --granularity 2:4): some groups "
                         "of 4 inputs hold more than 2 nonzeros")
-    table, converted = {}, 0
-    for name, (module, attr) in zip(PruningPlan.of(model).names(), XLNetStructure(model).prunable()):
+    packed_all = []   # every matrix converted first: a refusal leaves the model as it was
+    for name, module, attr in named_weights(model):
         weight = getattr(module, attr).detach()
         matrix = XLNetStructure.linear_weight(name, weight).contiguous()
         try:
-            packed = convert(matrix)
+            packed_all.append((module, attr, weight, convert(matrix)))
         except RuntimeError as exc:   # torch checks the shapes and dtypes its kernels take (multiples of 32 x 64...)
             raise UserError(f"{name} ({matrix.shape[0]} x {matrix.shape[1]}, {matrix.dtype}) cannot run "
                             f"semi-structured: {str(exc).splitlines()[0]}") from None
+    table = {}
+    for module, attr, weight, packed in packed_all:
         if isinstance(module, nn.Linear):
             module.weight = nn.Parameter(packed, requires_grad=False)
         else:
@@ -90,7 +92,7 @@ def semi_structured(model, convert=_semi_structured) -> int:
             setattr(module, attr, placeholder)
             module.register_buffer(f"{attr}_semi_structured", packed, persistent=False)   # the model holds it
             table[id(placeholder)] = (packed, tuple(weight.shape[1:]))
-        converted += 1
+    converted = len(packed_all)
     model.register_forward_pre_hook(lambda *_: _enter(table))
     model.register_forward_hook(lambda *_: _leave(), always_call=True)   # also when the forward raises
     return converted

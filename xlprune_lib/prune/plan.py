@@ -297,6 +297,7 @@ class PruningPlan:
         now = PruningPlan.of(model, weights=False)
         if now.layers != self.layers:
             raise ValueError("this plan drops layers the model still has; only apply_surgery() removes layers")
+        self._check_values(model, now)
         target = self._masks_on(now, model)
         for name, module, attr in named_weights(model, now):
             if name in self.values:
@@ -320,6 +321,7 @@ class PruningPlan:
         gone = [p for p, L in enumerate(now.layers) if L not in self.layers]
         if set(self.layers) - set(now.layers):
             raise ValueError("the plan keeps layers the model no longer has")
+        self._check_values(model, now)
         surgery.drop_layers(model, gone)
         for kind, mine, theirs in (("head", self.heads, now.heads), ("neuron", self.neurons, now.neurons)):
             removal = {}
@@ -340,6 +342,22 @@ class PruningPlan:
                 getattr(module, attr).mul_(keep.to(getattr(module, attr).device, getattr(module, attr).dtype))
         if not self.keeps_every_unit() or getattr(model.config, PLAN_FIELD, None):
             record_plan(model, self.to_config())   # units gone (or gone before): an ``xlnet-pruned`` model
+
+    def _check_values(self, model, now: "PruningPlan") -> None:
+        """Raise ``ValueError`` before anything changes unless every value has the shape its weight has once this
+        plan's units are removed (``model`` realises ``now``)."""
+        where = {n: (m, a) for n, m, a in named_weights(model, now)}
+        for name, value in self.values.items():
+            if name not in where:
+                raise ValueError(f"a new value for {name!r}, a weight the model does not have")
+            module, attr = where[name]
+            shape = list(getattr(module, attr).shape)
+            kind, axis = _unit_axis(name)
+            L = int(name.split(".")[1])
+            shape[axis] = len(self.heads[L] if kind == "head" else self.neurons[L])
+            if list(value.shape) != shape:
+                raise ValueError(f"a new value of shape {tuple(value.shape)} for {name}, which the plan leaves "
+                                 f"{tuple(shape)}")
 
     def _masks_on(self, now: "PruningPlan", model) -> dict:
         """Keep-masks, by name, over the prunable tensors of ``model`` (which realises ``now``) that express this
