@@ -325,3 +325,16 @@ def unreachable_hub(monkeypatch):
     monkeypatch.setattr(socket, "create_connection", counted)
     monkeypatch.setattr(datasets, "load_dataset", reached)
     yield attempts
+
+
+def save_smoke_classifier(tok, folder):
+    """A tiny random classifier folder with its tokenizer, made for the smoke profile's data, at ``folder``."""
+    import torch
+    from transformers import XLNetForSequenceClassification
+
+    from xlprune_lib.xlnet.modeling import classifier_fields, save_model
+
+    torch.manual_seed(0)
+    model = XLNetForSequenceClassification(tiny_config(vocab_size=len(tok), pad_token_id=tok.pad_token_id,
+                                                       **classifier_fields(["rotten", "fresh"])))
+    return save_model(model, tok, folder, extra_files={"metrics.json": {"profile": "smoke"}})

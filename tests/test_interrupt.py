@@ -8,24 +8,14 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
-from conftest import tiny_config
+from conftest import save_smoke_classifier
 
 
 @pytest.fixture(scope="module")
 def classifier(small_tokenizer, tmp_path_factory):
     """A tiny random classifier folder with its tokenizer, made for the smoke profile's data."""
-    from transformers import XLNetForSequenceClassification
-
-    from xlprune_lib.xlnet.modeling import classifier_fields, save_model
-
-    torch.manual_seed(0)
-    tok = small_tokenizer
-    model = XLNetForSequenceClassification(tiny_config(vocab_size=len(tok), pad_token_id=tok.pad_token_id,
-                                                       **classifier_fields(["rotten", "fresh"])))
-    return save_model(model, tok, tmp_path_factory.mktemp("interrupt") / "model",
-                      extra_files={"metrics.json": {"profile": "smoke"}})
+    return save_smoke_classifier(small_tokenizer, tmp_path_factory.mktemp("interrupt") / "model")
 
 
 def start(*args) -> subprocess.Popen:

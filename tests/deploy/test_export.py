@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from conftest import onnx_ops as _ops
+from conftest import save_smoke_classifier, onnx_ops as _ops
 from conftest import tiny_config
 from xlprune_lib.config import UserError
 from xlprune_lib.deploy.export import VERIFY_TEXTS, export_run
@@ -50,16 +50,7 @@ def test_export_cli_measures_fp32_and_int8(pruned_run, tmp_path, capsys):
 @pytest.fixture(scope="module")
 def classifier(small_tokenizer, tmp_path_factory):
     """A tiny random classifier folder with its tokenizer, made for the smoke profile's data."""
-    from transformers import XLNetForSequenceClassification
-
-    from xlprune_lib.xlnet.modeling import classifier_fields, save_model
-
-    torch.manual_seed(0)
-    tok = small_tokenizer
-    model = XLNetForSequenceClassification(tiny_config(vocab_size=len(tok), pad_token_id=tok.pad_token_id,
-                                                       **classifier_fields(["rotten", "fresh"])))
-    return save_model(model, tok, tmp_path_factory.mktemp("export") / "model",
-                      extra_files={"metrics.json": {"profile": "smoke"}})
+    return save_smoke_classifier(small_tokenizer, tmp_path_factory.mktemp("export") / "model")
 
 
 def test_export_run_records_what_it_measured(classifier, tmp_path):
